@@ -1,0 +1,198 @@
+"""A small adapter over the sub-interpreter APIs of CPython 3.13 and 3.14.
+
+3.13 only has the private `_interpreters`/`_interpqueues` modules, whose
+`exec` discards return values; 3.14 adds `concurrent.interpreters`, whose
+`Interpreter.call` returns them. `ga.pool` talks to one interface,
+`Interpreter`, so the rest of the pool does not care which one is underneath.
+
+Every method must be called from the thread that created the interpreter:
+3.13 has races when interpreters are created, used and destroyed from
+different threads (cpython gh-126914, gh-127041).
+"""
+
+import _interpqueues
+import _interpreters
+import abc
+import importlib
+import sys
+import threading
+import types
+from collections.abc import Mapping
+from typing import Any, Final
+
+from ga import _pool_worker
+
+WORKER_MODULE = _pool_worker.__name__
+
+# Interpreter creation and destruction are serialised across the whole
+# process: 3.13.0 has a known race on a new interpreter's initial thread state
+# (gh-126914), and the cost is a few milliseconds only when the pool starts or
+# recycles.
+_LIFECYCLE_LOCK = threading.Lock()
+
+# On 3.13 a memoryview or queue id can only be bound into a fresh
+# interpreter's __main__ once these modules are imported there.
+_BOOTSTRAP = "import _interpreters, _interpqueues"
+
+_RUN_CODE = compile(
+    "try:\n"
+    "    __th_worker__.call_into_queue(__th_task__, __th_queue__)\n"
+    "finally:\n"
+    "    del __th_task__\n",
+    "<thunderhelm-pool>",
+    "exec",
+)
+
+_QUEUE_FMT_SHAREABLE_ONLY: Final = 0
+_QUEUE_UNBOUND_REMOVE: Final = 1
+
+
+class RemoteError(Exception):
+    """An exception raised inside a pool interpreter, as a formatted snapshot.
+
+    The remote exception object itself cannot cross interpreters, so the
+    class name, message and formatted traceback travel as text.
+    """
+
+    def __init__(self, exc_type: str, message: str, formatted: str, interpreter: int) -> None:
+        super().__init__(f"{exc_type}: {message} (in interpreter {interpreter})")
+        self.exc_type = exc_type
+        self.message = message
+        self.formatted = formatted
+        self.interpreter = interpreter
+
+    @classmethod
+    def from_snapshot(cls, snap: Any, interpreter: int) -> "RemoteError":
+        """Build from the exception snapshot both APIs return (`type`, `msg`, ...)."""
+        kind = getattr(snap, "type", None)
+        name = str(getattr(kind, "__qualname__", None) or getattr(kind, "__name__", None) or kind)
+        message = str(getattr(snap, "msg", "") or "")
+        formatted = str(
+            getattr(snap, "errdisplay", None) or getattr(snap, "formatted", None) or message
+        )
+        return cls(name, message, formatted, interpreter)
+
+
+class Interpreter(abc.ABC):
+    """One isolated interpreter with its own GIL, owned by one thread."""
+
+    id: int
+
+    @abc.abstractmethod
+    def exec(self, code: str | types.CodeType, shared: Mapping[str, object] | None = None) -> None:
+        """Run code in the interpreter's __main__; raise `RemoteError` if it raised."""
+
+    @abc.abstractmethod
+    def set_main(self, names: Mapping[str, object]) -> None:
+        """Bind shareable objects (memoryviews stay shared, not copied) in __main__."""
+
+    @abc.abstractmethod
+    def run_task(self, task: tuple[str, tuple[object, ...]]) -> str:
+        """Run one task through the worker module and return its str result."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Destroy the interpreter and whatever the adapter created with it."""
+
+
+class Interpreter313(Interpreter):
+    """`_interpreters` + `_interpqueues` (CPython 3.13)."""
+
+    def __init__(self) -> None:
+        with _LIFECYCLE_LOCK:
+            self.id = _interpreters.create(_interpreters.new_config("isolated"))
+        try:
+            self._queue = _interpqueues.create(0, _QUEUE_FMT_SHAREABLE_ONLY, _QUEUE_UNBOUND_REMOVE)
+        except BaseException:
+            self._destroy_interpreter()
+            raise
+        try:
+            self.exec(_BOOTSTRAP)
+        except BaseException:
+            self.close()
+            raise
+
+    def exec(self, code: str | types.CodeType, shared: Mapping[str, object] | None = None) -> None:
+        snap = _interpreters.exec(self.id, code, dict(shared or {}))
+        if snap is not None:
+            raise RemoteError.from_snapshot(snap, self.id)
+
+    def set_main(self, names: Mapping[str, object]) -> None:
+        _interpreters.set___main___attrs(self.id, dict(names))
+
+    def run_task(self, task: tuple[str, tuple[object, ...]]) -> str:
+        self.exec(_RUN_CODE, {"__th_task__": task, "__th_queue__": self._queue})
+        if _interpqueues.get_count(self._queue) != 1:
+            raise RuntimeError("pool interpreter returned without a result")
+        result, _, _ = _interpqueues.get(self._queue)
+        if not isinstance(result, str):
+            raise TypeError(f"pool interpreter returned {type(result).__name__}")
+        return result
+
+    def close(self) -> None:
+        try:
+            self._destroy_interpreter()
+        finally:
+            _interpqueues.destroy(self._queue)
+
+    def _destroy_interpreter(self) -> None:
+        with _LIFECYCLE_LOCK:
+            _interpreters.destroy(self.id)
+
+
+class Interpreter314(Interpreter):
+    """The same interface on `concurrent.interpreters` (CPython 3.14+)."""
+
+    def __init__(self) -> None:
+        api: Any = importlib.import_module("concurrent.interpreters")
+        self._failed: type[BaseException] = api.ExecutionFailed
+        with _LIFECYCLE_LOCK:
+            self._interp: Any = api.create()
+        self.id = int(self._interp.id)
+        try:
+            self.exec(_BOOTSTRAP)
+        except BaseException:
+            self.close()
+            raise
+
+    def exec(self, code: str | types.CodeType, shared: Mapping[str, object] | None = None) -> None:
+        if shared:
+            self.set_main(shared)
+        try:
+            self._interp.exec(code)
+        except self._failed as exc:
+            raise RemoteError.from_snapshot(getattr(exc, "excinfo", exc), self.id) from None
+
+    def set_main(self, names: Mapping[str, object]) -> None:
+        self._interp.prepare_main(dict(names))
+
+    def run_task(self, task: tuple[str, tuple[object, ...]]) -> str:
+        try:
+            result = self._interp.call(_pool_worker.call, task)
+        except self._failed as exc:
+            raise RemoteError.from_snapshot(getattr(exc, "excinfo", exc), self.id) from None
+        if not isinstance(result, str):
+            raise TypeError(f"pool interpreter returned {type(result).__name__}")
+        return result
+
+    def close(self) -> None:
+        with _LIFECYCLE_LOCK:
+            self._interp.close()
+
+
+def new_interpreter(path: tuple[str, ...], allowed: tuple[str, ...]) -> Interpreter:
+    """Create a warm interpreter: import path copied, worker module loaded and configured."""
+    interp = Interpreter314() if sys.version_info >= (3, 14) else Interpreter313()
+    try:
+        interp.exec(
+            "import sys\n"
+            "sys.path[:] = list(__th_path__)\n"
+            f"import {WORKER_MODULE} as __th_worker__\n"
+            "__th_worker__.configure(__th_allowed__)\n"
+            "del __th_path__, __th_allowed__\n",
+            {"__th_path__": path, "__th_allowed__": allowed},
+        )
+    except BaseException:
+        interp.close()
+        raise
+    return interp

@@ -1,0 +1,72 @@
+"""Stdlib-only task functions for checking and measuring the interpreter pool.
+
+They exercise what the pool promises — dispatch, failure isolation, shared
+buffers, cooperative cancellation, parallelism — without depending on the
+training kernel. A pool only runs them when they are put on its allowlist.
+"""
+
+import _interpreters
+import json
+import time
+
+_state: list[str] = []
+
+
+def interpreter_id() -> str:
+    """The id of the interpreter running this call."""
+    return str(_interpreters.get_current()[0])
+
+
+def echo(value: str) -> str:
+    return value
+
+
+def spin(n: int) -> str:
+    """A pure-Python CPU-bound loop; returns its checksum."""
+    total = 0
+    for i in range(n):
+        total = (total + i * i) % 1_000_003
+    return str(total)
+
+
+def fail(message: str) -> str:
+    raise ValueError(message)
+
+
+def not_a_str() -> str:
+    return 42  # type: ignore[return-value]  # deliberately breaks the str contract
+
+
+def remember(value: str) -> str:
+    """Keep module state, so a test can see that a recycled interpreter starts clean."""
+    _state.append(value)
+    return json.dumps(_state)
+
+
+def buffer_sum(view: memoryview) -> str:
+    return str(sum(view.cast("B")))
+
+
+def rendezvous(view: memoryview, index: int, timeout_s: float) -> str:
+    """Mark `view[index]`, then wait until every byte of `view` is marked.
+
+    Succeeds only if all participants run at the same time in interpreters
+    that see one and the same buffer.
+    """
+    view[index] = 1
+    end = time.monotonic() + timeout_s
+    while not all(view):
+        if time.monotonic() > end:
+            raise TimeoutError(f"rendezvous timed out: {bytes(view)!r}")
+        time.sleep(0.0005)
+    return json.dumps({"interpreter": _interpreters.get_current()[0], "index": index})
+
+
+def wait_for_cancel(cancel: memoryview, deadline: float) -> str:
+    """Poll a cancel flag and a `time.time()` deadline, as the training loop does."""
+    while True:
+        if cancel[0]:
+            return json.dumps({"status": "cancelled"})
+        if time.time() >= deadline:
+            return json.dumps({"status": "timeout"})
+        time.sleep(0.001)

@@ -1,0 +1,358 @@
+"""Named datasets, prepared once in the main interpreter for the training pool.
+
+A run request names its dataset and a few parameters; this module turns that
+plain data into train/validation arrays the pool can share. Nothing in a
+spec is ever executed or used as an arbitrary path: files are read only from
+the configured data root (relative paths that stay inside it) or the
+configured text directory. numpy is used here only — it cannot be imported in
+the pool's isolated interpreters, which receive the arrays as buffers.
+
+Every dataset is split with a seeded permutation, standardised with the
+training statistics (kept, so a saved model can be applied to new data), and
+stored as C-contiguous float32 features and int32 labels.
+"""
+
+import csv
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DATASET_NAMES",
+    "DatasetError",
+    "PreparedDataset",
+    "bigram_baseline_accuracy",
+    "load_dataset",
+]
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+
+DATASET_NAMES = ("spirals", "digits", "shakespeare", "csv", "npz")
+
+_COMMON = {"name", "seed", "validation_fraction", "standardize"}
+_MAX_FILE_BYTES = 512 * 1024 * 1024
+_MAX_FEATURE_BYTES = 512 * 1024 * 1024
+_MAX_CLASSES = 1000
+
+
+class DatasetError(ValueError):
+    """A dataset spec that cannot be honoured; the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedDataset:
+    """Train/validation arrays ready to be shared with the pool.
+
+    `mean`/`scale` are the standardisation applied to the features
+    (x = (raw - mean) / scale). `vocabulary` and `context` are set for
+    character-level text only.
+    """
+
+    name: str
+    x_train: F32
+    y_train: I32
+    x_val: F32
+    y_val: I32
+    n_features: int
+    n_classes: int
+    mean: F32
+    scale: F32
+    vocabulary: str = ""
+    context: int = 0
+
+    def buffers(self) -> dict[str, memoryview]:
+        """Read-only flat views of the four arrays, as the pool attaches them.
+
+        Features are n x n_features float32 ('f') flattened row-major, labels
+        int32 ('i'); the views share memory with the arrays, never copy.
+        """
+        return {
+            "x_train": memoryview(self.x_train.reshape(-1)).toreadonly(),
+            "y_train": memoryview(self.y_train).toreadonly(),
+            "x_val": memoryview(self.x_val.reshape(-1)).toreadonly(),
+            "y_val": memoryview(self.y_val).toreadonly(),
+        }
+
+
+def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path) -> PreparedDataset:
+    """Build the dataset a run request names.
+
+    Common keys: `name`, `seed` (int, default 0), `validation_fraction`
+    (default 0.2), `standardize` (default true). Per name:
+    `spirals` samples/classes/noise; `digits` samples; `shakespeare`
+    context/samples/lowercase; `csv` and `npz` path (relative to `data_root`).
+    """
+    name = spec.get("name")
+    if name not in _LOADERS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    assert isinstance(name, str)
+    extra_keys, loader = _LOADERS[name]
+    unknown = sorted(set(spec) - _COMMON - extra_keys)
+    if unknown:
+        allowed = ", ".join(sorted(_COMMON | extra_keys))
+        raise DatasetError(f"dataset {name!r}: unknown keys {unknown}; allowed: {allowed}")
+    seed = _int(spec, "seed", 0, 0, 2**63 - 1)
+    fraction = _float(spec, "validation_fraction", 0.2, 0.01, 0.9)
+    standardize = _bool(spec, "standardize", True)
+    ctx = _Context(spec, seed, data_root, text_dir)
+    x, y, n_classes, vocabulary, context = loader(ctx)
+    if len(y) < 4:
+        raise DatasetError(f"dataset {name!r} has {len(y)} samples; at least 4 are needed")
+    perm = np.random.default_rng([seed, 0x5E1]).permutation(len(y))
+    n_val = min(len(y) - 2, max(1, round(len(y) * fraction)))
+    val, train = perm[:n_val], perm[n_val:]
+    x_train, x_val = x[train], x[val]
+    if standardize:
+        mean = x_train.mean(axis=0)
+        scale = x_train.std(axis=0)
+        scale[~(scale > 1e-12)] = 1.0
+    else:
+        mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    return PreparedDataset(
+        name=name,
+        x_train=_frozen(((x_train - mean) / scale).astype(np.float32)),
+        y_train=_frozen(y[train].astype(np.int32)),
+        x_val=_frozen(((x_val - mean) / scale).astype(np.float32)),
+        y_val=_frozen(y[val].astype(np.int32)),
+        n_features=int(x.shape[1]),
+        n_classes=n_classes,
+        mean=_frozen(mean.astype(np.float32)),
+        scale=_frozen(scale.astype(np.float32)),
+        vocabulary=vocabulary,
+        context=context,
+    )
+
+
+def bigram_baseline_accuracy(dataset: PreparedDataset) -> float:
+    """Validation accuracy of "predict the commonest next char after the previous char".
+
+    Counts come from the training windows only; a previous char never seen in
+    training predicts the commonest training label. This is the bar a
+    character-level model has to beat.
+    """
+    if not dataset.vocabulary or dataset.context < 1:
+        raise DatasetError(f"{dataset.name!r} is not a character-level dataset")
+    v = len(dataset.vocabulary)
+    prev_train = _previous_char(dataset, dataset.x_train)
+    prev_val = _previous_char(dataset, dataset.x_val)
+    counts = np.zeros((v, v), dtype=np.int64)
+    np.add.at(counts, (prev_train, dataset.y_train), 1)
+    fallback = int(np.bincount(dataset.y_train, minlength=v).argmax())
+    predict = np.where(counts.sum(axis=1) > 0, counts.argmax(axis=1), fallback)
+    return float(np.mean(predict[prev_val] == dataset.y_val))
+
+
+def _previous_char(dataset: PreparedDataset, x: F32) -> npt.NDArray[np.intp]:
+    v = len(dataset.vocabulary)
+    last = slice((dataset.context - 1) * v, dataset.context * v)
+    raw = x[:, last] * dataset.scale[last] + dataset.mean[last]
+    return np.asarray(raw.argmax(axis=1))
+
+
+# -- spec parsing -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    spec: Mapping[str, object]
+    seed: int
+    data_root: Path
+    text_dir: Path
+
+
+_Loaded = tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], int, str, int]
+
+
+def _int(spec: Mapping[str, object], key: str, default: int, lo: int, hi: int) -> int:
+    value = spec.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise DatasetError(f"{key!r} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _float(spec: Mapping[str, object], key: str, default: float, lo: float, hi: float) -> float:
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DatasetError(f"{key!r} must be a number, got {value!r}")
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise DatasetError(f"{key!r} must be in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def _bool(spec: Mapping[str, object], key: str, default: bool) -> bool:
+    value = spec.get(key, default)
+    if not isinstance(value, bool):
+        raise DatasetError(f"{key!r} must be true or false, got {value!r}")
+    return value
+
+
+def _frozen[A: np.ndarray](array: A) -> A:
+    out = np.ascontiguousarray(array)
+    out.flags.writeable = False
+    return out  # type: ignore[return-value]  # ascontiguousarray keeps dtype and shape
+
+
+def _labels(raw: npt.NDArray[np.int64], what: str) -> tuple[npt.NDArray[np.int64], int]:
+    if raw.size and raw.min() < 0:
+        raise DatasetError(f"{what}: labels must be non-negative integers")
+    n_classes = int(raw.max()) + 1 if raw.size else 0
+    if not 2 <= n_classes <= _MAX_CLASSES:
+        raise DatasetError(f"{what}: need between 2 and {_MAX_CLASSES} classes, got {n_classes}")
+    return raw, n_classes
+
+
+# -- loaders ------------------------------------------------------------------
+
+
+def _spirals(ctx: _Context) -> _Loaded:
+    samples = _int(ctx.spec, "samples", 1200, 4, 1_000_000)
+    classes = _int(ctx.spec, "classes", 3, 2, 32)
+    noise = _float(ctx.spec, "noise", 0.2, 0.0, 5.0)
+    rng = np.random.default_rng([ctx.seed, 0x5917])
+    y = np.arange(samples, dtype=np.int64) % classes
+    # sqrt keeps the point density even along each arm.
+    t = np.sqrt(rng.uniform(0.0, 1.0, samples))
+    theta = 4.0 * t + 2.0 * math.pi * y / classes + noise * rng.standard_normal(samples)
+    x = np.stack([t * np.cos(theta), t * np.sin(theta)], axis=1)
+    return x, y, classes, "", 0
+
+
+def _digits(ctx: _Context) -> _Loaded:
+    from sklearn.datasets import load_digits  # slow to import; only this loader needs it
+
+    samples = _int(ctx.spec, "samples", 1797, 4, 1797)
+    x_all, y_all = load_digits(return_X_y=True)
+    keep = np.sort(np.random.default_rng([ctx.seed, 0xD1]).permutation(len(y_all))[:samples])
+    return x_all[keep].astype(np.float64), y_all[keep].astype(np.int64), 10, "", 0
+
+
+def _shakespeare(ctx: _Context) -> _Loaded:
+    context = _int(ctx.spec, "context", 8, 1, 64)
+    samples = _int(ctx.spec, "samples", 20_000, 4, 500_000)
+    lowercase = _bool(ctx.spec, "lowercase", True)
+    files = sorted(ctx.text_dir.glob("*.txt")) if ctx.text_dir.is_dir() else []
+    if not files:
+        raise DatasetError(f"shakespeare: no .txt files in the text directory {ctx.text_dir}")
+    text = "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+    if lowercase:
+        text = text.lower()
+    vocabulary = "".join(sorted(set(text)))
+    v = len(vocabulary)
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    vocab_points = np.frombuffer(vocabulary.encode("utf-32-le"), dtype=np.uint32)
+    codes = np.searchsorted(vocab_points, points)
+    windows = len(codes) - context
+    n = min(samples, windows)
+    if n < 4:
+        raise DatasetError("shakespeare: the text is shorter than the context window")
+    if n * context * v * 8 > _MAX_FEATURE_BYTES:
+        raise DatasetError(
+            f"shakespeare: {n} windows of {context} chars over {v} symbols is too large; "
+            "lower samples or context"
+        )
+    starts = np.random.default_rng([ctx.seed, 0x7E47]).choice(windows, size=n, replace=False)
+    idx = codes[starts[:, None] + np.arange(context)]
+    x = np.zeros((n, context * v), dtype=np.float64)
+    x[np.arange(n)[:, None], np.arange(context) * v + idx] = 1.0
+    y = codes[starts + context].astype(np.int64)
+    return x, y, v, vocabulary, context
+
+
+def _confined_file(ctx: _Context, suffix: str) -> Path:
+    rel = ctx.spec.get("path")
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        raise DatasetError("'path' must be a non-empty relative path string")
+    posix, windows = PurePosixPath(rel), PureWindowsPath(rel)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or rel.startswith("~"):
+        raise DatasetError(f"'path' must be relative to the data root, got {rel!r}")
+    if ".." in posix.parts or ".." in windows.parts:
+        raise DatasetError(f"'path' must not contain '..', got {rel!r}")
+    try:
+        root = ctx.data_root.resolve(strict=True)
+    except OSError:
+        raise DatasetError(f"the data root {ctx.data_root} does not exist") from None
+    # Resolving follows symlinks, so a link that points out of the root is caught here.
+    target = (root / posix).resolve()
+    if not target.is_relative_to(root):
+        raise DatasetError(f"'path' {rel!r} resolves outside the data root")
+    if target.suffix.lower() != suffix:
+        raise DatasetError(f"'path' must name a {suffix} file, got {rel!r}")
+    if not target.is_file():
+        raise DatasetError(f"no such file under the data root: {rel!r}")
+    if target.stat().st_size > _MAX_FILE_BYTES:
+        raise DatasetError(f"{rel!r} is larger than {_MAX_FILE_BYTES} bytes")
+    return target
+
+
+def _csv(ctx: _Context) -> _Loaded:
+    path = _confined_file(ctx, ".csv")
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows and not _numeric(rows[0][:-1]):
+        rows = rows[1:]  # a header row
+    if not rows or len(rows[0]) < 2:
+        raise DatasetError(f"{path.name}: need at least one feature column and a label column")
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width or not _numeric(row[:-1]):
+            raise DatasetError(f"{path.name}: row {i + 1} is not {width - 1} numbers and a label")
+    x = np.array([[float(c) for c in row[:-1]] for row in rows], dtype=np.float64)
+    raw = [row[-1].strip() for row in rows]
+    if all(r.lstrip("-").isdigit() for r in raw):
+        y, n_classes = _labels(np.array([int(r) for r in raw], dtype=np.int64), path.name)
+    else:
+        _, inverse = np.unique(np.array(raw), return_inverse=True)
+        y, n_classes = _labels(inverse.astype(np.int64), path.name)
+    return _finite(x, path.name), y, n_classes, "", 0
+
+
+def _npz(ctx: _Context) -> _Loaded:
+    path = _confined_file(ctx, ".npz")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive or "y" not in archive:
+                raise DatasetError(f"{path.name}: the archive needs arrays 'x' and 'y'")
+            x_raw, y_raw = archive["x"], archive["y"]
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"{path.name}: not a readable .npz archive ({exc})") from None
+    if x_raw.ndim == 1:
+        x_raw = x_raw[:, None]
+    if x_raw.ndim != 2 or y_raw.ndim != 1 or len(x_raw) != len(y_raw):
+        raise DatasetError(f"{path.name}: need x of shape (n, features) and y of shape (n,)")
+    if not (np.issubdtype(x_raw.dtype, np.number) and np.issubdtype(y_raw.dtype, np.number)):
+        raise DatasetError(f"{path.name}: x and y must be numeric")
+    if not np.all(np.equal(np.mod(y_raw, 1), 0)):
+        raise DatasetError(f"{path.name}: labels must be integers")
+    y, n_classes = _labels(y_raw.astype(np.int64), path.name)
+    return _finite(x_raw.astype(np.float64), path.name), y, n_classes, "", 0
+
+
+def _numeric(cells: list[str]) -> bool:
+    try:
+        for c in cells:
+            float(c)
+    except ValueError:
+        return False
+    return True
+
+
+def _finite(x: npt.NDArray[np.float64], what: str) -> npt.NDArray[np.float64]:
+    if x.shape[1] == 0 or not np.all(np.isfinite(x)):
+        raise DatasetError(f"{what}: features must be finite numbers")
+    return x
+
+
+_LOADERS: dict[str, tuple[set[str], Callable[[_Context], _Loaded]]] = {
+    "spirals": ({"samples", "classes", "noise"}, _spirals),
+    "digits": ({"samples"}, _digits),
+    "shakespeare": ({"context", "samples", "lowercase"}, _shakespeare),
+    "csv": ({"path"}, _csv),
+    "npz": ({"path"}, _npz),
+}

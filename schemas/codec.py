@@ -1,0 +1,131 @@
+"""Decode Kafka records into CloudEvents (both binding modes) and encode ours.
+
+Input arrives in structured mode (the whole event as JSON in the value) or in
+binary mode (the value is `data`, attributes in `ce_*` headers). Output is
+always structured, so any consumer reads a record without looking at headers.
+Decoding failures raise `DecodeError` (not JSON, not UTF-8, not an envelope)
+or `EnvelopeError` (a well-formed envelope with bad attributes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.envelope import JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, CloudEvent
+
+MAX_NESTING = 32
+
+
+class DecodeError(ValueError):
+    """The record's bytes are not a CloudEvent we can read."""
+
+
+class EnvelopeError(ValueError):
+    """The record is JSON but its CloudEvents attributes are invalid."""
+
+
+def _header(headers: Mapping[str, bytes], name: str) -> str | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"header {name!r} is not UTF-8") from exc
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth, iteratively, stopping early once past `limit`."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def parse_json(value: bytes) -> Any:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    try:
+        parsed = json.loads(text)
+    except RecursionError as exc:
+        raise DecodeError("value is nested too deeply") from exc
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"value is not JSON: {exc.msg} at char {exc.pos}") from exc
+    if _depth(parsed, MAX_NESTING) > MAX_NESTING:
+        raise DecodeError(f"value is nested deeper than {MAX_NESTING} levels")
+    return parsed
+
+
+def _validate(envelope: Mapping[str, Any]) -> CloudEvent:
+    try:
+        return CloudEvent.model_validate(dict(envelope))
+    except ValidationError as exc:
+        raise EnvelopeError(_summarise(exc)) from exc
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def decode_record(value: bytes | None, headers: Mapping[str, bytes]) -> CloudEvent:
+    """Read a CloudEvent from a Kafka record in either binding mode."""
+    if value is None:
+        raise DecodeError("record has no value (tombstone)")
+    content_type = (_header(headers, "content-type") or "").split(";")[0].strip().lower()
+    if "ce_specversion" in headers and content_type != STRUCTURED_CONTENT_TYPE:
+        attributes: dict[str, Any] = {}
+        for name in headers:
+            if name.startswith("ce_"):
+                attributes[name[3:]] = _header(headers, name)
+        if "sequence" in attributes and attributes["sequence"] is not None:
+            try:
+                attributes["sequence"] = int(attributes["sequence"])
+            except ValueError as exc:
+                raise EnvelopeError("ce_sequence is not an integer") from exc
+        if content_type:
+            attributes["datacontenttype"] = content_type
+        if content_type in ("", JSON_CONTENT_TYPE) or content_type.endswith("+json"):
+            attributes["data"] = parse_json(value)
+        else:
+            raise EnvelopeError(f"unsupported data content type {content_type!r}")
+        return _validate(attributes)
+    parsed = parse_json(value)
+    if not isinstance(parsed, dict):
+        raise DecodeError(f"value is JSON {type(parsed).__name__}, not a CloudEvent object")
+    if "specversion" not in parsed:
+        raise DecodeError("value is JSON but not a CloudEvent (no 'specversion')")
+    return _validate(parsed)
+
+
+def encode_event(event: CloudEvent) -> bytes:
+    """Structured-mode bytes of an event (compact JSON, no nulls)."""
+    body = event.model_dump(mode="json", exclude_none=True)
+    return json.dumps(body, separators=(",", ":"), sort_keys=False).encode("utf-8")
+
+
+def describe_validation_error(exc: ValidationError) -> list[str]:
+    """Human reasons, one per field error, for a rejected request."""
+    reasons = []
+    for err in exc.errors()[:20]:
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        reasons.append(f"{where}: {err['msg']}")
+    return reasons

@@ -1,0 +1,133 @@
+"""Commands users produce to `thunderhelm.run-requests`: start and cancel a run.
+
+Every field is validated strictly (no coercion from strings, no unknown keys)
+and bounded, because requests come from any Kafka client. Datasets and fitness
+functions are chosen by name from a closed set; nothing is ever executed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# A path under the configured data root: relative, plain segments only.
+# The loader resolves it again and refuses anything that escapes the root.
+DATA_PATH_PATTERN = r"^[A-Za-z0-9._/-]{1,255}$"
+
+RUN_REQUESTED = "thunderhelm.run.requested"
+CANCEL_REQUESTED = "thunderhelm.run.cancel-requested"
+COMMAND_TYPES = frozenset({RUN_REQUESTED, CANCEL_REQUESTED})
+
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class SpiralsDataset(_Strict):
+    name: Literal["spirals"]
+    samples: int = Field(default=1200, ge=30, le=200_000)
+    classes: int = Field(default=3, ge=2, le=16)
+    noise: float = Field(default=0.2, ge=0.0, le=5.0)
+    seed: Seed = 0
+
+
+class DigitsDataset(_Strict):
+    name: Literal["digits"]
+    seed: Seed = 0
+
+
+class ShakespeareDataset(_Strict):
+    name: Literal["shakespeare"]
+    context: int = Field(default=8, ge=1, le=64)
+    samples: int = Field(default=20_000, ge=100, le=500_000)
+    seed: Seed = 0
+
+
+class FileDataset(_Strict):
+    name: Literal["csv", "npz"]
+    path: str = Field(pattern=DATA_PATH_PATTERN)
+    seed: Seed = 0
+
+    @field_validator("path")
+    @classmethod
+    def _relative_and_plain(cls, value: str) -> str:
+        parts = value.split("/")
+        if value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError("path must be relative to the data root, without '.' or '..'")
+        return value
+
+
+DatasetSpec = Annotated[
+    SpiralsDataset | DigitsDataset | ShakespeareDataset | FileDataset,
+    Field(discriminator="name"),
+]
+
+
+class GASettings(_Strict):
+    population: int = Field(default=8, ge=2, le=512)
+    generations: int = Field(default=4, ge=1, le=1000)
+    tournament_size: int = Field(default=3, ge=1, le=64)
+    temperature: float = Field(default=1.0, ge=0.0, le=1000.0)
+    crossover_rate: float = Field(default=0.9, ge=0.0, le=1.0)
+    mutation_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+    elite: int = Field(default=1, ge=0, le=511)
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _fits_population(self) -> GASettings:
+        if self.elite >= self.population:
+            raise ValueError("elite must be smaller than population")
+        if self.tournament_size > self.population:
+            raise ValueError("tournament_size must not exceed population")
+        return self
+
+
+class TrainingSettings(_Strict):
+    epochs: int = Field(default=3, ge=1, le=200, description="most epochs a candidate trains")
+    batch_size: int = Field(default=64, ge=1, le=8192)
+
+
+class SearchSpaceSettings(_Strict):
+    max_levels: int = Field(default=3, ge=1, le=12, description="hidden levels")
+    max_units: int = Field(default=3, ge=1, le=16, description="units per level")
+    max_neurons: int = Field(default=64, ge=1, le=1024, description="neurons per unit")
+
+
+class FitnessSettings(_Strict):
+    name: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    param_penalty: float = Field(default=0.0, ge=0.0, le=1.0, description="per million params")
+
+
+class Budget(_Strict):
+    timeout_s: float = Field(default=600.0, gt=0.0, le=7 * 24 * 3600.0)
+    max_evaluations: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class RunRequest(_Strict):
+    """`data` of a `thunderhelm.run.requested` command."""
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
+    dataset: DatasetSpec
+    ga: GASettings = GASettings()
+    training: TrainingSettings = TrainingSettings()
+    search_space: SearchSpaceSettings = SearchSpaceSettings()
+    fitness: FitnessSettings = FitnessSettings()
+    budget: Budget = Budget()
+
+    @field_validator("run_id")
+    @classmethod
+    def _no_dots_only(cls, value: str) -> str:
+        if set(value) <= {"."}:
+            raise ValueError("run_id must not be only dots")
+        return value
+
+
+class CancelRequest(_Strict):
+    """`data` of a `thunderhelm.run.cancel-requested` command."""
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
+    reason: str = Field(default="cancelled by user", max_length=500)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv at the repo root with Python 3.13 and install thunderhelm (with
+# its compiled training kernel) plus the dev tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+  if [ -n "${THUNDERHELM_PYTHON:-}" ]; then echo "$THUNDERHELM_PYTHON"; return; fi
+  if command -v pyenv >/dev/null 2>&1; then
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[3-9](\.|$)' | sort -V -r); do
+      echo "$(pyenv root)/versions/$v/bin/python"; return
+    done
+  fi
+  for c in python3.14 python3.13; do
+    if command -v "$c" >/dev/null 2>&1; then command -v "$c"; return; fi
+  done
+  echo "error: Python >= 3.13 not found (install it, or set THUNDERHELM_PYTHON)" >&2
+  exit 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+  py=$(find_python)
+  echo "creating .venv with $py"
+  "$py" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+echo "thunderhelm installed in .venv ($(.venv/bin/python --version))"

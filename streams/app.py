@@ -1,0 +1,86 @@
+"""The Faust application: topics, the run-state table, agents and timers.
+
+Agents stay thin: each record goes through `RunService` (streams/service.py),
+which owns decoding, the saga, dead letters and telemetry. Nothing here awaits
+a generation: generations run as background tasks on the interpreter pool and
+report back by appending to run-events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from streams.settings import Settings
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Any]:
+    """Build the app and its `RunService`; returned together for the worker entry point."""
+    from streams.service import RunService
+
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        producer_acks=-1,
+        web_enabled=settings.web_port > 0,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        web_port=max(settings.web_port, 1),
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        topic_disable_leader=True,
+    )
+    topics = {
+        name: app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+        for name in settings.topics
+    }
+    runs = app.Table(
+        "runs",
+        default=None,
+        partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="json",
+    )
+    service = RunService(settings, app, topics, runs)
+
+    @app.agent(topics[settings.run_requests], name="run-requests")
+    async def on_request(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await service.handle_request(event)
+
+    @app.agent(topics[settings.run_events], name="run-events")
+    async def on_event(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await service.handle_event(event)
+
+    @app.timer(interval=1.0)
+    async def reconcile() -> None:
+        await service.reconcile()
+
+    @app.task
+    async def on_started() -> None:
+        await service.start()
+
+    @app.page("/runs/{run_id}/")
+    async def run_view(web: Any, request: Any, run_id: str) -> Any:
+        state = service.state_of(run_id)
+        if state is None:
+            return web.json({"error": f"unknown run {run_id}"}, status=404)
+        return web.json(state.to_dict())
+
+    return app, service

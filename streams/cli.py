@@ -1,0 +1,185 @@
+"""`thunderhelm` command line: services, worker, submit, watch, cancel, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from streams.settings import Settings
+
+
+def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.file:
+        loaded = json.loads(Path(args.file).read_text())
+        request: dict[str, Any] = loaded.get("data", loaded) if "specversion" in loaded else loaded
+        if args.run_id:
+            request["run_id"] = args.run_id
+        return request
+    import uuid
+
+    dataset: dict[str, Any] = {"name": args.dataset, "seed": args.seed}
+    if args.dataset == "spirals":
+        dataset |= {"samples": args.samples, "classes": args.classes}
+    return {
+        "run_id": args.run_id or f"run-{uuid.uuid4().hex[:10]}",
+        "dataset": dataset,
+        "ga": {
+            "population": args.population,
+            "generations": args.generations,
+            "tournament_size": min(3, args.population),
+            "elite": 1,
+            "seed": args.seed,
+        },
+        "training": {"epochs": args.epochs, "batch_size": args.batch_size},
+        "budget": {"timeout_s": args.timeout},
+    }
+
+
+def _add_request_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--file", "--request", dest="file", help="request JSON (data or a CloudEvent)")
+    p.add_argument("--run-id")
+    p.add_argument("--dataset", default="spirals", choices=["spirals", "digits", "shakespeare"])
+    p.add_argument("--samples", type=int, default=1200)
+    p.add_argument("--classes", type=int, default=3)
+    p.add_argument("--population", type=int, default=6)
+    p.add_argument("--generations", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--timeout", type=float, default=600.0)
+
+
+def cmd_worker(settings: Settings) -> int:
+    import faust
+
+    from streams import telemetry
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    created = loop.run_until_complete(ensure_topics(settings, timeout_s=60.0))
+    if created:
+        print(f"created topics: {', '.join(created)}", flush=True)
+    telemetry.configure(settings)
+    app, service = create_app(settings)
+    worker = faust.Worker(app, loop=loop, loglevel="INFO", redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        service.stop()
+        telemetry.shutdown()
+    return 0
+
+
+async def _watch(settings: Settings, run_id: str, timeout: float | None, as_json: bool) -> int:
+    from schemas import events as ev
+    from streams import client, telemetry
+
+    trace_id = None
+    result: dict[str, Any] | None = None
+    async for seen in client.follow(settings, run_id, timeout_s=timeout):
+        data = seen.event.data if isinstance(seen.event.data, dict) else {}
+        if seen.event.type == ev.RUN_ACCEPTED and data.get("traceparent"):
+            trace_id = telemetry.trace_id_of(data["traceparent"])
+        if seen.topic == settings.run_results:
+            result = data
+        elif not as_json:
+            print(f"[{run_id}] {client.describe(seen)}", flush=True)
+        if seen.event.type == ev.RUN_REJECTED:
+            if as_json:
+                print(json.dumps({"run_id": run_id, "status": "rejected", **data}))
+            return 2
+    assert result is not None
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(client.dumps(result))
+        if trace_id:
+            print(f"trace id: {trace_id}")
+            print(f"trace (Jaeger UI):  {client.trace_url(settings, trace_id)}")
+            print(f"trace (Jaeger API): {client.trace_api_url(settings, trace_id)}")
+    return 0 if result.get("status") == "succeeded" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="thunderhelm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("services", help="start/stop/status of local Kafka and Jaeger")
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("worker", help="run the Faust worker")
+    p = sub.add_parser("submit", help="produce a run request; prints the run id")
+    _add_request_flags(p)
+    p.add_argument("--wait", action="store_true", help="then watch it to the end")
+    p = sub.add_parser("watch", help="follow a run's events and print its result")
+    p.add_argument("run_id")
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--json", action="store_true", help="print only the result JSON")
+    p = sub.add_parser("cancel", help="request cancellation of a run")
+    p.add_argument("run_id")
+    p.add_argument("--reason", default="cancelled by user")
+    p = sub.add_parser("run", help="run a NAS job on the local pool, without Kafka")
+    _add_request_flags(p)
+    p.add_argument("--pool-size", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="last line: the result JSON")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.from_env()
+    match args.command:
+        case "services":
+            from streams import services
+
+            return services.main(args.rest)
+        case "worker":
+            return cmd_worker(settings)
+        case "submit":
+            from streams import client, telemetry
+
+            telemetry.configure(Settings.from_env({**_env(), "OTEL_SERVICE_NAME": _cli_name()}))
+            request = _request_from_args(args)
+            trace_id = asyncio.run(client.submit(settings, request))
+            telemetry.flush()
+            print(request["run_id"], flush=True)
+            if not args.wait:
+                return 0
+            print(f"trace id: {trace_id}", file=sys.stderr)
+            return asyncio.run(_watch(settings, request["run_id"], args.timeout, False))
+        case "watch":
+            return asyncio.run(_watch(settings, args.run_id, args.timeout, args.json))
+        case "cancel":
+            from streams import client, telemetry
+
+            telemetry.configure(Settings.from_env({**_env(), "OTEL_SERVICE_NAME": _cli_name()}))
+            asyncio.run(client.cancel(settings, args.run_id, args.reason))
+            telemetry.flush()
+            print(f"cancel requested for {args.run_id}")
+            return 0
+        case "run":
+            from streams.local_run import run_local
+
+            return run_local(settings, _request_from_args(args), args.pool_size, args.json)
+    return 2
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def _cli_name() -> str:
+    import os
+
+    return os.environ.get("THUNDERHELM_CLI_SERVICE_NAME", "thunderhelm-cli")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""All OpenTelemetry at the edge: SDK setup, W3C propagation, span shapes.
+
+Faust consumes records in its own thread, so context never arrives by
+itself: every consumed record's `traceparent` is extracted here and every
+produced record gets exactly one injected here. A run keeps its trace context
+in its state, so spans written minutes later (or by another worker after a
+restart) join the same trace. Span names and attributes follow the OTel
+messaging semantic conventions and are defined only in this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from streams.settings import Settings
+
+TRACER_NAME = "thunderhelm"
+_TRACE_HEADERS = ("traceparent", "tracestate")
+log = logging.getLogger(__name__)
+
+
+class _BytesHeaderGetter(Getter[Mapping[str, Any]]):
+    """Reads Kafka headers (str -> bytes) for the W3C propagator."""
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bytes):
+            return [value.decode("utf-8", "replace")]
+        return [str(value)]
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        return list(carrier)
+
+
+_GETTER = _BytesHeaderGetter()
+
+
+def configure(settings: Settings) -> None:
+    """Install the SDK tracer provider exporting over OTLP/HTTP (entry points only)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": settings.service_name})
+    provider = TracerProvider(resource=resource)
+    if settings.tracing:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = settings.otlp_endpoint
+        if not endpoint.endswith("/v1/traces"):
+            endpoint = f"{endpoint}/v1/traces"
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=500)
+        )
+    trace.set_tracer_provider(provider)
+
+
+def flush(timeout_ms: int = 5000) -> None:
+    provider = trace.get_tracer_provider()
+    force_flush = getattr(provider, "force_flush", None)
+    if force_flush is not None:
+        force_flush(timeout_ms)
+
+
+def shutdown() -> None:
+    provider = trace.get_tracer_provider()
+    stop = getattr(provider, "shutdown", None)
+    if stop is not None:
+        stop()
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def extract(headers: Mapping[str, Any]) -> Context:
+    return propagate.extract(headers, getter=_GETTER)
+
+
+def context_from_traceparent(traceparent: str | None) -> Context | None:
+    if not traceparent:
+        return None
+    ctx = extract({"traceparent": traceparent})
+    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+
+
+def inject_headers(context: Context | None = None) -> dict[str, bytes]:
+    """W3C headers for the given (or current) context, one of each at most."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return {k: v.encode("ascii") for k, v in carrier.items() if k in _TRACE_HEADERS}
+
+
+def traceparent_of(span: Span) -> str | None:
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    if not traceparent or traceparent.count("-") != 3:
+        return None
+    return traceparent.split("-")[1]
+
+
+def strip_trace_headers(headers: Mapping[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in headers.items() if k not in _TRACE_HEADERS}
+
+
+@contextmanager
+def consume_span(
+    topic: str, partition: int, offset: int, key: bytes | None, headers: Mapping[str, Any]
+) -> Iterator[Span]:
+    """The CONSUMER span of one record, parented on the producer's context."""
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+    }
+    if key is not None:
+        attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")[:200]
+    with tracer().start_as_current_span(
+        f"process {topic}",
+        context=extract(headers),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    ) as span:
+        yield span
+
+
+@contextmanager
+def produce_span(topic: str, key: str | None, context: Context | None = None) -> Iterator[Span]:
+    """The PRODUCER span of one record; its context goes into the record's headers."""
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "publish",
+        "messaging.destination.name": topic,
+    }
+    if key is not None:
+        attributes["messaging.kafka.message.key"] = key
+    with tracer().start_as_current_span(
+        f"publish {topic}", context=context, kind=SpanKind.PRODUCER, attributes=attributes
+    ) as span:
+        yield span
+
+
+@contextmanager
+def internal_span(
+    name: str, context: Context | None = None, attributes: Mapping[str, Any] | None = None
+) -> Iterator[Span]:
+    with tracer().start_as_current_span(
+        name, context=context, kind=SpanKind.INTERNAL, attributes=dict(attributes or {})
+    ) as span:
+        yield span
+
+
+def record_span(
+    name: str,
+    *,
+    context: Context | None,
+    start_ns: int,
+    end_ns: int,
+    attributes: Mapping[str, Any],
+    error: str | None = None,
+) -> None:
+    """A span whose timing was measured elsewhere (inside a pool interpreter)."""
+    span = tracer().start_span(
+        name,
+        context=context,
+        kind=SpanKind.INTERNAL,
+        attributes=dict(attributes),
+        start_time=start_ns,
+    )
+    if error:
+        span.set_status(Status(StatusCode.ERROR, error))
+        span.set_attribute("error.type", error.split(":")[0][:100])
+    span.end(end_time=end_ns)
+
+
+def mark_error(span: Span, exc: BaseException) -> None:
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:500]))
+    span.set_attribute("error.type", type(exc).__qualname__)
+    span.record_exception(exc)

@@ -1,0 +1,44 @@
+"""Create the contract's four topics when they are missing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics; return the names created. Waits for the broker."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000
+        )
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            await admin.close()
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in settings.topics if t not in existing]
+        if not wanted:
+            return []
+        new = [NewTopic(t, settings.partitions, settings.replication) for t in wanted]
+        # Another worker may create a topic between our list and create.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(new)
+        log.info("created topics %s", ", ".join(wanted))
+        return wanted
+    finally:
+        await admin.close()

@@ -1,0 +1,221 @@
+"""The main path against the real broker and Jaeger: request -> events -> result -> trace.
+
+Requests are produced with a plain aiokafka producer, as any user would.
+Each module gets fresh topics and a fresh consumer group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from schemas import events as ev
+from schemas.codec import decode_record
+from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+JAEGER = os.environ.get("THUNDERHELM_JAEGER_UI", "http://127.0.0.1:16686")
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    tmp = tmp_path_factory.mktemp("worker")
+    proc = WorkerProcess(fresh_env(tmp), tmp / "worker.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def small_request(run_id: str, generations: int = 2) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "dataset": {"name": "spirals", "samples": 300, "classes": 3, "seed": 7},
+        "ga": {
+            "population": 4,
+            "generations": generations,
+            "tournament_size": 2,
+            "elite": 1,
+            "seed": 42,
+        },
+        "training": {"epochs": 2, "batch_size": 32},
+        "search_space": {"max_levels": 2, "max_units": 2, "max_neurons": 16},
+        "budget": {"timeout_s": 300},
+    }
+
+
+def structured(data: dict[str, Any], kind: str = "thunderhelm.run.requested") -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": "tests/aiokafka",
+            "type": kind,
+            "subject": data.get("run_id"),
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+    ).encode()
+
+
+async def produce(
+    topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]] | None = None
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
+    finally:
+        await producer.stop()
+
+
+def for_run(
+    records: list[ConsumerRecord[bytes, bytes]], run_id: str, topic: str
+) -> list[ConsumerRecord[bytes, bytes]]:
+    return [r for r in records if r.topic == topic and r.key == run_id.encode()]
+
+
+def event_types(records: list[ConsumerRecord[bytes, bytes]]) -> list[str]:
+    return [decode_record(r.value, dict(r.headers)).type for r in records]
+
+
+async def wait_result(
+    worker: WorkerProcess, run_id: str, timeout_s: float = 240.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    s = worker.settings
+    return await collect(
+        [s.run_events, s.run_results],
+        lambda seen: bool(for_run(seen, run_id, s.run_results)),
+        timeout_s=timeout_s,
+    )
+
+
+async def test_request_becomes_events_result_and_trace(worker: WorkerProcess) -> None:
+    s = worker.settings
+    run_id = f"e2e-{uuid.uuid4().hex[:6]}"
+    trace_id = secrets.token_hex(16)
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    await produce(
+        s.run_requests,
+        structured(small_request(run_id)),
+        run_id.encode(),
+        [("traceparent", traceparent.encode())],
+    )
+
+    records = await wait_result(worker, run_id)
+    events = for_run(records, run_id, s.run_events)
+    results = for_run(records, run_id, s.run_results)
+    assert event_types(events) == [
+        ev.RUN_ACCEPTED,
+        ev.RUN_STARTED,
+        ev.GENERATION_COMPLETED,
+        ev.GENERATION_COMPLETED,
+        ev.RUN_SUCCEEDED,
+    ], worker.log_path.read_text()[-4000:]
+    assert len(results) == 1
+    for record in [*events, *results]:
+        headers = dict(record.headers)
+        assert headers["traceparent"].decode().split("-")[1] == trace_id
+        event = decode_record(record.value, {})  # structured: readable without headers
+        assert event.specversion == "1.0" and event.subject == run_id and event.id
+    generations = [decode_record(r.value, {}).data for r in events[2:4]]
+    assert [g["generation"] for g in generations] == [0, 1]
+    assert all(len(g["fitnesses"]) == 4 for g in generations)
+    result = decode_record(results[0].value, {}).data
+    assert result["status"] == "succeeded" and result["run_id"] == run_id
+    assert result["generations"] == 2 and result["evaluations"] >= 4
+    metrics = result["best"]["metrics"]
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["params"] > 0
+    assert metrics["val_accuracy"] > 1 / 3  # better than chance on 3 classes
+    assert Path(result["artifact"]).is_file()
+
+    spans = _jaeger_spans(trace_id)
+    names = {name for name, service in spans if service == "thunderhelm-worker"}
+    assert any(n.startswith("process ") for n in names), names
+    assert any(n.startswith("generation ") for n in names), names
+    assert any(n.startswith("train candidate") for n in names), names
+
+
+def _jaeger_spans(trace_id: str, timeout_s: float = 30.0) -> list[tuple[str, str]]:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{JAEGER}/api/traces/{trace_id}", timeout=5) as resp:
+                body = json.load(resp)
+            spans = []
+            for tr in body.get("data", []):
+                procs = tr["processes"]
+                spans += [
+                    (sp["operationName"], procs[sp["processID"]]["serviceName"])
+                    for sp in tr["spans"]
+                ]
+            if any(n.startswith("train candidate") for n, _ in spans):
+                return spans
+        except Exception as exc:  # 404 until the spans arrive
+            last = exc
+        time.sleep(1.0)
+    raise AssertionError(f"trace {trace_id} not complete in Jaeger: {last}")
+
+
+async def test_bad_records_are_dead_lettered_and_a_valid_run_follows(
+    worker: WorkerProcess,
+) -> None:
+    s = worker.settings
+    not_json = b"\x00this is not json{"
+    missing_run_id = structured({"dataset": {"name": "spirals"}})
+    await produce(s.run_requests, not_json, b"k-bad-1", [("x-origin", b"test")])
+    await produce(s.run_requests, missing_run_id, None)
+    run_id = f"after-{uuid.uuid4().hex[:6]}"
+    await produce(s.run_requests, structured(small_request(run_id, generations=1)), run_id.encode())
+
+    records = await collect(
+        [s.dead_letters, s.run_results],
+        lambda seen: (
+            len([r for r in seen if r.topic == s.dead_letters]) >= 2
+            and bool(for_run(seen, run_id, s.run_results))
+        ),
+        timeout_s=240.0,
+    )
+    dead = [r for r in records if r.topic == s.dead_letters]
+    assert [r.value for r in dead] == [not_json, missing_run_id]
+    first = dict(dead[0].headers)
+    assert dead[0].key == b"k-bad-1"
+    assert first["x-origin"] == b"test"
+    assert first["dlq.stage"] == b"decode"
+    assert first["dlq.original.topic"] == s.run_requests.encode()
+    assert first["dlq.original.offset"] == b"0"
+    assert "traceparent" in first and b"not JSON" in first["dlq.error.message"]
+    second = dict(dead[1].headers)
+    assert second["dlq.stage"] == b"validate" and b"run_id" in second["dlq.error.message"]
+    result = decode_record(for_run(records, run_id, s.run_results)[0].value, {}).data
+    assert result["status"] == "succeeded"
+    assert worker.alive()
+
+
+async def test_binary_mode_request_is_accepted(worker: WorkerProcess) -> None:
+    s = worker.settings
+    run_id = f"bin-{uuid.uuid4().hex[:6]}"
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", uuid.uuid4().hex.encode()),
+        ("ce_source", b"tests/binary"),
+        ("ce_type", b"thunderhelm.run.requested"),
+        ("content-type", b"application/json"),
+    ]
+    await produce(
+        s.run_requests, json.dumps(small_request(run_id, 1)).encode(), run_id.encode(), headers
+    )
+    records = await wait_result(worker, run_id)
+    result = decode_record(for_run(records, run_id, s.run_results)[0].value, {}).data
+    assert result["status"] == "succeeded"

@@ -1,0 +1,272 @@
+"""Behaviour of the sub-interpreter pool and the evaluators built on it.
+
+Speed is measured by the benchmarks, not asserted here: these tests check
+behaviour only (parallel execution is proven by a rendezvous that can only
+complete when two interpreters run at once on one shared buffer).
+"""
+
+import _interpreters
+import importlib
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ga import _pool_worker
+from ga.pool import (
+    CancelToken,
+    InterpreterPool,
+    PoolClosedError,
+    RemoteError,
+    TaskRefusedError,
+    dataset_arg,
+)
+
+T = "ga._pool_selftest:"
+SELFTEST = [
+    T + name
+    for name in (
+        "interpreter_id",
+        "echo",
+        "spin",
+        "fail",
+        "not_a_str",
+        "remember",
+        "buffer_sum",
+        "rendezvous",
+        "wait_for_cancel",
+    )
+]
+
+
+@pytest.fixture
+def pool() -> Iterator[InterpreterPool]:
+    with InterpreterPool(2, allowed=SELFTEST) as p:
+        yield p
+
+
+def _live_interpreters() -> set[int]:
+    return {iid for iid, _ in _interpreters.list_all()}
+
+
+def test_lifecycle_and_idempotent_close() -> None:
+    p = InterpreterPool(2, allowed=SELFTEST)
+    stats = p.stats()
+    assert (stats.size, stats.alive, stats.idle, stats.busy, stats.queued) == (2, 2, 2, 0, 0)
+    ids = set(stats.interpreters)
+    assert len(ids) == 2 and ids <= _live_interpreters()
+    assert p.submit(T + "echo", ("hello",)).result(timeout=10) == "hello"
+    p.close()
+    p.close()
+    assert not ids & _live_interpreters()
+    assert p.stats().alive == 0
+    with pytest.raises(PoolClosedError):
+        p.submit(T + "echo", ("late",))
+
+
+def test_context_manager_closes() -> None:
+    with InterpreterPool(1, allowed=SELFTEST) as p:
+        (iid,) = p.stats().interpreters
+        assert p.submit(T + "interpreter_id").result(timeout=10) == str(iid)
+    assert iid not in _live_interpreters()
+
+
+def test_allowlist_refuses_everything_else(pool: InterpreterPool) -> None:
+    for name in ("os:system", "builtins:eval", "ga._pool_selftest:_state", "echo", ""):
+        with pytest.raises(TaskRefusedError):
+            pool.submit(name, ("x",))
+    with pytest.raises(ValueError, match="module:function"):
+        InterpreterPool(1, allowed=["not a name"])
+    # The default allowlist admits only the training function.
+    with InterpreterPool(1) as default, pytest.raises(TaskRefusedError):
+        default.submit(T + "echo", ("x",))
+    assert pool.stats().tasks_done == 0
+
+
+def test_interpreter_side_refuses_unlisted_function() -> None:
+    # Second line of defence: the worker checks its own allowlist too.
+    _pool_worker.configure((T + "echo",))
+    try:
+        with pytest.raises(PermissionError):
+            _pool_worker.call(("os:getcwd", ()))
+        assert _pool_worker.call((T + "echo", ("ok",))) == "ok"
+    finally:
+        _pool_worker.configure(())
+
+
+@pytest.mark.parametrize("bad", [[1], {"a": 1}, bytearray(1), (1, [2]), object()])
+def test_unshareable_arguments_are_refused(pool: InterpreterPool, bad: object) -> None:
+    with pytest.raises(TaskRefusedError, match="not shareable"):
+        pool.submit(T + "echo", (bad,))
+
+
+def test_raising_task_fails_alone_and_interpreter_is_recycled() -> None:
+    with InterpreterPool(1, allowed=SELFTEST) as p:
+        (before,) = p.stats().interpreters
+        assert json.loads(p.submit(T + "remember", ("a",)).result(timeout=10)) == ["a"]
+        failing = p.submit(T + "fail", ("boom",))
+        after_failure = p.submit(T + "echo", ("still serving",))
+        with pytest.raises(RemoteError) as caught:
+            failing.result(timeout=10)
+        err = caught.value
+        assert err.exc_type == "ValueError" and err.message == "boom"
+        assert "Traceback" in err.formatted and "_pool_selftest.py" in err.formatted
+        assert err.interpreter == before
+        assert after_failure.result(timeout=10) == "still serving"
+        stats = p.stats()
+        assert stats.recycles == 1 and stats.tasks_failed == 1 and stats.tasks_done == 2
+        (now,) = stats.interpreters
+        assert now != before and before not in _live_interpreters()
+        # A fresh interpreter: the module state of the failed one is gone.
+        assert json.loads(p.submit(T + "remember", ("b",)).result(timeout=10)) == ["b"]
+        assert failing.info is not None and not failing.info.ok
+        assert failing.info.interpreter == before
+
+
+def test_non_str_result_is_a_task_failure(pool: InterpreterPool) -> None:
+    with pytest.raises(RemoteError, match="TypeError"):
+        pool.submit(T + "not_a_str").result(timeout=10)
+    assert pool.submit(T + "echo", ("fine",)).result(timeout=10) == "fine"
+    assert pool.stats().recycles == 1
+
+
+def test_attached_buffer_is_shared_zero_copy_by_two_interpreters(pool: InterpreterPool) -> None:
+    flags = bytearray(2)
+    pool.attach("flags", {"both": memoryview(flags)})
+    futures = [
+        pool.submit(T + "rendezvous", (dataset_arg("flags", "both"), i, 20.0)) for i in range(2)
+    ]
+    results = [json.loads(f.result(timeout=30)) for f in futures]
+    # Each task saw the other's write and main sees both: one buffer, no copies,
+    # and both tasks were running at the same time in different interpreters.
+    assert flags == b"\x01\x01"
+    assert results[0]["interpreter"] != results[1]["interpreter"]
+    infos = [f.info for f in futures]
+    assert all(i is not None for i in infos)
+    assert {i.interpreter for i in infos if i is not None} == set(pool.stats().interpreters)
+
+
+def test_numpy_buffers_survive_recycling_and_detach(pool: InterpreterPool) -> None:
+    data = np.arange(100, dtype=np.uint8)
+    pool.attach("nums", {"x": memoryview(data).toreadonly()})
+    ref = dataset_arg("nums", "x")
+    expected = str(int(data.sum()))
+    assert pool.submit(T + "buffer_sum", (ref,)).result(timeout=10) == expected
+    with pytest.raises(RemoteError):
+        pool.submit(T + "fail", ("x",)).result(timeout=10)
+    # Both interpreters, including the recycled one, have the buffer.
+    futures = [pool.submit(T + "buffer_sum", (ref,)) for _ in range(6)]
+    assert {f.result(timeout=10) for f in futures} == {expected}
+    pool.detach("nums")
+    pool.detach("nums")
+    assert pool.attached() == ()
+    with pytest.raises(LookupError):
+        pool.submit(T + "buffer_sum", (ref,))
+
+
+def test_attach_validates_buffers(pool: InterpreterPool) -> None:
+    with pytest.raises(TypeError):
+        pool.attach("k", {"x": b"bytes"})  # type: ignore[dict-item]  # checking the runtime guard
+    with pytest.raises(ValueError, match="C-contiguous"):
+        pool.attach("k", {"x": memoryview(np.zeros((4, 4))[:, 1])})
+    with pytest.raises(ValueError):
+        pool.attach("", {})
+
+
+def test_cooperative_cancel_and_queued_deadline() -> None:
+    with InterpreterPool(1, allowed=SELFTEST) as p:
+        token = CancelToken()
+        running = p.submit(T + "wait_for_cancel", (token.view, time.time() + 60))
+        expired = p.submit(T + "echo", ("x",), deadline=time.time() - 1)
+        while p.stats().busy == 0:
+            time.sleep(0.001)
+        token.cancel()
+        assert token.cancelled
+        assert json.loads(running.result(timeout=10)) == {"status": "cancelled"}
+        with pytest.raises(TimeoutError):
+            expired.result(timeout=10)
+        assert p.stats().recycles == 0  # a task that never ran breaks nothing
+
+
+def test_close_cancels_queued_tasks() -> None:
+    p = InterpreterPool(1, allowed=SELFTEST)
+    token = CancelToken()
+    running = p.submit(T + "wait_for_cancel", (token.view, time.time() + 60))
+    queued = p.submit(T + "echo", ("never",))
+    while p.stats().busy == 0:
+        time.sleep(0.001)
+    p.close(wait=False)
+    assert queued.cancelled()
+    with pytest.raises(CancelledError):
+        queued.result(timeout=1)
+    token.cancel()
+    p.close()
+    assert json.loads(running.result(timeout=1)) == {"status": "cancelled"}
+
+
+def test_map_returns_results_in_order(pool: InterpreterPool) -> None:
+    words = [f"w{i}" for i in range(20)]
+    assert list(pool.map(T + "echo", [(w,) for w in words], timeout=30)) == words
+    assert pool.stats().tasks_done == 20
+
+
+def test_cpu_bound_tasks_run_on_both_interpreters(pool: InterpreterPool) -> None:
+    expected = _pool_selftest_spin(20_000)
+    futures = [pool.submit(T + "spin", (20_000,)) for _ in range(8)]
+    assert [f.result(timeout=60) for f in futures] == [expected] * 8
+    recent = pool.stats().recent
+    assert len(recent) == 8 and all(r.ok and r.run_s >= 0 for r in recent)
+
+
+def _pool_selftest_spin(n: int) -> str:
+    from ga import _pool_selftest
+
+    return _pool_selftest.spin(n)
+
+
+def _kernel_importable() -> bool:
+    try:
+        importlib.import_module("ga._kernel")
+    except ImportError:
+        return False
+    return True
+
+
+needs_kernel = pytest.mark.skipif(not _kernel_importable(), reason="ga._kernel is not built")
+
+
+@needs_kernel
+def test_pool_and_in_process_evaluators_agree() -> None:
+    from ga.datasets import load_dataset
+    from ga.evaluator import InProcessEvaluator, PoolEvaluator
+
+    ds = load_dataset(
+        {"name": "spirals", "samples": 300, "classes": 3, "seed": 1},
+        data_root=Path("/nonexistent"),
+        text_dir=Path("/nonexistent"),
+    )
+    network = {
+        "n_inputs": ds.n_features,
+        "n_outputs": ds.n_classes,
+        "units": [{"inputs": [0], "neurons": 8, "activation": "relu"}],
+        "output_inputs": [1],
+        "learning_rate": 0.01,
+        "weight_decay": 0.0,
+        "epochs": 2,
+        "batch_size": 32,
+        "seed": 5,
+    }
+    broken = {**network, "units": [{"inputs": [7], "neurons": 0, "activation": "nope"}]}
+    with InterpreterPool(2) as p:
+        evaluate = PoolEvaluator(p, ds, deadline_s=120)
+        pooled = evaluate([network, broken, network])
+        evaluate.close()
+    local = InProcessEvaluator(ds, deadline_s=120)([network])
+    assert pooled[0]["status"] == "ok" and pooled[0]["fitness"] == pooled[0]["val_accuracy"]
+    assert pooled[0]["val_accuracy"] == pooled[2]["val_accuracy"] == local[0]["val_accuracy"]
+    assert pooled[1]["status"] != "ok" and pooled[1]["fitness"] == float("-inf")
+    assert isinstance(pooled[0]["interpreter"], int)

@@ -1,0 +1,184 @@
+"""Table-driven tests of the pure run saga, plus property tests of the fold."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import events as ev
+from streams import saga
+
+REQUEST: dict[str, Any] = {
+    "run_id": "r1",
+    "dataset": {"name": "spirals"},
+    "ga": {"generations": 2},
+    "budget": {"timeout_s": 60.0, "max_evaluations": None},
+}
+_ids = itertools.count()
+
+
+def event(kind: str, **data: Any) -> saga.Event:
+    return saga.Event(
+        f"e{next(_ids)}", kind, "r1", "2026-01-01T00:00:00Z", {"run_id": "r1", **data}
+    )
+
+
+def accepted() -> saga.Event:
+    return event(
+        ev.RUN_ACCEPTED, request=REQUEST, traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    )
+
+
+def started() -> saga.Event:
+    return event(ev.RUN_STARTED, ga_state={"generation": 0})
+
+
+def generation(k: int) -> saga.Event:
+    return event(
+        ev.GENERATION_COMPLETED,
+        generation=k,
+        fitnesses=[0.5],
+        candidates=[],
+        ga_state={"generation": k + 1},
+        evaluations=(k + 1) * 4,
+        best={"fitness": 0.5 + k},
+    )
+
+
+def terminal(kind: str) -> saga.Event:
+    return event(kind, result={"run_id": "r1", "status": kind.rsplit(".", 1)[1]})
+
+
+def fold(*events: saga.Event) -> saga.RunState | None:
+    state: saga.RunState | None = None
+    for e in events:
+        state = saga.evolve(state, e)
+    return state
+
+
+def test_happy_path_folds_to_succeeded_and_reacts_at_each_step() -> None:
+    s = fold(accepted())
+    assert s is not None and s.status == "accepted"
+    assert s.traceparent and s.traceparent.startswith("00-aaaa")
+    assert isinstance(saga.react(s), saga.Start)
+    s = saga.evolve(s, started())
+    assert s is not None and s.status == "running"
+    assert saga.react(s) == saga.RunGeneration(0)
+    s = saga.evolve(s, generation(0))
+    assert s is not None and saga.react(s) == saga.RunGeneration(1)
+    s = saga.evolve(s, generation(1))
+    assert s is not None and s.generation == 2 and s.evaluations == 8
+    assert saga.react(s) == saga.Finish("succeeded")
+    s = saga.evolve(s, terminal(ev.RUN_SUCCEEDED))
+    assert s is not None and s.status == "succeeded"
+    assert isinstance(saga.react(s), saga.PublishResult)
+
+
+@pytest.mark.parametrize(
+    ("history", "illegal"),
+    [
+        ([], started()),  # started before accepted: nothing to fold onto
+        ([accepted()], generation(0)),  # generation before started
+        ([accepted(), started()], generation(1)),  # skipping a generation
+        ([accepted(), started(), generation(0)], generation(0)),  # a repeated generation
+        ([accepted(), started()], accepted()),  # a second accepted
+        ([accepted(), terminal(ev.RUN_CANCELLED)], started()),  # anything after terminal
+        ([accepted(), terminal(ev.RUN_FAILED)], terminal(ev.RUN_SUCCEEDED)),  # a second terminal
+    ],
+)
+def test_illegal_or_duplicate_events_change_nothing(
+    history: list[saga.Event], illegal: saga.Event
+) -> None:
+    before = fold(*history)
+    assert saga.evolve(before, illegal) is before
+
+
+def test_same_event_id_twice_is_applied_once() -> None:
+    s = fold(accepted(), started())
+    g = generation(0)
+    once = saga.evolve(s, g)
+    assert saga.evolve(once, g) is once
+
+
+def test_decide_start_is_idempotent() -> None:
+    start = saga.StartRun("c1", REQUEST, "t")
+    assert [e.type for e in saga.decide(None, start)] == [ev.RUN_ACCEPTED]
+    s = fold(accepted())
+    assert saga.decide(s, start) == []
+    assert saga.decide(s, saga.StartRun("c2", REQUEST, "t")) == []
+
+
+def test_cancel_before_the_run_is_kept_and_applied() -> None:
+    cancel = saga.CancelRun("c9", "r1", "stop", "t")
+    (recorded,) = saga.decide(None, cancel)
+    s = saga.evolve(None, event(recorded.type, **recorded.data))
+    assert s is not None and s.status == "cancel-pending" and saga.react(s) is None
+    (acc,) = saga.decide(s, saga.StartRun("c1", REQUEST, "t"))
+    s = saga.evolve(s, event(acc.type, **acc.data))
+    assert s is not None and s.status == "accepted"
+    assert saga.react(s) == saga.Finish("cancelled", "Cancelled", "stop")
+
+
+def test_cancel_during_and_after() -> None:
+    s = fold(accepted(), started(), event(ev.CANCEL_RECORDED, reason="x"))
+    assert s is not None and saga.react(s) == saga.Finish("cancelled", "Cancelled", "x")
+    done = fold(accepted(), terminal(ev.RUN_SUCCEEDED))
+    assert saga.decide(done, saga.CancelRun("c", "r1", "late", "t")) == []
+
+
+def test_timeout_and_max_evaluations_fail_the_run() -> None:
+    s = fold(accepted(), started())
+    assert s is not None
+    assert saga.react(s, timed_out=True) == saga.Finish(
+        "failed", "TimeoutError", "run exceeded its budget.timeout_s"
+    )
+    budgeted = {**REQUEST, "budget": {"timeout_s": 60.0, "max_evaluations": 4}}
+    s2 = fold(event(ev.RUN_ACCEPTED, request=budgeted), started(), generation(0))
+    assert s2 is not None
+    action = saga.react(s2)
+    assert isinstance(action, saga.Finish) and action.error_class == "BudgetExceeded"
+
+
+def test_rejected_is_terminal_without_a_result() -> None:
+    s = fold(event(ev.RUN_REJECTED, reasons=["ga.population: too small"]))
+    assert s is not None and s.status == "rejected" and saga.react(s) is None
+
+
+def test_state_round_trips_through_dict() -> None:
+    s = fold(accepted(), started(), generation(0))
+    assert s is not None
+    assert saga.RunState.from_dict(s.to_dict()) == s
+
+
+_LOG = [
+    accepted(),
+    started(),
+    generation(0),
+    generation(1),
+    terminal(ev.RUN_SUCCEEDED),
+    terminal(ev.RUN_FAILED),
+    event(ev.CANCEL_RECORDED, reason="c"),
+    terminal(ev.RUN_CANCELLED),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(range(len(_LOG))), max_size=30))
+def test_random_redeliveries_never_regress_or_double_terminate(picks: list[int]) -> None:
+    state: saga.RunState | None = None
+    terminal_changes = 0
+    generation_seen = 0
+    for i in picks:
+        before = state
+        state = saga.evolve(state, _LOG[i])
+        if state is None:
+            continue
+        assert state.generation >= generation_seen
+        generation_seen = state.generation
+        if state is not before and state.terminal and (before is None or not before.terminal):
+            terminal_changes += 1
+    assert terminal_changes <= 1
