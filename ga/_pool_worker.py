@@ -13,6 +13,7 @@ caller bypassed the pool's own check. Arguments of the form
 key, which is how datasets cross once per interpreter instead of per task.
 """
 
+import contextlib
 import importlib
 from collections.abc import Callable
 
@@ -43,7 +44,8 @@ def detach(key: str) -> None:
         # Releasing promptly lets the owning interpreter free the memory
         # without waiting for this interpreter's garbage collector.
         for view in views.values():
-            view.release()
+            with contextlib.suppress(BufferError):  # a task kept an export of it
+                view.release()
 
 
 def _lookup(func_name: str) -> Callable[..., object]:

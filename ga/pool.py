@@ -26,12 +26,22 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 from ga._interp_backend import Interpreter, RemoteError, new_interpreter
+from ga._pool_types import (
+    CancelToken,
+    PoolBrokenError,
+    PoolClosedError,
+    PoolError,
+    PoolStats,
+    TaskFuture,
+    TaskInfo,
+    TaskRefusedError,
+    dataset_arg,
+)
 from ga._pool_worker import DATASET_REF_TAG
 
 __all__ = [
@@ -55,98 +65,6 @@ DEFAULT_ALLOWED: tuple[str, ...] = ("ga.training:train_candidate",)
 
 _FUNC_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 _SCALARS = (str, bytes, int, float, type(None), memoryview)
-
-
-class PoolError(Exception):
-    """Base class of the pool's own errors."""
-
-
-class TaskRefusedError(PoolError, ValueError):
-    """The task named a function outside the allowlist or carried unshareable data."""
-
-
-class PoolClosedError(PoolError, RuntimeError):
-    """The pool is closed or closing."""
-
-
-class PoolBrokenError(PoolError, RuntimeError):
-    """No interpreter is left to run tasks (they could not be recreated)."""
-
-
-def dataset_arg(key: str, name: str) -> tuple[str, str, str]:
-    """A task argument that stands for the buffer `name` of the dataset attached as `key`."""
-    return (DATASET_REF_TAG, key, name)
-
-
-class CancelToken:
-    """A 1-byte shared flag: set in the main interpreter, polled by running tasks.
-
-    Pass `token.view` as a task argument; the memoryview crosses interpreters
-    without a copy, so `cancel()` is seen by a task already running.
-    """
-
-    def __init__(self) -> None:
-        self._flag = bytearray(1)
-        self.view = memoryview(self._flag)
-
-    def cancel(self) -> None:
-        self._flag[0] = 1
-
-    def reset(self) -> None:
-        self._flag[0] = 0
-
-    @property
-    def cancelled(self) -> bool:
-        return self._flag[0] != 0
-
-
-@dataclass(frozen=True, slots=True)
-class TaskInfo:
-    """Where and when one task ran (`time.time()` seconds)."""
-
-    task_id: int
-    func: str
-    slot: int
-    interpreter: int | None
-    submitted_at: float
-    started_at: float
-    ended_at: float
-    ok: bool
-    error: str | None = None
-
-    @property
-    def queue_wait_s(self) -> float:
-        return self.started_at - self.submitted_at
-
-    @property
-    def run_s(self) -> float:
-        return self.ended_at - self.started_at
-
-
-class TaskFuture(Future[str]):
-    """A future for a JSON str result; `info` is set before the future resolves."""
-
-    def __init__(self, task_id: int, func: str) -> None:
-        super().__init__()
-        self.task_id = task_id
-        self.func = func
-        self.info: TaskInfo | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    """A snapshot of the pool's load and history."""
-
-    size: int
-    alive: int
-    busy: int
-    idle: int
-    queued: int
-    tasks_done: int
-    tasks_failed: int
-    recycles: int
-    interpreters: tuple[int | None, ...]
-    recent: tuple[TaskInfo, ...]
 
 
 @dataclass(slots=True)
@@ -232,6 +150,7 @@ class _Slot:
         interp = self.interp
         result: str | None = None
         error: BaseException | None = None
+        ran = False
         if not fut.set_running_or_notify_cancel():
             self.pool._task_finished(None)
             return
@@ -240,6 +159,7 @@ class _Slot:
         elif interp is None:
             error = PoolBrokenError("pool interpreter is gone")
         else:
+            ran = True
             try:
                 result = interp.run_task(job.task)
             except Exception as exc:
@@ -257,7 +177,6 @@ class _Slot:
             error=None if error is None else f"{type(error).__name__}: {error}",
         )
         fut.info = info
-        ran = interp is not None and not isinstance(error, TimeoutError)
         if error is not None and ran:
             # The task's module state may be half-updated or the interpreter
             # broken: start over before the failure becomes visible, so stats

@@ -37,7 +37,7 @@ from collections.abc import Buffer
 from dataclasses import dataclass
 from typing import Any
 
-from ga import _kernel
+import ga._kernel as _kernel
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "elu", "gelu", "tanh", "sigmoid")
 # Activations that get He initialisation; the rest (and the output) get Glorot.
@@ -127,10 +127,10 @@ def _int(obj: dict[str, Any], key: str, lo: int, hi: int, where: str) -> int:
 
 
 def _float(obj: dict[str, Any], key: str, lo: float, hi: float, lo_open: bool) -> float:
-    value = obj.get(key)
-    if type(value) not in (int, float) or not math.isfinite(value):
-        raise SpecError(f"{key} must be a finite number, got {value!r}")
-    value = float(value)
+    raw = obj.get(key)
+    if not isinstance(raw, int | float) or isinstance(raw, bool) or not math.isfinite(raw):
+        raise SpecError(f"{key} must be a finite number, got {raw!r}")
+    value = float(raw)
     if value > hi or value < lo or (lo_open and value == lo):
         bound = "(" if lo_open else "["
         raise SpecError(f"{key} must be in {bound}{lo}, {hi}], got {value!r}")

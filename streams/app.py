@@ -53,8 +53,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         "runs",
         default=None,
         partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="json",
+        key_type=bytes,  # raw run-id bytes; values are JSON (the state's dict)
     )
     service = RunService(settings, app, topics, runs)
 
@@ -68,11 +67,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         async for event in stream.events():
             await service.handle_event(event)
 
-    @app.timer(interval=1.0)
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def reconcile() -> None:
         await service.reconcile()
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def on_started() -> None:
         await service.start()
 

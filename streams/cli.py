@@ -99,7 +99,7 @@ async def _watch(settings: Settings, run_id: str, timeout: float | None, as_json
     if as_json:
         print(json.dumps(result))
     else:
-        print(client.dumps(result))
+        print(client.summary(result))
         if trace_id:
             print(f"trace id: {trace_id}")
             print(f"trace (Jaeger UI):  {client.trace_url(settings, trace_id)}")

@@ -6,7 +6,6 @@ the CLI's `submit`, `cancel` and `watch` are thin shells around them.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -153,5 +152,32 @@ def trace_api_url(settings: Settings, trace_id: str) -> str:
 Printer = Callable[[str], None]
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True)
+def summary(result: Mapping[str, Any]) -> str:
+    """The result as a short table (the full JSON comes with `--json`)."""
+    best = result.get("best") or {}
+    metrics = best.get("metrics") or {}
+    genome = best.get("genome") or {}
+    levels = genome.get("levels") or []
+    shape = " | ".join(
+        ",".join(f"{u.get('neurons')}{str(u.get('activation', ''))[:4]}" for u in level)
+        for level in levels
+    )
+    error = result.get("error") or {}
+    rows: list[tuple[str, Any]] = [
+        ("run", result.get("run_id")),
+        ("status", result.get("status")),
+        ("best val_accuracy", metrics.get("val_accuracy")),
+        ("best val_loss", metrics.get("val_loss")),
+        ("params", metrics.get("params")),
+        ("hidden levels", shape or "-"),
+        ("generations", result.get("generations")),
+        ("evaluations", result.get("evaluations")),
+        ("duration", f"{float(result.get('duration_s') or 0):.1f}s"),
+        ("artifact", result.get("artifact")),
+    ]
+    if error:
+        rows.append(("error", f"{error.get('class')}: {error.get('message')}"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(
+        f"  {k:<{width}}  {round(v, 4) if isinstance(v, float) else v}" for k, v in rows
+    )

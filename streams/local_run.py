@@ -13,11 +13,11 @@ import sys
 import time
 from typing import Any
 
-from ga.evaluator import PoolEvaluator
 from pydantic import ValidationError
 
 from ga.datasets import load_dataset
 from ga.engine import initial_state, is_finished
+from ga.evaluator import PoolEvaluator
 from ga.pool import CancelToken, InterpreterPool
 from schemas.codec import describe_validation_error
 from schemas.envelope import utc_now_iso
@@ -57,7 +57,7 @@ def run_local(settings: Settings, raw: dict[str, Any], pool_size: int, as_json: 
     with InterpreterPool(pool_size or None) as pool:
         executor.pool = pool
         evaluator = PoolEvaluator(
-            pool, dataset, deadline=deadline, cancel=CancelToken(), key=request["run_id"]
+            pool, dataset, deadline_s=max(1.0, deadline - time.time()), cancel=CancelToken()
         )
         state = initial_state(config)
         while not is_finished(state, config):

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ga.evaluator import PoolEvaluator
 from opentelemetry.context import Context
 
 from ga.datasets import PreparedDataset, load_dataset
 from ga.engine import GAState, initial_state
+from ga.evaluator import PoolEvaluator
 from ga.pool import CancelToken, InterpreterPool, dataset_arg
 from streams import nas, saga
 from streams.settings import Settings
@@ -84,17 +84,17 @@ class RunExecutor:
         dataset = self._dataset(state)
         token = self._cancels.setdefault(state.run_id, CancelToken())
         deadline = self.deadline(state) or (time.time() + 3600.0)
-        evaluator = PoolEvaluator(
-            self._pool(), dataset, deadline=deadline, cancel=token, key=state.run_id
-        )
-        outcome = nas.run_generation(
-            state.request,
-            GAState.from_dict(state.ga_state),
-            dataset.n_features,
-            dataset.n_classes,
-            evaluator,
-            context=context,
-        )
+        with PoolEvaluator(
+            self._pool(), dataset, deadline_s=max(1.0, deadline - time.time()), cancel=token
+        ) as evaluator:
+            outcome = nas.run_generation(
+                state.request,
+                GAState.from_dict(state.ga_state),
+                dataset.n_features,
+                dataset.n_classes,
+                evaluator,
+                context=context,
+            )
         if token.cancelled:
             raise StepInterrupted("cancelled")
         if time.time() > deadline:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
+from faust.types import TableT
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 from pydantic import ValidationError
@@ -63,7 +64,7 @@ class RunService:
         settings: Settings,
         app: faust.App,
         topics: Mapping[str, faust.TopicT],
-        runs: faust.Table,
+        runs: TableT[bytes, Any],
     ) -> None:
         self.settings = settings
         self.app = app
@@ -330,7 +331,9 @@ class RunService:
             failure.error_class,
             failure.message,
         )
-        original = [(k, bytes(v)) for k, v in (message.headers or [])]
+        raw_headers = message.headers or []
+        pairs = raw_headers.items() if isinstance(raw_headers, Mapping) else raw_headers
+        original = [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs]
         origin = Origin(
             message.topic,
             message.partition,
@@ -341,7 +344,7 @@ class RunService:
             ev.EVENT_DEAD_LETTERED,
             attributes={"dlq.stage": failure.stage, "error.type": failure.error_class},
         ) as dlq_span:
-            dlq_span.set_status(telemetry.Status(telemetry.StatusCode.ERROR, failure.message[:300]))
+            telemetry.mark_failed(dlq_span, failure.error_class, failure.message)
             headers = dead_letter_headers(original, failure, origin, telemetry.inject_headers())
             while True:
                 try:

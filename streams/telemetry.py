@@ -190,6 +190,11 @@ def record_span(
     span.end(end_time=end_ns)
 
 
+def mark_failed(span: Span, error_class: str, message: str) -> None:
+    span.set_status(Status(StatusCode.ERROR, f"{error_class}: {message}"[:500]))
+    span.set_attribute("error.type", error_class)
+
+
 def mark_error(span: Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:500]))
     span.set_attribute("error.type", type(exc).__qualname__)

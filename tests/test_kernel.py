@@ -166,7 +166,10 @@ def test_training_improves_and_matches_reference(seed: int) -> None:
 def test_training_is_deterministic() -> None:
     network_json = random_spec(3)
     x, y = blobs(200, 9, 4, 0)
-    a, b = run(network_json, x, y, export_weights=True), run(network_json, x, y, export_weights=True)
+    a, b = (
+        run(network_json, x, y, export_weights=True),
+        run(network_json, x, y, export_weights=True),
+    )
     assert a["val_loss"] == b["val_loss"] and a["weights"] == b["weights"]
 
 
@@ -307,7 +310,7 @@ def _run_in_interpreter(interp: int, shared: dict[str, Any], errors: list[Any]) 
 
 def test_kernel_trains_in_two_subinterpreters_at_once() -> None:
     network_json = random_spec(11, epochs=3, batch_size=8)
-    long_json = random_spec(12, epochs=100_000, batch_size=2)
+    long_json = random_spec(12, epochs=10_000, batch_size=2)
     x, y = blobs(600, 9, 4, 0)
     xb, yb = memoryview(x).cast("B"), memoryview(y).cast("B")
     flag = bytearray(1)
@@ -318,7 +321,7 @@ def test_kernel_trains_in_two_subinterpreters_at_once() -> None:
     jobs = [
         dict(common, spec=network_json, deadline_s=60.0, cancel=None),
         dict(common, spec=network_json, deadline_s=60.0, cancel=None),
-        dict(common, spec=long_json, deadline_s=60.0, cancel=memoryview(flag)),
+        dict(common, spec=long_json, deadline_s=20.0, cancel=memoryview(flag)),
     ]
     interps = [_interpreters.create() for _ in jobs]
     errors: list[Any] = []
@@ -347,4 +350,4 @@ def test_kernel_trains_in_two_subinterpreters_at_once() -> None:
         # Same code and data: bit-identical to a run in the main interpreter.
         assert result["val_loss"] == in_main["val_loss"]
         assert result["train_loss"] == in_main["train_loss"]
-    assert decoded[2]["status"] == "cancelled"
+    assert decoded[2]["status"] == "cancelled", decoded[2]["error"]

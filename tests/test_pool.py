@@ -8,6 +8,9 @@ complete when two interpreters run at once on one shared buffer).
 import _interpreters
 import importlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
@@ -239,8 +242,37 @@ def _kernel_importable() -> bool:
 needs_kernel = pytest.mark.skipif(not _kernel_importable(), reason="ga._kernel is not built")
 
 
+_TWO_INTERPRETER_IMPORT = """
+import _interpreters, sys
+for _ in range(2):
+    iid = _interpreters.create()
+    err = _interpreters.exec(iid, f"import sys; sys.path[:] = {sys.path!r}; import ga._kernel")
+    _interpreters.destroy(iid)
+    if err is not None:
+        sys.exit(err.errdisplay)
+"""
+
+
+def _check_kernel_loads_in_two_interpreters() -> None:
+    # Run in a child process: an extension that is unsafe in several
+    # interpreters aborts the whole process, which must not take pytest down.
+    proc = subprocess.run(
+        [sys.executable, "-c", _TWO_INTERPRETER_IMPORT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"ga._kernel cannot be imported by two interpreters (exit {proc.returncode}): "
+            f"{proc.stderr[-2000:]}"
+        )
+
+
 @needs_kernel
 def test_pool_and_in_process_evaluators_agree() -> None:
+    _check_kernel_loads_in_two_interpreters()
     from ga.datasets import load_dataset
     from ga.evaluator import InProcessEvaluator, PoolEvaluator
 
