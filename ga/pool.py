@@ -110,7 +110,7 @@ class _Slot:
     def _main(self) -> None:
         pool = self.pool
         try:
-            self.interp = new_interpreter(tuple(sys.path), pool.allowed)
+            self.interp = new_interpreter(_import_path(), pool.allowed)
         except BaseException as exc:
             pool._slot_started(self, exc)
             return
@@ -194,7 +194,7 @@ class _Slot:
         self.attached.clear()
         self.ds_version = -1
         try:
-            self.interp = new_interpreter(tuple(sys.path), self.pool.allowed)
+            self.interp = new_interpreter(_import_path(), self.pool.allowed)
         except Exception:
             _log.exception("could not recreate pool interpreter in slot %d", self.index)
         self.pool._recycled(self)
@@ -468,3 +468,9 @@ def _close_at_exit(pool: InterpreterPool) -> None:
 
     with contextlib.suppress(RuntimeError):  # the interpreter is already shutting down
         register(close)
+
+
+def _import_path() -> tuple[str, ...]:
+    # Interpreters start with the default path; give them the main
+    # interpreter's current one (test runners and editable installs add to it).
+    return tuple(p for p in sys.path if isinstance(p, str))

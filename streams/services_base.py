@@ -224,8 +224,10 @@ def is_alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in {"Z", "X"}
+    if stat.rsplit(")", 1)[-1].split()[0] in {"Z", "X"}:
+        _reap(pid)  # it may have died between the first reap and the read
+        return False
+    return True
 
 
 def cmdline(pid: int) -> list[str]:
@@ -238,7 +240,7 @@ def cmdline(pid: int) -> list[str]:
 
 def _matches(pid: int, markers: Sequence[str]) -> bool:
     args = cmdline(pid)
-    return bool(args) and all(any(m in a for a in args) for m in markers)
+    return bool(args) and all(m in args for m in markers)
 
 
 def find_own_pid(pid_file: Path, markers: Sequence[str]) -> int | None:

@@ -150,7 +150,7 @@ def ensure_binary(settings: ServicesSettings) -> Path:
     build_log.parent.mkdir(parents=True, exist_ok=True)
     env = service_env()
     env["GOFLAGS"] = _goflags(go)
-    argv = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), PACKAGE]
+    argv = [go, "build", "-ldflags=-s -w", "-o", str(tmp), PACKAGE]
     print(
         f"jaeger: building Jaeger {jaeger_version(settings)} with Go into {target} "
         f"(once; several minutes on a cold Go cache; log {build_log}) ...",

@@ -81,7 +81,7 @@ def mini_yaml(text: str) -> Any:
 def load_compose() -> dict[str, Any]:
     text = COMPOSE.read_text()
     try:
-        import yaml
+        import yaml  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         data: dict[str, Any] = mini_yaml(text)
     else:

@@ -187,16 +187,17 @@ async def test_bad_records_are_dead_lettered_and_a_valid_run_follows(
         ),
         timeout_s=240.0,
     )
-    dead = [r for r in records if r.topic == s.dead_letters]
-    assert [r.value for r in dead] == [not_json, missing_run_id]
-    first = dict(dead[0].headers)
-    assert dead[0].key == b"k-bad-1"
+    # Different keys land on different partitions: match records by content.
+    dead = {r.value: r for r in records if r.topic == s.dead_letters}
+    assert set(dead) == {not_json, missing_run_id}
+    first = dict(dead[not_json].headers)
+    assert dead[not_json].key == b"k-bad-1"
     assert first["x-origin"] == b"test"
     assert first["dlq.stage"] == b"decode"
     assert first["dlq.original.topic"] == s.run_requests.encode()
-    assert first["dlq.original.offset"] == b"0"
+    assert int(first["dlq.original.offset"]) >= 0
     assert "traceparent" in first and b"not JSON" in first["dlq.error.message"]
-    second = dict(dead[1].headers)
+    second = dict(dead[missing_run_id].headers)
     assert second["dlq.stage"] == b"validate" and b"run_id" in second["dlq.error.message"]
     result = decode_record(for_run(records, run_id, s.run_results)[0].value, {}).data
     assert result["status"] == "succeeded"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import socket
 import stat
 import time
@@ -23,6 +24,7 @@ import pytest
 
 from streams import services, services_jaeger, services_kafka
 from streams.services import ServicesError, ServicesSettings
+from streams import services_base
 from streams.services_base import port_in_use, require_go, require_java, require_mvn
 
 # --------------------------------------------------------------------------- unit
@@ -78,9 +80,9 @@ def test_missing_or_old_tools_say_what_to_install(
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     for check in (require_java, require_mvn):
-        with pytest.raises(ServicesError, match="not on PATH.*Install"):
+        with pytest.raises(ServicesError, match=r"not on PATH.*Install"):
             check()
-    with pytest.raises(ServicesError, match="not on PATH.*Go 1.24"):
+    with pytest.raises(ServicesError, match=r"not on PATH.*Go 1\.24"):
         require_go("1.24")
     _fake_tool(tmp_path / "bin", "java", 'openjdk version "11.0.2" 2019-01-15')
     _fake_tool(tmp_path / "bin", "go", "go version go1.22.1 linux/amd64")
@@ -99,7 +101,9 @@ def test_foreign_process_on_port_is_reported(tmp_path: Path) -> None:
         sock.listen()
         port = sock.getsockname()[1]
         s = ServicesSettings(state_dir=tmp_path, kafka_port=port, kafka_controller_port=port + 1)
-        with pytest.raises(ServicesError, match=rf"in use.*127\.0\.0\.1:{port} held by pid {os.getpid()}"):
+        with pytest.raises(
+            ServicesError, match=rf"in use.*127\.0\.0\.1:{port} held by pid {os.getpid()}"
+        ):
             services.start(s, jaeger=False)
 
 
@@ -118,14 +122,14 @@ def test_stop_never_kills_a_process_it_did_not_start(tmp_path: Path) -> None:
 
 
 def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """Free ports below the ephemeral range, so no client socket grabs one meanwhile."""
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(20000, 32000)
+        if port not in ports and not port_in_use("127.0.0.1", port):
+            ports.append(port)
+    return ports
 
 
 def _skip_without_tools(settings: ServicesSettings) -> None:
@@ -285,7 +289,8 @@ def test_stop_leaves_nothing_running(instance: ServicesSettings) -> None:
     result = services.stop(instance)
     assert result.none_running
     for pid in pids:
-        assert pid is not None and not Path(f"/proc/{pid}").exists()
+        # A zombie still has /proc/<pid> until its parent (this test) reaps it.
+        assert pid is not None and not services_base.is_alive(pid)
     for port in (*instance.kafka_ports(), *instance.jaeger_ports()):
         assert not port_in_use("127.0.0.1", port), port
     assert [x.message for x in services.stop(instance).services] == ["was not running"] * 2
