@@ -22,9 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import services, services_jaeger, services_kafka
+from streams import services, services_base, services_jaeger, services_kafka
 from streams.services import ServicesError, ServicesSettings
-from streams import services_base
 from streams.services_base import port_in_use, require_go, require_java, require_mvn
 
 # --------------------------------------------------------------------------- unit
