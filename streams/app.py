@@ -37,6 +37,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         topic_disable_leader=True,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 4),
     )
     topics = {
         name: app.topic(
@@ -74,6 +76,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def on_started() -> None:
         await service.start()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrower
+    async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        service.on_revoked({tp.partition for tp in revoked if tp.topic == settings.run_events})
 
     @app.page("/runs/{run_id}/")
     async def run_view(web: Any, request: Any, run_id: str) -> Any:

@@ -123,6 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("cancel", help="request cancellation of a run")
     p.add_argument("run_id")
     p.add_argument("--reason", default="cancelled by user")
+    p = sub.add_parser("runs", help="list runs, folded from the event log")
+    p.add_argument(
+        "--status",
+        choices=[
+            "accepted",
+            "running",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "rejected",
+            "cancel-pending",
+        ],
+    )
+    sub.add_parser("replay", help="rebuild every run from the event log; diff with the table")
     p = sub.add_parser("run", help="run a NAS job on the local pool, without Kafka")
     _add_request_flags(p)
     p.add_argument("--pool-size", type=int, default=0)
@@ -162,6 +176,19 @@ def main(argv: list[str] | None = None) -> int:
             telemetry.flush()
             print(f"cancel requested for {args.run_id}")
             return 0
+        case "runs":
+            from streams import replay
+
+            replayed, _table = asyncio.run(replay.replay(settings))
+            print(replay.render_runs(replayed, args.status))
+            return 0
+        case "replay":
+            from streams import replay
+
+            replayed, table = asyncio.run(replay.replay(settings))
+            report, code = replay.render_replay(replayed, table)
+            print(report)
+            return code
         case "run":
             from streams.local_run import run_local
 

@@ -33,6 +33,7 @@ from ga.engine import (
 )
 from ga.genome import SearchSpace, genome_from_dict, to_network, wiring_from_dict
 from ga.search import fitness_from_metrics
+from streams import metrics as meters
 from streams import telemetry
 
 Evaluate = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
@@ -95,7 +96,7 @@ def run_generation(
     ]
     began = time.time()
     with telemetry.internal_span(
-        f"generation {generation}",
+        telemetry.GENERATION_SPAN.format(generation=generation),
         context,
         {"thunderhelm.generation": generation, "thunderhelm.candidates": len(networks)},
     ) as span:
@@ -124,10 +125,40 @@ def run_generation(
         "best_fitness": best_fitness,
         "mean_fitness": (sum(finite) / len(finite)) if finite else None,
         "duration_s": round(time.time() - began, 3),
+        "training": training_summary(candidates, time.time() - began),
         "best": None if best is None else best.to_dict(),
         "ga_state": new_state.to_dict(),
     }
+    meters.generation_completed(time.time() - began)
     return GenerationOutcome(new_state, data)
+
+
+def training_summary(candidates: Sequence[Mapping[str, Any]], wall_s: float) -> dict[str, Any]:
+    """Training metrics of one generation, from the timings taken inside the interpreters.
+
+    `parallelism` is total training time over the generation's wall time: how
+    many interpreters were busy on average.
+    """
+    times = [
+        float(c["ended_at"]) - float(c["started_at"])
+        for c in candidates
+        if isinstance(c.get("started_at"), float) and isinstance(c.get("ended_at"), float)
+    ]
+    params = [int(c["params"]) for c in candidates if isinstance(c.get("params"), int)]
+    total = sum(times)
+    return {
+        "candidates_trained": len(candidates),
+        "failed": sum(1 for c in candidates if c.get("status") != "ok"),
+        "epochs_total": sum(int(c.get("epochs_run") or 0) for c in candidates),
+        "train_time_total_s": round(total, 4),
+        "train_time_mean_s": round(total / len(times), 4) if times else None,
+        "train_time_max_s": round(max(times), 4) if times else None,
+        "params_mean": round(sum(params) / len(params), 1) if params else None,
+        "interpreters": sorted(
+            {str(c["interpreter"]) for c in candidates if c.get("interpreter") is not None}
+        ),
+        "parallelism": round(total / wall_s, 3) if wall_s > 0 else None,
+    }
 
 
 def _metrics(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,8 +210,9 @@ def _candidate_span(
         if metrics.get("status") == "ok"
         else f"{metrics.get('status')}: {metrics.get('error')}"
     )
+    meters.candidate_trained(ended - started, str(metrics.get("status")))
     telemetry.record_span(
-        f"train candidate {generation}.{index}",
+        telemetry.CANDIDATE_SPAN.format(generation=generation, index=index),
         context=context,
         start_ns=int(started * 1e9),
         end_ns=int(ended * 1e9),

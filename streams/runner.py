@@ -23,8 +23,8 @@ from opentelemetry.context import Context
 from ga.datasets import PreparedDataset, load_dataset
 from ga.engine import GAState, initial_state
 from ga.evaluator import PoolEvaluator
-from ga.pool import CancelToken, InterpreterPool, dataset_arg
-from streams import nas, saga
+from ga.pool import CancelToken, InterpreterPool, PoolStats, dataset_arg
+from streams import metrics, nas, saga
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,14 @@ class RunExecutor:
         if self.pool is None:
             self.pool = InterpreterPool(self.settings.pool_size or None)
             log.info("interpreter pool ready: %d interpreters", self.pool.size)
+            metrics.observe_pool(self.pool_stats)
+
+    def pool_stats(self) -> PoolStats | None:
+        pool = self.pool
+        return None if pool is None else pool.stats()
 
     def close(self) -> None:
+        metrics.forget_pool(self.pool_stats)
         if self.pool is not None:
             self.pool.close()
             self.pool = None

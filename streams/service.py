@@ -3,19 +3,21 @@
 One record at a time per partition: decode (both CloudEvents modes), validate,
 fold into the run's state, decide the next step, write what it asks for. Every
 failure of an input goes through `_dead_letter` and nowhere else; the record's
-offset moves on only after the dead-letter write is acknowledged (we await the
-broker's ack inside the agent, and Faust commits after the agent returns).
+offset moves on only after the dead-letter write is acknowledged (writes are
+pipelined and `streams.dlq.OrderedAcks` acks each input, in offset order, from
+its write's ack callback; Faust commits only acked offsets).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -27,17 +29,27 @@ from pydantic import ValidationError
 from schemas import events as ev
 from schemas.codec import decode_record, describe_validation_error, encode_event
 from schemas.envelope import JSON_CONTENT_TYPE, SCHEMA_VERSION, CloudEvent, utc_now_iso
+from schemas.limits import record_bytes, validate_request
 from schemas.requests import (
     CANCEL_REQUESTED,
     COMMAND_TYPES,
     RUN_ID_PATTERN,
     RUN_REQUESTED,
     CancelRequest,
-    RunRequest,
 )
 from schemas.results import RUN_RESULT
+from streams import metrics as meters
 from streams import saga, telemetry
-from streams.dlq import Failure, InputRejected, Origin, classify, dead_letter_headers
+from streams.dlq import (
+    Failure,
+    InputRejected,
+    OrderedAcks,
+    Origin,
+    ThrottledLog,
+    classify,
+    dead_letter_headers,
+)
+from streams.retry import RetryPolicy, next_delay
 from streams.runner import RunExecutor, StepInterrupted
 from streams.settings import Settings
 
@@ -71,9 +83,15 @@ class RunService:
         self.topics = topics
         self.runs = runs
         self.executor = RunExecutor(settings)
+        self.retry_policy = RetryPolicy()
+        # Dead-letter writes are pipelined; inputs are acked in offset order behind them.
+        self._dlq_acks = OrderedAcks()
+        self._dlq_log = ThrottledLog(log)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_progress: dict[str, float] = {}
-        self._started_at = time.monotonic()
+        # Runs whose `accepted` this worker wrote but has not folded yet, so a
+        # duplicate start arriving in between adds nothing to the log.
+        self._accepting: set[str] = set()
 
     async def start(self) -> None:
         await asyncio.to_thread(self.executor.start)
@@ -90,21 +108,21 @@ class RunService:
     # --- run-requests -----------------------------------------------------------
 
     async def handle_request(self, event: faust.EventT[bytes]) -> None:
+        self._dlq_acks.hold(event)
         message = event.message
         headers = dict(event.headers or {})
+        self._observe_lag(message)
         with telemetry.consume_span(
             message.topic, message.partition, message.offset, message.key, headers
         ) as span:
             stage = "decode"
             try:
-                if (
-                    message.value is not None
-                    and len(message.value) > self.settings.max_record_bytes
-                ):
+                size = record_bytes(message.key, message.value, message.headers)
+                if size > self.settings.limits.max_record_bytes:
                     raise InputRejected(
                         "decode",
-                        f"record of {len(message.value)} bytes exceeds the limit of "
-                        f"{self.settings.max_record_bytes}",
+                        f"record of {size} bytes exceeds the limit of "
+                        f"{self.settings.limits.max_record_bytes}",
                     )
                 command = decode_record(message.value, headers)
                 stage = "validate"
@@ -119,7 +137,7 @@ class RunService:
     async def _command(self, command: CloudEvent, span: Span) -> None:
         if command.type == RUN_REQUESTED:
             try:
-                request = RunRequest.model_validate(command.data)
+                request = validate_request(command.data, self.settings.limits)
             except ValidationError as exc:
                 run_id = _run_id_in(command.data)
                 if run_id is None:
@@ -130,6 +148,8 @@ class RunService:
                 return
             run_id = request.run_id
             span.set_attribute("thunderhelm.run_id", run_id)
+            if run_id in self._accepting:
+                return  # accepted a moment ago; the fold has not caught up yet
             decided = saga.decide(
                 self.state_of(run_id),
                 saga.StartRun(
@@ -150,12 +170,16 @@ class RunService:
             )
         for new in decided:
             await self._append(run_id, new, None)
+            if new.type == ev.RUN_ACCEPTED:
+                self._accepting.add(run_id)
 
     # --- run-events -------------------------------------------------------------
 
     async def handle_event(self, event: faust.EventT[bytes]) -> None:
+        self._dlq_acks.hold(event)
         message = event.message
         headers = dict(event.headers or {})
+        self._observe_lag(message)
         with telemetry.consume_span(
             message.topic, message.partition, message.offset, message.key, headers
         ) as span:
@@ -163,7 +187,7 @@ class RunService:
             try:
                 record = decode_record(message.value, headers)
                 stage = "validate"
-                domain = _to_domain(record)
+                domain = to_domain(record)
                 span.set_attribute("cloudevents.event_type", record.type)
                 span.set_attribute("thunderhelm.run_id", domain.run_id)
                 stage = "decide"
@@ -171,23 +195,41 @@ class RunService:
                 after = saga.evolve(before, domain)
                 if after is None or after is before:
                     span.set_attribute("thunderhelm.duplicate", after is before)
+                    if after is not None and after.terminal and not self._published(after):
+                        # The worker died between folding the terminal event and
+                        # writing the result: the redelivery finishes the job.
+                        await self._with_retries(lambda: self._act(after), after.run_id)
                     return
+                self._accepting.discard(domain.run_id)
                 stored = after.to_dict()
                 stored["_partition"] = message.partition
                 self.runs[domain.run_id.encode()] = stored
                 self._last_progress[domain.run_id] = time.monotonic()
                 if after.status != (before.status if before else None):
                     log.info("run %s: %s", after.run_id, after.status)
+                    meters.run_status(after.status, domain.data)
                 stage = "execute"
-                await self._act(after)
+                await self._with_retries(lambda: self._act(after), after.run_id)
             except Exception as exc:
                 await self._dead_letter(event, classify(exc, stage), span)
 
     # --- actions ----------------------------------------------------------------
 
+    def _observe_lag(self, message: faust.types.Message) -> None:
+        """Consumer lag of the record's partition as of this record (a metric only)."""
+        try:
+            high = self.app.consumer.highwater(message.tp)
+        except Exception:  # no consumer yet, or no fetch seen: nothing to report
+            return
+        if high is not None:
+            meters.consumer_lag(message.topic, message.partition, high - message.offset - 1)
+
     async def _act(self, state: saga.RunState, *, timed_out: bool = False) -> None:
-        action = saga.react(state, timed_out=timed_out)
         context = telemetry.context_from_traceparent(state.traceparent)
+        with telemetry.decision_span(state.run_id, state.status, context) as decision:
+            action = saga.react(state, timed_out=timed_out)
+            decision.set_attribute("thunderhelm.saga.action", type(action).__name__)
+            decision.set_attribute("thunderhelm.saga.timed_out", timed_out)
         match action:
             case None:
                 return
@@ -209,19 +251,13 @@ class RunService:
         async def step() -> None:
             interrupted = False
             try:
-                if isinstance(action, saga.RunGeneration):
-                    data = await self.executor.run_generation(state, context)
-                    new = saga.NewEvent(ev.GENERATION_COMPLETED, data)
-                else:
-                    assert isinstance(action, saga.Finish)
-                    result = await self.executor.finish(state, action)
-                    kind = {
-                        "succeeded": ev.RUN_SUCCEEDED,
-                        "failed": ev.RUN_FAILED,
-                        "cancelled": ev.RUN_CANCELLED,
-                    }[action.status]
-                    new = saga.NewEvent(kind, {"run_id": state.run_id, "result": result})
-                await self._append(state.run_id, new, context)
+                new = await self._with_retries(
+                    lambda: self._perform(state, action, context), state.run_id
+                )
+                if self._still_current(state):
+                    await self._with_retries(
+                        lambda: self._append(state.run_id, new, context), state.run_id
+                    )
             except asyncio.CancelledError:
                 raise
             except StepInterrupted as why:
@@ -229,46 +265,116 @@ class RunService:
                 log.info("run %s: step interrupted (%s)", state.run_id, why)
                 interrupted = True
             except Exception as exc:
-                # A step that cannot complete fails the run with its error.
+                # A non-retryable failure (or retries used up) fails the run with its error.
                 log.exception("run %s: step failed", state.run_id)
                 result = self.executor.failure_result(state, exc)
                 failed = saga.NewEvent(ev.RUN_FAILED, {"run_id": state.run_id, "result": result})
-                await self._append(state.run_id, failed, context)
+                with contextlib.suppress(Exception):
+                    await self._append(state.run_id, failed, context)
             finally:
                 self._tasks.pop(state.run_id, None)
                 self._last_progress[state.run_id] = time.monotonic()
-            if interrupted and (latest := self.state_of(state.run_id)) is not None:
+            latest = self.state_of(state.run_id)
+            # The step's own event may have been folded while this task was still
+            # awaiting its ack; that fold saw the step busy and did nothing.
+            moved_on = latest is not None and latest.version != state.version
+            if latest is not None and not latest.terminal and (interrupted or moved_on):
                 await self._act(latest, timed_out=self.executor.timed_out(latest))
 
         self._last_progress[state.run_id] = time.monotonic()
         self._tasks[state.run_id] = asyncio.get_running_loop().create_task(step())
 
-    async def reconcile(self) -> None:
-        """Drive runs that nothing drives: resumed after a restart, or past their budget."""
-        if time.monotonic() - self._started_at < IDLE_BEFORE_RESUME_S:
-            return
-        active = {
+    async def _perform(
+        self, state: saga.RunState, action: saga.Action, context: Context | None
+    ) -> saga.NewEvent:
+        if isinstance(action, saga.RunGeneration):
+            data = await self.executor.run_generation(state, context)
+            return saga.NewEvent(ev.GENERATION_COMPLETED, data)
+        assert isinstance(action, saga.Finish)
+        result = await self.executor.finish(state, action)
+        kind = {
+            "succeeded": ev.RUN_SUCCEEDED,
+            "failed": ev.RUN_FAILED,
+            "cancelled": ev.RUN_CANCELLED,
+        }[action.status]
+        return saga.NewEvent(kind, {"run_id": state.run_id, "result": result})
+
+    def _still_current(self, state: saga.RunState) -> bool:
+        """False when the log moved on while the step ran, or the run moved to another worker."""
+        raw = self.runs.get(state.run_id.encode())
+        if raw is None:
+            return True
+        if raw.get("_partition") not in self._active_partitions():
+            return False
+        latest = saga.RunState.from_dict(raw)
+        return not latest.terminal and latest.generation == state.generation
+
+    def _active_partitions(self) -> set[int]:
+        return {
             tp.partition
             for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.settings.run_events
         }
+
+    def on_revoked(self, partitions: set[int]) -> None:
+        """Stop local steps of runs that now belong to another worker."""
+        for run_id in list(self._tasks):
+            raw = self.runs.get(run_id.encode())
+            if raw is not None and raw.get("_partition") in partitions:
+                log.info("run %s: moved to another worker; stopping its step", run_id)
+                self.executor.cancel(run_id)
+
+    async def _with_retries[T](self, attempt: Callable[[], Awaitable[T]], run_id: str) -> T:
+        """Run `attempt`, retrying transient failures per the retry policy."""
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await attempt()
+            except Exception as exc:
+                delay = next_delay(exc, tries, self.retry_policy)
+                if delay is None:
+                    raise
+                log.warning(
+                    "run %s: transient %s (%s); retry %d in %.1fs",
+                    run_id,
+                    type(exc).__name__,
+                    exc,
+                    tries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def reconcile(self) -> None:
+        """Drive runs that nothing drives: resumed after a restart, or past their budget.
+
+        A run this worker has not seen progress for gets a grace period first,
+        so after a restart or a rebalance the agent can fold the events still
+        waiting on the partition before anything is re-run.
+        """
+        active = self._active_partitions()
         now = time.monotonic()
-        for key, raw in list(self.runs.items()):
+        for raw in list(self.runs.values()):
             if raw is None or raw.get("status") not in ("accepted", "running"):
                 continue
+            if raw.get("_partition") not in active:
+                continue  # a standby copy: another worker owns this run
             state = saga.RunState.from_dict(raw)
-            if raw.get("_partition") is not None and raw["_partition"] not in active:
-                continue
-            timed_out = self.executor.timed_out(state)
             task = self._tasks.get(state.run_id)
-            if timed_out and task is not None:
-                self.executor.cancel(state.run_id)
-            idle = now - self._last_progress.get(state.run_id, 0.0) > IDLE_BEFORE_RESUME_S
-            if (task is None and idle) or (timed_out and task is None):
-                log.info("run %s: driving %s", state.run_id, "timeout" if timed_out else "resume")
-                self._last_progress[state.run_id] = now
+            timed_out = self.executor.timed_out(state)
+            if task is not None:
+                if timed_out:
+                    self.executor.cancel(state.run_id)  # the step stops, then the run fails
+                continue
+            last = self._last_progress.setdefault(state.run_id, now)
+            if not timed_out and now - last < IDLE_BEFORE_RESUME_S:
+                continue
+            log.info("run %s: driving %s", state.run_id, "timeout" if timed_out else "resume")
+            self._last_progress[state.run_id] = now
+            try:
                 await self._act(state, timed_out=timed_out)
-            del key
+            except Exception:  # the next tick tries again
+                log.exception("run %s: could not drive", state.run_id)
 
     # --- writes -----------------------------------------------------------------
 
@@ -294,15 +400,27 @@ class RunService:
         envelope = self._envelope(run_id, new, sequence)
         await self._produce(self.settings.run_events, run_id, encode_event(envelope), context)
 
+    def _published(self, state: saga.RunState) -> bool:
+        raw = self.runs.get(state.run_id.encode())
+        return bool(raw and raw.get("_result_published"))
+
     async def _publish_result(
         self, state: saga.RunState, result: Mapping[str, Any], context: Context | None
     ) -> None:
+        if self._published(state):
+            return
         envelope = self._envelope(
             state.run_id, saga.NewEvent(RUN_RESULT, dict(result)), state.version
         )
+        # One id per run's result, so a consumer can drop a copy written again
+        # after a crash between the write and the bookkeeping below.
+        envelope = envelope.model_copy(update={"id": f"{state.run_id}/result"})
         await self._produce(
             self.settings.run_results, state.run_id, encode_event(envelope), context
         )
+        raw = self.runs.get(state.run_id.encode())
+        if raw is not None and faust.current_event() is not None:  # table writes need the event
+            self.runs[state.run_id.encode()] = {**raw, "_result_published": True}
 
     async def _produce(
         self,
@@ -322,7 +440,7 @@ class RunService:
     async def _dead_letter(self, event: faust.EventT[bytes], failure: Failure, span: Span) -> None:
         message = event.message
         span.set_attribute("thunderhelm.dead_lettered", True)
-        log.warning(
+        self._dlq_log.warning(
             "dead-letter %s[%s]@%s stage=%s %s: %s",
             message.topic,
             message.partition,
@@ -340,22 +458,20 @@ class RunService:
             message.offset,
             int(message.timestamp * 1000) if message.timestamp else None,
         )
-        with telemetry.internal_span(
-            ev.EVENT_DEAD_LETTERED,
-            attributes={"dlq.stage": failure.stage, "error.type": failure.error_class},
-        ) as dlq_span:
-            telemetry.mark_failed(dlq_span, failure.error_class, failure.message)
+        telemetry.mark_failed(span, failure.error_class, failure.message)
+        meters.dead_lettered(failure.stage, failure.error_class)
+        with telemetry.dead_letter_span(
+            failure.stage, failure.error_class, failure.message, dict(original)
+        ):
             headers = dead_letter_headers(original, failure, origin, telemetry.inject_headers())
-            while True:
-                try:
-                    pending = await self.topics[self.settings.dead_letters].send(
-                        key=message.key, value=message.value, headers=headers
-                    )
-                    await pending
-                    break
-                except Exception:  # never lose the input: retry until the DLQ takes it
-                    log.exception("dead-letter write failed; retrying")
-                    await asyncio.sleep(1.0)
+            await self._dlq_acks.write(
+                event,
+                # Straight to the producer: the topic's send path costs about a
+                # millisecond per record under load, which is the whole budget here.
+                lambda: self.app.producer.send(
+                    self.settings.dead_letters, message.key, message.value, None, None, headers
+                ),
+            )
             run_id = message.key.decode("utf-8", "replace") if message.key else None
             if (
                 run_id
@@ -376,7 +492,7 @@ class RunService:
                 await self._append(run_id, note, None)
 
 
-def _to_domain(record: CloudEvent) -> saga.Event:
+def to_domain(record: CloudEvent) -> saga.Event:
     if record.type not in ev.EVENT_TYPES:
         raise InputRejected("validate", f"unknown event type {record.type!r}")
     if record.schemaversion not in (None, SCHEMA_VERSION):

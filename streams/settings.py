@@ -7,8 +7,10 @@ Every knob has a default that works on a developer machine where
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from schemas.limits import Limits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +37,10 @@ class Settings:
     pool_size: int = 0  # 0: one interpreter per core
     web_port: int = 6066
     max_record_bytes: int = 1_000_000
+    # Operator limits on requests (THUNDERHELM_LIMIT_*), see schemas/limits.py.
+    limits: Limits = field(default_factory=Limits)
+    # How fast the group notices a dead worker and hands its runs to another.
+    session_timeout_s: float = 10.0
 
     @property
     def run_requests(self) -> str:
@@ -80,4 +86,8 @@ class Settings:
             pool_size=int(env.get("THUNDERHELM_POOL_SIZE", cls.pool_size)),
             web_port=int(env.get("THUNDERHELM_WEB_PORT", cls.web_port)),
             max_record_bytes=int(env.get("THUNDERHELM_MAX_RECORD_BYTES", cls.max_record_bytes)),
+            limits=Limits.from_env(env),
+            session_timeout_s=float(
+                env.get("THUNDERHELM_SESSION_TIMEOUT_S", cls.session_timeout_s)
+            ),
         )

@@ -5,26 +5,45 @@ itself: every consumed record's `traceparent` is extracted here and every
 produced record gets exactly one injected here. A run keeps its trace context
 in its state, so spans written minutes later (or by another worker after a
 restart) join the same trace. Span names and attributes follow the OTel
-messaging semantic conventions and are defined only in this module.
+messaging semantic conventions and are defined only in this module, as are
+the log-correlation fields, so the rest of the code never spells a span name.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from streams.settings import Settings
 
 TRACER_NAME = "thunderhelm"
 _TRACE_HEADERS = ("traceparent", "tracestate")
 log = logging.getLogger(__name__)
+
+# Span names (OTel messaging conventions: "{operation} {destination}").
+PROCESS_OPERATION = "process"
+SEND_OPERATION = "send"
+DECISION_SPAN = "saga decide"
+GENERATION_SPAN = "generation {generation}"
+CANDIDATE_SPAN = "train candidate {generation}.{index}"
+DEAD_LETTER_SPAN = "thunderhelm.event.dead-lettered"
+
+
+def process_span_name(topic: str) -> str:
+    return f"{PROCESS_OPERATION} {topic}"
+
+
+def send_span_name(topic: str) -> str:
+    return f"{SEND_OPERATION} {topic}"
 
 
 class _BytesHeaderGetter(Getter[Mapping[str, Any]]):
@@ -51,7 +70,13 @@ def configure(settings: Settings) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    resource = Resource.create({"service.name": settings.service_name})
+    resource = Resource.create(
+        {
+            "service.name": settings.service_name,
+            # Tells apart the worker processes that wrote one run's trace (restarts).
+            "service.instance.id": f"{socket.gethostname()}/{os.getpid()}",
+        }
+    )
     provider = TracerProvider(resource=resource)
     if settings.tracing:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -63,6 +88,9 @@ def configure(settings: Settings) -> None:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=500)
         )
     trace.set_tracer_provider(provider)
+    from streams import metrics
+
+    metrics.configure(resource)
 
 
 def flush(timeout_ms: int = 5000) -> None:
@@ -70,6 +98,9 @@ def flush(timeout_ms: int = 5000) -> None:
     force_flush = getattr(provider, "force_flush", None)
     if force_flush is not None:
         force_flush(timeout_ms)
+    from streams import metrics
+
+    metrics.flush(timeout_ms)
 
 
 def shutdown() -> None:
@@ -77,6 +108,9 @@ def shutdown() -> None:
     stop = getattr(provider, "shutdown", None)
     if stop is not None:
         stop()
+    from streams import metrics
+
+    metrics.shutdown()
 
 
 def tracer() -> trace.Tracer:
@@ -125,7 +159,8 @@ def consume_span(
     """The CONSUMER span of one record, parented on the producer's context."""
     attributes: dict[str, Any] = {
         "messaging.system": "kafka",
-        "messaging.operation.type": "process",
+        "messaging.operation.type": PROCESS_OPERATION,
+        "messaging.operation.name": PROCESS_OPERATION,
         "messaging.destination.name": topic,
         "messaging.destination.partition.id": str(partition),
         "messaging.kafka.offset": offset,
@@ -133,7 +168,7 @@ def consume_span(
     if key is not None:
         attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")[:200]
     with tracer().start_as_current_span(
-        f"process {topic}",
+        process_span_name(topic),
         context=extract(headers),
         kind=SpanKind.CONSUMER,
         attributes=attributes,
@@ -146,13 +181,14 @@ def produce_span(topic: str, key: str | None, context: Context | None = None) ->
     """The PRODUCER span of one record; its context goes into the record's headers."""
     attributes: dict[str, Any] = {
         "messaging.system": "kafka",
-        "messaging.operation.type": "publish",
+        "messaging.operation.type": SEND_OPERATION,
+        "messaging.operation.name": SEND_OPERATION,
         "messaging.destination.name": topic,
     }
     if key is not None:
         attributes["messaging.kafka.message.key"] = key
     with tracer().start_as_current_span(
-        f"publish {topic}", context=context, kind=SpanKind.PRODUCER, attributes=attributes
+        send_span_name(topic), context=context, kind=SpanKind.PRODUCER, attributes=attributes
     ) as span:
         yield span
 
@@ -199,3 +235,105 @@ def mark_error(span: Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:500]))
     span.set_attribute("error.type", type(exc).__qualname__)
     span.record_exception(exc)
+
+
+@contextmanager
+def decision_span(run_id: str, status: str, run_context: Context | None) -> Iterator[Span]:
+    """The saga's decision for a run, in the run's trace.
+
+    Inside a consumed record it nests under that record's process span; when
+    the reconciler or a finished step drives a run (after a restart, on a
+    budget) no live span is current, so it hangs off the run's own context.
+    """
+    # A background step inherits the span of the record that launched it, long
+    # ended by now; its decisions belong to the run, not to that old record.
+    current = trace.get_current_span()
+    context = None if current.is_recording() else run_context
+    with internal_span(
+        DECISION_SPAN,
+        context,
+        {"thunderhelm.run_id": run_id, "thunderhelm.run.status": status},
+    ) as span:
+        yield span
+
+
+@contextmanager
+def dead_letter_span(
+    stage: str, error_class: str, message: str, input_headers: Mapping[str, Any]
+) -> Iterator[Span]:
+    """The error span of a dead-lettered input, linked to the input's own context.
+
+    It is opened under the record's process span (so it sits in the input's
+    trace) and also links the producer's span context explicitly, which keeps
+    the relation visible when a viewer shows only links.
+    """
+    producer = trace.get_current_span(extract(input_headers)).get_span_context()
+    links = (
+        [Link(producer, {"thunderhelm.link": "dead-lettered input"})] if producer.is_valid else []
+    )
+    with tracer().start_as_current_span(
+        DEAD_LETTER_SPAN,
+        kind=SpanKind.INTERNAL,
+        attributes={"dlq.stage": stage, "error.type": error_class},
+        links=links,
+    ) as span:
+        mark_failed(span, error_class, message)
+        yield span
+
+
+# --- log correlation ----------------------------------------------------------------
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace=%(trace_id)s span=%(span_id)s]: %(message)s"
+_NO_TRACE = "-"
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds `trace_id` and `span_id` of the current span to every record it sees."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "trace_id"):
+            ctx = trace.get_current_span().get_span_context()
+            record.trace_id = f"{ctx.trace_id:032x}" if ctx.is_valid else _NO_TRACE
+            record.span_id = f"{ctx.span_id:016x}" if ctx.is_valid else _NO_TRACE
+        return True
+
+
+def install_log_correlation() -> None:
+    """Give every log record `trace_id`/`span_id`, whichever handler formats it.
+
+    A record factory (not a handler filter) survives Faust replacing the root
+    handlers at start-up, and stamps the ids in the thread that logs, where
+    the span is current. Idempotent.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_thunderhelm_trace", False):
+        return
+    stamp = TraceContextFilter()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        stamp.filter(record)
+        return record
+
+    factory._thunderhelm_trace = True  # type: ignore[attr-defined]  # marker for idempotence
+    logging.setLogRecordFactory(factory)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """`logging.basicConfig` with trace and span ids on every line (CLI entry point)."""
+    install_log_correlation()
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+
+
+def worker_logging_config() -> dict[str, Any]:
+    """A `logging_config` for `faust.Worker`: Faust's own formatters, plus the trace ids."""
+    from mode.utils.logging import DEFAULT_FORMATTERS
+
+    install_log_correlation()
+    ids = "[trace=%(trace_id)s span=%(span_id)s]"
+    formatters: dict[str, dict[str, Any]] = {}
+    for name, spec in DEFAULT_FORMATTERS.items():
+        shape: dict[str, Any] = dict(cast(Mapping[str, Any], spec))
+        shape["format"] = str(shape["format"]).replace("[%(levelname)s]", f"[%(levelname)s] {ids}")
+        formatters[name] = shape
+    return {"version": 1, "merge": True, "formatters": formatters}

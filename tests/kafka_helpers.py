@@ -59,12 +59,15 @@ class WorkerProcess:
         return Settings.from_env(self.env)
 
     def start(self, ready_timeout: float = 90.0) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self._log = log
+        # Each process gets its own web port: several workers may share an env.
+        env = {**self.env, "THUNDERHELM_WEB_PORT": str(free_port())}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
             cwd=REPO,
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -73,7 +76,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            if "Ready" in self.log_path.read_text(errors="replace"):
+            if "Ready" in self.log_path.read_text(errors="replace")[offset:]:
                 return
             time.sleep(0.3)
         raise TimeoutError(f"worker not ready: {self.log_path.read_text()[-3000:]}")

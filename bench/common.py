@@ -1,0 +1,90 @@
+"""What every benchmark shares: options, datasets, whole NAS runs, timing and RSS.
+
+A whole run is `ga.search.run_search` on the configuration `streams.nas.ga_config`
+derives from a run request, so the benchmarks search exactly as `thunderhelm run`
+and the worker do, through whichever `evaluate` port is being measured.
+"""
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import _warm
+from bench.report import DEFAULT_OUT
+from ga.datasets import PreparedDataset, load_dataset
+from ga.engine import GAState
+from ga.pool import InterpreterPool
+from ga.search import Evaluate, run_search
+from streams import nas
+from streams.settings import Settings
+
+__all__ = [
+    "Options",
+    "best_of",
+    "cores",
+    "load_named",
+    "rss_mb",
+    "run_request",
+    "warm_pool",
+]
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a benchmark runs: `quick` shrinks it to a smoke test of its code paths."""
+
+    quick: bool = False
+    out: Path = DEFAULT_OUT
+    pool_size: int | None = None  # None: one interpreter per core
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
+def load_named(spec: Mapping[str, object]) -> PreparedDataset:
+    """A dataset by its request spec, with the data folders the CLI would use."""
+    settings = Settings.from_env()
+    return load_dataset(spec, data_root=settings.data_root, text_dir=settings.text_dir)
+
+
+def run_request(
+    request: Mapping[str, Any], dataset: PreparedDataset, evaluate: Evaluate
+) -> GAState:
+    """One whole NAS run of `request` on `dataset`, candidates trained by `evaluate`."""
+    return run_search(nas.ga_config(request), dataset.n_features, dataset.n_classes, evaluate)
+
+
+def warm_pool(pool: InterpreterPool, timeout_s: float = 60.0) -> None:
+    """Import the kernel in every interpreter of `pool` (needs `bench._warm:warm` allowed)."""
+    flags = bytearray(pool.size)
+    view = memoryview(flags)
+    futures = [pool.submit(_warm.FUNCTION, (view, i, timeout_s)) for i in range(pool.size)]
+    for future in futures:
+        future.result(timeout_s + 5)
+
+
+def rss_mb() -> float:
+    """Resident set size of this process, MiB (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise OSError("VmRSS not found in /proc/self/status")
+
+
+def best_of[T](repeats: int, work: Callable[[], T]) -> tuple[float, list[float], T]:
+    """Run `work` `repeats` times; the fastest wall time, all times, and the last result.
+
+    The minimum is the figure least disturbed by other load on the machine.
+    """
+    began = time.perf_counter()
+    result = work()
+    times = [time.perf_counter() - began]
+    for _ in range(repeats - 1):
+        began = time.perf_counter()
+        result = work()
+        times.append(time.perf_counter() - began)
+    return min(times), times, result

@@ -1,0 +1,452 @@
+"""Dead-letter benchmark: hostile input through a running worker, next to a raw loop.
+
+What it shows (the bar of the dead-letter issue): N varied malformed records
+produced to run-requests of a running worker all arrive on dead-letters (none
+lost), each with its original key, value and headers byte for byte; the worker
+is alive afterwards and a valid run submitted after them succeeds. It also
+puts a number on the cost of the DLQ path: records routed per second by the
+worker next to a plain aiokafka loop on the same broker that does the least a
+correct router must do (consume a batch, produce every record to another
+topic with acks=all, await the acks, commit the batch's offsets).
+
+Both rates come from the same clock: the broker's CreateTime of the first and
+last output record, so neither includes start-up or the producer's speed.
+
+Run: `thunderhelm bench dlq [--quick]` (or `.venv/bin/python -m bench dlq`); the
+dispatcher writes `bench/results/dlq.json` and rebuilds `bench/RESULTS.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import ConsumerRecord
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.common import Options  # noqa: E402
+from bench.report import bar, write_result  # noqa: E402
+from schemas.codec import decode_record  # noqa: E402
+from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env  # noqa: E402
+
+RECORDS = 5000
+QUICK_RECORDS = 300
+SEED = 1
+PARTITIONS = 2
+RAW_LOOP = (
+    "aiokafka, one consumer (consumer group, manual commit) and one producer (acks=all): "
+    "getmany a batch -> send every record (key, value, headers) to another topic -> "
+    "await all the batch's acks -> commit the batch's offsets"
+)
+RECORD_LIMIT = 65_536  # the worker's THUNDERHELM_LIMIT_MAX_RECORD_BYTES in this bench
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One malformed record as produced; the DLQ copy must match it exactly."""
+
+    kind: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def _envelope(
+    rng: random.Random, data: Any, kind: str = "thunderhelm.run.requested"
+) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": uuid.UUID(int=rng.getrandbits(128)).hex,
+        "source": "bench/dlq",
+        "type": kind,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def _data(rng: random.Random, run_id: Any) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "dataset": {"name": "spirals", "samples": 300, "seed": rng.randrange(100)},
+        "ga": {"population": 4, "generations": 1, "tournament_size": 2, "elite": 1},
+    }
+
+
+def _bad_run_id(rng: random.Random) -> Any:
+    """A run id no request can carry, so the record is dead-lettered, never rejected."""
+    return rng.choice([None, 123, 1.5, ["r"], {"id": "r"}, "", "../r", "r" * 200, "a b", "\u00e9"])
+
+
+def malformed(n: int, seed: int = 1) -> list[Bad]:
+    """`n` varied records that every worker must dead-letter (deterministic for a seed)."""
+    rng = random.Random(seed)
+    makers = [
+        _random_bytes,
+        _truncated,
+        _invalid_utf8,
+        _not_an_object,
+        _no_specversion,
+        _bad_structured,
+        _bad_binary,
+        _unknown_type,
+        _deep,
+        _wrong_types,
+        _huge_number,
+        _traversal_without_run_id,
+        _tombstone,
+    ]
+    out = [makers[i % len(makers)](rng) for i in range(n)]
+    # A few oversize records (more would only measure the network).
+    for i in range(0, n, 1000):
+        out[i] = Bad("oversize", b"big", b'{"pad":"' + b"x" * (RECORD_LIMIT + 10 * i) + b'"}')
+    return out
+
+
+def _key(rng: random.Random) -> bytes | None:
+    return rng.choice([None, b"", rng.randbytes(8), f"k-{rng.randrange(10**6)}".encode()])
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _random_bytes(rng: random.Random) -> Bad:
+    return Bad("random-bytes", _key(rng), rng.randbytes(rng.randrange(1, 300)))
+
+
+def _truncated(rng: random.Random) -> Bad:
+    full = _json(_envelope(rng, _data(rng, f"t-{rng.randrange(10**6)}")))
+    return Bad("truncated-json", _key(rng), full[: rng.randrange(1, len(full) - 1)])
+
+
+def _invalid_utf8(rng: random.Random) -> Bad:
+    full = _json(_envelope(rng, _data(rng, "u")))
+    cut = rng.randrange(1, len(full) - 1)
+    return Bad(
+        "invalid-utf8",
+        _key(rng),
+        full[:cut] + rng.choice([b"\xff", b"\xc3(", b"\xed\xa0\x80"]) + full[cut:],
+    )
+
+
+def _not_an_object(rng: random.Random) -> Bad:
+    return Bad(
+        "not-an-object", _key(rng), rng.choice([b"[1,2]", b"42", b'"s"', b"null", b"true", b""])
+    )
+
+
+def _no_specversion(rng: random.Random) -> Bad:
+    env = _envelope(rng, _data(rng, "n"))
+    del env["specversion"]
+    return Bad("no-specversion", _key(rng), _json(env))
+
+
+def _bad_structured(rng: random.Random) -> Bad:
+    env = _envelope(rng, _data(rng, f"s-{rng.randrange(10**6)}"))
+    match rng.randrange(6):
+        case 0:
+            env["specversion"] = rng.choice(["0.3", 1.0, "2.0", None])
+        case 1:
+            del env["id"]
+        case 2:
+            env["id"] = rng.choice(["", 7, "i" * 300])
+        case 3:
+            env["unexpected"] = "attribute"
+        case 4:
+            env["type"] = rng.choice([5, None, ""])
+        case _:
+            env["source"] = "s" * 600
+    headers = (("content-type", b"application/cloudevents+json"),) if rng.random() < 0.5 else ()
+    return Bad("bad-ce-structured", _key(rng), _json(env), headers)
+
+
+def _bad_binary(rng: random.Random) -> Bad:
+    headers = {
+        "ce_specversion": b"1.0",
+        "ce_id": uuid.UUID(int=rng.getrandbits(128)).hex.encode(),
+        "ce_source": b"bench/binary",
+        "ce_type": b"thunderhelm.run.requested",
+        "content-type": b"application/json",
+    }
+    match rng.randrange(5):
+        case 0:
+            headers["ce_specversion"] = b"0.3"
+        case 1:
+            del headers["ce_id"]
+        case 2:
+            headers["ce_type"] = b"\xff\xfe"
+        case 3:
+            headers["content-type"] = b"text/plain"
+        case _:
+            headers["ce_sequence"] = b"abc"
+    value = _json(_data(rng, f"b-{rng.randrange(10**6)}"))
+    return Bad("bad-ce-binary", _key(rng), value, tuple(headers.items()))
+
+
+def _unknown_type(rng: random.Random) -> Bad:
+    kind = rng.choice(["thunderhelm.run.deleted", "com.example.order", "thunderhelm.run.accepted"])
+    return Bad("unknown-type", _key(rng), _json(_envelope(rng, _data(rng, "x"), kind)))
+
+
+def _deep(rng: random.Random) -> Bad:
+    depth = rng.randrange(40, 3000)
+    data = b"[" * depth + b"]" * depth
+    env = _json(_envelope(rng, None)).replace(b'"data": null', b'"data": ' + data)
+    return Bad("deep-nesting", _key(rng), env)
+
+
+def _wrong_types(rng: random.Random) -> Bad:
+    data: Any = rng.choice(["a string", 5, [1, 2], _data(rng, _bad_run_id(rng))])
+    return Bad("wrong-types", _key(rng), _json(_envelope(rng, data)))
+
+
+def _huge_number(rng: random.Random) -> Bad:
+    number = rng.choice([b"1" * 5000, b"1e999", b"-1e999", b"9" * 400])
+    body = _json(_envelope(rng, {"run_id": "h", "ga": {"population": 0}}))
+    return Bad(
+        "huge-number",
+        _key(rng),
+        body.replace(b'"population": 0', b'"population": ' + number).replace(
+            b'"run_id": "h"', b'"run_id": ' + number
+        ),
+    )
+
+
+def _traversal_without_run_id(rng: random.Random) -> Bad:
+    path = rng.choice(["../../etc/passwd", "/etc/passwd", "a/../../b.csv", "os:system"])
+    data = {"dataset": {"name": rng.choice(["csv", "npz", "os:system"]), "path": path}}
+    return Bad("traversal-no-run-id", _key(rng), _json(_envelope(rng, data)))
+
+
+def _tombstone(rng: random.Random) -> Bad:
+    return Bad("tombstone", f"tomb-{rng.randrange(10**6)}".encode(), None)
+
+
+# --- measuring ------------------------------------------------------------------
+
+
+async def produce_all(topic: str, records: list[Bad]) -> None:
+    """Produce every record as fast as the client allows (acks=all, one flush at the end)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, max_request_size=4 * 2**20
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=r.value, key=r.key, headers=list(r.headers))
+            for r in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def create_topics(names: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+def rate(records: list[ConsumerRecord[bytes, bytes]]) -> float:
+    """Records per second between the first and last CreateTime of `records`."""
+    stamps = sorted(r.timestamp for r in records)
+    span_s = max((stamps[-1] - stamps[0]) / 1000.0, 1e-3)
+    return float((len(stamps) - 1) / span_s)
+
+
+async def raw_loop_rate(records: list[Bad], partitions: int) -> float:
+    """The baseline: consume a batch, produce each record with acks=all, await, commit."""
+    tag = uuid.uuid4().hex[:8]
+    source, sink = f"bench-raw-{tag}.in", f"bench-raw-{tag}.out"
+    await create_topics([source, sink], partitions)
+    await produce_all(source, records)
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=BOOTSTRAP,
+        group_id=f"bench-raw-{tag}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", max_request_size=4 * 2**20)
+    await consumer.start()
+    await producer.start()
+    moved = 0
+    try:
+        while moved < len(records):
+            batch = await consumer.getmany(timeout_ms=200)
+            futures = [
+                await producer.send(sink, value=r.value, key=r.key, headers=list(r.headers))
+                for part in batch.values()
+                for r in part
+            ]
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            moved += len(futures)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    out = await collect([sink], lambda seen: len(seen) >= len(records), timeout_s=120)
+    return rate(out)
+
+
+def original_headers(record: ConsumerRecord[bytes, bytes]) -> tuple[tuple[str, bytes], ...]:
+    """The input's headers as the DLQ record keeps them (trace headers renamed back)."""
+    kept = []
+    for name, value in record.headers:
+        if name.startswith("dlq.original.trace"):
+            kept.append((name.removeprefix("dlq.original."), value))
+        elif not name.startswith("dlq.") and name not in ("traceparent", "tracestate"):
+            kept.append((name, value))
+    return tuple(kept)
+
+
+def identical(sent: list[Bad], dead: list[ConsumerRecord[bytes, bytes]]) -> bool:
+    """Same multiset of (key, value, original headers) on both sides."""
+    want = Counter((b.key, b.value, b.headers) for b in sent)
+    got = Counter((r.key, r.value, original_headers(r)) for r in dead)
+    return want == got
+
+
+async def _valid_run(worker: WorkerProcess) -> bool:
+    s = worker.settings
+    run_id = f"bench-after-{uuid.uuid4().hex[:6]}"
+    data = _data(random.Random(0), run_id)
+    data["training"] = {"epochs": 1, "batch_size": 32}
+    data["search_space"] = {"max_levels": 1, "max_units": 2, "max_neurons": 8}
+    env = _envelope(random.Random(1), data)
+    env["id"] = uuid.uuid4().hex
+    await produce_all(s.run_requests, [Bad("valid", run_id.encode(), _json(env))])
+    seen = await collect(
+        [s.run_results],
+        lambda got: any(r.key == run_id.encode() for r in got),
+        timeout_s=180,
+    )
+    for record in seen:
+        if record.key == run_id.encode():
+            result = decode_record(record.value, {}).data
+            return isinstance(result, dict) and result.get("status") == "succeeded"
+    return False
+
+
+async def worker_run(records: list[Bad], tmp: Path) -> dict[str, Any]:
+    env = fresh_env(tmp, THUNDERHELM_LIMIT_MAX_RECORD_BYTES=str(RECORD_LIMIT))
+    worker = WorkerProcess(env, tmp / "worker.log")
+    await asyncio.to_thread(worker.start)
+    try:
+        s = worker.settings
+        started = time.monotonic()
+        await produce_all(s.run_requests, records)
+        dead = await collect(
+            [s.dead_letters], lambda seen: len(seen) >= len(records), timeout_s=300
+        )
+        elapsed = time.monotonic() - started
+        alive = worker.alive()
+        valid_ok = await _valid_run(worker) if alive else False
+        stages = Counter(dict(r.headers).get("dlq.stage", b"?").decode() for r in dead)
+        return {
+            "dead_lettered": len(dead),
+            "bytes_identical": identical(records, dead),
+            "worker_alive": alive and worker.alive(),
+            "valid_after_ok": valid_ok,
+            "dlq_records_per_s": round(rate(dead), 1),
+            "wall_s_produce_to_last_dlq": round(elapsed, 2),
+            "stages": dict(sorted(stages.items())),
+        }
+    finally:
+        worker.stop()
+
+
+def run(opts: Options) -> dict[str, Any]:
+    """The whole benchmark, for the `thunderhelm bench` dispatcher (which writes the files)."""
+    records = malformed(QUICK_RECORDS if opts.quick else RECORDS, SEED)
+    with tempfile.TemporaryDirectory(prefix="thunderhelm-bench-dlq-") as tmp:
+        measured = asyncio.run(worker_run(records, Path(tmp)))
+    raw = asyncio.run(raw_loop_rate(records, partitions=PARTITIONS))
+    ratio = round(measured["dlq_records_per_s"] / raw, 3)
+    lost = len(records) - measured["dead_lettered"]
+    kinds = dict(sorted(Counter(r.kind for r in records).items()))
+    result: dict[str, Any] = {
+        "quick": opts.quick,
+        "sent": len(records),
+        "dead_lettered": measured["dead_lettered"],
+        "lost": lost,
+        "bytes_identical": measured["bytes_identical"],
+        "worker_alive": measured["worker_alive"],
+        "valid_after_ok": measured["valid_after_ok"],
+        "dlq_records_per_s": measured["dlq_records_per_s"],
+        "raw_loop_records_per_s": round(raw, 1),
+        "throughput_ratio_vs_raw": ratio,
+        "wall_s_produce_to_last_dlq": measured["wall_s_produce_to_last_dlq"],
+        "kinds": kinds,
+        "stages": measured["stages"],
+        "raw_loop": RAW_LOOP,
+        "rate_clock": "broker CreateTime of the first and last output record",
+        "partitions": PARTITIONS,
+        "record_limit_bytes": RECORD_LIMIT,
+        "seed": SEED,
+    }
+    result["bars"] = [
+        bar(
+            f"{len(records):,} malformed records -> as many dead-letter records, 0 lost",
+            f"{measured['dead_lettered']:,} dead-lettered, {lost} lost",
+            lost == 0,
+        ),
+        bar(
+            "original key, value, headers identical",
+            str(result["bytes_identical"]),
+            result["bytes_identical"],
+        ),
+        bar("worker alive afterwards", str(result["worker_alive"]), result["worker_alive"]),
+        bar(
+            "a valid run submitted afterwards succeeds",
+            str(result["valid_after_ok"]),
+            result["valid_after_ok"],
+        ),
+        bar(
+            "DLQ routing >= 0.5x a raw aiokafka consume->produce loop",
+            f"{ratio}x ({result['dlq_records_per_s']:,.0f} vs {raw:,.0f} records/s)",
+            ratio >= 0.5,
+        ),
+    ]
+    result["summary"] = (
+        f"Kinds of malformed record: {', '.join(f'{k} {v}' for k, v in kinds.items())}. "
+        f"Dead-letter stages: {', '.join(f'{k} {v}' for k, v in measured['stages'].items())}.\n\n"
+        f"Raw loop: {RAW_LOOP}. Both rates: records between the broker CreateTime of the "
+        f"first and the last output record; {PARTITIONS} partitions per topic, one worker "
+        f"process with tracing on (every dead letter is an exported span)."
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (`python -m bench.dlq [--quick]`); `thunderhelm bench dlq` is the same."""
+    parser = argparse.ArgumentParser(prog="bench.dlq", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="300 records: a smoke test")
+    args = parser.parse_args(argv)
+    result = run(Options(quick=args.quick))
+    path = write_result("dlq", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2))
+    print(f"-> {path}")
+    return 0 if all(item["met"] for item in result["bars"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
