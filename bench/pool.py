@@ -35,7 +35,7 @@ __all__ = ["run"]
 ECHO = "ga._pool_selftest:echo"
 ALLOWED = (TRAIN_FUNCTION, _warm.FUNCTION, ECHO)
 RUNS = 4
-ROUNDS = 2
+ROUNDS = 3
 EXTRA_INTERPRETERS = 4
 
 

@@ -105,9 +105,10 @@ async def collect(
     until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
     *,
     timeout_s: float = 120.0,
+    bootstrap: str = BOOTSTRAP,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read the topics from the start until `until(records)` holds or time runs out."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     seen: list[ConsumerRecord[bytes, bytes]] = []
     try:
