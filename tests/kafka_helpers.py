@@ -52,6 +52,7 @@ class WorkerProcess:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    web_port: int = 0
     _log: object = field(default=None, repr=False)
 
     @property
@@ -63,7 +64,8 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self._log = log
         # Each process gets its own web port: several workers may share an env.
-        env = {**self.env, "THUNDERHELM_WEB_PORT": str(free_port())}
+        self.web_port = free_port()
+        env = {**self.env, "THUNDERHELM_WEB_PORT": str(self.web_port)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
             cwd=REPO,

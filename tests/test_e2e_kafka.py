@@ -139,6 +139,12 @@ async def test_request_becomes_events_result_and_trace(worker: WorkerProcess) ->
     assert metrics["val_accuracy"] > 1 / 3  # better than chance on 3 classes
     assert Path(result["artifact"]).is_file()
 
+    # The owner answers "what is the state of run X" over its web view.
+    url = f"http://127.0.0.1:{worker.web_port}/runs/{run_id}/"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        state = json.load(resp)
+    assert state["status"] == "succeeded" and state["generation"] == 2
+
     spans = _jaeger_spans(trace_id)
     names = {name for name, service in spans if service == "thunderhelm-worker"}
     assert any(n.startswith("process ") for n in names), names
