@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     sub.add_parser("replay", help="rebuild every run from the event log; diff with the table")
+    p = sub.add_parser("bench", help="run benchmarks (pool, kernel, quality, faults, ...)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("run", help="run a NAS job on the local pool, without Kafka")
     _add_request_flags(p)
     p.add_argument("--pool-size", type=int, default=0)
@@ -189,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             report, code = replay.render_replay(replayed, table)
             print(report)
             return code
+        case "bench":
+            from bench.cli import main as bench_main
+
+            return bench_main(args.rest)
         case "run":
             from streams.local_run import run_local
 
