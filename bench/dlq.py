@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -35,14 +34,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.common import Options  # noqa: E402
-from bench.report import bar, write_result  # noqa: E402
-from schemas.codec import decode_record  # noqa: E402
-from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env  # noqa: E402
+from bench.common import Options
+from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
+from bench.report import bar, write_result
+from schemas.codec import decode_record
 
 RECORDS = 5000
 QUICK_RECORDS = 300

@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench.common import Options
+from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from bench.report import bar
 from ga.datasets import load_dataset
 from ga.engine import initial_state, is_finished
@@ -34,7 +35,6 @@ from streams import nas
 from streams.invariants import violations
 from streams.service import to_domain
 from streams.settings import Settings
-from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
 
 
 def _request(index: int, quick: bool) -> dict[str, Any]:

@@ -43,8 +43,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.common import Options  # noqa: E402
+from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env  # noqa: E402
 from bench.report import bar, write_result  # noqa: E402
-from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env  # noqa: E402
 
 RUNS = 32
 QUICK_RUNS = 3

@@ -37,6 +37,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         topic_disable_leader=True,
+        # Room for a dead letter: an input as large as the broker takes, plus headers.
+        producer_max_request_size=4 * 1024 * 1024,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 4),
     )

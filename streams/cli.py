@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     sub.add_parser("replay", help="rebuild every run from the event log; diff with the table")
+    p = sub.add_parser("dlq", help="list, show and re-drive dead letters")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("bench", help="run benchmarks (pool, kernel, quality, faults, ...)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("run", help="run a NAS job on the local pool, without Kafka")
@@ -191,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             report, code = replay.render_replay(replayed, table)
             print(report)
             return code
+        case "dlq":
+            from streams import dlq_cli
+
+            return dlq_cli.main(args.rest)
         case "bench":
             from bench.cli import main as bench_main
 

@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
 
 
 async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
@@ -34,7 +35,19 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
         wanted = [t for t in settings.topics if t not in existing]
         if not wanted:
             return []
-        new = [NewTopic(t, settings.partitions, settings.replication) for t in wanted]
+        new = [
+            NewTopic(
+                t,
+                settings.partitions,
+                settings.replication,
+                # A dead letter carries an input the broker accepted plus our
+                # headers, so its topic must take records larger than the default.
+                topic_configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
+                if t == settings.dead_letters
+                else {},
+            )
+            for t in wanted
+        ]
         # Another worker may create a topic between our list and create.
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new)
