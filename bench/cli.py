@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import dlq, faults, kernel, pool, quality
+from bench import dlq, faults, kernel, pool, quality, tracing
 from bench.common import Options
 from bench.report import DEFAULT_OUT, write_result
 
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Runner] = {
     "quality": quality.run,
     "faults": faults.run,
     "dlq": dlq.run,
+    "tracing": tracing.run,
 }
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import tempfile
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,7 @@ def run(opts: Options) -> dict[str, Any]:
             victim.stop()
             steady.stop()
         elapsed = time.time() - began
+        logs = [p.read_text(errors="replace") for p in (steady.log_path, victim.log_path)]
     results = Counter(r.key.decode() for r in records if r.topic == settings.run_results and r.key)
     finals = {
         r.key.decode(): decode_record(r.value, {}).data
@@ -157,6 +160,7 @@ def run(opts: Options) -> dict[str, Any]:
         and {k: v for k, v in finals[run_id]["best"]["genome"].items() if k != "wiring"} == genome
     )
     recovery = _recovery_times(records, settings, kill_times)
+    relaunch = _relaunch_times(logs, records, settings, kill_times)
     writers: dict[str, set[str]] = {}
     for record in records:
         if record.topic == settings.run_events and record.key:
@@ -182,6 +186,7 @@ def run(opts: Options) -> dict[str, Any]:
             and finals[run_id]["best"]["fitness"] == twins[run_id][1]
         ),
         "recovery_s": recovery,
+        "relaunch_s": relaunch,
         "elapsed_s": round(elapsed, 1),
         "bars": [
             bar(
@@ -193,7 +198,16 @@ def run(opts: Options) -> dict[str, Any]:
             bar(
                 "event logs pass the invariant checker", f"{runs - len(broken)}/{runs}", not broken
             ),
-            bar("time to recover after each kill", ", ".join(f"{t:.1f}s" for t in recovery), None),
+            bar(
+                "time from each kill until its runs' lost step is launched again",
+                ", ".join(f"{t:.1f}s" for t in relaunch),
+                None,
+            ),
+            bar(
+                "time from each kill until its runs' next event (includes redoing the step)",
+                ", ".join(f"{t:.1f}s" for t in recovery),
+                None,
+            ),
         ],
     }
 
@@ -218,6 +232,42 @@ def _recovery_times(
                 orphans[key] = writer
         victims = {k for k, w in orphans.items() if w == str(killed)}
         later = [ts for ts, key, _ in timeline if ts > kill_time and key in victims]
+        if later:
+            out.append(round(min(later) - kill_time, 2))
+    return out
+
+
+_LAUNCH = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] .* run (\S+): launching ", re.M)
+
+
+def _relaunch_times(
+    logs: list[str], records: list[Any], settings: Settings, kills: list[tuple[float, int]]
+) -> list[float]:
+    """Per kill: seconds until a step of a run the kill orphaned is launched again."""
+    launches = sorted(
+        (datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC).timestamp(), m[2])
+        for text in logs
+        for m in _LAUNCH.finditer(text)
+    )
+    writes: list[tuple[float, str, str]] = []
+    for record in records:
+        if record.topic == settings.run_events and record.key:
+            source = decode_record(record.value, {}).source
+            writes.append((record.timestamp / 1000.0, record.key.decode(), source))
+    writes.sort()
+    out = []
+    for kill_time, killed in kills:
+        owner: dict[str, str] = {}
+        for ts, run_id, source in writes:
+            if ts <= kill_time:
+                owner[run_id] = source.rsplit("/", 1)[-1]
+        done = {
+            r.key.decode()
+            for r in records
+            if r.topic == settings.run_results and r.key and r.timestamp / 1000.0 <= kill_time
+        }
+        orphans = {r for r, pid in owner.items() if pid == str(killed)} - done
+        later = [ts for ts, run_id in launches if ts > kill_time and run_id in orphans]
         if later:
             out.append(round(min(later) - kill_time, 2))
     return out

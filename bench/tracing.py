@@ -38,13 +38,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.common import Options  # noqa: E402
-from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env  # noqa: E402
-from bench.report import bar, write_result  # noqa: E402
+from bench.common import Options
+from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
+from bench.report import bar, write_result
 
 RUNS = 32
 QUICK_RUNS = 3

@@ -180,19 +180,29 @@ class Interpreter314(Interpreter):
             self._interp.close()
 
 
+# Extension modules run process-wide initialisation on import (OpenBLAS sets
+# its thread count, for one); two interpreters importing at once crashed the
+# process, so interpreters are created and warmed one at a time.
+_WARMUP_LOCK = threading.Lock()
+
+
 def new_interpreter(path: tuple[str, ...], allowed: tuple[str, ...]) -> Interpreter:
-    """Create a warm interpreter: import path copied, worker module loaded and configured."""
-    interp = Interpreter314() if sys.version_info >= (3, 14) else Interpreter313()
-    try:
-        interp.exec(
-            "import sys\n"
-            "sys.path[:] = list(__th_path__)\n"
-            f"import {WORKER_MODULE} as __th_worker__\n"
-            "__th_worker__.configure(__th_allowed__)\n"
-            "del __th_path__, __th_allowed__\n",
-            {"__th_path__": path, "__th_allowed__": allowed},
-        )
-    except BaseException:
-        interp.close()
-        raise
+    """Create a warm interpreter: import path copied, worker and task modules loaded."""
+    modules = tuple(sorted({name.split(":", 1)[0] for name in allowed}))
+    with _WARMUP_LOCK:
+        interp = Interpreter314() if sys.version_info >= (3, 14) else Interpreter313()
+        try:
+            interp.exec(
+                "import sys, importlib\n"
+                "sys.path[:] = list(__th_path__)\n"
+                f"import {WORKER_MODULE} as __th_worker__\n"
+                "__th_worker__.configure(__th_allowed__)\n"
+                "for __th_m__ in __th_modules__:\n"
+                "    importlib.import_module(__th_m__)\n"
+                "del __th_path__, __th_allowed__, __th_modules__\n",
+                {"__th_path__": path, "__th_allowed__": allowed, "__th_modules__": modules},
+            )
+        except BaseException:
+            interp.close()
+            raise
     return interp

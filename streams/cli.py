@@ -68,7 +68,13 @@ def cmd_worker(settings: Settings) -> int:
         print(f"created topics: {', '.join(created)}", flush=True)
     telemetry.configure(settings)
     app, service = create_app(settings)
-    worker = faust.Worker(app, loop=loop, loglevel="INFO", redirect_stdouts=False)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        loglevel="INFO",
+        redirect_stdouts=False,
+        logging_config=telemetry.worker_logging_config(),
+    )
     try:
         worker.execute_from_commandline()
     finally:
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     sub.add_parser("replay", help="rebuild every run from the event log; diff with the table")
+    p = sub.add_parser("trace", help="show a run's trace from Jaeger as a tree")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("dlq", help="list, show and re-drive dead letters")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("bench", help="run benchmarks (pool, kernel, quality, faults, ...)")
@@ -147,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="last line: the result JSON")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from streams import telemetry
+
+    telemetry.configure_logging(logging.INFO)
     settings = Settings.from_env()
     match args.command:
         case "services":
@@ -193,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             report, code = replay.render_replay(replayed, table)
             print(report)
             return code
+        case "trace":
+            from streams import trace_view
+
+            return trace_view.main(args.rest)
         case "dlq":
             from streams import dlq_cli
 

@@ -88,7 +88,9 @@ class RunExecutor:
     def _generation(self, state: saga.RunState, context: Context | None) -> dict[str, Any]:
         assert state.request is not None and state.ga_state is not None
         dataset = self._dataset(state)
-        token = self._cancels.setdefault(state.run_id, CancelToken())
+        # A fresh token per step: a cancel that stopped an earlier step (a
+        # revoked partition, say) must not stop this one.
+        token = self._cancels[state.run_id] = CancelToken()
         deadline = self.deadline(state) or (time.time() + 3600.0)
         with PoolEvaluator(
             self._pool(), dataset, deadline_s=max(1.0, deadline - time.time()), cancel=token

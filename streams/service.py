@@ -278,9 +278,24 @@ class RunService:
             # The step's own event may have been folded while this task was still
             # awaiting its ack; that fold saw the step busy and did nothing.
             moved_on = latest is not None and latest.version != state.version
-            if latest is not None and not latest.terminal and (interrupted or moved_on):
+            if (
+                latest is not None
+                and not latest.terminal
+                and (interrupted or moved_on)
+                and self._owns(state.run_id)
+            ):
                 await self._act(latest, timed_out=self.executor.timed_out(latest))
 
+        what = (
+            f"generation {action.generation}"
+            if isinstance(action, saga.RunGeneration)
+            else (
+                f"finish ({action.status})"
+                if isinstance(action, saga.Finish)
+                else type(action).__name__
+            )
+        )
+        log.info("run %s: launching %s", state.run_id, what)
         self._last_progress[state.run_id] = time.monotonic()
         self._tasks[state.run_id] = asyncio.get_running_loop().create_task(step())
 
@@ -309,6 +324,10 @@ class RunService:
         latest = saga.RunState.from_dict(raw)
         return not latest.terminal and latest.generation == state.generation
 
+    def _owns(self, run_id: str) -> bool:
+        raw = self.runs.get(run_id.encode())
+        return raw is not None and raw.get("_partition") in self._active_partitions()
+
     def _active_partitions(self) -> set[int]:
         return {
             tp.partition
@@ -317,7 +336,13 @@ class RunService:
         }
 
     def on_revoked(self, partitions: set[int]) -> None:
-        """Stop local steps of runs that now belong to another worker."""
+        """Stop local steps of runs that now belong to another worker.
+
+        Every rebalance starts here, so it is also where the reconciler's idle
+        clocks restart: a run that comes back to this worker must first let
+        the agent fold what other workers wrote meanwhile.
+        """
+        self._last_progress.clear()
         for run_id in list(self._tasks):
             raw = self.runs.get(run_id.encode())
             if raw is not None and raw.get("_partition") in partitions:
@@ -352,6 +377,9 @@ class RunService:
         so after a restart or a rebalance the agent can fold the events still
         waiting on the partition before anything is re-run.
         """
+        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            self._last_progress.clear()  # grace again once the new assignment settles
+            return
         active = self._active_partitions()
         now = time.monotonic()
         for raw in list(self.runs.values()):
