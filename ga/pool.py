@@ -245,6 +245,7 @@ class InterpreterPool:
         self._started = 0
         self._start_errors: list[BaseException] = []
         self._all_started = threading.Event()
+        _preload_blas()
         self._slots = [_Slot(self, i) for i in range(size)]
         self._alive = 0
         for slot in self._slots:
@@ -449,6 +450,20 @@ class InterpreterPool:
         for job in orphans:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(PoolBrokenError("no pool interpreter is alive"))
+
+
+def _preload_blas() -> None:
+    """Put the kernel's BLAS library in the process before any interpreter imports the kernel.
+
+    Interpreters then bind to it by its soname whatever the kernel's search
+    path says, and none of them needs ctypes.
+    """
+    try:
+        from ga import blas
+
+        blas.preload()
+    except (ImportError, OSError) as exc:  # tasks that need no BLAS still work
+        _log.debug("BLAS preload skipped: %s", exc)
 
 
 def _close_at_exit(pool: InterpreterPool) -> None:

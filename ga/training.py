@@ -37,7 +37,15 @@ from collections.abc import Buffer
 from dataclasses import dataclass
 from typing import Any
 
-import ga._kernel as _kernel
+try:
+    import ga._kernel as _kernel
+except ImportError:
+    # The module's run-time search path missed libscipy_openblas (an editable
+    # install built in an isolated environment, say): load it by its path.
+    from ga import blas
+
+    blas.preload()
+    import ga._kernel as _kernel
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "elu", "gelu", "tanh", "sigmoid")
 # Activations that get He initialisation; the rest (and the output) get Glorot.
