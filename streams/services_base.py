@@ -259,6 +259,7 @@ def find_own_pid(pid_file: Path, markers: Sequence[str]) -> int | None:
         if entry.name.isdigit():
             other = int(entry.name)
             if other != os.getpid() and _matches(other, markers) and is_alive(other):
+                pid_file.parent.mkdir(parents=True, exist_ok=True)
                 pid_file.write_text(f"{other}\n")
                 return other
     return None
