@@ -13,10 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from schemas.codec import decode_record
 from streams import saga
+from streams.client import read_topic
 from streams.dlq import InputRejected
 from streams.invariants import violations
 from streams.service import to_domain
@@ -28,31 +27,6 @@ class Replayed:
     states: dict[str, saga.RunState]
     logs: dict[str, list[saga.Event]]
     undecodable: int
-
-
-async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    """(key, value) of every record of `topic`, from the start to its current end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # no public refresh
-        partitions = consumer.partitions_for_topic(topic) or set()
-        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not parts:
-            return []
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out: list[tuple[bytes | None, bytes | None]] = []
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for records in batch.values():
-                out.extend((r.key, r.value) for r in records)
-        return out
-    finally:
-        await consumer.stop()
 
 
 def fold(records: Iterable[tuple[bytes | None, bytes | None]]) -> Replayed:

@@ -15,9 +15,19 @@ from schemas.limits import Limits
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _default_text_dir() -> Path:
-    shared = REPO_ROOT.parent / "shared" / "data" / "shakespeare"
-    return shared if shared.is_dir() else REPO_ROOT / "data" / "shakespeare"
+def default_text_dir() -> Path:
+    """Where the Shakespeare plays are when `THUNDERHELM_TEXT_DIR` does not say.
+
+    The data lives beside the checkout in `shared/data/shakespeare` (never
+    copied into the repo); look for that folder next to the repo or any
+    folder above it, then at the workplace's usual place.
+    """
+    for folder in (REPO_ROOT, *REPO_ROOT.parents):
+        candidate = folder / "shared" / "data" / "shakespeare"
+        if candidate.is_dir():
+            return candidate
+    usual = Path("/work/shared/data/shakespeare")
+    return usual if usual.is_dir() else REPO_ROOT / "data" / "shakespeare"
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ class Settings:
             service_name=env.get("OTEL_SERVICE_NAME", cls.service_name),
             tracing=exporter != "none" and env.get("OTEL_SDK_DISABLED", "") != "true",
             data_root=Path(env.get("THUNDERHELM_DATA_ROOT", str(cls.data_root))),
-            text_dir=Path(env.get("THUNDERHELM_TEXT_DIR", str(_default_text_dir()))),
+            text_dir=Path(env.get("THUNDERHELM_TEXT_DIR", str(default_text_dir()))),
             artifact_dir=Path(env.get("THUNDERHELM_ARTIFACT_DIR", str(cls.artifact_dir))),
             pool_size=int(env.get("THUNDERHELM_POOL_SIZE", cls.pool_size)),
             web_port=int(env.get("THUNDERHELM_WEB_PORT", cls.web_port)),

@@ -208,53 +208,27 @@ def _draw(
 # --- finding and fetching --------------------------------------------------------------
 
 
-async def find_trace_id(settings: Settings, run_id: str, timeout_s: float = 10.0) -> str | None:
+async def find_trace_id(settings: Settings, run_id: str) -> str | None:
     """The run's trace id, read from its events on run-events (start of log to its end)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     from schemas import events as ev
     from schemas.codec import decode_record
     from streams import telemetry
+    from streams.client import read_topic
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(settings.run_events)
-        if not parts:
-            await consumer._client.force_metadata_update()  # aiokafka has no public refresh
-            parts = consumer.partitions_for_topic(settings.run_events) or set()
-        tps = [TopicPartition(settings.run_events, p) for p in sorted(parts)]
-        if not tps:
-            raise LookupError(f"topic {settings.run_events} does not exist")
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        fallback = None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            positions = [await consumer.position(tp) for tp in tps]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                break
-            batch = await consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                for record in records:
-                    if record.key != run_id.encode():
-                        continue
-                    headers = {k: bytes(v) for k, v in record.headers}
-                    try:
-                        event = decode_record(record.value, headers)
-                    except ValueError:
-                        continue
-                    data = event.data if isinstance(event.data, dict) else {}
-                    if event.type == ev.RUN_ACCEPTED and data.get("traceparent"):
-                        return telemetry.trace_id_of(str(data["traceparent"]))
-                    if fallback is None and "traceparent" in headers:
-                        fallback = telemetry.trace_id_of(headers["traceparent"].decode())
-        return fallback
-    finally:
-        await consumer.stop()
+    fallback = None
+    for key, value in await read_topic(settings, settings.run_events):
+        if key != run_id.encode():
+            continue
+        try:
+            event = decode_record(value, {})
+        except ValueError:
+            continue
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type == ev.RUN_ACCEPTED and data.get("traceparent"):
+            return telemetry.trace_id_of(str(data["traceparent"]))
+        if fallback is None and event.traceparent:
+            fallback = telemetry.trace_id_of(event.traceparent)
+    return fallback
 
 
 def fetch_trace(jaeger: str, trace_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:

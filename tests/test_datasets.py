@@ -12,8 +12,9 @@ from ga.datasets import (
     bigram_baseline_accuracy,
     load_dataset,
 )
+from streams.settings import default_text_dir
 
-SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "shakespeare"
+SHAKESPEARE = default_text_dir()
 NOWHERE = Path("/nonexistent-thunderhelm")
 needs_text = pytest.mark.skipif(not SHAKESPEARE.is_dir(), reason=f"{SHAKESPEARE} is missing")
 
