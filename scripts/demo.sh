@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end: set up, start Kafka and Jaeger, start a worker,
-# submit a real NAS run, follow it to its result and print where its trace is.
+# submit a real NAS run, follow it to its result and show its trace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,5 +10,9 @@ mkdir -p var
 worker=$!
 trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null || true' EXIT
 echo "worker started (pid $worker, log var/worker.log)"
-.venv/bin/thunderhelm submit --dataset digits --population 6 --generations 3 --epochs 4 \
-  --wait --timeout 900 "$@"
+run_id=$(.venv/bin/thunderhelm submit --dataset digits --population 8 --generations 4 --epochs 6 "$@")
+echo "submitted run $run_id"
+.venv/bin/thunderhelm watch "$run_id" --timeout 900
+echo
+echo "the run's trace, from Jaeger's API (thunderhelm trace $run_id):"
+.venv/bin/thunderhelm trace "$run_id" --wait 20

@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     from streams import telemetry
 
     telemetry.configure_logging(logging.INFO)
+    # The client library's own notes are noise in a terminal; the worker keeps them.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     settings = Settings.from_env()
     match args.command:
         case "services":
