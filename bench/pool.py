@@ -16,10 +16,12 @@ interpreter (kernel imported) adds to the process.
 import contextlib
 import multiprocessing
 import os
+import queue
 import statistics
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Self
 
 from bench import _warm
@@ -225,6 +227,35 @@ def dispatch_us(size: int, tasks: int, repeats: int) -> dict[str, float]:
     }
 
 
+def thread_handoff_us(tasks: int, repeats: int) -> float:
+    """Median microseconds of a bare thread round trip (queue + Future), no interpreter.
+
+    The floor under any pool's dispatch on this machine at this moment: on an
+    idle VM most of it is the wake-up of a sleeping core.
+    """
+    jobs: queue.SimpleQueue[Future[int] | None] = queue.SimpleQueue()
+
+    def serve() -> None:
+        while (job := jobs.get()) is not None:
+            job.set_result(1)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    per_task = []
+    try:
+        for _ in range(repeats):
+            began = time.perf_counter()
+            for _ in range(tasks):
+                job: Future[int] = Future()
+                jobs.put(job)
+                job.result()
+            per_task.append((time.perf_counter() - began) / tasks * 1e6)
+    finally:
+        jobs.put(None)
+        thread.join()
+    return round(statistics.median(per_task), 2)
+
+
 def rss_per_interpreter(base: int, extra: int) -> dict[str, float]:
     """Process RSS with `base` warm interpreters, then with `extra` more, all kernel-warm."""
     with InterpreterPool(base, allowed=ALLOWED) as first:
@@ -258,6 +289,7 @@ def run(opts: Options) -> dict[str, Any]:
     tasks, repeats = (200, 2) if opts.quick else (3000, 7)
     dispatch = dispatch_us(1, tasks, repeats)
     dispatch_n = dispatch_us(size, tasks, repeats)
+    handoff = thread_handoff_us(tasks, repeats)
     rss = rss_per_interpreter(size, 1 if opts.quick else EXTRA_INTERPRETERS)
     evaluations = sum(o["evaluations"] for o in outcomes["sequential"])
     identical = all(o == outcomes["sequential"] for o in outcomes.values())
@@ -268,6 +300,7 @@ def run(opts: Options) -> dict[str, Any]:
         "speedup_threads": round(speedups["threads"], 3),
         "speedup_processes": round(speedups["processes"], 3),
         "dispatch_us": round(dispatch["median_us"], 1),
+        "thread_handoff_us": handoff,
         "rss_mb_per_interp": round(rss["rss_mb_per_interp"], 2),
         "identical_results": identical,
         "workers": size,
@@ -304,7 +337,8 @@ def run(opts: Options) -> dict[str, Any]:
         bar(
             "dispatch round-trip <= 100 us",
             f"{dispatch['median_us']:.1f} us median, 1 interpreter ({dispatch['best_us']:.1f} "
-            f"best); {dispatch_n['median_us']:.1f} us with {size}",
+            f"best); {dispatch_n['median_us']:.1f} us with {size}; a bare thread hand-off "
+            f"(no interpreter) takes {handoff:.1f} us on this machine now",
             dispatch["median_us"] <= 100,
         ),
         bar(

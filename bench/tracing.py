@@ -44,7 +44,7 @@ from bench.report import bar, write_result
 
 RUNS = 32
 QUICK_RUNS = 3
-ROUNDS = ("on", "off", "off", "on", "on", "off")
+ROUNDS = ("on", "off", "off", "on", "on", "off", "off", "on", "on", "off")
 QUICK_ROUNDS = ("on", "off")
 GOAL_PCT = 5.0
 JAEGER = "http://127.0.0.1:16686"
