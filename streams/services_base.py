@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -315,6 +315,32 @@ def log_tail(log_file: Path, lines: int = 25) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until_ready(
+    name: str,
+    pid: int,
+    ready: Callable[[], bool],
+    *,
+    address: str,
+    log: Path,
+    timeout_s: float,
+    poll_s: float,
+) -> None:
+    """Return once `ready()` holds; raise with the log's tail if the process dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            raise ServicesError(
+                f"{name} exited during start-up; last lines of {log}:\n{log_tail(log)}"
+            )
+        if ready():
+            return
+        time.sleep(poll_s)
+    raise ServicesError(
+        f"{name} (pid {pid}) did not answer on {address} within {timeout_s:.0f}s; "
+        f"see {log}:\n{log_tail(log)}"
+    )
 
 
 # --------------------------------------------------------------------------- ports

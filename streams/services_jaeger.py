@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -31,6 +30,7 @@ from streams.services_base import (
     spawn_detached,
     terminate,
     wait_ports_free,
+    wait_until_ready,
 )
 
 NAME = "jaeger"
@@ -218,20 +218,14 @@ def status(settings: ServicesSettings) -> ServiceState:
 
 
 def _wait_ready(settings: ServicesSettings, pid: int) -> None:
-    deadline = time.monotonic() + settings.start_timeout_s
-    while time.monotonic() < deadline:
-        if not is_alive(pid):
-            raise ServicesError(
-                f"Jaeger exited during start-up; last lines of {log_file(settings)}:\n"
-                f"{log_tail(log_file(settings))}"
-            )
-        if _ready(settings):
-            return
-        time.sleep(0.3)
-    raise ServicesError(
-        f"Jaeger (pid {pid}) did not answer on {settings.jaeger_query_url} within "
-        f"{settings.start_timeout_s:.0f}s; see {log_file(settings)}:\n"
-        f"{log_tail(log_file(settings))}"
+    wait_until_ready(
+        "Jaeger",
+        pid,
+        lambda: _ready(settings),
+        address=settings.jaeger_query_url,
+        log=log_file(settings),
+        timeout_s=settings.start_timeout_s,
+        poll_s=0.3,
     )
 
 

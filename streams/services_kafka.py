@@ -15,7 +15,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from streams.services_base import (
     accepts_connections,
     find_own_pid,
     is_alive,
-    log_tail,
     require_free_ports,
     require_java,
     require_mvn,
@@ -34,6 +32,7 @@ from streams.services_base import (
     spawn_detached,
     terminate,
     wait_ports_free,
+    wait_until_ready,
 )
 
 NAME = "kafka"
@@ -282,22 +281,17 @@ def status(settings: ServicesSettings) -> ServiceState:
 
 
 def _wait_ready(settings: ServicesSettings, pid: int) -> None:
-    deadline = time.monotonic() + settings.start_timeout_s
-    while time.monotonic() < deadline:
-        if not is_alive(pid):
-            raise ServicesError(
-                f"Kafka exited during start-up; last lines of {log_file(settings)}:\n"
-                f"{log_tail(log_file(settings))}"
-            )
-        if accepts_connections(settings.host, settings.kafka_port) and broker_answers(
-            settings.bootstrap_servers
-        ):
-            return
-        time.sleep(0.5)
-    raise ServicesError(
-        f"Kafka (pid {pid}) did not answer on {settings.bootstrap_servers} within "
-        f"{settings.start_timeout_s:.0f}s; see {log_file(settings)}:\n"
-        f"{log_tail(log_file(settings))}"
+    wait_until_ready(
+        "Kafka",
+        pid,
+        lambda: (
+            accepts_connections(settings.host, settings.kafka_port)
+            and broker_answers(settings.bootstrap_servers)
+        ),
+        address=settings.bootstrap_servers,
+        log=log_file(settings),
+        timeout_s=settings.start_timeout_s,
+        poll_s=0.5,
     )
 
 
