@@ -18,7 +18,6 @@ dispatcher writes `bench/results/dlq.json` and rebuilds `bench/RESULTS.md`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
@@ -36,7 +35,7 @@ from aiokafka.structs import ConsumerRecord
 
 from bench.common import Options
 from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
-from bench.report import bar, write_result
+from bench.report import bar
 from schemas.codec import decode_record
 
 RECORDS = 5000
@@ -429,19 +428,3 @@ def run(opts: Options) -> dict[str, Any]:
         f"process with tracing on (every dead letter is an exported span)."
     )
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m bench.dlq [--quick]`); `thunderhelm bench dlq` is the same."""
-    parser = argparse.ArgumentParser(prog="bench.dlq", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="300 records: a smoke test")
-    args = parser.parse_args(argv)
-    result = run(Options(quick=args.quick))
-    path = write_result("dlq", result)
-    print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2))
-    print(f"-> {path}")
-    return 0 if all(item["met"] for item in result["bars"]) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

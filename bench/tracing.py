@@ -18,17 +18,15 @@ divided by the runs: the cost that bounds throughput once the worker is
 CPU-bound, and far less disturbed by other processes. `overhead_pct` comes
 from CPU per run; `wall_overhead_pct` from wall throughput.
 
-Run: `thunderhelm bench tracing [--quick]` (or `.venv/bin/python -m bench.tracing`);
+Run: `thunderhelm bench tracing [--quick]` (or `.venv/bin/python -m bench tracing`);
 results go to `bench/results/tracing.json` and `bench/RESULTS.md`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -40,7 +38,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.common import Options
 from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
-from bench.report import bar, write_result
+from bench.report import bar
 
 RUNS = 32
 QUICK_RUNS = 3
@@ -228,19 +226,3 @@ def run(opts: Options) -> dict[str, Any]:
         "`wall_overhead_pct` = median rate off / median rate on - 1."
     )
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m bench.tracing [--quick]`); `thunderhelm bench tracing` too."""
-    parser = argparse.ArgumentParser(prog="bench.tracing", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a smoke test of the code path")
-    args = parser.parse_args(argv)
-    result = run(Options(quick=args.quick))
-    path = write_result("tracing", result)
-    print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2))
-    print(f"-> {path}")
-    return 0 if all(item["met"] for item in result["bars"]) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
