@@ -37,6 +37,7 @@ from bench.common import Options
 from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from bench.report import bar
 from schemas.codec import decode_record
+from streams.dlq import original_headers as dlq_original_headers
 
 RECORDS = 5000
 QUICK_RECORDS = 300
@@ -303,13 +304,7 @@ async def raw_loop_rate(records: list[Bad], partitions: int) -> float:
 
 def original_headers(record: ConsumerRecord[bytes, bytes]) -> tuple[tuple[str, bytes], ...]:
     """The input's headers as the DLQ record keeps them (trace headers renamed back)."""
-    kept = []
-    for name, value in record.headers:
-        if name.startswith("dlq.original.trace"):
-            kept.append((name.removeprefix("dlq.original."), value))
-        elif not name.startswith("dlq.") and name not in ("traceparent", "tracestate"):
-            kept.append((name, value))
-    return tuple(kept)
+    return tuple(dlq_original_headers(record.headers))
 
 
 def identical(sent: list[Bad], dead: list[ConsumerRecord[bytes, bytes]]) -> bool:

@@ -114,6 +114,21 @@ def dead_letter_headers(
     return kept + dlq + list(trace_headers.items())
 
 
+def original_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The input's headers as they were: the inverse of `dead_letter_headers`.
+
+    Drops every `dlq.*` header and the dead-letter span's trace context, and
+    restores `dlq.original.traceparent`/`tracestate` to their own names.
+    """
+    out: list[tuple[str, bytes]] = []
+    for name, value in headers:
+        if name in ("dlq.original.traceparent", "dlq.original.tracestate"):
+            out.append((name.removeprefix("dlq.original."), value))
+        elif not name.startswith(HEADER_PREFIX) and name not in ("traceparent", "tracestate"):
+            out.append((name, value))
+    return out
+
+
 def _int(raw: bytes, default: int) -> int:
     try:
         return int(raw.decode())

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streams.dlq import original_headers
 from streams.settings import Settings
 
 PREVIEW_BYTES = 400
@@ -70,13 +71,7 @@ class DeadLetter:
 
     def original_headers(self) -> list[tuple[str, bytes]]:
         """The input's headers as they were: no `dlq.*`, trace headers restored."""
-        out: list[tuple[str, bytes]] = []
-        for name, raw in self.headers:
-            if name in ("dlq.original.traceparent", "dlq.original.tracestate"):
-                out.append((name.removeprefix("dlq.original."), raw))
-            elif not name.startswith("dlq.") and name not in ("traceparent", "tracestate"):
-                out.append((name, raw))
-        return out
+        return original_headers(self.headers)
 
     def redrive_headers(self) -> list[tuple[str, bytes]]:
         kept = [(n, v) for n, v in self.headers if n in KEPT_DLQ_HEADERS]

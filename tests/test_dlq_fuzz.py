@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from schemas import events as ev
 from schemas.codec import decode_record
+from streams.dlq import original_headers as dlq_original_headers
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from tests.test_e2e_kafka import small_request, structured
 
@@ -298,13 +299,8 @@ async def produce_cases(topic: str, cases: list[tuple[bytes | None, bytes | None
 
 
 def original_headers(record: ConsumerRecord[bytes, bytes]) -> tuple[tuple[str, bytes], ...]:
-    kept = []
-    for name, value in record.headers:
-        if name.startswith("dlq.original.trace"):
-            kept.append((name.removeprefix("dlq.original."), value))
-        elif not name.startswith("dlq.") and name not in ("traceparent", "tracestate"):
-            kept.append((name, value))
-    return tuple(kept)
+    """The input's headers as the DLQ record keeps them (trace headers renamed back)."""
+    return tuple(dlq_original_headers(record.headers))
 
 
 async def test_thousands_of_malformed_records_none_lost_valid_runs_succeed(

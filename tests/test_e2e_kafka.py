@@ -37,10 +37,10 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     proc.stop()
 
 
-def small_request(run_id: str, generations: int = 2) -> dict[str, Any]:
+def small_request(run_id: str, generations: int = 2, samples: int = 300) -> dict[str, Any]:
     return {
         "run_id": run_id,
-        "dataset": {"name": "spirals", "samples": 300, "classes": 3, "seed": 7},
+        "dataset": {"name": "spirals", "samples": samples, "classes": 3, "seed": 7},
         "ga": {
             "population": 4,
             "generations": generations,

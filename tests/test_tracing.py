@@ -36,6 +36,7 @@ from schemas.codec import decode_record
 from streams import client, telemetry, trace_view
 from streams.settings import Settings
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, free_port, fresh_env
+from tests.test_e2e_kafka import small_request
 
 pytestmark = [pytest.mark.kafka, pytest.mark.jaeger, pytest.mark.slow]
 JAEGER = os.environ.get("THUNDERHELM_JAEGER_UI", "http://127.0.0.1:16686")
@@ -137,20 +138,7 @@ def worker(
 
 
 def request(run_id: str, generations: int, samples: int = 300) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "dataset": {"name": "spirals", "samples": samples, "classes": 3, "seed": 7},
-        "ga": {
-            "population": 4,
-            "generations": generations,
-            "tournament_size": 2,
-            "elite": 1,
-            "seed": 42,
-        },
-        "training": {"epochs": 2, "batch_size": 32},
-        "search_space": {"max_levels": 2, "max_units": 2, "max_neurons": 16},
-        "budget": {"timeout_s": 300},
-    }
+    return small_request(run_id, generations, samples)
 
 
 async def submit(settings: Settings, data: dict[str, Any]) -> str:
