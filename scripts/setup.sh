@@ -26,6 +26,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # Build requirements first, then build in this environment: the kernel's
 # run-time search path then points at this venv's OpenBLAS.
-.venv/bin/python -m pip install -q "setuptools>=75" "cython>=3.1" "scipy-openblas32>=0.3.28"
+.venv/bin/python -m pip install -q "setuptools>=77" "cython>=3.1" "scipy-openblas32>=0.3.28"
 .venv/bin/python -m pip install -q --no-build-isolation -e ".[dev]"
 echo "thunderhelm installed in .venv ($(.venv/bin/python --version))"
