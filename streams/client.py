@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,9 +147,6 @@ def trace_url(settings: Settings, trace_id: str) -> str:
 
 def trace_api_url(settings: Settings, trace_id: str) -> str:
     return f"{settings.jaeger_ui}/api/traces/{trace_id}"
-
-
-Printer = Callable[[str], None]
 
 
 def summary(result: Mapping[str, Any]) -> str:

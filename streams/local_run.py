@@ -92,8 +92,8 @@ def run_local(settings: Settings, raw: dict[str, Any], pool_size: int, as_json: 
             if status == "succeeded"
             else saga.Finish("failed", "TimeoutError", "run exceeded its budget.timeout_s")
         )
-        executor._datasets[request["run_id"]] = dataset  # reuse the loaded copy
-        result = executor._finish(run_state, action)  # same ending as the worker
+        executor.use_dataset(request["run_id"], dataset)
+        result = executor.finish_now(run_state, action)  # the same ending as the worker
         executor.pool = None
     _table(result, out)
     if as_json:

@@ -110,9 +110,15 @@ class RunExecutor:
         return {"run_id": state.run_id, **outcome.data}
 
     async def finish(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
-        return await asyncio.to_thread(self._finish, state, action)
+        return await asyncio.to_thread(self.finish_now, state, action)
 
-    def _finish(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
+    def use_dataset(self, run_id: str, dataset: PreparedDataset) -> None:
+        """Hand over a dataset already loaded for `run_id` (spares loading it again)."""
+        with self._lock:
+            self._datasets[run_id] = dataset
+
+    def finish_now(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
+        """End the run in this thread: save the best model, return the result data."""
         artifact = None
         if action.status == "succeeded" and state.best is not None:
             artifact = str(self._train_and_save_best(state))

@@ -46,7 +46,6 @@ class Settings:
     artifact_dir: Path = REPO_ROOT / "var" / "artifacts"
     pool_size: int = 0  # 0: one interpreter per core
     web_port: int = 6066
-    max_record_bytes: int = 1_000_000
     # Operator limits on requests (THUNDERHELM_LIMIT_*), see schemas/limits.py.
     limits: Limits = field(default_factory=Limits)
     # How fast the group notices a dead worker and hands its runs to another.
@@ -95,7 +94,6 @@ class Settings:
             artifact_dir=Path(env.get("THUNDERHELM_ARTIFACT_DIR", str(cls.artifact_dir))),
             pool_size=int(env.get("THUNDERHELM_POOL_SIZE", cls.pool_size)),
             web_port=int(env.get("THUNDERHELM_WEB_PORT", cls.web_port)),
-            max_record_bytes=int(env.get("THUNDERHELM_MAX_RECORD_BYTES", cls.max_record_bytes)),
             limits=Limits.from_env(env),
             session_timeout_s=float(
                 env.get("THUNDERHELM_SESSION_TIMEOUT_S", cls.session_timeout_s)
