@@ -10,7 +10,10 @@ correct router must do (consume a batch, produce every record to another
 topic with acks=all, await the acks, commit the batch's offsets).
 
 Both rates come from the same clock: the broker's CreateTime of the first and
-last output record, so neither includes start-up or the producer's speed.
+last output record, so neither includes start-up or the producer's speed. Both
+drain the same backlog (records produced before the loop or worker starts);
+the worker then gets the records a second time while it runs, and that live
+rate is reported beside the bar.
 
 Run: `thunderhelm bench dlq [--quick]` (or `.venv/bin/python -m bench dlq`); the
 dispatcher writes `bench/results/dlq.json` and rebuilds `bench/RESULTS.md`.
@@ -38,6 +41,7 @@ from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from bench.report import bar
 from schemas.codec import decode_record
 from streams.dlq import original_headers as dlq_original_headers
+from streams.topics import ensure_topics
 
 RECORDS = 5000
 QUICK_RECORDS = 300
@@ -336,26 +340,42 @@ async def _valid_run(worker: WorkerProcess) -> bool:
 
 
 async def worker_run(records: list[Bad], tmp: Path) -> dict[str, Any]:
+    """Two phases through one worker: a backlog (the bar), then a live flood (reported).
+
+    Backlog: the records are on run-requests before the worker starts, as the
+    raw loop's input is on its topic before the loop starts, so both rates
+    measure draining the same backlog on the same broker. Live: the same
+    records again while the worker runs, so the producer (another process on
+    the same cores) competes with the worker; a figure, not the bar.
+    """
     env = fresh_env(tmp, THUNDERHELM_LIMIT_MAX_RECORD_BYTES=str(RECORD_LIMIT))
     worker = WorkerProcess(env, tmp / "worker.log")
+    s = worker.settings
+    await ensure_topics(s)
+    await produce_all(s.run_requests, records)
     await asyncio.to_thread(worker.start)
     try:
-        s = worker.settings
-        started = time.monotonic()
-        await produce_all(s.run_requests, records)
-        dead = await collect(
+        backlog = await collect(
             [s.dead_letters], lambda seen: len(seen) >= len(records), timeout_s=300
         )
+        started = time.monotonic()
+        await produce_all(s.run_requests, records)
+        everything = await collect(
+            [s.dead_letters], lambda seen: len(seen) >= 2 * len(records), timeout_s=300
+        )
         elapsed = time.monotonic() - started
+        seen_backlog = {(r.partition, r.offset) for r in backlog}
+        live = [r for r in everything if (r.partition, r.offset) not in seen_backlog]
         alive = worker.alive()
         valid_ok = await _valid_run(worker) if alive else False
-        stages = Counter(dict(r.headers).get("dlq.stage", b"?").decode() for r in dead)
+        stages = Counter(dict(r.headers).get("dlq.stage", b"?").decode() for r in everything)
         return {
-            "dead_lettered": len(dead),
-            "bytes_identical": identical(records, dead),
+            "dead_lettered": len(everything),
+            "bytes_identical": identical(records + records, everything),
             "worker_alive": alive and worker.alive(),
             "valid_after_ok": valid_ok,
-            "dlq_records_per_s": round(rate(dead), 1),
+            "dlq_records_per_s": round(rate(backlog), 1),
+            "live_dlq_records_per_s": round(rate(live), 1),
             "wall_s_produce_to_last_dlq": round(elapsed, 2),
             "stages": dict(sorted(stages.items())),
         }
@@ -370,11 +390,11 @@ def run(opts: Options) -> dict[str, Any]:
         measured = asyncio.run(worker_run(records, Path(tmp)))
     raw = asyncio.run(raw_loop_rate(records, partitions=PARTITIONS))
     ratio = round(measured["dlq_records_per_s"] / raw, 3)
-    lost = len(records) - measured["dead_lettered"]
+    lost = 2 * len(records) - measured["dead_lettered"]
     kinds = dict(sorted(Counter(r.kind for r in records).items()))
     result: dict[str, Any] = {
         "quick": opts.quick,
-        "sent": len(records),
+        "sent": 2 * len(records),
         "dead_lettered": measured["dead_lettered"],
         "lost": lost,
         "bytes_identical": measured["bytes_identical"],
@@ -383,7 +403,9 @@ def run(opts: Options) -> dict[str, Any]:
         "dlq_records_per_s": measured["dlq_records_per_s"],
         "raw_loop_records_per_s": round(raw, 1),
         "throughput_ratio_vs_raw": ratio,
-        "wall_s_produce_to_last_dlq": measured["wall_s_produce_to_last_dlq"],
+        "live_dlq_records_per_s": measured["live_dlq_records_per_s"],
+        "live_ratio_vs_raw": round(measured["live_dlq_records_per_s"] / raw, 3),
+        "wall_s_live_produce_to_last_dlq": measured["wall_s_produce_to_last_dlq"],
         "kinds": kinds,
         "stages": measured["stages"],
         "raw_loop": RAW_LOOP,
@@ -394,7 +416,8 @@ def run(opts: Options) -> dict[str, Any]:
     }
     result["bars"] = [
         bar(
-            f"{len(records):,} malformed records -> as many dead-letter records, 0 lost",
+            f"{len(records):,} malformed records, twice (backlog, then live) -> as many "
+            "dead-letter records, 0 lost",
             f"{measured['dead_lettered']:,} dead-lettered, {lost} lost",
             lost == 0,
         ),
@@ -410,7 +433,7 @@ def run(opts: Options) -> dict[str, Any]:
             result["valid_after_ok"],
         ),
         bar(
-            "DLQ routing >= 0.5x a raw aiokafka consume->produce loop",
+            "DLQ routing >= 0.5x a raw aiokafka consume->produce loop (both drain a backlog)",
             f"{ratio}x ({result['dlq_records_per_s']:,.0f} vs {raw:,.0f} records/s)",
             ratio >= 0.5,
         ),
@@ -420,6 +443,11 @@ def run(opts: Options) -> dict[str, Any]:
         f"Dead-letter stages: {', '.join(f'{k} {v}' for k, v in measured['stages'].items())}.\n\n"
         f"Raw loop: {RAW_LOOP}. Both rates: records between the broker CreateTime of the "
         f"first and the last output record; {PARTITIONS} partitions per topic, one worker "
-        f"process with tracing on (every dead letter is an exported span)."
+        f"process with tracing on (a traced input gets its own dead-letter span; untraced "
+        f"ones, like all of these, share one span per intake batch with an event per "
+        f"record). The bar compares draining the same backlog; while the producer is "
+        f"still writing (live, another process on the same two cores) the worker routed "
+        f"{result['live_dlq_records_per_s']:,.0f} records/s "
+        f"({result['live_ratio_vs_raw']}x the raw loop's backlog rate)."
     )
     return result

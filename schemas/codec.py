@@ -10,6 +10,7 @@ or `EnvelopeError` (a well-formed envelope with bad attributes).
 from __future__ import annotations
 
 import json
+from json.decoder import scanstring
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,20 +39,36 @@ def _header(headers: Mapping[str, bytes], name: str) -> str | None:
         raise DecodeError(f"header {name!r} is not UTF-8") from exc
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth, iteratively, stopping early once past `limit`."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+def _nests_deeper(text: str, limit: int) -> bool:
+    """Whether JSON `text` nests deeper than `limit`, found before parsing it.
+
+    Parsing first costs time in proportion to the depth (a hostile value can
+    nest thousands of levels); this scan skips strings with the json module's
+    own string scanner and counts brackets with `str.count`, looking at
+    single characters only in a stretch that could cross the limit.
+    """
+    depth, pos, end = 0, 0, len(text)
+    while pos < end:
+        quote = text.find('"', pos)
+        stop = end if quote < 0 else quote
+        opens = text.count("[", pos, stop) + text.count("{", pos, stop)
+        if depth + opens > limit:
+            for char in text[pos:stop]:
+                if char in "[{":
+                    depth += 1
+                    if depth > limit:
+                        return True
+                elif char in "]}":
+                    depth -= 1
+        else:
+            depth += opens - text.count("]", pos, stop) - text.count("}", pos, stop)
+        if quote < 0:
+            return False
+        try:
+            _, pos = scanstring(text, quote + 1, True)
+        except ValueError:
+            return False  # not JSON: json.loads says where
+    return False
 
 
 def parse_json(value: bytes) -> Any:
@@ -59,15 +76,15 @@ def parse_json(value: bytes) -> Any:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    # Few brackets cannot nest deeply: most records skip the scan.
+    if text.count("{") + text.count("[") > MAX_NESTING and _nests_deeper(text, MAX_NESTING):
+        raise DecodeError(f"value is nested deeper than {MAX_NESTING} levels")
     try:
-        parsed = json.loads(text)
+        return json.loads(text)
     except RecursionError as exc:
         raise DecodeError("value is nested too deeply") from exc
     except json.JSONDecodeError as exc:
         raise DecodeError(f"value is not JSON: {exc.msg} at char {exc.pos}") from exc
-    if _depth(parsed, MAX_NESTING) > MAX_NESTING:
-        raise DecodeError(f"value is nested deeper than {MAX_NESTING} levels")
-    return parsed
 
 
 def _validate(envelope: Mapping[str, Any]) -> CloudEvent:

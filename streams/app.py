@@ -1,8 +1,11 @@
 """The Faust application: topics, the run-state table, agents and timers.
 
-Agents stay thin: each record goes through `RunService` (streams/service.py),
-which owns decoding, the saga, dead letters and telemetry. Nothing here awaits
-a generation: generations run as background tasks on the interpreter pool and
+Users' records on run-requests are screened by the intake (streams/intake.py),
+a batch at a time outside Faust's per-record loop: bad ones go to
+dead-letters, admitted commands to the internal run-commands topic. Agents
+stay thin: each record goes through `RunService` (streams/service.py), which
+owns decoding, the saga, dead letters and telemetry. Nothing here awaits a
+generation: generations run as background tasks on the interpreter pool and
 report back by appending to run-events.
 """
 
@@ -17,6 +20,7 @@ from streams.settings import Settings
 
 def create_app(settings: Settings) -> tuple[faust.App, Any]:
     """Build the app and its `RunService`; returned together for the worker entry point."""
+    from streams.intake import Intake
     from streams.service import RunService
 
     app = faust.App(
@@ -60,11 +64,16 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         key_type=bytes,  # raw run-id bytes; values are JSON (the state's dict)
     )
     service = RunService(settings, app, topics, runs)
+    intake = Intake(settings, service.note_dead_letter)
 
-    @app.agent(topics[settings.run_requests], name="run-requests")
-    async def on_request(stream: faust.StreamT[bytes]) -> None:
+    @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    async def screen_requests() -> None:
+        await intake.run()
+
+    @app.agent(topics[settings.run_commands], name="run-commands")
+    async def on_command(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await service.handle_request(event)
+            await service.handle_command(event)
 
     @app.agent(topics[settings.run_events], name="run-events")
     async def on_event(stream: faust.StreamT[bytes]) -> None:

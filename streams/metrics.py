@@ -135,8 +135,8 @@ def candidate_trained(duration_s: float, status: str) -> None:
     _training_duration.record(max(0.0, duration_s), {"thunderhelm.status": status})
 
 
-def dead_lettered(stage: str, error_class: str) -> None:
-    _dead_letters.add(1, {"dlq.stage": stage, "error.type": error_class})
+def dead_lettered(stage: str, error_class: str, count: int = 1) -> None:
+    _dead_letters.add(count, {"dlq.stage": stage, "error.type": error_class})
 
 
 def consumer_lag(topic: str, partition: int, lag: int) -> None:

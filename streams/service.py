@@ -29,17 +29,16 @@ from pydantic import ValidationError
 from schemas import events as ev
 from schemas.codec import decode_record, describe_validation_error, encode_event
 from schemas.envelope import JSON_CONTENT_TYPE, SCHEMA_VERSION, CloudEvent, utc_now_iso
-from schemas.limits import record_bytes, validate_request
+from schemas.limits import validate_request
 from schemas.requests import (
     CANCEL_REQUESTED,
-    COMMAND_TYPES,
-    RUN_ID_PATTERN,
     RUN_REQUESTED,
     CancelRequest,
 )
 from schemas.results import RUN_RESULT
 from streams import metrics as meters
 from streams import saga, telemetry
+from streams.admission import run_id_in, run_id_of_key, screen_command, unwrap_forwarded
 from streams.dlq import (
     Failure,
     InputRejected,
@@ -58,16 +57,6 @@ SOURCE = f"thunderhelm/worker/{socket.gethostname()}/{os.getpid()}"
 # A run with no local task and no new event for this long is (re)driven by the
 # reconciler: that is how a run resumes after its worker died.
 IDLE_BEFORE_RESUME_S = 3.0
-
-
-def _run_id_in(data: Any) -> str | None:
-    import re
-
-    if isinstance(data, dict):
-        run_id = data.get("run_id")
-        if isinstance(run_id, str) and re.fullmatch(RUN_ID_PATTERN, run_id):
-            return run_id
-    return None
 
 
 class RunService:
@@ -105,41 +94,40 @@ class RunService:
         raw = self.runs.get(run_id.encode())
         return None if raw is None else saga.RunState.from_dict(raw)
 
-    # --- run-requests -----------------------------------------------------------
+    # --- run-commands (admitted by the intake) ----------------------------------
 
-    async def handle_request(self, event: faust.EventT[bytes]) -> None:
+    async def handle_command(self, event: faust.EventT[bytes]) -> None:
         self._dlq_acks.hold(event)
         message = event.message
-        headers = dict(event.headers or {})
+        # The input as the user wrote it, and where on run-requests it was.
+        original, origin = unwrap_forwarded(_pairs(message.headers))
         self._observe_lag(message)
         with telemetry.consume_span(
-            message.topic, message.partition, message.offset, message.key, headers
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            dict(_pairs(message.headers)),
         ) as span:
-            stage = "decode"
+            # Screened again: anyone may write to run-commands, and a record
+            # the intake admitted must read the same here.
+            screened = screen_command(message.key, message.value, original, self.settings.limits)
+            if isinstance(screened, Failure):
+                await self._dead_letter(event, screened, span, original, origin)
+                return
+            span.set_attribute("cloudevents.event_id", screened.id)
+            span.set_attribute("cloudevents.event_type", screened.type)
             try:
-                size = record_bytes(message.key, message.value, message.headers)
-                if size > self.settings.limits.max_record_bytes:
-                    raise InputRejected(
-                        "decode",
-                        f"record of {size} bytes exceeds the limit of "
-                        f"{self.settings.limits.max_record_bytes}",
-                    )
-                command = decode_record(message.value, headers)
-                stage = "validate"
-                if command.type not in COMMAND_TYPES:
-                    raise InputRejected("validate", f"unknown command type {command.type!r}")
-                span.set_attribute("cloudevents.event_id", command.id)
-                span.set_attribute("cloudevents.event_type", command.type)
-                await self._command(command, span)
+                await self._command(screened, span)
             except Exception as exc:  # every failure of an input is dead-lettered
-                await self._dead_letter(event, classify(exc, stage), span)
+                await self._dead_letter(event, classify(exc, "decide"), span, original, origin)
 
     async def _command(self, command: CloudEvent, span: Span) -> None:
         if command.type == RUN_REQUESTED:
             try:
                 request = validate_request(command.data, self.settings.limits)
             except ValidationError as exc:
-                run_id = _run_id_in(command.data)
+                run_id = run_id_in(command.data)
                 if run_id is None:
                     raise
                 reasons = describe_validation_error(exc)
@@ -465,26 +453,34 @@ class RunService:
             )
             await pending  # the broker's ack
 
-    async def _dead_letter(self, event: faust.EventT[bytes], failure: Failure, span: Span) -> None:
+    async def _dead_letter(
+        self,
+        event: faust.EventT[bytes],
+        failure: Failure,
+        span: Span,
+        original: list[tuple[str, bytes]] | None = None,
+        origin: Origin | None = None,
+    ) -> None:
+        """Dead-letter the event's record; `original`/`origin`: the input a forward came from."""
         message = event.message
+        if original is None:
+            original = _pairs(message.headers)
+        if origin is None:
+            origin = Origin(
+                message.topic,
+                message.partition,
+                message.offset,
+                int(message.timestamp * 1000) if message.timestamp else None,
+            )
         span.set_attribute("thunderhelm.dead_lettered", True)
         self._dlq_log.warning(
             "dead-letter %s[%s]@%s stage=%s %s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
+            origin.topic,
+            origin.partition,
+            origin.offset,
             failure.stage,
             failure.error_class,
             failure.message,
-        )
-        raw_headers = message.headers or []
-        pairs = raw_headers.items() if isinstance(raw_headers, Mapping) else raw_headers
-        original = [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs]
-        origin = Origin(
-            message.topic,
-            message.partition,
-            message.offset,
-            int(message.timestamp * 1000) if message.timestamp else None,
         )
         telemetry.mark_failed(span, failure.error_class, failure.message)
         meters.dead_lettered(failure.stage, failure.error_class)
@@ -500,24 +496,32 @@ class RunService:
                     self.settings.dead_letters, message.key, message.value, None, None, headers
                 ),
             )
-            run_id = message.key.decode("utf-8", "replace") if message.key else None
-            if (
-                run_id
-                and self.state_of(run_id) is not None
-                and message.topic != self.settings.run_events
-            ):
-                note = saga.NewEvent(
-                    ev.EVENT_DEAD_LETTERED,
-                    {
-                        "run_id": run_id,
-                        "stage": failure.stage,
-                        "error_class": failure.error_class,
-                        "error_message": failure.message,
-                        "original_topic": message.topic,
-                        "original_offset": message.offset,
-                    },
-                )
-                await self._append(run_id, note, None)
+            run_id = run_id_of_key(message.key)
+            if run_id is not None and origin.topic != self.settings.run_events:
+                await self.note_dead_letter(run_id, failure, origin)
+
+    async def note_dead_letter(self, run_id: str, failure: Failure, origin: Origin) -> None:
+        """A `dead-lettered` event in the log of a run this worker knows (else nothing)."""
+        if self.state_of(run_id) is None:
+            return
+        note = saga.NewEvent(
+            ev.EVENT_DEAD_LETTERED,
+            {
+                "run_id": run_id,
+                "stage": failure.stage,
+                "error_class": failure.error_class,
+                "error_message": failure.message,
+                "original_topic": origin.topic,
+                "original_offset": origin.offset,
+            },
+        )
+        await self._append(run_id, note, None)
+
+
+def _pairs(headers: Any) -> list[tuple[str, bytes]]:
+    """A Faust message's headers (a list of pairs or a mapping) as a list of pairs."""
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or [])
+    return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs]
 
 
 def to_domain(record: CloudEvent) -> saga.Event:

@@ -68,8 +68,19 @@ class Settings:
         return f"{self.topic_prefix}dead-letters"
 
     @property
-    def topics(self) -> tuple[str, str, str, str]:
-        return (self.run_requests, self.run_events, self.run_results, self.dead_letters)
+    def run_commands(self) -> str:
+        """Internal: run-requests records the intake admitted, for the Faust agent."""
+        return f"{self.topic_prefix}run-commands"
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (
+            self.run_requests,
+            self.run_events,
+            self.run_results,
+            self.dead_letters,
+            self.run_commands,
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -279,6 +279,96 @@ def dead_letter_span(
     ) as span:
         mark_failed(span, error_class, message)
         yield span
+
+
+# --- the intake's spans (started and ended explicitly: it handles batches) -------
+
+
+def is_valid_context(context: Context) -> bool:
+    return trace.get_current_span(context).get_span_context().is_valid
+
+
+def headers_of(span: Span) -> dict[str, bytes]:
+    """The `traceparent` that names `span` (the intake's spans carry no tracestate)."""
+    traceparent = traceparent_of(span)
+    return {} if traceparent is None else {"traceparent": traceparent.encode("ascii")}
+
+
+def _consume_attributes(
+    topic: str, partition: int, offset: int, key: bytes | None
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": PROCESS_OPERATION,
+        "messaging.operation.name": PROCESS_OPERATION,
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+    }
+    if key is not None:
+        attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")[:200]
+    return attributes
+
+
+class ConsumedRecord(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+
+
+def forward_span(record: ConsumedRecord, context: Context | None) -> dict[str, bytes]:
+    """The `process` span of an admitted input; returns the headers that name it."""
+    span = tracer().start_span(
+        process_span_name(record.topic),
+        context=context,
+        kind=SpanKind.CONSUMER,
+        attributes=_consume_attributes(record.topic, record.partition, record.offset, record.key),
+    )
+    span.end()
+    return headers_of(span)
+
+
+def dead_letter_spans(
+    record: ConsumedRecord, context: Context, error_class: str, stage: str, message: str
+) -> dict[str, bytes]:
+    """A traced input's `process` span and, under it, its dead-letter span (both ERROR).
+
+    Returns the headers that name the dead-letter span.
+    """
+    process = tracer().start_span(
+        process_span_name(record.topic),
+        context=context,
+        kind=SpanKind.CONSUMER,
+        attributes=_consume_attributes(record.topic, record.partition, record.offset, record.key),
+    )
+    mark_failed(process, error_class, message)
+    process.set_attribute("thunderhelm.dead_lettered", True)
+    producer = trace.get_current_span(context).get_span_context()
+    dead = tracer().start_span(
+        DEAD_LETTER_SPAN,
+        context=trace.set_span_in_context(process),
+        kind=SpanKind.INTERNAL,
+        attributes={"dlq.stage": stage, "error.type": error_class},
+        links=[Link(producer, {"thunderhelm.link": "dead-lettered input"})],
+    )
+    mark_failed(dead, error_class, message)
+    dead.end()
+    process.end()
+    return headers_of(dead)
+
+
+def start_dead_letter_batch_span(topic: str) -> Span:
+    """The dead-letter span shared by a batch's inputs that carry no trace context."""
+    return tracer().start_span(
+        DEAD_LETTER_SPAN,
+        kind=SpanKind.INTERNAL,
+        attributes={"messaging.system": "kafka", "messaging.destination.name": topic},
+    )
 
 
 # --- log correlation ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Create the contract's four topics when they are missing."""
+"""Create the contract's four topics, and the internal run-commands, when they are missing."""
 
 from __future__ import annotations
 

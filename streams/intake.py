@@ -1,0 +1,337 @@
+"""The intake: run-requests, a batch at a time, to dead-letters or run-commands.
+
+Users produce anything to run-requests, so this is where hostile input lands.
+Faust handles records one event at a time (about 1,500 per second on two
+cores, whatever the handler does), which made a flood of bad records as slow
+as the slowest part of the worker. The intake reads run-requests with a plain
+aiokafka consumer instead: it screens each record (`streams.admission`),
+appends dead letters to per-partition producer batches, forwards admitted
+commands to run-commands (where the Faust agent drives the saga), awaits
+every write's acknowledgement and only then commits the batch's offsets. A
+crash before the commit means the batch is read again: a dead letter may be
+written twice, never lost, and a forwarded command twice, which the saga's
+de-duplication absorbs.
+
+Tracing: an input that carries a trace context gets its own `process` span
+and dead-letter span in that trace. Inputs without one (random bytes, as a
+rule) share one dead-letter span per batch, with an event per record, rather
+than one new single-span trace each; every dead letter's `traceparent` names
+the span that holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from opentelemetry.trace import Span
+
+from streams import metrics as meters
+from streams import telemetry
+from streams.admission import forward_headers, run_id_of_key, screen_command
+from streams.dlq import Failure, Origin, ThrottledLog, dead_letter_headers
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+type Record = ConsumerRecord[bytes, bytes]
+# Called for a dead letter whose key names a run this worker knows: the run's
+# log gets a `dead-lettered` event.
+KnownRunNote = Callable[[str, Failure, Origin], Awaitable[None]]
+
+MAX_RECORDS_PER_BATCH = 2000
+# A producer batch this large amortises the per-request cost well; a bigger
+# record still goes alone in a batch of its own.
+PRODUCER_BATCH_BYTES = 256 * 1024
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+RETRY_DELAY_S = 1.0
+# Events kept on a shared dead-letter span; the rest are counted.
+EVENTS_PER_SPAN = 100
+
+
+@dataclass
+class _Item:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class _Writes:
+    """The batch's writes: dead letters in producer batches, forwards one by one.
+
+    Every write's acknowledgement is awaited in `flush`; a write that fails is
+    written again, alone, until the broker takes it, so nothing routed is
+    lost and the batch's offsets can be committed after `flush` returns.
+    """
+
+    producer: AIOKafkaProducer
+    _open: dict[tuple[str, int], tuple[BatchBuilder, list[_Item]]] = field(default_factory=dict)
+    _sent: list[tuple[asyncio.Future[Any], str, int | None, list[_Item]]] = field(
+        default_factory=list
+    )
+
+    async def batched(self, topic: str, partition: int, item: _Item) -> None:
+        slot = self._open.get((topic, partition))
+        if slot is None:
+            slot = self._open[(topic, partition)] = (self.producer.create_batch(), [])
+        builder, items = slot
+        if builder.append(key=item.key, value=item.value, timestamp=None, headers=item.headers):
+            items.append(item)
+            return
+        await self._send_batch(topic, partition)  # full: send it, start the next
+        builder = self.producer.create_batch()
+        if not builder.append(key=item.key, value=item.value, timestamp=None, headers=item.headers):
+            raise RuntimeError("a record does not fit an empty producer batch")
+        self._open[(topic, partition)] = (builder, [item])
+
+    async def single(self, topic: str, item: _Item) -> None:
+        future = await self.producer.send(
+            topic, value=item.value, key=item.key, headers=item.headers
+        )
+        self._sent.append((future, topic, None, [item]))
+
+    async def _send_batch(self, topic: str, partition: int) -> None:
+        builder, items = self._open.pop((topic, partition))
+        builder.close()
+        future = await self.producer.send_batch(builder, topic, partition=partition)
+        self._sent.append((future, topic, partition, items))
+
+    async def flush(self) -> None:
+        for topic, partition in list(self._open):
+            await self._send_batch(topic, partition)
+        sent, self._sent = self._sent, []
+        outcomes = await asyncio.gather(*(f for f, *_ in sent), return_exceptions=True)
+        for outcome, (_, topic, where, items) in zip(outcomes, sent, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("intake write to %s failed (%s); writing again", topic, outcome)
+                for item in items:
+                    await self._until_written(topic, where, item)
+
+    async def _until_written(self, topic: str, partition: int | None, item: _Item) -> None:
+        while True:
+            try:
+                await self.producer.send_and_wait(
+                    topic, value=item.value, key=item.key, headers=item.headers, partition=partition
+                )
+                return
+            except KafkaError as exc:
+                log.error("intake write to %s failed again: %s", topic, exc)
+                await asyncio.sleep(RETRY_DELAY_S)
+
+
+class _SharedDeadLetterSpan:
+    """One dead-letter span for a batch's inputs that carry no trace context."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.span: Span | None = None
+        self.headers: dict[str, bytes] = {}
+        self.count = 0
+        self.stages: Counter[str] = Counter()
+
+    def add(self, record: Record, failure: Failure) -> dict[str, bytes]:
+        if self.span is None:
+            self.span = telemetry.start_dead_letter_batch_span(self.topic)
+            self.headers = telemetry.headers_of(self.span)
+        self.count += 1
+        self.stages[failure.stage] += 1
+        if self.count <= EVENTS_PER_SPAN:
+            self.span.add_event(
+                "dead letter",
+                {
+                    "messaging.destination.partition.id": str(record.partition),
+                    "messaging.kafka.offset": record.offset,
+                    "dlq.stage": failure.stage,
+                    "error.type": failure.error_class,
+                    "exception.message": failure.message[:300],
+                },
+            )
+        return self.headers
+
+    def end(self) -> None:
+        if self.span is None:
+            return
+        classes = ", ".join(f"{stage} {n}" for stage, n in sorted(self.stages.items()))
+        telemetry.mark_failed(self.span, "DeadLettered", f"{self.count} inputs ({classes})")
+        self.span.set_attribute("thunderhelm.dead_letter.count", self.count)
+        self.span.set_attribute(
+            "thunderhelm.dead_letter.events_dropped", max(0, self.count - EVENTS_PER_SPAN)
+        )
+        self.span.end()
+
+
+class Intake:
+    """Screens run-requests; dead-letters or forwards each record; commits after the acks."""
+
+    def __init__(self, settings: Settings, note_known_run: KnownRunNote | None = None) -> None:
+        self.settings = settings
+        self.note_known_run = note_known_run
+        self._log = ThrottledLog(log)
+        self._dead_letter_partitions: list[int] = []
+        self.routed = 0  # records whose writes were acknowledged (for tests and benches)
+
+    async def run(self) -> None:
+        """Read run-requests until cancelled; broker outages are waited out, not fatal."""
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            s.run_requests,
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=f"{s.app_id}-intake",
+            client_id=f"{s.app_id}-intake",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(max(1.0, s.session_timeout_s / 4) * 1000),
+            max_partition_fetch_bytes=MAX_REQUEST_BYTES,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=f"{s.app_id}-intake",
+            acks="all",
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            max_request_size=MAX_REQUEST_BYTES,
+        )
+        await _start(producer, consumer)
+        try:
+            partitions = await producer.partitions_for(s.dead_letters)
+            self._dead_letter_partitions = sorted(partitions)
+            log.info("intake reading %s", s.run_requests)
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS_PER_BATCH)
+                if batch:
+                    await self.route(batch, producer)
+                    await _commit(consumer, batch)
+                    _observe_lag(consumer, batch)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def route(
+        self, batch: dict[TopicPartition, list[Record]], producer: AIOKafkaProducer
+    ) -> None:
+        """Write every record of `batch` where it belongs and wait for all acks."""
+        writes = _Writes(producer)
+        shared = _SharedDeadLetterSpan(self.settings.run_requests)
+        notes: list[tuple[str, Failure, Origin]] = []
+        dead: Counter[tuple[str, str]] = Counter()
+        try:
+            for tp, records in batch.items():
+                for record in records:
+                    origin = Origin(tp.topic, tp.partition, record.offset, record.timestamp)
+                    headers = list(record.headers)
+                    screened = screen_command(
+                        record.key, record.value, headers, self.settings.limits
+                    )
+                    if isinstance(screened, Failure):
+                        await self._dead_letter(record, headers, screened, origin, writes, shared)
+                        dead[(screened.stage, screened.error_class)] += 1
+                        run_id = run_id_of_key(record.key)
+                        if run_id is not None and self.note_known_run is not None:
+                            notes.append((run_id, screened, origin))
+                    else:
+                        await self._forward(record, headers, origin, writes)
+        finally:
+            shared.end()
+        await writes.flush()
+        for (stage, error_class), n in dead.items():
+            meters.dead_lettered(stage, error_class, n)
+        self.routed += sum(len(r) for r in batch.values())
+        if self.note_known_run is not None:
+            for run_id, failure, origin in notes:
+                await self.note_known_run(run_id, failure, origin)
+
+    async def _dead_letter(
+        self,
+        record: Record,
+        headers: list[tuple[str, bytes]],
+        failure: Failure,
+        origin: Origin,
+        writes: _Writes,
+        shared: _SharedDeadLetterSpan,
+    ) -> None:
+        self._log.warning(
+            "dead-letter %s[%s]@%s stage=%s %s: %s",
+            origin.topic,
+            origin.partition,
+            origin.offset,
+            failure.stage,
+            failure.error_class,
+            failure.message,
+        )
+        context = telemetry.extract(dict(headers)) if _traced(headers) else None
+        if context is None or not telemetry.is_valid_context(context):
+            trace_headers = shared.add(record, failure)
+        else:
+            trace_headers = telemetry.dead_letter_spans(
+                record, context, failure.error_class, failure.stage, failure.message
+            )
+        partitions = self._dead_letter_partitions or [0]
+        await writes.batched(
+            self.settings.dead_letters,
+            # Same partition number as the input (when there are as many), so
+            # the dead letters of one input partition stay in their order.
+            partitions[origin.partition % len(partitions)],
+            _Item(
+                record.key,
+                record.value,
+                dead_letter_headers(headers, failure, origin, trace_headers),
+            ),
+        )
+
+    async def _forward(
+        self, record: Record, headers: list[tuple[str, bytes]], origin: Origin, writes: _Writes
+    ) -> None:
+        context = telemetry.extract(dict(headers)) if _traced(headers) else None
+        trace_headers = telemetry.forward_span(record, context)
+        await writes.single(
+            self.settings.run_commands,
+            _Item(record.key, record.value, forward_headers(headers, origin, trace_headers)),
+        )
+
+
+def _traced(headers: list[tuple[str, bytes]]) -> bool:
+    return any(name == "traceparent" for name, _ in headers)
+
+
+def _observe_lag(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:
+    for tp, records in batch.items():
+        high = consumer.highwater(tp)
+        if high is not None and records:
+            meters.consumer_lag(tp.topic, tp.partition, high - records[-1].offset - 1)
+
+
+async def _start(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+    """Start both clients, waiting for the broker as long as it takes."""
+    for client in (producer, consumer):
+        while True:
+            try:
+                await client.start()
+                break
+            except KafkaError as exc:
+                log.warning("intake waiting for the broker: %s", exc)
+                await asyncio.sleep(RETRY_DELAY_S)
+
+
+async def _commit(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:
+    offsets = {
+        tp: OffsetAndMetadata(records[-1].offset + 1, "")
+        for tp, records in batch.items()
+        if records
+    }
+    try:
+        await consumer.commit(offsets)
+    except CommitFailedError as exc:
+        # The group rebalanced: the new owner reads these records again.
+        log.warning("intake commit after a rebalance failed (%s); records are read again", exc)
