@@ -10,8 +10,8 @@ or `EnvelopeError` (a well-formed envelope with bad attributes).
 from __future__ import annotations
 
 import json
-from json.decoder import scanstring
 from collections.abc import Mapping
+from json.decoder import scanstring  # type: ignore[attr-defined]  # exists; typeshed omits it
 from typing import Any
 
 from pydantic import ValidationError

@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
@@ -54,6 +54,9 @@ MAX_RECORDS_PER_BATCH = 2000
 PRODUCER_BATCH_BYTES = 256 * 1024
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 RETRY_DELAY_S = 1.0
+# Routed batches whose acks may be outstanding at once.
+MAX_BATCHES_IN_FLIGHT = 4
+DRAIN_TIMEOUT_S = 30.0
 # Events kept on a shared dead-letter span; the rest are counted.
 EVENTS_PER_SPAN = 100
 
@@ -106,9 +109,14 @@ class _Writes:
         future = await self.producer.send_batch(builder, topic, partition=partition)
         self._sent.append((future, topic, partition, items))
 
-    async def flush(self) -> None:
+    async def send_open(self) -> None:
+        """Hand every batch still being filled to the producer."""
         for topic, partition in list(self._open):
             await self._send_batch(topic, partition)
+
+    async def flush(self) -> None:
+        """Wait for every write's ack; write again, alone, whatever failed."""
+        await self.send_open()
         sent, self._sent = self._sent, []
         outcomes = await asyncio.gather(*(f for f, *_ in sent), return_exceptions=True)
         for outcome, (_, topic, where, items) in zip(outcomes, sent, strict=True):
@@ -170,6 +178,66 @@ class _SharedDeadLetterSpan:
         self.span.end()
 
 
+class _InOrderCommits:
+    """Routed batches finish concurrently; their offsets are committed strictly in order.
+
+    A batch's offsets are committed after its own writes and every earlier
+    batch's are acknowledged, so a committed offset never passes an input
+    whose write is still in flight.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self._tasks: deque[asyncio.Task[None]] = deque()
+
+    async def add(
+        self, routing: Awaitable[Awaitable[None]], batch: dict[TopicPartition, list[Record]]
+    ) -> None:
+        """Await `routing` (the writes started), then commit `batch` once they are acked."""
+        while len(self._tasks) >= MAX_BATCHES_IN_FLIGHT:
+            await asyncio.wait({self._tasks[0]})
+            self._forget_done()
+        waiting = await routing
+        previous = self._tasks[-1] if self._tasks else None
+        self._tasks.append(asyncio.ensure_future(self._commit_after(waiting, previous, batch)))
+
+    async def _commit_after(
+        self,
+        acknowledged: Awaitable[None],
+        previous: asyncio.Task[None] | None,
+        batch: dict[TopicPartition, list[Record]],
+    ) -> None:
+        await acknowledged
+        if previous is not None:
+            await previous  # raises if it failed: then nothing after it is committed
+        await _commit(self._consumer, batch)
+
+    def _forget_done(self) -> None:
+        while self._tasks and self._tasks[0].done():
+            self._tasks.popleft().result()  # a failed batch raises here
+
+    def raise_if_failed(self) -> None:
+        self._forget_done()
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.wait({self._tasks[-1]})
+            self._forget_done()
+
+
+class _CommitBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Finish and commit what was routed before a partition moves to another worker."""
+
+    def __init__(self, commits: _InOrderCommits) -> None:
+        self._commits = commits
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._commits.drain()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
 class Intake:
     """Screens run-requests; dead-letters or forwards each record; commits after the acks."""
 
@@ -181,12 +249,22 @@ class Intake:
         self.routed = 0  # records whose writes were acknowledged (for tests and benches)
 
     async def run(self) -> None:
-        """Read run-requests until cancelled; broker outages are waited out, not fatal."""
+        """Read run-requests until cancelled; broker outages and surprises are waited out."""
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Uncommitted batches are read again by the next consumer.
+                log.exception("intake stopped unexpectedly; starting again")
+                await asyncio.sleep(RETRY_DELAY_S)
+
+    async def _run_once(self) -> None:
         s = self.settings
         consumer = AIOKafkaConsumer(
-            s.run_requests,
             bootstrap_servers=s.bootstrap_servers,
-            group_id=f"{s.app_id}-intake",
+            group_id=s.intake_group,
             client_id=f"{s.app_id}-intake",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -201,18 +279,23 @@ class Intake:
             max_batch_size=PRODUCER_BATCH_BYTES,
             max_request_size=MAX_REQUEST_BYTES,
         )
+        commits = _InOrderCommits(consumer)
         await _start(producer, consumer)
         try:
+            consumer.subscribe([s.run_requests], listener=_CommitBeforeRevoke(commits))
             partitions = await producer.partitions_for(s.dead_letters)
             self._dead_letter_partitions = sorted(partitions)
             log.info("intake reading %s", s.run_requests)
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS_PER_BATCH)
+                commits.raise_if_failed()
                 if batch:
-                    await self.route(batch, producer)
-                    await _commit(consumer, batch)
+                    # The next batch is screened while this one's writes are in flight.
+                    await commits.add(self.route(batch, producer), batch)
                     _observe_lag(consumer, batch)
         finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(commits.drain(), DRAIN_TIMEOUT_S)
             with contextlib.suppress(Exception):
                 await consumer.stop()
             with contextlib.suppress(Exception):
@@ -220,8 +303,8 @@ class Intake:
 
     async def route(
         self, batch: dict[TopicPartition, list[Record]], producer: AIOKafkaProducer
-    ) -> None:
-        """Write every record of `batch` where it belongs and wait for all acks."""
+    ) -> Awaitable[None]:
+        """Start the writes of every record of `batch`; the result waits for all acks."""
         writes = _Writes(producer)
         shared = _SharedDeadLetterSpan(self.settings.run_requests)
         notes: list[tuple[str, Failure, Origin]] = []
@@ -244,13 +327,19 @@ class Intake:
                         await self._forward(record, headers, origin, writes)
         finally:
             shared.end()
-        await writes.flush()
-        for (stage, error_class), n in dead.items():
-            meters.dead_lettered(stage, error_class, n)
-        self.routed += sum(len(r) for r in batch.values())
-        if self.note_known_run is not None:
-            for run_id, failure, origin in notes:
-                await self.note_known_run(run_id, failure, origin)
+        await writes.send_open()
+        count = sum(len(r) for r in batch.values())
+
+        async def acknowledged() -> None:
+            await writes.flush()
+            for (stage, error_class), n in dead.items():
+                meters.dead_lettered(stage, error_class, n)
+            self.routed += count
+            if self.note_known_run is not None:
+                for run_id, failure, origin in notes:
+                    await self.note_known_run(run_id, failure, origin)
+
+        return acknowledged()
 
     async def _dead_letter(
         self,

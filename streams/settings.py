@@ -73,6 +73,11 @@ class Settings:
         return f"{self.topic_prefix}run-commands"
 
     @property
+    def intake_group(self) -> str:
+        """The intake's consumer group on run-requests (Faust's group is `app_id`)."""
+        return f"{self.app_id}-intake"
+
+    @property
     def topics(self) -> tuple[str, ...]:
         return (
             self.run_requests,

@@ -53,7 +53,11 @@ async def cli(settings: Settings, *argv: str) -> tuple[int, str]:
 
 
 async def wait_committed(settings: Settings, topic: str, timeout_s: float = 60.0) -> None:
-    """Until the worker's group has committed every record now on `topic`."""
+    """Until the worker has committed every record now on `topic`.
+
+    run-requests is read by the intake's group, every other topic by Faust's.
+    """
+    group = settings.intake_group if topic == settings.run_requests else settings.app_id
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await consumer.start()
@@ -63,7 +67,7 @@ async def wait_committed(settings: Settings, topic: str, timeout_s: float = 60.0
         ends = await consumer.end_offsets(parts)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            committed = await admin.list_consumer_group_offsets(settings.app_id)
+            committed = await admin.list_consumer_group_offsets(group)
             if all(
                 ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp])
                 for tp in parts
@@ -148,7 +152,8 @@ async def test_list_show_and_redrive_after_a_fix(
         ),
         timeout_s=240,
     )
-    await wait_committed(s, s.run_requests)  # both re-driven copies have been handled
+    await wait_committed(s, s.run_requests)  # both re-driven copies were screened
+    await wait_committed(s, s.run_commands)  # and handled by the agent
     records = await collect(
         [s.run_events, s.run_results, s.dead_letters], lambda seen: False, timeout_s=3
     )

@@ -333,7 +333,12 @@ async def test_thousands_of_malformed_records_none_lost_valid_runs_succeed(
         def done(seen: list[ConsumerRecord[bytes, bytes]]) -> bool:
             dead = sum(1 for r in seen if r.topic == s.dead_letters)
             results = {r.key for r in seen if r.topic == s.run_results}
-            return dead >= len(dlq_cases) and all(v.encode() in results for v in valid_ids)
+            logged = {r.key for r in seen if r.topic == s.run_events}
+            return (
+                dead >= len(dlq_cases)
+                and all(v.encode() in results for v in valid_ids)
+                and all(r.encode() in logged for r in rejected_ids if r)
+            )
 
         records = await collect([s.dead_letters, s.run_results, s.run_events], done, timeout_s=300)
     finally:

@@ -289,10 +289,14 @@ async def test_a_three_generation_run_is_one_trace(
     assert producer.service == CLIENT_SERVICE and producer.parent is None
     assert producer.tags["span.kind"] == "producer"
     assert producer.tags["messaging.destination.name"] == s.run_requests
-    process = one(spans, telemetry.process_span_name(s.run_requests))
-    assert process.parent == producer.span_id and process.service == WORKER_SERVICE
-    assert process.tags["span.kind"] == "consumer"
-    assert process.tags["messaging.operation.type"] == "process"
+    # The intake screens the request, the Faust agent takes the admitted command.
+    intake = one(spans, telemetry.process_span_name(s.run_requests))
+    assert intake.parent == producer.span_id and intake.service == WORKER_SERVICE
+    process = one(spans, telemetry.process_span_name(s.run_commands))
+    assert process.parent == intake.span_id and process.service == WORKER_SERVICE
+    for consumer in (intake, process):
+        assert consumer.tags["span.kind"] == "consumer"
+        assert consumer.tags["messaging.operation.type"] == "process"
 
     for generation in range(3):
         span = one(spans, telemetry.GENERATION_SPAN.format(generation=generation))
@@ -375,7 +379,7 @@ async def test_a_killed_and_resumed_run_keeps_one_trace(
             and bool(named(sp, "generation 3"))
         ),
     )
-    process = one(spans, telemetry.process_span_name(s.run_requests))
+    process = one(spans, telemetry.process_span_name(s.run_commands))
     killed_instance = process.instance  # the first worker took the request
     workers = {sp.instance for sp in spans if sp.service == WORKER_SERVICE}
     assert len(workers) >= 2, workers
