@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
@@ -225,17 +226,50 @@ class _InOrderCommits:
             self._forget_done()
 
 
-class _CommitBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Finish and commit what was routed before a partition moves to another worker."""
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commit before a partition moves away; start where an older worker stopped.
 
-    def __init__(self, commits: _InOrderCommits) -> None:
+    Workers before the intake read run-requests in Faust's own group: where
+    the intake's group has no offset yet, it starts at that group's.
+    """
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        commits: _InOrderCommits,
+        inherited: dict[TopicPartition, int],
+    ) -> None:
+        self._consumer = consumer
         self._commits = commits
+        self._inherited = inherited
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self._commits.drain()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
+        for tp in assigned:
+            offset = self._inherited.get(tp)
+            if offset is not None and await self._consumer.committed(tp) is None:
+                log.info("intake starts %s at %d, where Faust's group stopped", tp, offset)
+                self._consumer.seek(tp, offset)
+
+
+async def _faust_group_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """run-requests offsets committed by Faust's group (left by workers before the intake)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        await admin.start()
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    except KafkaError as exc:
+        log.warning("intake could not read Faust's group offsets: %s", exc)
+        return {}
+    finally:
+        await admin.close()
+    return {
+        tp: meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == settings.run_requests and meta.offset >= 0
+    }
 
 
 class Intake:
@@ -282,7 +316,8 @@ class Intake:
         commits = _InOrderCommits(consumer)
         await _start(producer, consumer)
         try:
-            consumer.subscribe([s.run_requests], listener=_CommitBeforeRevoke(commits))
+            inherited = await _faust_group_offsets(s)
+            consumer.subscribe([s.run_requests], listener=_Rebalance(consumer, commits, inherited))
             partitions = await producer.partitions_for(s.dead_letters)
             self._dead_letter_partitions = sorted(partitions)
             log.info("intake reading %s", s.run_requests)

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.structs import TopicPartition
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -221,3 +223,30 @@ async def _dead_letter_max_bytes(s: Settings, limit: int) -> None:
         )
     finally:
         await admin.close()
+
+
+async def test_the_intake_starts_where_faust_s_group_left_run_requests(settings: Settings) -> None:
+    """An upgraded worker does not read again what an older one (in Faust's group) handled."""
+    s = settings
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    await producer.start()
+    try:
+        for i in range(4):
+            await producer.send_and_wait(s.run_requests, f"old junk {i}".encode(), partition=0)
+    finally:
+        await producer.stop()
+    older = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, group_id=s.app_id, enable_auto_commit=False
+    )
+    await older.start()
+    try:
+        older.assign([TopicPartition(s.run_requests, 0)])
+        await older.commit({TopicPartition(s.run_requests, 0): 3})  # handled 0..2
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await older.stop()
+    async with running(Intake(s)):
+        ends = {0: 4}
+        await wait_for(lambda: _committed_up_to(s, ends))  # type: ignore[arg-type, return-value]
+    dead = await collect([s.dead_letters], lambda seen: False, timeout_s=2)
+    assert [r.value for r in dead] == [b"old junk 3"]
