@@ -66,10 +66,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
     service = RunService(settings, app, topics, runs)
     intake = Intake(settings, service.note_dead_letter)
 
-    @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
-    async def screen_requests() -> None:
-        await intake.run()
-
     @app.agent(topics[settings.run_commands], name="run-commands")
     async def on_command(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -87,6 +83,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def on_started() -> None:
         await service.start()
+        # Commands are admitted once the pool is warm: warming interpreters
+        # up is the heaviest work of a start and would share the cores.
+        await intake.run()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrower
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
