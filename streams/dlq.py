@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import ValidationError
 
@@ -30,8 +30,7 @@ HEADER_PREFIX = "dlq."
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):  # a tuple: one is made per bad record, on the hot path
     stage: Stage
     error_class: str
     message: str
@@ -62,8 +61,7 @@ def classify(exc: BaseException, stage: Stage) -> Failure:
             return Failure(stage, type(exc).__name__, message)
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(NamedTuple):
     topic: str
     partition: int
     offset: int

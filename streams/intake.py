@@ -27,7 +27,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
@@ -62,8 +62,7 @@ DRAIN_TIMEOUT_S = 30.0
 EVENTS_PER_SPAN = 100
 
 
-@dataclass
-class _Item:
+class _Item(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
@@ -80,11 +79,13 @@ class _Writes:
 
     producer: AIOKafkaProducer
     _open: dict[tuple[str, int], tuple[BatchBuilder, list[_Item]]] = field(default_factory=dict)
+    _full: list[tuple[str, int, BatchBuilder, list[_Item]]] = field(default_factory=list)
     _sent: list[tuple[asyncio.Future[Any], str, int | None, list[_Item]]] = field(
         default_factory=list
     )
 
-    async def batched(self, topic: str, partition: int, item: _Item) -> None:
+    def batched(self, topic: str, partition: int, item: _Item) -> None:
+        """Append to the partition's open batch; a full one waits for `send_open`."""
         slot = self._open.get((topic, partition))
         if slot is None:
             slot = self._open[(topic, partition)] = (self.producer.create_batch(), [])
@@ -92,7 +93,7 @@ class _Writes:
         if builder.append(key=item.key, value=item.value, timestamp=None, headers=item.headers):
             items.append(item)
             return
-        await self._send_batch(topic, partition)  # full: send it, start the next
+        self._full.append((topic, partition, builder, items))
         builder = self.producer.create_batch()
         if not builder.append(key=item.key, value=item.value, timestamp=None, headers=item.headers):
             raise RuntimeError("a record does not fit an empty producer batch")
@@ -104,16 +105,16 @@ class _Writes:
         )
         self._sent.append((future, topic, None, [item]))
 
-    async def _send_batch(self, topic: str, partition: int) -> None:
-        builder, items = self._open.pop((topic, partition))
-        builder.close()
-        future = await self.producer.send_batch(builder, topic, partition=partition)
-        self._sent.append((future, topic, partition, items))
-
     async def send_open(self) -> None:
-        """Hand every batch still being filled to the producer."""
+        """Hand every batch filled so far to the producer."""
         for topic, partition in list(self._open):
-            await self._send_batch(topic, partition)
+            builder, items = self._open.pop((topic, partition))
+            self._full.append((topic, partition, builder, items))
+        full, self._full = self._full, []
+        for topic, partition, builder, items in full:
+            builder.close()
+            future = await self.producer.send_batch(builder, topic, partition=partition)
+            self._sent.append((future, topic, partition, items))
 
     async def flush(self) -> None:
         """Wait for every write's ack; write again, alone, whatever failed."""
@@ -353,7 +354,7 @@ class Intake:
                         record.key, record.value, headers, self.settings.limits
                     )
                     if isinstance(screened, Failure):
-                        await self._dead_letter(record, headers, screened, origin, writes, shared)
+                        self._dead_letter(record, headers, screened, origin, writes, shared)
                         dead[(screened.stage, screened.error_class)] += 1
                         run_id = run_id_of_key(record.key)
                         if run_id is not None and self.note_known_run is not None:
@@ -376,7 +377,7 @@ class Intake:
 
         return acknowledged()
 
-    async def _dead_letter(
+    def _dead_letter(
         self,
         record: Record,
         headers: list[tuple[str, bytes]],
@@ -402,7 +403,7 @@ class Intake:
                 record, context, failure.error_class, failure.stage, failure.message
             )
         partitions = self._dead_letter_partitions or [0]
-        await writes.batched(
+        writes.batched(
             self.settings.dead_letters,
             # Same partition number as the input (when there are as many), so
             # the dead letters of one input partition stay in their order.
