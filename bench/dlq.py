@@ -362,7 +362,10 @@ async def worker_run(records: list[Bad], tmp: Path, *, live: bool) -> dict[str, 
     await asyncio.to_thread(worker.start)
     try:
         backlog = await collect(
-            [s.dead_letters], lambda seen: len(seen) >= len(records), timeout_s=300
+            [s.dead_letters],
+            lambda seen: len(seen) >= len(records),
+            timeout_s=300,
+            alive=worker.alive,
         )
         sent = list(records)
         out: dict[str, Any] = {"backlog_records_per_s": rate(backlog)}
@@ -371,7 +374,10 @@ async def worker_run(records: list[Bad], tmp: Path, *, live: bool) -> dict[str, 
             await produce_all(s.run_requests, records)
             sent += records
             everything = await collect(
-                [s.dead_letters], lambda seen: len(seen) >= len(sent), timeout_s=300
+                [s.dead_letters],
+                lambda seen: len(seen) >= len(sent),
+                timeout_s=300,
+                alive=worker.alive,
             )
             drained = {(r.partition, r.offset) for r in backlog}
             out["live_records_per_s"] = rate(

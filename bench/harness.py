@@ -108,8 +108,13 @@ async def collect(
     *,
     timeout_s: float = 120.0,
     bootstrap: str = BOOTSTRAP,
+    alive: Callable[[], bool] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read the topics from the start until `until(records)` holds or time runs out."""
+    """Read the topics from the start until `until(records)` holds or time runs out.
+
+    With `alive` (a worker's), stop as soon as it returns False: a dead worker
+    will not write what is awaited, and a benchmark should say so at once.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     seen: list[ConsumerRecord[bytes, bytes]] = []
@@ -131,6 +136,8 @@ async def collect(
                 seen.extend(records)
             if until(seen):
                 return seen
+            if alive is not None and not alive():
+                raise RuntimeError("the worker died while records were awaited")
         return seen
     finally:
         await consumer.stop()

@@ -99,6 +99,7 @@ async def _batch(worker: WorkerProcess, n: int) -> tuple[float, list[str]]:
         [s.run_results],
         lambda seen: wanted <= {r.key for r in seen},
         timeout_s=600,
+        alive=worker.alive,
     )
     results = [r for r in records if r.key in wanted]
     if len(results) < n:

@@ -14,11 +14,12 @@ import _interpqueues
 import _interpreters
 import abc
 import importlib
+import marshal
 import sys
 import threading
 import types
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ga import _pool_worker
 
@@ -121,7 +122,7 @@ class Interpreter313(Interpreter):
         _interpreters.set___main___attrs(self.id, dict(names))
 
     def run_task(self, task: tuple[str, tuple[object, ...]]) -> str:
-        self.exec(_RUN_CODE, {"__th_task__": task, "__th_queue__": self._queue})
+        self.exec(_RUN_CODE, {"__th_task__": encode_task(task), "__th_queue__": self._queue})
         if _interpqueues.get_count(self._queue) != 1:
             raise RuntimeError("pool interpreter returned without a result")
         result, _, _ = _interpqueues.get(self._queue)
@@ -168,7 +169,7 @@ class Interpreter314(Interpreter):
 
     def run_task(self, task: tuple[str, tuple[object, ...]]) -> str:
         try:
-            result = self._interp.call(_pool_worker.call, task)
+            result = self._interp.call(_pool_worker.call, encode_task(task))
         except self._failed as exc:
             raise RemoteError.from_snapshot(getattr(exc, "excinfo", exc), self.id) from None
         if not isinstance(result, str):
@@ -186,6 +187,18 @@ class Interpreter314(Interpreter):
 _WARMUP_LOCK = threading.Lock()
 
 
+def encode_task(task: tuple[str, tuple[object, ...]]) -> bytes:
+    """A task as one bytes object, the only kind of value a task sends across.
+
+    CPython 3.13 shares a tuple between interpreters through memory taken
+    from the sending interpreter's allocator and released later, and workers
+    crashed now and then ("free(): invalid pointer") while tuples and
+    memoryviews crossed with every task. marshal keeps str, bytes, int, float,
+    None and nested tuples exactly; buffers cross only through `attach`.
+    """
+    return marshal.dumps(cast(Any, task))
+
+
 def new_interpreter(path: tuple[str, ...], allowed: tuple[str, ...]) -> Interpreter:
     """Create a warm interpreter: import path copied, worker and task modules loaded."""
     modules = tuple(sorted({name.split(":", 1)[0] for name in allowed}))
@@ -193,14 +206,15 @@ def new_interpreter(path: tuple[str, ...], allowed: tuple[str, ...]) -> Interpre
         interp = Interpreter314() if sys.version_info >= (3, 14) else Interpreter313()
         try:
             interp.exec(
-                "import sys, importlib\n"
+                "import sys, importlib, marshal\n"
+                "__th_path__, __th_allowed__, __th_modules__ = marshal.loads(__th_setup__)\n"
                 "sys.path[:] = list(__th_path__)\n"
                 f"import {WORKER_MODULE} as __th_worker__\n"
                 "__th_worker__.configure(__th_allowed__)\n"
                 "for __th_m__ in __th_modules__:\n"
                 "    importlib.import_module(__th_m__)\n"
-                "del __th_path__, __th_allowed__, __th_modules__\n",
-                {"__th_path__": path, "__th_allowed__": allowed, "__th_modules__": modules},
+                "del __th_setup__, __th_path__, __th_allowed__, __th_modules__\n",
+                {"__th_setup__": marshal.dumps((path, allowed, modules))},
             )
         except BaseException:
             interp.close()

@@ -34,8 +34,9 @@ def dataset_arg(key: str, name: str) -> tuple[str, str, str]:
 class CancelToken:
     """A 1-byte shared flag: set in the main interpreter, polled by running tasks.
 
-    Pass `token.view` as a task argument; the memoryview crosses interpreters
-    without a copy, so `cancel()` is seen by a task already running.
+    Attach `token.view` to the pool (it crosses interpreters without a copy)
+    and pass its `dataset_arg` to tasks, so `cancel()` is seen by a task
+    already running.
     """
 
     def __init__(self) -> None:

@@ -15,6 +15,7 @@ key, which is how datasets cross once per interpreter instead of per task.
 
 import contextlib
 import importlib
+import marshal
 from collections.abc import Callable
 
 DATASET_REF_TAG = "@dataset"
@@ -31,10 +32,20 @@ def configure(allowed: tuple[str, ...]) -> None:
     _functions.clear()
 
 
-def attach(payload: tuple[str, tuple[str, ...], tuple[memoryview, ...]]) -> None:
-    """Keep the shared buffers of one dataset under its key (no copy is made)."""
-    key, names, views = payload
-    _datasets[key] = dict(zip(names, views, strict=True))
+def attach(key: str, names: bytes, namespace: dict[str, object]) -> None:
+    """Keep the shared buffers of one dataset under its key (no copy is made).
+
+    `names` is the marshalled tuple of buffer names; the i-th buffer waits in
+    `namespace` (this interpreter's ``__main__``) as ``__th_ds_<i>__`` and is
+    taken out of it here.
+    """
+    found: dict[str, memoryview] = {}
+    for i, name in enumerate(marshal.loads(names)):
+        view = namespace.pop(f"__th_ds_{i}__")
+        if not isinstance(view, memoryview):
+            raise TypeError(f"dataset buffer {name!r} did not arrive as a memoryview")
+        found[name] = view
+    _datasets[key] = found
 
 
 def detach(key: str) -> None:
@@ -62,6 +73,16 @@ def _lookup(func_name: str) -> Callable[..., object]:
     return found
 
 
+def _decode(task: "bytes | tuple[str, tuple[object, ...]]") -> tuple[str, tuple[object, ...]]:
+    decoded = marshal.loads(task) if isinstance(task, bytes) else task
+    if not (isinstance(decoded, tuple) and len(decoded) == 2):
+        raise TypeError("a task is a (function, arguments) pair")
+    func_name, args = decoded
+    if not isinstance(func_name, str) or not isinstance(args, tuple):
+        raise TypeError("a task is a (function, arguments) pair")
+    return func_name, args
+
+
 def _resolve(arg: object) -> object:
     if isinstance(arg, tuple) and len(arg) == 3 and arg[0] == DATASET_REF_TAG:
         _, key, name = arg
@@ -72,16 +93,16 @@ def _resolve(arg: object) -> object:
     return arg
 
 
-def call(task: tuple[str, tuple[object, ...]]) -> str:
-    """Run one task and return its str result (the interpreter-side entry point)."""
-    func_name, args = task
+def call(task: "bytes | tuple[str, tuple[object, ...]]") -> str:
+    """Run one task (marshalled, or as a tuple in-process) and return its str result."""
+    func_name, args = _decode(task)
     result = _lookup(func_name)(*(_resolve(a) for a in args))
     if not isinstance(result, str):
         raise TypeError(f"{func_name} returned {type(result).__name__}, expected str")
     return result
 
 
-def call_into_queue(task: tuple[str, tuple[object, ...]], queue_id: int) -> None:
+def call_into_queue(task: bytes, queue_id: int) -> None:
     """Run one task and put its result on a cross-interpreter queue (3.13 path).
 
     On 3.13 `_interpreters.exec` discards return values, so the result travels

@@ -99,6 +99,9 @@ def failure_result(
     }
 
 
+CANCEL_BUFFER = "cancel"
+
+
 class PoolEvaluator:
     """Trains a generation on the interpreter pool, one task per network.
 
@@ -128,12 +131,16 @@ class PoolEvaluator:
         self.export_weights = export_weights
         self.grace_s = grace_s
         self.key = f"{dataset.name}-{next(_keys)}"
-        pool.attach(self.key, dataset.buffers())
+        buffers = dict(dataset.buffers())
+        if cancel is not None:
+            # The flag travels with the data: attached once, not sent per task.
+            buffers[CANCEL_BUFFER] = cancel.view
+        pool.attach(self.key, buffers)
 
     def __call__(self, networks: Sequence[Mapping[str, object]]) -> list[Result]:
         deadline = time.time() + self.deadline_s
         refs = tuple(dataset_arg(self.key, name) for name in _BUFFERS)
-        cancel = None if self.cancel is None else self.cancel.view
+        cancel = None if self.cancel is None else dataset_arg(self.key, CANCEL_BUFFER)
         submitted: list[TaskFuture | Result] = []
         for network in networks:
             try:

@@ -19,6 +19,7 @@ pool's milliseconds. The pool exists to keep that safe and boring:
 import collections
 import contextlib
 import logging
+import marshal
 import os
 import re
 import sys
@@ -64,7 +65,8 @@ _log = logging.getLogger(__name__)
 DEFAULT_ALLOWED: tuple[str, ...] = ("ga.training:train_candidate",)
 
 _FUNC_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
-_SCALARS = (str, bytes, int, float, type(None), memoryview)
+# Buffers are not task arguments: `attach` them and pass `dataset_arg` refs.
+_SCALARS = (str, bytes, int, float, type(None))
 
 
 @dataclass(slots=True)
@@ -136,8 +138,15 @@ class _Slot:
                 del self.attached[key]
             for key, att in datasets.items():
                 if self.attached.get(key) != att.generation:
-                    interp.set_main({"__th_ds__": (key, att.names, att.views)})
-                    interp.exec("__th_worker__.attach(__th_ds__)\ndel __th_ds__")
+                    # One value per name, no tuples: see `encode_task` on why.
+                    slots = {f"__th_ds_{i}__": view for i, view in enumerate(att.views)}
+                    interp.set_main(
+                        {"__th_ds_key__": key, "__th_ds_names__": marshal.dumps(att.names), **slots}
+                    )
+                    interp.exec(
+                        "__th_worker__.attach(__th_ds_key__, __th_ds_names__, globals())\n"
+                        "del __th_ds_key__, __th_ds_names__\n"
+                    )
                     self.attached[key] = att.generation
         except Exception:
             # A task that needs the missing buffer will fail alone and

@@ -55,7 +55,13 @@ def _add_request_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_worker(settings: Settings) -> int:
+    import faulthandler
+
     import faust
+
+    # A crash in native code (the kernel, an interpreter) leaves every
+    # thread's stack in the worker's log instead of nothing.
+    faulthandler.enable(all_threads=True)
 
     from streams import telemetry
     from streams.app import create_app

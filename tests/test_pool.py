@@ -101,7 +101,7 @@ def test_interpreter_side_refuses_unlisted_function() -> None:
         _pool_worker.configure(())
 
 
-@pytest.mark.parametrize("bad", [[1], {"a": 1}, bytearray(1), (1, [2]), object()])
+@pytest.mark.parametrize("bad", [[1], {"a": 1}, bytearray(1), memoryview(b"x"), (1, [2]), object()])
 def test_unshareable_arguments_are_refused(pool: InterpreterPool, bad: object) -> None:
     with pytest.raises(TaskRefusedError, match="not shareable"):
         pool.submit(T + "echo", (bad,))
@@ -183,7 +183,8 @@ def test_attach_validates_buffers(pool: InterpreterPool) -> None:
 def test_cooperative_cancel_and_queued_deadline() -> None:
     with InterpreterPool(1, allowed=SELFTEST) as p:
         token = CancelToken()
-        running = p.submit(T + "wait_for_cancel", (token.view, time.time() + 60))
+        p.attach("flag", {"cancel": token.view})
+        running = p.submit(T + "wait_for_cancel", (dataset_arg("flag", "cancel"), time.time() + 60))
         expired = p.submit(T + "echo", ("x",), deadline=time.time() - 1)
         while p.stats().busy == 0:
             time.sleep(0.001)
@@ -198,7 +199,8 @@ def test_cooperative_cancel_and_queued_deadline() -> None:
 def test_close_cancels_queued_tasks() -> None:
     p = InterpreterPool(1, allowed=SELFTEST)
     token = CancelToken()
-    running = p.submit(T + "wait_for_cancel", (token.view, time.time() + 60))
+    p.attach("flag", {"cancel": token.view})
+    running = p.submit(T + "wait_for_cancel", (dataset_arg("flag", "cancel"), time.time() + 60))
     queued = p.submit(T + "echo", ("never",))
     while p.stats().busy == 0:
         time.sleep(0.001)
