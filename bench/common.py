@@ -16,7 +16,7 @@ from bench import _warm
 from bench.report import DEFAULT_OUT
 from ga.datasets import PreparedDataset, load_dataset
 from ga.engine import GAState
-from ga.pool import InterpreterPool
+from ga.pool import InterpreterPool, dataset_arg
 from ga.search import Evaluate, run_search
 from streams import nas
 from streams.settings import Settings
@@ -61,10 +61,14 @@ def run_request(
 def warm_pool(pool: InterpreterPool, timeout_s: float = 60.0) -> None:
     """Import the kernel in every interpreter of `pool` (needs `bench._warm:warm` allowed)."""
     flags = bytearray(pool.size)
-    view = memoryview(flags)
-    futures = [pool.submit(_warm.FUNCTION, (view, i, timeout_s)) for i in range(pool.size)]
-    for future in futures:
-        future.result(timeout_s + 5)
+    pool.attach("warm", {"flags": memoryview(flags)})
+    try:
+        ref = dataset_arg("warm", "flags")
+        futures = [pool.submit(_warm.FUNCTION, (ref, i, timeout_s)) for i in range(pool.size)]
+        for future in futures:
+            future.result(timeout_s + 5)
+    finally:
+        pool.detach("warm")
 
 
 def rss_mb() -> float:
