@@ -226,3 +226,29 @@ async def test_binary_mode_request_is_accepted(worker: WorkerProcess) -> None:
     records = await wait_result(worker, run_id)
     result = decode_record(for_run(records, run_id, s.run_results)[0].value, {}).data
     assert result["status"] == "succeeded"
+
+
+async def test_a_bad_record_keyed_by_a_known_run_is_noted_in_its_log(
+    worker: WorkerProcess,
+) -> None:
+    s = worker.settings
+    run_id = f"noted-{uuid.uuid4().hex[:6]}"
+    await produce(s.run_requests, structured(small_request(run_id, generations=1)), run_id.encode())
+    await wait_result(worker, run_id)
+    junk = b"\xffnot an event " + uuid.uuid4().hex.encode()
+    await produce(s.run_requests, junk, run_id.encode())
+
+    def noted(seen: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        return ev.EVENT_DEAD_LETTERED in event_types(for_run(seen, run_id, s.run_events))
+
+    records = await collect([s.run_events, s.dead_letters], noted, timeout_s=60.0)
+    (note,) = [
+        decode_record(r.value, {})
+        for r in for_run(records, run_id, s.run_events)
+        if decode_record(r.value, {}).type == ev.EVENT_DEAD_LETTERED
+    ]
+    assert note.data["stage"] == "decode" and note.data["original_topic"] == s.run_requests
+    dead = [r for r in records if r.topic == s.dead_letters and r.value == junk]
+    assert len(dead) == 1
+    assert int(dict(dead[0].headers)["dlq.original.offset"]) == note.data["original_offset"]
+    assert worker.alive()
