@@ -288,6 +288,18 @@ class ThrottledLog:
         self._count = 0
         self._muted = 0
 
+    def dead_letter(self, origin: Origin, failure: Failure) -> None:
+        """The line for one dead-lettered input."""
+        self.warning(
+            "dead-letter %s[%s]@%s stage=%s %s: %s",
+            origin.topic,
+            origin.partition,
+            origin.offset,
+            failure.stage,
+            failure.error_class,
+            failure.message,
+        )
+
     def warning(self, msg: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._window >= self._interval_s:

@@ -281,7 +281,6 @@ class Intake:
         self.note_known_run = note_known_run
         self._log = ThrottledLog(log)
         self._dead_letter_partitions: list[int] = []
-        self.routed = 0  # records whose writes were acknowledged (for tests and benches)
 
     async def run(self) -> None:
         """Read run-requests until cancelled; broker outages and surprises are waited out."""
@@ -364,13 +363,11 @@ class Intake:
         finally:
             shared.end()
         await writes.send_open()
-        count = sum(len(r) for r in batch.values())
 
         async def acknowledged() -> None:
             await writes.flush()
             for (stage, error_class), n in dead.items():
                 meters.dead_lettered(stage, error_class, n)
-            self.routed += count
             if self.note_known_run is not None:
                 for run_id, failure, origin in notes:
                     await self.note_known_run(run_id, failure, origin)
@@ -386,17 +383,9 @@ class Intake:
         writes: _Writes,
         shared: _SharedDeadLetterSpan,
     ) -> None:
-        self._log.warning(
-            "dead-letter %s[%s]@%s stage=%s %s: %s",
-            origin.topic,
-            origin.partition,
-            origin.offset,
-            failure.stage,
-            failure.error_class,
-            failure.message,
-        )
-        context = telemetry.extract(dict(headers)) if _traced(headers) else None
-        if context is None or not telemetry.is_valid_context(context):
+        self._log.dead_letter(origin, failure)
+        context = telemetry.record_context(headers)
+        if context is None:
             trace_headers = shared.add(record, failure)
         else:
             trace_headers = telemetry.dead_letter_spans(
@@ -418,16 +407,11 @@ class Intake:
     async def _forward(
         self, record: Record, headers: list[tuple[str, bytes]], origin: Origin, writes: _Writes
     ) -> None:
-        context = telemetry.extract(dict(headers)) if _traced(headers) else None
-        trace_headers = telemetry.forward_span(record, context)
+        trace_headers = telemetry.forward_span(record, telemetry.record_context(headers))
         await writes.single(
             self.settings.run_commands,
             _Item(record.key, record.value, forward_headers(headers, origin, trace_headers)),
         )
-
-
-def _traced(headers: list[tuple[str, bytes]]) -> bool:
-    return any(name == "traceparent" for name, _ in headers)
 
 
 def _observe_lag(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:

@@ -473,15 +473,7 @@ class RunService:
                 int(message.timestamp * 1000) if message.timestamp else None,
             )
         span.set_attribute("thunderhelm.dead_lettered", True)
-        self._dlq_log.warning(
-            "dead-letter %s[%s]@%s stage=%s %s: %s",
-            origin.topic,
-            origin.partition,
-            origin.offset,
-            failure.stage,
-            failure.error_class,
-            failure.message,
-        )
+        self._dlq_log.dead_letter(origin, failure)
         telemetry.mark_failed(span, failure.error_class, failure.message)
         meters.dead_lettered(failure.stage, failure.error_class)
         with telemetry.dead_letter_span(

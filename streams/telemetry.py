@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
@@ -157,21 +157,11 @@ def consume_span(
     topic: str, partition: int, offset: int, key: bytes | None, headers: Mapping[str, Any]
 ) -> Iterator[Span]:
     """The CONSUMER span of one record, parented on the producer's context."""
-    attributes: dict[str, Any] = {
-        "messaging.system": "kafka",
-        "messaging.operation.type": PROCESS_OPERATION,
-        "messaging.operation.name": PROCESS_OPERATION,
-        "messaging.destination.name": topic,
-        "messaging.destination.partition.id": str(partition),
-        "messaging.kafka.offset": offset,
-    }
-    if key is not None:
-        attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")[:200]
     with tracer().start_as_current_span(
         process_span_name(topic),
         context=extract(headers),
         kind=SpanKind.CONSUMER,
-        attributes=attributes,
+        attributes=_consume_attributes(topic, partition, offset, key),
     ) as span:
         yield span
 
@@ -284,8 +274,12 @@ def dead_letter_span(
 # --- the intake's spans (started and ended explicitly: it handles batches) -------
 
 
-def is_valid_context(context: Context) -> bool:
-    return trace.get_current_span(context).get_span_context().is_valid
+def record_context(headers: Sequence[tuple[str, bytes]]) -> Context | None:
+    """The producer's context a consumed record carries; None when it has no valid one."""
+    if not any(name == "traceparent" for name, _ in headers):
+        return None  # most hostile input: skip the propagator
+    context = extract(dict(headers))
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
 def headers_of(span: Span) -> dict[str, bytes]:
