@@ -45,8 +45,12 @@ kernel = Extension(
     include_dirs=[scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],
-    # Module state is what lets the own_gil module load in several interpreters.
-    define_macros=[("CYTHON_USE_MODULE_STATE", "1")],
+    # Module state is what lets the own_gil module load in several interpreters;
+    # type specs make `Net` a heap type per interpreter. Without them Cython
+    # emits one static PyTypeObject for the whole process, whose __dict__
+    # descriptors interpreters with their own GILs refcount without a common
+    # lock: the worker died with SIGSEGV after some hundreds of runs.
+    define_macros=[("CYTHON_USE_MODULE_STATE", "1"), ("CYTHON_USE_TYPE_SPECS", "1")],
     # No errno from sqrtf etc. lets -O3 vectorise the element-wise loops.
     extra_compile_args=["-O3", "-fno-math-errno"],
     extra_link_args=[f"-Wl,-rpath,{path}" for path in _runtime_rpaths()],

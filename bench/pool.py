@@ -35,7 +35,8 @@ from ga.pool import InterpreterPool
 __all__ = ["run"]
 
 ECHO = "ga._pool_selftest:echo"
-ALLOWED = (TRAIN_FUNCTION, _warm.FUNCTION, ECHO)
+SPIN = "ga._pool_selftest:spin"
+ALLOWED = (TRAIN_FUNCTION, _warm.FUNCTION, ECHO, SPIN)
 RUNS = 4
 ROUNDS = 3
 EXTRA_INTERPRETERS = 4
@@ -200,6 +201,47 @@ def measure_runs(
     return times, outcomes
 
 
+# -- own GIL: a task that holds the GIL ----------------------------------------------
+
+
+def gil_bound(size: int, tasks: int, n: int, rounds: int) -> dict[str, Any]:
+    """Speed-ups of a pure-Python CPU-bound task (it never releases the GIL).
+
+    The kernel releases the GIL, so threads scale on trainings too; only a task
+    that holds it shows whether the pool's interpreters really have a GIL each.
+    Sequential is the same tasks one after another in the main interpreter.
+    """
+    from ga import _pool_selftest
+
+    times: dict[str, list[float]] = {"sequential": [], "subinterpreters": [], "threads": []}
+    with (
+        InterpreterPool(size, allowed=ALLOWED) as pool,
+        ThreadPoolExecutor(size, thread_name_prefix="bench-gil") as threads,
+    ):
+        list(pool.map(SPIN, [(1000,)] * size * 4))  # the spin module is imported everywhere
+        for _ in range(rounds):
+            began = time.perf_counter()
+            for _ in range(tasks):
+                _pool_selftest.spin(n)
+            times["sequential"].append(time.perf_counter() - began)
+            began = time.perf_counter()
+            list(pool.map(SPIN, [(n,)] * tasks))
+            times["subinterpreters"].append(time.perf_counter() - began)
+            began = time.perf_counter()
+            list(threads.map(_pool_selftest.spin, [n] * tasks))
+            times["threads"].append(time.perf_counter() - began)
+    best = {k: min(v) for k, v in times.items()}
+    return {
+        "tasks": tasks,
+        "loop_iterations": n,
+        "rounds": rounds,
+        "timings_s": {k: round(v, 3) for k, v in best.items()},
+        "timings_all_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
+        "speedup_subinterp": round(best["sequential"] / best["subinterpreters"], 3),
+        "speedup_threads": round(best["sequential"] / best["threads"], 3),
+    }
+
+
 # -- costs of the pool itself ------------------------------------------------------
 
 
@@ -290,6 +332,7 @@ def run(opts: Options) -> dict[str, Any]:
     dispatch = dispatch_us(1, tasks, repeats)
     dispatch_n = dispatch_us(size, tasks, repeats)
     handoff = thread_handoff_us(tasks, repeats)
+    gil = gil_bound(size, size * 4, 200_000 if opts.quick else 2_000_000, 1 if opts.quick else 3)
     rss = rss_per_interpreter(size, 1 if opts.quick else EXTRA_INTERPRETERS)
     evaluations = sum(o["evaluations"] for o in outcomes["sequential"])
     identical = all(o == outcomes["sequential"] for o in outcomes.values())
@@ -299,6 +342,8 @@ def run(opts: Options) -> dict[str, Any]:
         "speedup_subinterp": round(speedups["subinterpreters"], 3),
         "speedup_threads": round(speedups["threads"], 3),
         "speedup_processes": round(speedups["processes"], 3),
+        "speedup_gil_bound_subinterp": gil["speedup_subinterp"],
+        "speedup_gil_bound_threads": gil["speedup_threads"],
         "dispatch_us": round(dispatch["median_us"], 1),
         "thread_handoff_us": handoff,
         "rss_mb_per_interp": round(rss["rss_mb_per_interp"], 2),
@@ -311,6 +356,7 @@ def run(opts: Options) -> dict[str, Any]:
         "dispatch": dispatch,
         "dispatch_pool_of_workers": dispatch_n,
         "rss": rss,
+        "gil_bound": gil,
         "workload": {"dataset": spec, "request": {k: requests[0][k] for k in ("ga", "training")}},
         "timings_all_s": {k: [round(t, 3) for t in v] for k, v in all_times.items()},
         "rounds": rounds,
@@ -333,6 +379,22 @@ def run(opts: Options) -> dict[str, Any]:
             "process pool (for reference)",
             f"{speedups['processes']:.2f}x on {size} processes",
             None,
+        ),
+        bar(
+            "own GIL: a GIL-holding (pure-Python) task >= 1.7x on the pool",
+            f"{gil['speedup_subinterp']:.2f}x on {size} interpreters",
+            gil["speedup_subinterp"] >= 1.7,
+        ),
+        bar(
+            "the same task on threads (one shared GIL) <= 1.2x",
+            f"{gil['speedup_threads']:.2f}x on {size} threads",
+            gil["speedup_threads"] <= 1.2,
+        ),
+        bar(
+            "dispatch round-trip <= 2x a bare thread hand-off",
+            f"{dispatch['median_us']:.1f} us vs {handoff:.1f} us "
+            f"({dispatch['median_us'] / handoff:.2f}x)",
+            dispatch["median_us"] <= 2 * handoff,
         ),
         bar(
             "dispatch round-trip <= 100 us",

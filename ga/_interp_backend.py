@@ -1,9 +1,10 @@
-"""A small adapter over the sub-interpreter APIs of CPython 3.13 and 3.14.
+"""The one sub-interpreter API this project runs on: CPython 3.13's `_interpreters`.
 
 3.13 only has the private `_interpreters`/`_interpqueues` modules, whose
-`exec` discards return values; 3.14 adds `concurrent.interpreters`, whose
-`Interpreter.call` returns them. `ga.pool` talks to one interface,
-`Interpreter`, so the rest of the pool does not care which one is underneath.
+`exec` discards return values, so results come back on a queue. 3.14's
+`concurrent.interpreters` cannot be tested on the machines this project is
+built and checked on, so it is not supported (`ga.SUPPORTED_PYTHON`) rather
+than shipped untested.
 
 Every method must be called from the thread that created the interpreter:
 3.13 has races when interpreters are created, used and destroyed from
@@ -12,13 +13,10 @@ different threads (cpython gh-126914, gh-127041).
 
 import _interpqueues
 import _interpreters
-import abc
-import importlib
 import marshal
-import sys
 import threading
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 from ga import _pool_worker
@@ -35,14 +33,22 @@ _LIFECYCLE_LOCK = threading.Lock()
 # interpreter's __main__ once these modules are imported there.
 _BOOTSTRAP = "import _interpreters, _interpqueues"
 
-_RUN_CODE = compile(
-    "try:\n"
-    "    __th_worker__.call_into_queue(__th_task__, __th_queue__)\n"
-    "finally:\n"
-    "    del __th_task__\n",
-    "<thunderhelm-pool>",
-    "exec",
-)
+
+def _run_task_in_main() -> None:  # pragma: no cover - runs inside a pool interpreter
+    """The body of every task, run as ``__main__`` code of the pool interpreter.
+
+    `_interpreters.exec` given a function runs its code in the target's
+    ``__main__`` without compiling or unmarshalling anything per call: the
+    cheapest of the ways it takes code (measured: str > code object > function).
+    The names are globals of that ``__main__``: the worker module and the result
+    queue are bound once at creation, the task for each call.
+    """
+    global __th_task__
+    try:
+        __th_worker__.call_into_queue(__th_task__, __th_queue__)  # type: ignore[name-defined]  # noqa: F821
+    finally:
+        del __th_task__  # type: ignore[name-defined]  # noqa: F821
+
 
 _QUEUE_FMT_SHAREABLE_ONLY: Final = 0
 _QUEUE_UNBOUND_REMOVE: Final = 1
@@ -64,7 +70,7 @@ class RemoteError(Exception):
 
     @classmethod
     def from_snapshot(cls, snap: Any, interpreter: int) -> "RemoteError":
-        """Build from the exception snapshot both APIs return (`type`, `msg`, ...)."""
+        """Build from the snapshot `_interpreters.exec` returns (`type`, `msg`, ...)."""
         kind = getattr(snap, "type", None)
         name = str(getattr(kind, "__qualname__", None) or getattr(kind, "__name__", None) or kind)
         message = str(getattr(snap, "msg", "") or "")
@@ -74,30 +80,13 @@ class RemoteError(Exception):
         return cls(name, message, formatted, interpreter)
 
 
-class Interpreter(abc.ABC):
-    """One isolated interpreter with its own GIL, owned by one thread."""
+class Interpreter:
+    """One isolated interpreter with its own GIL, owned by one thread.
+
+    Built on `_interpreters` + `_interpqueues` (CPython 3.13).
+    """
 
     id: int
-
-    @abc.abstractmethod
-    def exec(self, code: str | types.CodeType, shared: Mapping[str, object] | None = None) -> None:
-        """Run code in the interpreter's __main__; raise `RemoteError` if it raised."""
-
-    @abc.abstractmethod
-    def set_main(self, names: Mapping[str, object]) -> None:
-        """Bind shareable objects (memoryviews stay shared, not copied) in __main__."""
-
-    @abc.abstractmethod
-    def run_task(self, task: tuple[str, tuple[object, ...]]) -> str:
-        """Run one task through the worker module and return its str result."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Destroy the interpreter and whatever the adapter created with it."""
-
-
-class Interpreter313(Interpreter):
-    """`_interpreters` + `_interpqueues` (CPython 3.13)."""
 
     def __init__(self) -> None:
         with _LIFECYCLE_LOCK:
@@ -109,11 +98,16 @@ class Interpreter313(Interpreter):
             raise
         try:
             self.exec(_BOOTSTRAP)
+            self.set_main({"__th_queue__": self._queue})
         except BaseException:
             self.close()
             raise
 
-    def exec(self, code: str | types.CodeType, shared: Mapping[str, object] | None = None) -> None:
+    def exec(
+        self,
+        code: str | types.CodeType | Callable[[], None],
+        shared: Mapping[str, object] | None = None,
+    ) -> None:
         snap = _interpreters.exec(self.id, code, dict(shared or {}))
         if snap is not None:
             raise RemoteError.from_snapshot(snap, self.id)
@@ -122,7 +116,7 @@ class Interpreter313(Interpreter):
         _interpreters.set___main___attrs(self.id, dict(names))
 
     def run_task(self, task: tuple[str, tuple[object, ...]]) -> str:
-        self.exec(_RUN_CODE, {"__th_task__": encode_task(task), "__th_queue__": self._queue})
+        self.exec(_run_task_in_main, {"__th_task__": encode_task(task)})
         if _interpqueues.get_count(self._queue) != 1:
             raise RuntimeError("pool interpreter returned without a result")
         result, _, _ = _interpqueues.get(self._queue)
@@ -139,46 +133,6 @@ class Interpreter313(Interpreter):
     def _destroy_interpreter(self) -> None:
         with _LIFECYCLE_LOCK:
             _interpreters.destroy(self.id)
-
-
-class Interpreter314(Interpreter):
-    """The same interface on `concurrent.interpreters` (CPython 3.14+)."""
-
-    def __init__(self) -> None:
-        api: Any = importlib.import_module("concurrent.interpreters")
-        self._failed: type[BaseException] = api.ExecutionFailed
-        with _LIFECYCLE_LOCK:
-            self._interp: Any = api.create()
-        self.id = int(self._interp.id)
-        try:
-            self.exec(_BOOTSTRAP)
-        except BaseException:
-            self.close()
-            raise
-
-    def exec(self, code: str | types.CodeType, shared: Mapping[str, object] | None = None) -> None:
-        if shared:
-            self.set_main(shared)
-        try:
-            self._interp.exec(code)
-        except self._failed as exc:
-            raise RemoteError.from_snapshot(getattr(exc, "excinfo", exc), self.id) from None
-
-    def set_main(self, names: Mapping[str, object]) -> None:
-        self._interp.prepare_main(dict(names))
-
-    def run_task(self, task: tuple[str, tuple[object, ...]]) -> str:
-        try:
-            result = self._interp.call(_pool_worker.call, encode_task(task))
-        except self._failed as exc:
-            raise RemoteError.from_snapshot(getattr(exc, "excinfo", exc), self.id) from None
-        if not isinstance(result, str):
-            raise TypeError(f"pool interpreter returned {type(result).__name__}")
-        return result
-
-    def close(self) -> None:
-        with _LIFECYCLE_LOCK:
-            self._interp.close()
 
 
 # Extension modules run process-wide initialisation on import (OpenBLAS sets
@@ -203,7 +157,7 @@ def new_interpreter(path: tuple[str, ...], allowed: tuple[str, ...]) -> Interpre
     """Create a warm interpreter: import path copied, worker and task modules loaded."""
     modules = tuple(sorted({name.split(":", 1)[0] for name in allowed}))
     with _WARMUP_LOCK:
-        interp = Interpreter314() if sys.version_info >= (3, 14) else Interpreter313()
+        interp = Interpreter()
         try:
             interp.exec(
                 "import sys, importlib, marshal\n"

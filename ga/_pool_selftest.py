@@ -70,3 +70,45 @@ def wait_for_cancel(cancel: memoryview, deadline: float) -> str:
         if time.time() >= deadline:
             return json.dumps({"status": "timeout"})
         time.sleep(0.001)
+
+
+def gil_rendezvous(view: memoryview, index: int, timeout_s: float) -> str:
+    """Mark `view[index]`, then busy-wait in pure Python until every byte is marked.
+
+    Unlike `rendezvous` it never sleeps or blocks, so it never gives up the GIL
+    voluntarily: two of these meet only when they run under two GILs (or when a
+    shared GIL is handed over by the switch interval, which a test can set high).
+    """
+    view[index] = 1
+    end = time.monotonic() + timeout_s
+    while not all(view):
+        if time.monotonic() > end:
+            raise TimeoutError(f"GIL rendezvous timed out: {bytes(view)!r}")
+    return json.dumps({"interpreter": _interpreters.get_current()[0], "index": index})
+
+
+def kernel_net_type() -> str:
+    """The identity and heap-type flag of `ga._kernel.Net` as this interpreter sees it."""
+    from ga import _kernel
+
+    heap_type = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+    net = _kernel.Net
+    return json.dumps({"id": id(net), "heap": bool(net.__flags__ & heap_type)})
+
+
+def hammer_kernel(rounds: int) -> str:
+    """Read a kernel object's methods and properties in a tight loop.
+
+    Every lookup takes and drops references to the descriptors in the type's
+    `__dict__`; with a process-global (static) type two interpreters did so
+    without a shared lock and freed them with the wrong allocator.
+    """
+    from ga import _kernel
+
+    net = _kernel.Net(2, 2, ((0,),), (4,), (0,), (1,), 8)
+    total = 0
+    for _ in range(rounds):
+        total += net.n_params + net.max_rows
+        _ = net.get_params, net.set_params, net.evaluate, net.train_epoch
+        total += len(net.get_params())
+    return str(total)

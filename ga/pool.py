@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from ga import check_python
 from ga._interp_backend import Interpreter, RemoteError, new_interpreter
 from ga._pool_types import (
     CancelToken,
@@ -86,7 +87,7 @@ class _Attached:
 
 def _check_shareable(value: object, depth: int = 0) -> None:
     # A narrower rule than `_interpreters.is_shareable`: only the types the
-    # pool documents, so a task's arguments look the same on 3.13 and 3.14.
+    # pool documents and marshal keeps exactly.
     if isinstance(value, tuple) and depth < 8:
         for item in value:
             _check_shareable(item, depth + 1)
@@ -234,6 +235,7 @@ class InterpreterPool:
         allowed: Iterable[str] = DEFAULT_ALLOWED,
         history: int = 256,
     ) -> None:
+        check_python()
         size = (os.cpu_count() or 1) if size is None else size
         if size < 1:
             raise ValueError("pool size must be at least 1")

@@ -304,3 +304,26 @@ def test_pool_and_in_process_evaluators_agree() -> None:
     assert pooled[0]["val_accuracy"] == pooled[2]["val_accuracy"] == local[0]["val_accuracy"]
     assert pooled[1]["status"] != "ok" and pooled[1]["fitness"] == float("-inf")
     assert isinstance(pooled[0]["interpreter"], int)
+
+
+def test_pool_interpreters_do_not_share_a_gil() -> None:
+    # Two pure-Python busy-waits that never block meet only if they run at the
+    # same time. Under one shared GIL the holder gives it up only when the
+    # switch interval expires, which is set far beyond the rendezvous timeout
+    # here, so a pool built on a shared GIL times out. The kernel releases the
+    # GIL, so kernel tests alone cannot tell.
+    flags = bytearray(2)
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(120.0)
+    try:
+        with InterpreterPool(2, allowed=[T + "gil_rendezvous"]) as p:
+            p.attach("flags", {"both": memoryview(flags)})
+            futures = [
+                p.submit(T + "gil_rendezvous", (dataset_arg("flags", "both"), i, 10.0))
+                for i in range(2)
+            ]
+            results = [json.loads(f.result(timeout=60)) for f in futures]
+    finally:
+        sys.setswitchinterval(before)
+    assert flags == b"\x01\x01"
+    assert results[0]["interpreter"] != results[1]["interpreter"]
