@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import dlq, faults, kernel, pool, quality, tracing
+from bench import dlq, faults, kernel, pool, quality, soak, tracing
 from bench.common import Options
 from bench.report import DEFAULT_OUT, write_result
 
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, Runner] = {
     "faults": faults.run,
     "dlq": dlq.run,
     "tracing": tracing.run,
+    "soak": soak.run,
 }
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -91,15 +93,22 @@ class WorkerProcess:
             return
         if self.proc.poll() is None:
             if kill:
-                self.proc.kill()
+                self._kill_group()
             else:
-                self.proc.terminate()
+                self.proc.terminate()  # the supervisor stops its worker, then itself
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._kill_group()
                 self.proc.wait(10)
         self.proc = None
+
+    def _kill_group(self) -> None:
+        # `thunderhelm worker` is a supervisor with the worker as its child, both
+        # in the session started for it: SIGKILL reaches them at once.
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 async def collect(

@@ -47,7 +47,7 @@ def _run_task_in_main() -> None:  # pragma: no cover - runs inside a pool interp
     try:
         __th_worker__.call_into_queue(__th_task__, __th_queue__)  # type: ignore[name-defined]  # noqa: F821
     finally:
-        del __th_task__  # type: ignore[name-defined]  # noqa: F821
+        del __th_task__  # type: ignore[name-defined]
 
 
 _QUEUE_FMT_SHAREABLE_ONLY: Final = 0

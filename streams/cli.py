@@ -124,7 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sp = sub.add_parser("services", help="start/stop/status of local Kafka and Jaeger")
     sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sub.add_parser("worker", help="run the Faust worker")
+    p = sub.add_parser(
+        "worker",
+        help="run the Faust worker (supervised: restarted when its process dies)",
+        description=(
+            "Run the Faust worker. By default this process is a small supervisor "
+            "that runs the worker as a child process, logs 'worker process PID "
+            "started' and restarts it with exponential backoff when it dies (a "
+            "signal or a non-zero exit); SIGTERM/SIGINT stop both."
+        ),
+    )
+    p.add_argument(
+        "--no-supervise",
+        action="store_true",
+        help="run the worker in this process, with no supervisor to restart it",
+    )
     p = sub.add_parser("submit", help="produce a run request; prints the run id")
     _add_request_flags(p)
     p.add_argument("--wait", action="store_true", help="then watch it to the end")
@@ -161,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="last line: the result JSON")
 
     args = parser.parse_args(argv)
+    if args.command == "worker" and not args.no_supervise:
+        # Before any other import: the supervisor stays a small process.
+        from streams import supervisor
+
+        return supervisor.main()
     from streams import telemetry
 
     telemetry.configure_logging(logging.INFO)
