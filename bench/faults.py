@@ -116,7 +116,7 @@ def run(opts: Options) -> dict[str, Any]:
             for _ in range(kills):
                 time.sleep(rng.uniform(2.0, 6.0))
                 assert victim.proc is not None
-                kill_times.append((time.time(), victim.proc.pid))
+                kill_times.append((time.time(), victim.worker_pid))
                 victim.stop(kill=True)
                 victim.start()
             ids = [r["run_id"] for r in requests]

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from streams.settings import Settings
+from streams.supervisor import started_pids
 
 REPO = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("THUNDERHELM_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -84,6 +85,14 @@ class WorkerProcess:
                 return
             time.sleep(0.3)
         raise TimeoutError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    @property
+    def worker_pid(self) -> int:
+        """The worker's own process: `proc` is the supervisor that runs it."""
+        pids = started_pids(self.log_path.read_text(errors="replace"))
+        if not pids:
+            raise RuntimeError(f"no worker started yet: see {self.log_path}")
+        return pids[-1]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -92,7 +92,7 @@ class _Soak:
         self.drive_s = 0.0
 
     def pool_pid(self) -> int:
-        return started_pids(self.worker.log_path.read_text(errors="replace"))[-1]
+        return self.worker.worker_pid
 
     def sample(self) -> dict[str, Any]:
         pid = self.pool_pid()

@@ -147,9 +147,9 @@ async def _round(mode: str, runs: int, tmp: Path) -> dict[str, Any]:
     try:
         await _batch(worker, 1)  # warm: pool interpreters, kernel import, first fetches
         assert worker.proc is not None
-        cpu_before = _cpu_s(worker.proc.pid)
+        cpu_before = _cpu_s(worker.worker_pid)
         rate, trace_ids = await _batch(worker, runs)
-        cpu = _cpu_s(worker.proc.pid) - cpu_before
+        cpu = _cpu_s(worker.worker_pid) - cpu_before
     finally:
         worker.stop()
     log = worker.log_path.read_text(errors="replace")

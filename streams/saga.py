@@ -86,6 +86,7 @@ class RunState:
     accepted_at: str | None = None
     result: Mapping[str, Any] | None = None
     reasons: tuple[str, ...] = field(default=())
+    settled: bool = False  # terminal, result published, bulk dropped
 
     @property
     def terminal(self) -> bool:
@@ -98,6 +99,15 @@ class RunState:
         return int(self.request.get("ga", {}).get("generations", 0))
 
     def to_dict(self) -> dict[str, Any]:
+        if self.settled:  # kept for every run a worker ever finished: keep it small
+            return {
+                "run_id": self.run_id,
+                "status": self.status,
+                "generation": self.generation,
+                "evaluations": self.evaluations,
+                "version": self.version,
+                "settled": True,
+            }
         return {
             "run_id": self.run_id,
             "status": self.status,
@@ -114,6 +124,7 @@ class RunState:
             "accepted_at": self.accepted_at,
             "result": self.result,
             "reasons": list(self.reasons),
+            "settled": self.settled,
         }
 
     @classmethod
@@ -134,7 +145,27 @@ class RunState:
             accepted_at=raw.get("accepted_at"),
             result=raw.get("result"),
             reasons=tuple(raw.get("reasons", ())),
+            settled=bool(raw.get("settled", False)),
         )
+
+
+def settled(state: RunState) -> RunState:
+    """What a finished run keeps once its result is out.
+
+    A terminal state absorbs every later event and command (see `evolve` and
+    `decide`), so its population, history, result and seen ids are dead
+    weight: a worker that keeps them for every run it ever finished grows
+    without bound. The status and version are all the fold needs.
+    """
+    assert state.terminal, "only a finished run settles"
+    return RunState(
+        run_id=state.run_id,
+        status=state.status,
+        generation=state.generation,
+        evaluations=state.evaluations,
+        version=state.version,
+        settled=True,
+    )
 
 
 # --- decide: commands -> events -------------------------------------------------
@@ -273,6 +304,8 @@ Action = Start | RunGeneration | Finish | PublishResult
 
 def react(state: RunState, *, timed_out: bool = False) -> Action | None:
     """The one next step for a run in this state (None: wait for events)."""
+    if state.settled:
+        return None
     if state.status in ("succeeded", "failed", "cancelled"):
         assert state.result is not None
         return PublishResult(state.result)

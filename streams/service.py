@@ -436,7 +436,14 @@ class RunService:
         )
         raw = self.runs.get(state.run_id.encode())
         if raw is not None and faust.current_event() is not None:  # table writes need the event
-            self.runs[state.run_id.encode()] = {**raw, "_result_published": True}
+            latest = saga.RunState.from_dict(raw)
+            kept = saga.settled(latest).to_dict() if latest.terminal else dict(raw)
+            self.runs[state.run_id.encode()] = {
+                **kept,
+                "_partition": raw.get("_partition"),
+                "_result_published": True,
+            }
+        self._last_progress.pop(state.run_id, None)
 
     async def _produce(
         self,

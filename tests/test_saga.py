@@ -148,6 +148,23 @@ def test_rejected_is_terminal_without_a_result() -> None:
     assert s is not None and s.status == "rejected" and saga.react(s) is None
 
 
+@pytest.mark.parametrize("end", [ev.RUN_SUCCEEDED, ev.RUN_FAILED, ev.RUN_CANCELLED])
+def test_a_settled_run_absorbs_everything_like_the_full_state(end: str) -> None:
+    full = fold(accepted(), started(), generation(0), terminal(end))
+    assert full is not None and full.terminal
+    small = saga.settled(full)
+    assert small.status == full.status and small.version == full.version
+    assert small.ga_state is None and small.result is None and small.seen_ids == ()
+    assert len(repr(small.to_dict())) < len(repr(full.to_dict())) / 2
+    later = [accepted(), started(), generation(1), terminal(ev.RUN_FAILED)]
+    for e in later:
+        assert saga.evolve(small, e) is small
+    assert saga.decide(small, saga.StartRun("c7", REQUEST, "t")) == []
+    assert saga.decide(small, saga.CancelRun("c8", "r1", "late", "t")) == []
+    assert saga.react(full) is not None and saga.react(small) is None  # published once
+    assert saga.RunState.from_dict(small.to_dict()) == small
+
+
 def test_state_round_trips_through_dict() -> None:
     s = fold(accepted(), started(), generation(0))
     assert s is not None
