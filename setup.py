@@ -1,4 +1,4 @@
-"""Build of the compiled training kernel ``ga._kernel``.
+"""Build of the compiled training kernel ``thunderhelm.ga.training._kernel``.
 
 Everything else about the distribution lives in pyproject.toml; this file only
 exists because the Cython extension needs computed build settings: the
@@ -9,6 +9,7 @@ sub-interpreter directives, and run-time search paths for the library.
 import os
 import sys
 import sysconfig
+from pathlib import Path
 
 import scipy_openblas32
 from Cython.Build import cythonize
@@ -16,18 +17,18 @@ from setuptools import Extension, setup
 
 
 def _runtime_rpaths() -> list[str]:
-    """Where libscipy_openblas is looked for when ``ga._kernel`` is loaded.
+    """Where libscipy_openblas is looked for when ``thunderhelm.ga.training._kernel`` is loaded.
 
-    * ``$ORIGIN/../scipy_openblas32/lib``: a regular install puts ``ga/`` and
-      ``scipy_openblas32/`` side by side in site-packages.
+    * ``$ORIGIN/../../../scipy_openblas32/lib``: a regular install puts
+      ``thunderhelm/`` and ``scipy_openblas32/`` side by side in site-packages.
     * the target environment's site-packages: an editable install leaves the
       module in the source tree, and under build isolation the build-time copy
       of the wheel is deleted afterwards, so point at the environment the
       project is installed into (``sysconfig`` still describes it).
     * the build-time copy itself, only when it lives in that environment.
-    ``ga.blas.preload()`` covers any layout these miss.
+    ``thunderhelm.ga.training.blas.preload()`` covers any layout these miss.
     """
-    paths = ["$ORIGIN/../scipy_openblas32/lib"]
+    paths = ["$ORIGIN/../../../scipy_openblas32/lib"]
     for key in ("purelib", "platlib"):
         candidate = os.path.join(sysconfig.get_path(key), "scipy_openblas32", "lib")
         if os.path.isdir(candidate) and candidate not in paths:
@@ -39,9 +40,24 @@ def _runtime_rpaths() -> list[str]:
     return paths
 
 
+# The repository keeps the required top-level folders; they install as
+# subpackages of the one top-level package `thunderhelm`.
+LAYERS = ("streams", "ga", "schemas")
+
+
+def _packages() -> dict[str, str]:
+    """Every package of the distribution, mapped to its folder."""
+    mapping = {"thunderhelm": "thunderhelm"}
+    for layer in LAYERS:
+        for init in sorted(Path(layer).rglob("__init__.py")):
+            folder = init.parent.as_posix()
+            mapping["thunderhelm." + folder.replace("/", ".")] = folder
+    return mapping
+
+
 kernel = Extension(
-    "ga._kernel",
-    sources=["ga/_kernel.pyx"],
+    "thunderhelm.ga.training._kernel",
+    sources=["ga/training/_kernel.pyx"],
     include_dirs=[scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],
@@ -57,6 +73,8 @@ kernel = Extension(
 )
 
 setup(
+    packages=list(_packages()),
+    package_dir=_packages(),
     ext_modules=cythonize(
         [kernel],
         compiler_directives={

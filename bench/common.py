@@ -1,6 +1,7 @@
 """What every benchmark shares: options, datasets, whole NAS runs, timing and RSS.
 
-A whole run is `ga.search.run_search` on the configuration `streams.nas.ga_config`
+A whole run is `ga.core.search.run_search` on the configuration
+`streams.execution.steps.ga_config`
 derives from a run request, so the benchmarks search exactly as `thunderhelm run`
 and the worker do, through whichever `evaluate` port is being measured.
 """
@@ -12,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import _warm
 from bench.report import DEFAULT_OUT
-from ga.datasets import PreparedDataset, load_dataset
-from ga.engine import GAState
-from ga.pool import InterpreterPool, dataset_arg
-from ga.search import Evaluate, run_search
-from streams import nas
-from streams.settings import Settings
+from thunderhelm.ga.core.engine import GAState
+from thunderhelm.ga.core.search import Evaluate, run_search
+from thunderhelm.ga.pool import warmup
+from thunderhelm.ga.pool.interpreter_pool import InterpreterPool, dataset_arg
+from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
+from thunderhelm.streams.execution import steps
+from thunderhelm.streams.worker.settings import Settings
 
 __all__ = [
     "Options",
@@ -55,16 +56,16 @@ def run_request(
     request: Mapping[str, Any], dataset: PreparedDataset, evaluate: Evaluate
 ) -> GAState:
     """One whole NAS run of `request` on `dataset`, candidates trained by `evaluate`."""
-    return run_search(nas.ga_config(request), dataset.n_features, dataset.n_classes, evaluate)
+    return run_search(steps.ga_config(request), dataset.n_features, dataset.n_classes, evaluate)
 
 
 def warm_pool(pool: InterpreterPool, timeout_s: float = 60.0) -> None:
-    """Import the kernel in every interpreter of `pool` (needs `bench._warm:warm` allowed)."""
+    """Import the kernel in every interpreter of `pool` (needs `warmup:warm` allowed)."""
     flags = bytearray(pool.size)
     pool.attach("warm", {"flags": memoryview(flags)})
     try:
         ref = dataset_arg("warm", "flags")
-        futures = [pool.submit(_warm.FUNCTION, (ref, i, timeout_s)) for i in range(pool.size)]
+        futures = [pool.submit(warmup.FUNCTION, (ref, i, timeout_s)) for i in range(pool.size)]
         for future in futures:
             future.result(timeout_s + 5)
     finally:

@@ -38,11 +38,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
 from bench.common import Options
-from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from bench.report import bar
-from schemas.codec import decode_record
-from streams.dlq import original_headers as dlq_original_headers
-from streams.topics import ensure_topics
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.devservices.worker_process import (
+    BOOTSTRAP,
+    WorkerProcess,
+    collect,
+    fresh_env,
+)
+from thunderhelm.streams.worker.dead_letters import original_headers as dlq_original_headers
+from thunderhelm.streams.worker.topics import ensure_topics
 
 RECORDS = 5000
 QUICK_RECORDS = 300

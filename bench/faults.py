@@ -25,18 +25,23 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench.common import Options
-from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from bench.report import bar
-from ga.datasets import load_dataset
-from ga.engine import initial_state, is_finished
-from ga.evaluator import PoolEvaluator
-from ga.pool import InterpreterPool
-from schemas.codec import decode_record
-from schemas.requests import RunRequest
-from streams import nas
-from streams.invariants import violations
-from streams.service import to_domain
-from streams.settings import Settings
+from thunderhelm.ga.core.engine import initial_state, is_finished
+from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
+from thunderhelm.ga.training.datasets import load_dataset
+from thunderhelm.ga.training.evaluators import PoolEvaluator
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.requests import RunRequest
+from thunderhelm.streams.devservices.worker_process import (
+    BOOTSTRAP,
+    WorkerProcess,
+    collect,
+    fresh_env,
+)
+from thunderhelm.streams.domain.invariants import violations
+from thunderhelm.streams.execution import steps
+from thunderhelm.streams.worker.service import to_domain
+from thunderhelm.streams.worker.settings import Settings
 
 
 def _request(index: int, quick: bool) -> dict[str, Any]:
@@ -65,11 +70,11 @@ def _uninterrupted(requests: list[dict[str, Any]], settings: Settings) -> dict[s
             dataset = load_dataset(
                 request["dataset"], data_root=settings.data_root, text_dir=settings.text_dir
             )
-            config = nas.ga_config(request)
+            config = steps.ga_config(request)
             state = initial_state(config)
             with PoolEvaluator(pool, dataset, deadline_s=600.0) as evaluate:
                 while not is_finished(state, config):
-                    state = nas.run_generation(
+                    state = steps.run_generation(
                         request, state, dataset.n_features, dataset.n_classes, evaluate
                     ).state
             assert state.best is not None
@@ -79,8 +84,8 @@ def _uninterrupted(requests: list[dict[str, Any]], settings: Settings) -> dict[s
 
 
 async def _submit(topic: str, requests: list[dict[str, Any]]) -> None:
-    from schemas.codec import encode_event
-    from streams.client import command_event
+    from thunderhelm.schemas.codec import encode_event
+    from thunderhelm.streams.cli.client import command_event
 
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
     await producer.start()

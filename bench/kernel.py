@@ -1,7 +1,7 @@
 """The kernel benchmark: the compiled kernel in a sub-interpreter against numpy in main.
 
-Candidates are trained by `ga._kernel` inside isolated interpreters, where
-numpy cannot be imported; `ga.reference` is the same network, loss, AdamW
+Candidates are trained by `thunderhelm.ga.training._kernel` inside isolated interpreters, where
+numpy cannot be imported; `thunderhelm.ga.training.reference` is the same network, loss, AdamW
 step, initial weights and batch order in numpy. This benchmark trains the same
 candidate networks on the same data both ways — the kernel through a warm
 one-interpreter pool, numpy in the main interpreter with its BLAS limited to
@@ -21,16 +21,16 @@ from threadpoolctl import (  # type: ignore[import-untyped]  # ships no type hin
     threadpool_limits,
 )
 
-from bench import _warm
 from bench.common import Options, best_of, load_named, warm_pool
 from bench.report import bar
-from ga.datasets import PreparedDataset
-from ga.engine import candidate_training_seed, initial_state
-from ga.evaluator import TRAIN_FUNCTION, InProcessEvaluator, PoolEvaluator
-from ga.genome import to_network
-from ga.pool import InterpreterPool
-from ga.reference import train_reference
-from streams import nas
+from thunderhelm.ga.core.engine import candidate_training_seed, initial_state
+from thunderhelm.ga.core.genome import to_network
+from thunderhelm.ga.pool import warmup
+from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
+from thunderhelm.ga.training.datasets import PreparedDataset
+from thunderhelm.ga.training.evaluators import TRAIN_FUNCTION, InProcessEvaluator, PoolEvaluator
+from thunderhelm.ga.training.reference import train_reference
+from thunderhelm.streams.execution import steps
 
 __all__ = ["run"]
 
@@ -70,7 +70,7 @@ def workloads(quick: bool) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 def candidates(request: Mapping[str, Any], dataset: PreparedDataset) -> list[dict[str, Any]]:
     """The networks of the request's generation 0, exactly as a run would train them."""
-    config = nas.ga_config(request)
+    config = steps.ga_config(request)
     return [
         to_network(g, dataset.n_features, dataset.n_classes, candidate_training_seed(config, 0, i))
         for i, g in enumerate(initial_state(config).population)
@@ -123,7 +123,7 @@ def run(opts: Options) -> dict[str, Any]:
     repeats = 1 if opts.quick else 3
     per_workload: dict[str, Any] = {}
     rows_all: list[dict[str, Any]] = []
-    allowed = (TRAIN_FUNCTION, _warm.FUNCTION)
+    allowed = (TRAIN_FUNCTION, warmup.FUNCTION)
     with InterpreterPool(1, allowed=allowed) as pool:
         warm_pool(pool)
         for spec, request in workloads(opts.quick):

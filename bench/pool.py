@@ -24,19 +24,19 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Self
 
-from bench import _warm
 from bench.common import Options, cores, load_named, rss_mb, run_request, warm_pool
 from bench.report import bar
-from ga.datasets import PreparedDataset
-from ga.engine import GAState
-from ga.evaluator import TRAIN_FUNCTION, InProcessEvaluator, PoolEvaluator
-from ga.pool import InterpreterPool
+from thunderhelm.ga.core.engine import GAState
+from thunderhelm.ga.pool import warmup
+from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
+from thunderhelm.ga.training.datasets import PreparedDataset
+from thunderhelm.ga.training.evaluators import TRAIN_FUNCTION, InProcessEvaluator, PoolEvaluator
 
 __all__ = ["run"]
 
-ECHO = "ga._pool_selftest:echo"
-SPIN = "ga._pool_selftest:spin"
-ALLOWED = (TRAIN_FUNCTION, _warm.FUNCTION, ECHO, SPIN)
+ECHO = "thunderhelm.ga.pool.selftest:echo"
+SPIN = "thunderhelm.ga.pool.selftest:spin"
+ALLOWED = (TRAIN_FUNCTION, warmup.FUNCTION, ECHO, SPIN)
 RUNS = 4
 ROUNDS = 3
 EXTRA_INTERPRETERS = 4
@@ -160,7 +160,7 @@ _process_dataset: list[PreparedDataset] = []
 
 def _process_init(spec: Mapping[str, Any]) -> None:
     _process_dataset.append(load_named(spec))
-    import ga.training  # noqa: F401  # warm: the kernel is loaded before any timing
+    import thunderhelm.ga.training.candidate  # noqa: F401  # warm: the kernel is loaded before any timing
 
 
 def _process_ready(_: int) -> int:
@@ -211,7 +211,7 @@ def gil_bound(size: int, tasks: int, n: int, rounds: int) -> dict[str, Any]:
     that holds it shows whether the pool's interpreters really have a GIL each.
     Sequential is the same tasks one after another in the main interpreter.
     """
-    from ga import _pool_selftest
+    from thunderhelm.ga.pool import selftest
 
     times: dict[str, list[float]] = {"sequential": [], "subinterpreters": [], "threads": []}
     with (
@@ -222,13 +222,13 @@ def gil_bound(size: int, tasks: int, n: int, rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             began = time.perf_counter()
             for _ in range(tasks):
-                _pool_selftest.spin(n)
+                selftest.spin(n)
             times["sequential"].append(time.perf_counter() - began)
             began = time.perf_counter()
             list(pool.map(SPIN, [(n,)] * tasks))
             times["subinterpreters"].append(time.perf_counter() - began)
             began = time.perf_counter()
-            list(threads.map(_pool_selftest.spin, [n] * tasks))
+            list(threads.map(selftest.spin, [n] * tasks))
             times["threads"].append(time.perf_counter() - began)
     best = {k: min(v) for k, v in times.items()}
     return {

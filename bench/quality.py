@@ -25,15 +25,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench import _warm
 from bench.common import Options, cores, load_named, run_request, warm_pool
 from bench.report import bar
-from ga.datasets import PreparedDataset, bigram_baseline_accuracy
-from ga.engine import GAState, candidate_training_seed, initial_state
-from ga.evaluator import TRAIN_FUNCTION, PoolEvaluator
-from ga.genome import to_network
-from ga.pool import InterpreterPool
-from streams import nas
+from thunderhelm.ga.core.engine import GAState, candidate_training_seed, initial_state
+from thunderhelm.ga.core.genome import to_network
+from thunderhelm.ga.pool import warmup
+from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
+from thunderhelm.ga.training.datasets import PreparedDataset, bigram_baseline_accuracy
+from thunderhelm.ga.training.evaluators import TRAIN_FUNCTION, PoolEvaluator
+from thunderhelm.streams.execution import steps
 
 __all__ = ["run"]
 
@@ -78,7 +78,7 @@ def random_search(
     request: Mapping[str, Any], dataset: PreparedDataset, evaluate: PoolEvaluator, n: int
 ) -> list[float]:
     """Validation accuracies of `n` distinct random genomes from the request's search space."""
-    ga_config = nas.ga_config(request)
+    ga_config = steps.ga_config(request)
     config = dataclasses.replace(
         ga_config, population=n, elite=0, seed=ga_config.seed + RANDOM_SEED_OFFSET
     )
@@ -145,7 +145,7 @@ def run(opts: Options) -> dict[str, Any]:
     shakes_req = shakespeare_request(opts.quick)
     digits = load_named(digits_request(opts.quick, 0)["dataset"])
     shakes = load_named(shakes_req["dataset"])
-    with InterpreterPool(size, allowed=(TRAIN_FUNCTION, _warm.FUNCTION)) as pool:
+    with InterpreterPool(size, allowed=(TRAIN_FUNCTION, warmup.FUNCTION)) as pool:
         warm_pool(pool)
         with PoolEvaluator(pool, digits, deadline_s=900.0) as evaluate:
             per_seed = [_digits_seed(opts.quick, s, digits, evaluate) for s in seeds]

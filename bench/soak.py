@@ -32,12 +32,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.common import Options
-from bench.harness import BOOTSTRAP, WorkerProcess, fresh_env
 from bench.report import bar
-from schemas.codec import decode_record, encode_event
-from streams.client import command_event
-from streams.settings import Settings
-from streams.supervisor import started_pids
+from thunderhelm.schemas.codec import decode_record, encode_event
+from thunderhelm.streams.cli.client import command_event
+from thunderhelm.streams.devservices.worker_process import BOOTSTRAP, WorkerProcess, fresh_env
+from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.worker.supervisor import started_pids
 
 RUNS = 5_000
 QUICK_RUNS = 320

@@ -37,8 +37,13 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench.common import Options
-from bench.harness import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from bench.report import bar
+from thunderhelm.streams.devservices.worker_process import (
+    BOOTSTRAP,
+    WorkerProcess,
+    collect,
+    fresh_env,
+)
 
 RUNS = 32
 QUICK_RUNS = 3

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.envelope import JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, CloudEvent
+from thunderhelm.schemas.envelope import JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, CloudEvent
 
 MAX_NESTING = 32
 

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from schemas.requests import RunRequest
+from thunderhelm.schemas.requests import RunRequest
 
 ENV_PREFIX = "THUNDERHELM_LIMIT_"
 

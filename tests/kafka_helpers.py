@@ -1,5 +1,12 @@
-"""The broker-test helpers live in `bench.harness` (benchmarks use them too)."""
+"""The broker-test helpers live in `streams/devservices/worker_process.py` (benchmarks too)."""
 
-from bench.harness import BOOTSTRAP, REPO, WorkerProcess, collect, free_port, fresh_env
+from thunderhelm.streams.devservices.worker_process import (
+    BOOTSTRAP,
+    REPO,
+    WorkerProcess,
+    collect,
+    free_port,
+    fresh_env,
+)
 
 __all__ = ["BOOTSTRAP", "REPO", "WorkerProcess", "collect", "free_port", "fresh_env"]

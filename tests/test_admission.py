@@ -8,17 +8,17 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import MAX_NESTING, DecodeError, _nests_deeper, parse_json
-from schemas.envelope import CloudEvent
-from schemas.limits import Limits
-from streams.admission import (
+from thunderhelm.schemas.codec import MAX_NESTING, DecodeError, _nests_deeper, parse_json
+from thunderhelm.schemas.envelope import CloudEvent
+from thunderhelm.schemas.limits import Limits
+from thunderhelm.streams.worker.admission import (
     FORWARD_PREFIX,
     forward_headers,
     run_id_of_key,
     screen_command,
     unwrap_forwarded,
 )
-from streams.dlq import Failure, Origin
+from thunderhelm.streams.worker.dead_letters import Failure, Origin
 
 LIMITS = Limits()
 

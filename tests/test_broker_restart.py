@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from schemas import events as ev
-from schemas.codec import decode_record
-from streams import services
-from streams.invariants import violations
-from streams.service import to_domain
-from streams.services import ServicesSettings
-from streams.services_base import port_in_use
 from tests import test_faults as faults
 from tests.kafka_helpers import WorkerProcess, collect, fresh_env
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.devservices import commands
+from thunderhelm.streams.devservices.commands import ServicesSettings
+from thunderhelm.streams.devservices.local_service import port_in_use
+from thunderhelm.streams.domain.invariants import violations
+from thunderhelm.streams.worker.service import to_domain
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -47,11 +47,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicesSetting
         kafka_controller_port=controller_port,
         kafka_heap_max="384m",
     )
-    services.start(settings, jaeger=False)
+    commands.start(settings, jaeger=False)
     try:
         yield settings
     finally:
-        services.stop(settings, jaeger=False)
+        commands.stop(settings, jaeger=False)
 
 
 def test_broker_stopped_and_restarted_mid_run(broker: ServicesSettings, tmp_path: Path) -> None:
@@ -84,9 +84,9 @@ def test_broker_stopped_and_restarted_mid_run(broker: ServicesSettings, tmp_path
             )
 
         asyncio.run(collect([s.run_events], generation_done, timeout_s=120, bootstrap=bootstrap))
-        services.stop(broker, jaeger=False)  # the broker goes away mid-run
+        commands.stop(broker, jaeger=False)  # the broker goes away mid-run
         time.sleep(5.0)
-        services.start(broker, jaeger=False)
+        commands.start(broker, jaeger=False)
         records = asyncio.run(
             collect(
                 [s.run_events, s.run_results],

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.codec import DecodeError, EnvelopeError, decode_record, encode_event
-from schemas.requests import RunRequest
+from thunderhelm.schemas.codec import DecodeError, EnvelopeError, decode_record, encode_event
+from thunderhelm.schemas.requests import RunRequest
 
 DATA: dict[str, Any] = {"run_id": "nas-001", "dataset": {"name": "spirals", "seed": 7}}
 STRUCTURED: dict[str, Any] = {

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ga.datasets import (
+from thunderhelm.ga.training.datasets import (
     DatasetError,
     PreparedDataset,
     bigram_baseline_accuracy,
     load_dataset,
 )
-from streams.settings import default_text_dir
+from thunderhelm.streams.worker.settings import default_text_dir
 
 SHAKESPEARE = default_text_dir()
 NOWHERE = Path("/nonexistent-thunderhelm")

@@ -22,12 +22,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas import events as ev
-from schemas.codec import decode_record
-from streams import dlq_cli
-from streams.settings import Settings
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from tests.test_e2e_kafka import for_run, produce, small_request, structured
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.cli import dead_letters
+from thunderhelm.streams.worker.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
 async def cli(settings: Settings, *argv: str) -> tuple[int, str]:
     """The command as a user runs it (in a thread: it runs its own event loop)."""
     out = io.StringIO()
-    code = await asyncio.to_thread(dlq_cli.main, list(argv), settings=settings, out=out)
+    code = await asyncio.to_thread(dead_letters.main, list(argv), settings=settings, out=out)
     return code, out.getvalue()
 
 

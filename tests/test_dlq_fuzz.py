@@ -31,11 +31,11 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from schemas import events as ev
-from schemas.codec import decode_record
-from streams.dlq import original_headers as dlq_original_headers
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from tests.test_e2e_kafka import small_request, structured
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.worker.dead_letters import original_headers as dlq_original_headers
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 JAEGER = os.environ.get("THUNDERHELM_JAEGER_UI", "http://127.0.0.1:16686")

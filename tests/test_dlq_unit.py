@@ -13,8 +13,14 @@ from typing import Any
 
 import pytest
 
-from streams.dlq import Failure, OrderedAcks, Origin, classify, dead_letter_headers
-from streams.dlq_cli import DeadLetter, Filter, _text_or_base64
+from thunderhelm.streams.cli.dead_letters import DeadLetter, Filter, _text_or_base64
+from thunderhelm.streams.worker.dead_letters import (
+    Failure,
+    OrderedAcks,
+    Origin,
+    classify,
+    dead_letter_headers,
+)
 
 DLQ_NAMES = [
     "dlq.error.class",

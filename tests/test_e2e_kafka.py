@@ -20,9 +20,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from schemas import events as ev
-from schemas.codec import decode_record
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 JAEGER = os.environ.get("THUNDERHELM_JAEGER_UI", "http://127.0.0.1:16686")

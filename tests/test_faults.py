@@ -18,12 +18,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from schemas import events as ev
-from schemas.codec import decode_record
-from streams import saga
-from streams.invariants import violations
-from streams.service import to_domain
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.domain.invariants import violations
+from thunderhelm.streams.worker.service import to_domain
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 Records = list[ConsumerRecord[bytes, bytes]]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ga.genome import (
+from thunderhelm.ga.core.genome import (
     ACTIVATIONS,
     Genome,
     SearchSpace,

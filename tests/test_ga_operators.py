@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ga.genome import (
+from thunderhelm.ga.core.genome import (
     Genome,
     SearchSpace,
     Unit,
@@ -20,7 +20,7 @@ from ga.genome import (
     space_violations,
     to_network,
 )
-from ga.operators import (
+from thunderhelm.ga.core.operators import (
     FAILED,
     MUTATION_ASPECTS,
     crossover,

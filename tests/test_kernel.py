@@ -1,9 +1,9 @@
 """The compiled training kernel against its numpy reference, and inside sub-interpreters.
 
-Why these tests exist: candidates are trained by ``ga._kernel`` in isolated
+Why these tests exist: candidates are trained by ``thunderhelm.ga.training._kernel`` in isolated
 sub-interpreters where nothing else can check the arithmetic, so here the
 kernel's forward values, gradients and whole training runs are compared with
-``ga.reference`` (itself checked by finite differences), the cooperative
+``thunderhelm.ga.training.reference`` (itself checked by finite differences), the cooperative
 deadline/cancel and error paths are exercised, and the kernel is run in two
 interpreters at once.
 """
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import ga
-from ga import _kernel
-from ga.reference import initial_net, train_reference
-from ga.training import ACTIVATIONS, parse_spec, train_candidate
+import thunderhelm.ga
+from thunderhelm.ga.training import _kernel
+from thunderhelm.ga.training.candidate import ACTIVATIONS, parse_spec, train_candidate
+from thunderhelm.ga.training.reference import initial_net, train_reference
 
 _interpreters = pytest.importorskip("_interpreters")
 
@@ -292,7 +292,7 @@ _SUB_CODE = """
 import sys
 sys.path[:0] = list(paths)
 import json, time
-from ga.training import train_candidate
+from thunderhelm.ga.training.candidate import train_candidate
 out = train_candidate(spec, xt, yt, xv, yv, n_features, time.time() + deadline_s, cancel)
 data = out.encode()
 result[4:4 + len(data)] = data
@@ -315,7 +315,7 @@ def test_kernel_trains_in_two_subinterpreters_at_once() -> None:
     xb, yb = memoryview(x).cast("B"), memoryview(y).cast("B")
     flag = bytearray(1)
     results = [bytearray(1 << 16) for _ in range(3)]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(ga.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(thunderhelm.ga.__file__)))
     common = {"paths": (root, *sys.path), "n_features": 9, "xt": xb, "yt": yb,
               "xv": xb, "yv": yb}  # fmt: skip
     jobs = [

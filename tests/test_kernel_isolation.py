@@ -17,17 +17,17 @@ import sys
 
 import pytest
 
-from ga.pool import InterpreterPool
+from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
 
-_kernel = pytest.importorskip("ga._kernel")
+_kernel = pytest.importorskip("thunderhelm.ga.training._kernel")
 
-NET_TYPE = "ga._pool_selftest:kernel_net_type"
-HAMMER = "ga._pool_selftest:hammer_kernel"
+NET_TYPE = "thunderhelm.ga.pool.selftest:kernel_net_type"
+HAMMER = "thunderhelm.ga.pool.selftest:hammer_kernel"
 HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 
 
 def test_net_is_a_heap_type() -> None:
-    assert _kernel.Net.__flags__ & HEAP_TYPE, "ga._kernel.Net is a static type"
+    assert _kernel.Net.__flags__ & HEAP_TYPE, "thunderhelm.ga.training._kernel.Net is a static type"
 
 
 def test_every_interpreter_has_its_own_net_type() -> None:
@@ -49,7 +49,7 @@ def test_every_interpreter_has_its_own_net_type() -> None:
 
 _HAMMER_SCRIPT = """
 import sys
-from ga.pool import InterpreterPool
+from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
 
 with InterpreterPool(2, allowed=[{hammer!r}]) as pool:
     futures = [pool.submit({hammer!r}, ({rounds},)) for _ in range({tasks})]
@@ -74,6 +74,6 @@ def test_two_interpreters_hammering_a_net_survive() -> None:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
     )
     assert proc.returncode == 0, (
-        f"two interpreters hammering ga._kernel.Net: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+        f"two interpreters hammering Net: exit {proc.returncode}\n{proc.stderr[-3000:]}"
     )
     assert "survived 8 tasks on 2 interpreters" in proc.stdout

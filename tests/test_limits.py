@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas.codec import describe_validation_error
-from schemas.limits import Limits, record_bytes, validate_request
-from schemas.requests import RunRequest
-from streams.settings import Settings
+from thunderhelm.schemas.codec import describe_validation_error
+from thunderhelm.schemas.limits import Limits, record_bytes, validate_request
+from thunderhelm.schemas.requests import RunRequest
+from thunderhelm.streams.worker.settings import Settings
 
 
 def request(**over: Any) -> dict[str, Any]:

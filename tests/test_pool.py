@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ga import _pool_worker
-from ga.pool import (
+from thunderhelm.ga.pool import task_runner
+from thunderhelm.ga.pool.interpreter_pool import (
     CancelToken,
     InterpreterPool,
     PoolClosedError,
@@ -29,7 +29,7 @@ from ga.pool import (
     dataset_arg,
 )
 
-T = "ga._pool_selftest:"
+T = "thunderhelm.ga.pool.selftest:"
 SELFTEST = [
     T + name
     for name in (
@@ -79,7 +79,7 @@ def test_context_manager_closes() -> None:
 
 
 def test_allowlist_refuses_everything_else(pool: InterpreterPool) -> None:
-    for name in ("os:system", "builtins:eval", "ga._pool_selftest:_state", "echo", ""):
+    for name in ("os:system", "builtins:eval", "thunderhelm.ga.pool.selftest:_state", "echo", ""):
         with pytest.raises(TaskRefusedError):
             pool.submit(name, ("x",))
     with pytest.raises(ValueError, match="module:function"):
@@ -92,13 +92,13 @@ def test_allowlist_refuses_everything_else(pool: InterpreterPool) -> None:
 
 def test_interpreter_side_refuses_unlisted_function() -> None:
     # Second line of defence: the worker checks its own allowlist too.
-    _pool_worker.configure((T + "echo",))
+    task_runner.configure((T + "echo",))
     try:
         with pytest.raises(PermissionError):
-            _pool_worker.call(("os:getcwd", ()))
-        assert _pool_worker.call((T + "echo", ("ok",))) == "ok"
+            task_runner.call(("os:getcwd", ()))
+        assert task_runner.call((T + "echo", ("ok",))) == "ok"
     finally:
-        _pool_worker.configure(())
+        task_runner.configure(())
 
 
 @pytest.mark.parametrize("bad", [[1], {"a": 1}, bytearray(1), memoryview(b"x"), (1, [2]), object()])
@@ -117,7 +117,7 @@ def test_raising_task_fails_alone_and_interpreter_is_recycled() -> None:
             failing.result(timeout=10)
         err = caught.value
         assert err.exc_type == "ValueError" and err.message == "boom"
-        assert "Traceback" in err.formatted and "_pool_selftest.py" in err.formatted
+        assert "Traceback" in err.formatted and "selftest.py" in err.formatted
         assert err.interpreter == before
         assert after_failure.result(timeout=10) == "still serving"
         stats = p.stats()
@@ -228,27 +228,30 @@ def test_cpu_bound_tasks_run_on_both_interpreters(pool: InterpreterPool) -> None
 
 
 def _pool_selftest_spin(n: int) -> str:
-    from ga import _pool_selftest
+    from thunderhelm.ga.pool import selftest
 
-    return _pool_selftest.spin(n)
+    return selftest.spin(n)
 
 
 def _kernel_importable() -> bool:
     try:
-        importlib.import_module("ga._kernel")
+        importlib.import_module("thunderhelm.ga.training._kernel")
     except ImportError:
         return False
     return True
 
 
-needs_kernel = pytest.mark.skipif(not _kernel_importable(), reason="ga._kernel is not built")
+needs_kernel = pytest.mark.skipif(
+    not _kernel_importable(), reason="thunderhelm.ga.training._kernel is not built"
+)
 
 
 _TWO_INTERPRETER_IMPORT = """
 import _interpreters, sys
+KERNEL = "thunderhelm.ga.training._kernel"
 for _ in range(2):
     iid = _interpreters.create()
-    err = _interpreters.exec(iid, f"import sys; sys.path[:] = {sys.path!r}; import ga._kernel")
+    err = _interpreters.exec(iid, f"import sys; sys.path[:] = {sys.path!r}; import {KERNEL}")
     _interpreters.destroy(iid)
     if err is not None:
         sys.exit(err.errdisplay)
@@ -267,7 +270,7 @@ def _check_kernel_loads_in_two_interpreters() -> None:
     )
     if proc.returncode != 0:
         pytest.fail(
-            f"ga._kernel cannot be imported by two interpreters (exit {proc.returncode}): "
+            f"the kernel cannot be imported by two interpreters (exit {proc.returncode}): "
             f"{proc.stderr[-2000:]}"
         )
 
@@ -275,8 +278,8 @@ def _check_kernel_loads_in_two_interpreters() -> None:
 @needs_kernel
 def test_pool_and_in_process_evaluators_agree() -> None:
     _check_kernel_loads_in_two_interpreters()
-    from ga.datasets import load_dataset
-    from ga.evaluator import InProcessEvaluator, PoolEvaluator
+    from thunderhelm.ga.training.datasets import load_dataset
+    from thunderhelm.ga.training.evaluators import InProcessEvaluator, PoolEvaluator
 
     ds = load_dataset(
         {"name": "spirals", "samples": 300, "classes": 3, "seed": 1},

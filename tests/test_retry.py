@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.retry import RetryPolicy, is_retryable, next_delay
+from thunderhelm.streams.domain.retry import RetryPolicy, is_retryable, next_delay
 
 
 class KafkaConnectionError(Exception):

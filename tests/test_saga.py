@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import events as ev
-from streams import saga
+from thunderhelm.schemas import events as ev
+from thunderhelm.streams.domain import saga
 
 REQUEST: dict[str, Any] = {
     "run_id": "r1",

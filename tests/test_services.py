@@ -22,9 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from streams import services, services_base, services_jaeger, services_kafka
-from streams.services import ServicesError, ServicesSettings
-from streams.services_base import port_in_use, require_go, require_java, require_mvn
+from thunderhelm.streams.devservices import commands, jaeger_service, kafka_service, local_service
+from thunderhelm.streams.devservices.commands import ServicesError, ServicesSettings
+from thunderhelm.streams.devservices.local_service import (
+    port_in_use,
+    require_go,
+    require_java,
+    require_mvn,
+)
 
 # --------------------------------------------------------------------------- unit
 
@@ -49,18 +54,18 @@ def test_settings_from_env() -> None:
 
 def test_cluster_id_is_like_kafka_storage_random_uuid() -> None:
     for _ in range(200):
-        cid = services_kafka.new_cluster_id()
+        cid = kafka_service.new_cluster_id()
         assert len(cid) == 22 and not cid.startswith("-")
         assert len(base64.urlsafe_b64decode(cid + "==")) == 16
 
 
 def test_generated_configs_bind_loopback_only(tmp_path: Path) -> None:
     s = ServicesSettings(state_dir=tmp_path, kafka_port=19092, kafka_controller_port=19093)
-    props = services_kafka.render_server_properties(s)
+    props = kafka_service.render_server_properties(s)
     assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in props
     assert "offsets.topic.replication.factor=1" in props
     assert f"log.dirs={tmp_path}/kafka/data" in props
-    config = services_jaeger.render_config(s)
+    config = jaeger_service.render_config(s)
     assert "0.0.0.0" not in config and "enable_tracing: false" in config
     for port in s.jaeger_ports():
         assert f"127.0.0.1:{port}" in config or f"port: {port}" in config
@@ -103,18 +108,18 @@ def test_foreign_process_on_port_is_reported(tmp_path: Path) -> None:
         with pytest.raises(
             ServicesError, match=rf"in use.*127\.0\.0\.1:{port} held by pid {os.getpid()}"
         ):
-            services.start(s, jaeger=False)
+            commands.start(s, jaeger=False)
 
 
 def test_stop_never_kills_a_process_it_did_not_start(tmp_path: Path) -> None:
     s = ServicesSettings(state_dir=tmp_path, kafka_port=1, jaeger_query_port=2)
-    for pid_file in (services_kafka.pid_file(s), services_jaeger.pid_file(s)):
+    for pid_file in (kafka_service.pid_file(s), jaeger_service.pid_file(s)):
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{os.getpid()}\n")  # a recycled pid: this very test process
-    assert services.status(s).none_running
-    result = services.stop(s)
+    assert commands.status(s).none_running
+    result = commands.stop(s)
     assert [x.message for x in result.services] == ["was not running", "was not running"]
-    assert not services_kafka.pid_file(s).exists()
+    assert not kafka_service.pid_file(s).exists()
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -134,10 +139,10 @@ def _free_ports(n: int) -> list[int]:
 def _skip_without_tools(settings: ServicesSettings) -> None:
     try:
         require_java()
-        if not services_kafka.libs_dir(settings).exists():
+        if not kafka_service.libs_dir(settings).exists():
             require_mvn()
-        if not services_jaeger.binary(settings).exists():
-            require_go(services_jaeger.go_minimum(settings))
+        if not jaeger_service.binary(settings).exists():
+            require_go(jaeger_service.go_minimum(settings))
     except ServicesError as exc:
         pytest.skip(str(exc))
 
@@ -158,18 +163,18 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicesSetti
         kafka_heap_max="384m",
     )
     _skip_without_tools(settings)
-    services.start(settings)
+    commands.start(settings)
     try:
         yield settings
     finally:
-        services.stop(settings)
+        commands.stop(settings)
 
 
 @pytest.mark.kafka
 @pytest.mark.jaeger
 def test_second_start_is_harmless(instance: ServicesSettings) -> None:
-    before = services.status(instance)
-    again = services.start(instance)
+    before = commands.status(instance)
+    again = commands.start(instance)
     assert [x.message for x in again.services] == ["already running", "already running"]
     assert [x.pid for x in again.services] == [x.pid for x in before.services]
 
@@ -177,7 +182,7 @@ def test_second_start_is_harmless(instance: ServicesSettings) -> None:
 @pytest.mark.kafka
 @pytest.mark.jaeger
 def test_status_reports_running_with_logs(instance: ServicesSettings) -> None:
-    result = services.status(instance)
+    result = commands.status(instance)
     assert result.all_running
     for state in result.services:
         assert state.pid is not None and state.log_file.is_file()
@@ -275,7 +280,7 @@ def test_cli_status_and_exit_codes(
     monkeypatch.setenv("THUNDERHELM_KAFKA_PORT", str(instance.kafka_port))
     monkeypatch.setenv("THUNDERHELM_KAFKA_CONTROLLER_PORT", str(instance.kafka_controller_port))
     monkeypatch.setenv("THUNDERHELM_JAEGER_QUERY_PORT", str(instance.jaeger_query_port))
-    assert services.main(["status", "--json"]) == 0
+    assert commands.main(["status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["kafka"]["running"] and report["jaeger"]["running"]
     assert report["kafka"]["log_file"].endswith("kafka/kafka.log")
@@ -284,16 +289,16 @@ def test_cli_status_and_exit_codes(
 @pytest.mark.kafka
 @pytest.mark.jaeger
 def test_stop_leaves_nothing_running(instance: ServicesSettings) -> None:
-    pids = [x.pid for x in services.status(instance).services]
-    result = services.stop(instance)
+    pids = [x.pid for x in commands.status(instance).services]
+    result = commands.stop(instance)
     assert result.none_running
     for pid in pids:
         # A zombie still has /proc/<pid> until its parent (this test) reaps it.
-        assert pid is not None and not services_base.is_alive(pid)
+        assert pid is not None and not local_service.is_alive(pid)
     for port in (*instance.kafka_ports(), *instance.jaeger_ports()):
         assert not port_in_use("127.0.0.1", port), port
-    assert [x.message for x in services.stop(instance).services] == ["was not running"] * 2
-    assert not services.status(instance).all_running
+    assert [x.message for x in commands.stop(instance).services] == ["was not running"] * 2
+    assert not commands.status(instance).all_running
 
 
 async def _topics(bootstrap: str) -> set[str]:
@@ -314,7 +319,7 @@ async def test_restart_keeps_data_and_fresh_wipes_it(instance: ServicesSettings)
     if not marker.exists():
         pytest.skip("needs the round-trip test's topic")
     topic = marker.read_text()
-    assert services.start(instance, jaeger=False).all_running
+    assert commands.start(instance, jaeger=False).all_running
     assert topic in await _topics(instance.bootstrap_servers)
-    assert services.start(instance, jaeger=False, fresh=True).all_running
+    assert commands.start(instance, jaeger=False, fresh=True).all_running
     assert topic not in await _topics(instance.bootstrap_servers)

@@ -21,17 +21,17 @@ from typing import Any
 
 import pytest
 
-from schemas import events as ev
-from schemas.codec import decode_record
-from streams.invariants import violations
-from streams.supervisor import Backoff, describe_death, started_pids
 from tests.kafka_helpers import REPO, WorkerProcess, fresh_env
 from tests.test_faults import events, of, request, results, start, wait_for
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.domain.invariants import violations
+from thunderhelm.streams.worker.supervisor import Backoff, describe_death, started_pids
 
 # A supervisor with a fast backoff, its child command taken from argv.
 SUPERVISE = """
 import logging, sys
-from streams.supervisor import LOG_FORMAT, Backoff, Supervisor
+from thunderhelm.streams.worker.supervisor import LOG_FORMAT, Backoff, Supervisor
 logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 backoff = Backoff(first_s=0.05, cap_s=0.2, reset_after_s=60.0)
 sys.exit(Supervisor(sys.argv[2:], backoff=backoff, grace_s=float(sys.argv[1])).run())
@@ -317,8 +317,8 @@ def test_sigterm_to_a_supervised_worker_stops_both_processes_with_exit_0(tmp_pat
 def test_the_supervisor_process_imports_nothing_heavy() -> None:
     # What `thunderhelm worker` has loaded when it hands over to the supervisor.
     probe = (
-        "import sys, streams.cli, streams.supervisor; "
-        "print(sorted(m for m in ('faust', 'numpy', 'ga.pool', 'ga') if m in sys.modules))"
+        "import sys, thunderhelm.streams.cli.main, thunderhelm.streams.worker.supervisor; "
+        "print(sorted(m for m in ('faust', 'numpy', 'thunderhelm.ga.pool') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True

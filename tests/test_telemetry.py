@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from streams import metrics, nas, telemetry
+from thunderhelm.streams.execution import steps
+from thunderhelm.streams.observability import metrics, telemetry
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
@@ -175,7 +176,7 @@ def test_training_summary_of_a_generation() -> None:
         },
         {"status": "timeout", "started_at": None, "ended_at": 13.0, "epochs_run": 0},
     ]
-    summary = nas.training_summary(candidates, wall_s=3.0)
+    summary = steps.training_summary(candidates, wall_s=3.0)
     assert summary == {
         "candidates_trained": 3,
         "failed": 1,

@@ -3,7 +3,7 @@
 A real worker subprocess (fresh topics, fresh group) exports spans to the
 Jaeger started by `thunderhelm services start`, and metrics to an OTLP/HTTP
 receiver that this module runs in a thread. The request is produced with
-`streams.client.submit` under this process's own tracer provider, so the
+`thunderhelm.streams.cli.client.submit` under this process's own tracer provider, so the
 producer's span is in the trace too. Every wait polls until a deadline.
 """
 
@@ -31,12 +31,13 @@ from aiokafka.structs import ConsumerRecord
 from opentelemetry import trace
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
-from schemas import events as ev
-from schemas.codec import decode_record
-from streams import client, telemetry, trace_view
-from streams.settings import Settings
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, free_port, fresh_env
 from tests.test_e2e_kafka import small_request
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.cli import client, trace_view
+from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.jaeger, pytest.mark.slow]
 JAEGER = os.environ.get("THUNDERHELM_JAEGER_UI", "http://127.0.0.1:16686")

@@ -1,0 +1,1 @@
+"""The genetic algorithm: genome, operators, the engine and a search loop (stdlib only)."""

@@ -1,0 +1,1 @@
+"""A pool of isolated sub-interpreters (own GIL each) that runs training tasks."""

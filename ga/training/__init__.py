@@ -1,0 +1,1 @@
+"""Training a candidate: the compiled kernel, its numpy twin, datasets and evaluators."""

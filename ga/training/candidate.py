@@ -1,0 +1,379 @@
+"""Train one candidate network from its JSON spec; runs inside pool interpreters.
+
+This module is imported inside isolated sub-interpreters, so it uses only the
+standard library and the compiled kernel ``thunderhelm.ga.training._kernel``. It owns everything
+about a training run except the arithmetic: strict validation of the network
+spec (``docs/network-spec.md``), the deterministic initial weights and
+per-epoch shuffles (shared with the numpy reference ``thunderhelm.ga.training.reference`` so both
+start from identical weights and see batches in the same order), the epoch
+loop with its deadline and cancel flag, and the JSON result.
+
+Result of :func:`train_candidate` (a JSON object):
+
+* ``status``: ``"ok"`` | ``"timeout"`` | ``"cancelled"`` | ``"error"`` | ``"nan"``
+* ``val_accuracy``, ``val_loss``: on the validation set after the last epoch
+  (null unless status is ``"ok"``)
+* ``train_loss``: mean per-sample loss over the last completed epoch (null if
+  none completed)
+* ``params``: number of weights and biases (null if the spec is invalid)
+* ``epochs_run``: completed epochs
+* ``started_at``, ``ended_at``: ``time.time()`` values
+* ``error``: message, or null
+* ``weights`` (only when asked): list of ``{"name", "shape", "data"}`` where
+  ``data`` is base64 of little-endian float32, row-major; order: for each unit
+  in spec order ``unit<id>.W`` (neurons x fan_in) then ``unit<id>.b``
+  (neurons), then ``output.W`` (n_outputs x fan_in) and ``output.b``. The
+  fan-in columns follow the order of the layer's input node ids.
+"""
+
+import base64
+import json
+import math
+import random
+import sys
+import time
+from array import array
+from collections.abc import Buffer
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import thunderhelm.ga.training._kernel as _kernel
+except ImportError:
+    # The module's run-time search path missed libscipy_openblas (an editable
+    # install built in an isolated environment, say): load it by its path.
+    from thunderhelm.ga.training import blas
+
+    blas.preload()
+    import thunderhelm.ga.training._kernel as _kernel
+
+ACTIVATIONS: tuple[str, ...] = ("relu", "elu", "gelu", "tanh", "sigmoid")
+# Activations that get He initialisation; the rest (and the output) get Glorot.
+_HE_ACTIVATIONS = frozenset({"relu", "elu", "gelu"})
+
+# Sanity limits: a spec beyond them is rejected instead of exhausting memory.
+MAX_INPUTS = 1_000_000
+MAX_OUTPUTS = 100_000
+MAX_UNITS = 1_024
+MAX_NEURONS = 65_536
+MAX_PARAMS = 50_000_000
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_LEARNING_RATE = 10.0
+MAX_WEIGHT_DECAY = 10.0
+MAX_SCRATCH_FLOATS = 1 << 28  # 1 GiB of per-batch activations and gradients
+EVAL_ROWS = 256  # rows per evaluation chunk (the kernel's buffers hold max(batch, this))
+
+_SPEC_KEYS = frozenset(
+    {
+        "n_inputs",
+        "n_outputs",
+        "units",
+        "output_inputs",
+        "learning_rate",
+        "weight_decay",
+        "epochs",
+        "batch_size",
+        "seed",
+    }
+)
+_UNIT_KEYS = frozenset({"inputs", "neurons", "activation"})
+_STATUS_NAMES = {
+    _kernel.STATUS_OK: "ok",
+    _kernel.STATUS_TIMEOUT: "timeout",
+    _kernel.STATUS_CANCELLED: "cancelled",
+    _kernel.STATUS_NAN: "nan",
+}
+
+
+class SpecError(ValueError):
+    """The network spec breaks the contract of docs/network-spec.md."""
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """One hidden unit: reads ``inputs`` (node ids), ``neurons`` wide."""
+
+    inputs: tuple[int, ...]
+    neurons: int
+    activation: str
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A validated network spec; node 0 is the input, node i is units[i-1]."""
+
+    n_inputs: int
+    n_outputs: int
+    units: tuple[UnitSpec, ...]
+    output_inputs: tuple[int, ...]
+    learning_rate: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+    seed: int
+
+    def widths(self) -> tuple[int, ...]:
+        """Width of every node, by node id."""
+        return (self.n_inputs, *(u.neurons for u in self.units))
+
+    def layers(self) -> list[tuple[str, tuple[int, ...], int, str | None]]:
+        """``(name, input ids, fan_out, activation)`` per layer; the output layer last."""
+        out: list[tuple[str, tuple[int, ...], int, str | None]] = [
+            (f"unit{i}", u.inputs, u.neurons, u.activation) for i, u in enumerate(self.units, 1)
+        ]
+        out.append(("output", self.output_inputs, self.n_outputs, None))
+        return out
+
+
+def _int(obj: dict[str, Any], key: str, lo: int, hi: int, where: str) -> int:
+    value = obj.get(key)
+    # bool is an int subclass; true/false is never a valid size.
+    if type(value) is not int or not lo <= value <= hi:
+        raise SpecError(f"{where}{key} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _float(obj: dict[str, Any], key: str, lo: float, hi: float, lo_open: bool) -> float:
+    raw = obj.get(key)
+    if not isinstance(raw, int | float) or isinstance(raw, bool) or not math.isfinite(raw):
+        raise SpecError(f"{key} must be a finite number, got {raw!r}")
+    value = float(raw)
+    if value > hi or value < lo or (lo_open and value == lo):
+        bound = "(" if lo_open else "["
+        raise SpecError(f"{key} must be in {bound}{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _ids(value: object, below: int, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where} must be a non-empty list of node ids")
+    if any(type(i) is not int for i in value):
+        raise SpecError(f"{where} must hold integer node ids, got {value!r}")
+    ids = tuple(value)
+    if list(ids) != sorted(set(ids)):
+        raise SpecError(f"{where} must be distinct and sorted, got {value!r}")
+    if ids[0] < 0 or ids[-1] >= below:
+        raise SpecError(f"{where} may only read nodes 0..{below - 1}, got {value!r}")
+    return ids
+
+
+def parse_spec(network_json: str) -> NetworkSpec:
+    """Parse and strictly validate a network spec; raises SpecError."""
+    try:
+        raw = json.loads(network_json)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"network spec is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError("network spec must be a JSON object")
+    missing = sorted(_SPEC_KEYS - raw.keys())
+    unknown = sorted(raw.keys() - _SPEC_KEYS)
+    if missing or unknown:
+        raise SpecError(f"network spec: missing keys {missing}, unknown keys {unknown}")
+    n_inputs = _int(raw, "n_inputs", 1, MAX_INPUTS, "")
+    n_outputs = _int(raw, "n_outputs", 1, MAX_OUTPUTS, "")
+    if not isinstance(raw["units"], list) or len(raw["units"]) > MAX_UNITS:
+        raise SpecError(f"units must be a list of at most {MAX_UNITS} units")
+    units: list[UnitSpec] = []
+    for index, unit in enumerate(raw["units"]):
+        node = index + 1
+        where = f"units[{index}]."
+        if not isinstance(unit, dict) or set(unit) != _UNIT_KEYS:
+            raise SpecError(f"units[{index}] must be an object with keys {sorted(_UNIT_KEYS)}")
+        activation = unit["activation"]
+        if activation not in ACTIVATIONS:
+            raise SpecError(f"{where}activation must be one of {ACTIVATIONS}, got {activation!r}")
+        units.append(
+            UnitSpec(
+                inputs=_ids(unit["inputs"], node, f"{where}inputs"),
+                neurons=_int(unit, "neurons", 1, MAX_NEURONS, where),
+                activation=activation,
+            )
+        )
+    spec = NetworkSpec(
+        n_inputs=n_inputs,
+        n_outputs=n_outputs,
+        units=tuple(units),
+        output_inputs=_ids(raw["output_inputs"], len(units) + 1, "output_inputs"),
+        learning_rate=_float(raw, "learning_rate", 0.0, MAX_LEARNING_RATE, True),
+        weight_decay=_float(raw, "weight_decay", 0.0, MAX_WEIGHT_DECAY, False),
+        epochs=_int(raw, "epochs", 1, MAX_EPOCHS, ""),
+        batch_size=_int(raw, "batch_size", 1, MAX_BATCH, ""),
+        seed=_int(raw, "seed", 0, 2**63 - 1, ""),
+    )
+    if param_count(spec) > MAX_PARAMS:
+        raise SpecError(f"network has {param_count(spec)} parameters, limit {MAX_PARAMS}")
+    return spec
+
+
+def tensor_shapes(spec: NetworkSpec) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes of the parameter tensors in flat-vector (and export) order."""
+    widths = spec.widths()
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+    for name, inputs, fan_out, _ in spec.layers():
+        fan_in = sum(widths[i] for i in inputs)
+        shapes += [(f"{name}.W", (fan_out, fan_in)), (f"{name}.b", (fan_out,))]
+    return shapes
+
+
+def param_count(spec: NetworkSpec) -> int:
+    """Total number of weights and biases."""
+    return sum(math.prod(shape) for _, shape in tensor_shapes(spec))
+
+
+def scratch_floats(spec: NetworkSpec, rows: int) -> int:
+    """Floats of per-batch buffers the kernel allocates for ``rows`` rows."""
+    widths = spec.widths()
+    per_row = 0
+    for _, inputs, fan_out, _ in spec.layers():
+        per_row += 2 * sum(widths[i] for i in inputs) + 3 * fan_out + 1
+    return rows * (per_row + 2 * sum(widths))
+
+
+def make_rng(seed: int) -> random.Random:
+    """The single random stream of a run: initial weights first, then shuffles."""
+    return random.Random(seed)
+
+
+def init_params(spec: NetworkSpec, rng: random.Random) -> array[float]:
+    """Flat float32 initial parameters, drawn from ``rng`` in tensor order.
+
+    Weights are uniform in +-sqrt(6 / fan_in) (He) for relu/elu/gelu units and
+    +-sqrt(6 / (fan_in + fan_out)) (Glorot) for tanh/sigmoid units and the
+    output layer; biases start at zero.
+    """
+    widths = spec.widths()
+    flat = array("f")
+    for _, inputs, fan_out, activation in spec.layers():
+        fan_in = sum(widths[i] for i in inputs)
+        if activation in _HE_ACTIVATIONS:
+            limit = math.sqrt(6.0 / fan_in)
+        else:
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+        draw = rng.random
+        flat.extend([(2.0 * draw() - 1.0) * limit for _ in range(fan_out * fan_in)])
+        flat.frombytes(bytes(4 * fan_out))
+    return flat
+
+
+def epoch_order(rng: random.Random, n: int) -> list[int]:
+    """The row order of the next epoch (a fresh shuffle of 0..n-1)."""
+    order = list(range(n))
+    rng.shuffle(order)
+    return order
+
+
+def _rows(buf: Buffer, row_bytes: int, name: str) -> int:
+    nbytes = memoryview(buf).nbytes
+    if nbytes == 0 or nbytes % row_bytes:
+        raise ValueError(f"{name} holds {nbytes} bytes, not a positive multiple of {row_bytes}")
+    return nbytes // row_bytes
+
+
+def _export(spec: NetworkSpec, flat: bytes) -> list[dict[str, Any]]:
+    values = array("f", flat)
+    if sys.byteorder != "little":
+        values.byteswap()
+    raw = values.tobytes()
+    out: list[dict[str, Any]] = []
+    offset = 0
+    for name, shape in tensor_shapes(spec):
+        size = 4 * math.prod(shape)
+        data = base64.b64encode(raw[offset : offset + size]).decode("ascii")
+        out.append({"name": name, "shape": list(shape), "data": data})
+        offset += size
+    return out
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def train_candidate(
+    network_json: str,
+    x_train: Buffer,
+    y_train: Buffer,
+    x_val: Buffer,
+    y_val: Buffer,
+    n_features: int,
+    deadline: float,
+    cancel: Buffer | None = None,
+    export_weights: bool = False,
+) -> str:
+    """Train the network on the given data and return the result as JSON.
+
+    ``x_*`` are C-contiguous row-major float32 buffers (``n x n_features``),
+    ``y_*`` int32 labels; raw byte views of them are accepted. ``deadline`` is
+    a ``time.time()`` value and ``cancel`` an optional shared buffer whose first
+    byte, once nonzero, stops training; both are checked between batches.
+    Never raises: every failure becomes ``status: "error"``.
+    """
+    result: dict[str, Any] = {
+        "status": "error",
+        "val_accuracy": None,
+        "val_loss": None,
+        "train_loss": None,
+        "params": None,
+        "epochs_run": 0,
+        "started_at": time.time(),
+        "ended_at": None,
+        "error": None,
+    }
+    try:
+        spec = parse_spec(network_json)
+        result["params"] = param_count(spec)
+        if type(n_features) is not int or n_features != spec.n_inputs:
+            raise SpecError(f"n_features {n_features!r} does not match n_inputs {spec.n_inputs}")
+        n_train = _rows(x_train, 4 * n_features, "x_train")
+        n_val = _rows(x_val, 4 * n_features, "x_val")
+        if _rows(y_train, 4, "y_train") != n_train or _rows(y_val, 4, "y_val") != n_val:
+            raise ValueError("label count does not match the number of rows")
+        rows = max(spec.batch_size, EVAL_ROWS)
+        if scratch_floats(spec, rows) > MAX_SCRATCH_FLOATS:
+            raise SpecError("network is too large for its batch size (activation memory)")
+        codes = {name: code for code, name in enumerate(ACTIVATIONS)}
+        net = _kernel.Net(
+            spec.n_inputs,
+            spec.n_outputs,
+            tuple(u.inputs for u in spec.units),
+            tuple(u.neurons for u in spec.units),
+            tuple(codes[u.activation] for u in spec.units),
+            spec.output_inputs,
+            rows,
+        )
+        rng = make_rng(spec.seed)
+        net.set_params(init_params(spec, rng))
+        status = _kernel.STATUS_OK
+        for _ in range(spec.epochs):
+            order = array("i", epoch_order(rng, n_train))
+            status, loss_sum, done = net.train_epoch(
+                x_train,
+                y_train,
+                order,
+                n_train,
+                spec.batch_size,
+                spec.learning_rate,
+                spec.weight_decay,
+                float(deadline),
+                cancel,
+            )
+            if status != _kernel.STATUS_OK:
+                break
+            result["epochs_run"] += 1
+            result["train_loss"] = _finite(loss_sum / done)
+        if status == _kernel.STATUS_OK:
+            loss_sum, correct = net.evaluate(x_val, y_val, n_val)
+            result["val_loss"] = _finite(loss_sum / n_val)
+            result["val_accuracy"] = correct / n_val
+            if result["val_loss"] is None:
+                status = _kernel.STATUS_NAN
+        result["status"] = _STATUS_NAMES[status]
+        if status == _kernel.STATUS_NAN:
+            result["val_loss"] = result["val_accuracy"] = None
+        if export_weights:
+            result["weights"] = _export(spec, net.get_params())
+    except Exception as exc:  # the interpreter must survive any bad input
+        result["status"] = "error"
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    result["ended_at"] = time.time()
+    return json.dumps(result, allow_nan=False)

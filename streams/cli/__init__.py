@@ -1,0 +1,1 @@
+"""The ``thunderhelm`` command line: commands, the Kafka client and rendering."""

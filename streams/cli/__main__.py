@@ -1,0 +1,3 @@
+from thunderhelm.streams.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""User-side Kafka helpers: submit a command, follow a run's events and result.
+
+These use plain aiokafka (no Faust): they are what any user could write, and
+the CLI's `submit`, `cancel` and `watch` are thin shells around them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record, encode_event
+from thunderhelm.schemas.envelope import JSON_CONTENT_TYPE, CloudEvent, utc_now_iso
+from thunderhelm.schemas.requests import CANCEL_REQUESTED, RUN_REQUESTED
+from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.settings import Settings
+
+CLIENT_SOURCE = "thunderhelm/cli"
+
+
+def command_event(kind: str, data: Mapping[str, Any], traceparent: str | None) -> CloudEvent:
+    return CloudEvent(
+        specversion="1.0",
+        id=str(uuid.uuid4()),
+        source=CLIENT_SOURCE,
+        type=kind,
+        subject=str(data["run_id"]),
+        time=utc_now_iso(),
+        datacontenttype=JSON_CONTENT_TYPE,
+        data=dict(data),
+        traceparent=traceparent,
+    )
+
+
+async def send_command(settings: Settings, kind: str, data: Mapping[str, Any]) -> str:
+    """Produce one command (structured mode) in a PRODUCER span; return its trace id."""
+    run_id = str(data["run_id"])
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        with telemetry.produce_span(settings.run_requests, run_id) as span:
+            headers = telemetry.inject_headers()
+            traceparent = telemetry.traceparent_of(span)
+            value = encode_event(command_event(kind, data, traceparent))
+            await producer.send_and_wait(
+                settings.run_requests,
+                value=value,
+                key=run_id.encode(),
+                headers=[*headers.items(), ("content-type", b"application/cloudevents+json")],
+            )
+    finally:
+        await producer.stop()
+    return telemetry.trace_id_of(traceparent) or ""
+
+
+async def submit(settings: Settings, request: Mapping[str, Any]) -> str:
+    return await send_command(settings, RUN_REQUESTED, request)
+
+
+async def cancel(settings: Settings, run_id: str, reason: str) -> str:
+    return await send_command(settings, CANCEL_REQUESTED, {"run_id": run_id, "reason": reason})
+
+
+@dataclass(frozen=True)
+class Observed:
+    topic: str
+    event: CloudEvent
+    traceparent: str | None
+
+
+async def follow(
+    settings: Settings, run_id: str, *, timeout_s: float | None = None
+) -> AsyncIterator[Observed]:
+    """Every event of a run from the start of the log, then its result; then stop."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts: list[TopicPartition] = []
+        for topic in (settings.run_events, settings.run_results):
+            for p in sorted(
+                consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
+            ):
+                parts.append(TopicPartition(topic, p))
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while deadline is None or time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    if record.key != run_id.encode():
+                        continue
+                    headers = {k: bytes(v) for k, v in record.headers}
+                    try:
+                        event = decode_record(record.value, headers)
+                    except ValueError:
+                        continue
+                    tp = headers.get("traceparent")
+                    yield Observed(record.topic, event, tp.decode() if tp else None)
+                    if record.topic == settings.run_results:
+                        return
+        raise TimeoutError(f"run {run_id} did not finish within {timeout_s} s")
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # aiokafka has no public refresh
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        raise LookupError(f"topic {topic} does not exist; is a worker running?")
+    return set(parts)
+
+
+def describe(observed: Observed) -> str:
+    """One human line per event for `thunderhelm watch`."""
+    e = observed.event
+    data: dict[str, Any] = e.data if isinstance(e.data, dict) else {}
+    short = e.type.removeprefix("thunderhelm.")
+    if e.type == ev.GENERATION_COMPLETED:
+        return (
+            f"generation {data['generation'] + 1}: "
+            f"best {data.get('best_fitness') or float('nan'):.4f}"
+            f"  mean {data.get('mean_fitness') or float('nan'):.4f}"
+            f"  evaluations {data.get('evaluations')}  ({data.get('duration_s', 0):.1f}s)"
+        )
+    if e.type == ev.RUN_REJECTED:
+        return f"rejected: {'; '.join(data.get('reasons', []))}"
+    if e.type in ev.TERMINAL_TYPES:
+        result = data.get("result", {})
+        best = (result.get("best") or {}).get("metrics", {})
+        return f"{short}: val_accuracy={best.get('val_accuracy')} artifact={result.get('artifact')}"
+    return short
+
+
+def trace_url(settings: Settings, trace_id: str) -> str:
+    return f"{settings.jaeger_ui}/trace/{trace_id}"
+
+
+def trace_api_url(settings: Settings, trace_id: str) -> str:
+    return f"{settings.jaeger_ui}/api/traces/{trace_id}"
+
+
+def summary(result: Mapping[str, Any]) -> str:
+    """The result as a short table (the full JSON comes with `--json`)."""
+    best = result.get("best") or {}
+    metrics = best.get("metrics") or {}
+    genome = best.get("genome") or {}
+    levels = genome.get("levels") or []
+    shape = " | ".join(
+        ",".join(f"{u.get('neurons')}{str(u.get('activation', ''))[:4]}" for u in level)
+        for level in levels
+    )
+    error = result.get("error") or {}
+    rows: list[tuple[str, Any]] = [
+        ("run", result.get("run_id")),
+        ("status", result.get("status")),
+        ("best val_accuracy", metrics.get("val_accuracy")),
+        ("best val_loss", metrics.get("val_loss")),
+        ("params", metrics.get("params")),
+        ("hidden levels", shape or "-"),
+        ("generations", result.get("generations")),
+        ("evaluations", result.get("evaluations")),
+        ("duration", f"{float(result.get('duration_s') or 0):.1f}s"),
+        ("artifact", result.get("artifact")),
+    ]
+    if error:
+        rows.append(("error", f"{error.get('class')}: {error.get('message')}"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(
+        f"  {k:<{width}}  {round(v, 4) if isinstance(v, float) else v}" for k, v in rows
+    )
+
+
+async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) of every record of `topic`, from the start to its current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # no public refresh
+        partitions = consumer.partitions_for_topic(topic) or set()
+        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not parts:
+            return []
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: list[tuple[bytes | None, bytes | None]] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                out.extend((r.key, r.value) for r in records)
+        return out
+    finally:
+        await consumer.stop()

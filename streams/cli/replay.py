@@ -1,0 +1,109 @@
+"""`thunderhelm runs` and `thunderhelm replay`: run state from the event log alone.
+
+`replay` folds every run's events from the start of `run-events` with the same
+pure `saga.evolve` the worker uses, reads the worker table's changelog (the
+state the workers recover from), and reports every run where the two differ.
+`runs` lists runs from the fold, optionally filtered by status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.cli.client import read_topic
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.domain.invariants import violations
+from thunderhelm.streams.worker.dead_letters import InputRejected
+from thunderhelm.streams.worker.service import to_domain
+from thunderhelm.streams.worker.settings import Settings
+
+
+@dataclass(frozen=True)
+class Replayed:
+    states: dict[str, saga.RunState]
+    logs: dict[str, list[saga.Event]]
+    undecodable: int
+
+
+def fold(records: Iterable[tuple[bytes | None, bytes | None]]) -> Replayed:
+    states: dict[str, saga.RunState] = {}
+    logs: dict[str, list[saga.Event]] = {}
+    bad = 0
+    for _key, value in records:
+        try:
+            event = to_domain(decode_record(value, {}))
+        except (ValueError, InputRejected):
+            bad += 1
+            continue
+        logs.setdefault(event.run_id, []).append(event)
+        after = saga.evolve(states.get(event.run_id), event)
+        if after is not None:
+            states[event.run_id] = after
+    return Replayed(states, logs, bad)
+
+
+async def replay(settings: Settings) -> tuple[Replayed, dict[str, dict[str, Any]]]:
+    events = await read_topic(settings, settings.run_events)
+    table: dict[str, dict[str, Any]] = {}
+    for key, value in await read_topic(settings, f"{settings.app_id}-runs-changelog"):
+        if key is None:
+            continue
+        run_id = key.decode("utf-8", "replace")
+        if value is None:
+            table.pop(run_id, None)
+        else:
+            table[run_id] = json.loads(value)
+    return fold(events), table
+
+
+def differences(replayed: Replayed, table: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Per run, the fields where the fold of the log and the worker table disagree."""
+    found: dict[str, list[str]] = {}
+    for run_id in sorted(set(replayed.states) | set(table)):
+        folded = replayed.states.get(run_id)
+        stored = table.get(run_id)
+        if folded is None or stored is None:
+            found[run_id] = ["only in the table" if folded is None else "not in the table"]
+            continue
+        mine = json.loads(json.dumps(folded.to_dict()))
+        fields = [k for k in mine if k != "seen_ids" and mine[k] != stored.get(k)]
+        if fields:
+            found[run_id] = fields
+    return found
+
+
+def render_runs(replayed: Replayed, status: str | None) -> str:
+    rows = []
+    for run_id, state in sorted(replayed.states.items()):
+        if status and state.status != status:
+            continue
+        best = (state.best or {}).get("fitness")
+        rows.append(
+            f"{run_id:<32} {state.status:<14} gen {state.generation}/{state.total_generations}"
+            f"  evals {state.evaluations:<5} best {best if best is None else round(best, 4)}"
+        )
+    return "\n".join(rows) if rows else "(no runs)"
+
+
+def render_replay(replayed: Replayed, table: dict[str, dict[str, Any]]) -> tuple[str, int]:
+    diffs = differences(replayed, table)
+    lines = [
+        f"runs folded from the log: {len(replayed.states)}; in the table changelog: {len(table)};"
+        f" undecodable records: {replayed.undecodable}"
+    ]
+    for run_id, fields in diffs.items():
+        lines.append(f"DIFF {run_id}: {', '.join(fields)}")
+    broken = {r: violations(log) for r, log in replayed.logs.items()}
+    for run_id, problems in broken.items():
+        state = replayed.states.get(run_id)
+        if state is None or not state.terminal or state.status == "rejected":
+            continue  # unfinished or rejected runs have no terminal event yet
+        for problem in problems:
+            lines.append(f"INVARIANT {run_id}: {problem}")
+    if not diffs:
+        lines.append("table and event log agree")
+    return "\n".join(lines), (1 if diffs else 0)

@@ -1,0 +1,1 @@
+"""Local Kafka and Jaeger for development and tests, and a worker process to drive."""

@@ -1,0 +1,37 @@
+"""Invariants of one run's event log, checked by tests and the fault benchmark.
+
+The raw log, not just the fold, must hold them: one terminal event,
+generations strictly increasing, nothing after the terminal event (notes about
+dead-lettered inputs excepted: they record, they do not change the run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from thunderhelm.schemas import events as ev
+from thunderhelm.streams.domain import saga
+
+
+def violations(events: Sequence[saga.Event]) -> list[str]:
+    problems: list[str] = []
+    terminal_at: int | None = None
+    last_generation = -1
+    for position, event in enumerate(events):
+        if event.type == ev.EVENT_DEAD_LETTERED:
+            continue
+        if terminal_at is not None:
+            problems.append(f"#{position} {event.type} after terminal event #{terminal_at}")
+            continue
+        if event.type == ev.GENERATION_COMPLETED:
+            generation = int(event.data["generation"])
+            if generation <= last_generation:
+                problems.append(
+                    f"#{position} generation {generation} after generation {last_generation}"
+                )
+            last_generation = max(last_generation, generation)
+        if event.type in ev.TERMINAL_TYPES:
+            terminal_at = position
+    if terminal_at is None:
+        problems.append("no terminal event")
+    return problems

@@ -1,0 +1,326 @@
+"""The run saga as a pure state machine: decide, evolve, react.
+
+A run's state is a fold over its lifecycle events (`evolve`). Commands from
+users become events through `decide`; what the worker must do next is a pure
+function of the state (`react`). Nothing here touches Kafka, Faust, clocks or
+telemetry: the edge feeds events in and executes the returned actions, so the
+same log always folds to the same state and replays are exact.
+
+Idempotency lives in the fold: an event whose id was seen, a second
+`accepted`, a generation that is not the next one, anything after a terminal
+event -- all leave the state unchanged (the same object), which tells the edge
+there is nothing to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from thunderhelm.schemas import events as ev
+
+Status = Literal[
+    "cancel-pending", "accepted", "running", "succeeded", "failed", "cancelled", "rejected"
+]
+TERMINAL: frozenset[Status] = frozenset({"succeeded", "failed", "cancelled", "rejected"})
+# How many recent event ids a run remembers for de-duplication. Redeliveries
+# come close together, and stale duplicates are caught by the typed checks.
+SEEN_IDS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class Event:
+    """A lifecycle event as the domain sees it (the envelope minus transport)."""
+
+    id: str
+    type: str
+    run_id: str
+    time: str
+    data: Mapping[str, Any]
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StartRun:
+    command_id: str
+    request: Mapping[str, Any]
+    time: str
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelRun:
+    command_id: str
+    run_id: str
+    reason: str
+    time: str
+
+
+Command = StartRun | CancelRun
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event `decide` asks the edge to append (the edge assigns id and time)."""
+
+    type: str
+    data: Mapping[str, Any]
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunState:
+    run_id: str
+    status: Status
+    request: Mapping[str, Any] | None = None
+    ga_state: Mapping[str, Any] | None = None
+    generation: int = 0  # generations completed
+    evaluations: int = 0
+    best: Mapping[str, Any] | None = None
+    history: tuple[Mapping[str, Any], ...] = ()  # per-generation summary
+    version: int = 0  # events applied
+    seen_ids: tuple[str, ...] = ()
+    cancel_reason: str | None = None
+    traceparent: str | None = None
+    accepted_at: str | None = None
+    result: Mapping[str, Any] | None = None
+    reasons: tuple[str, ...] = field(default=())
+    settled: bool = False  # terminal, result published, bulk dropped
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def total_generations(self) -> int:
+        if self.request is None:
+            return 0
+        return int(self.request.get("ga", {}).get("generations", 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.settled:  # kept for every run a worker ever finished: keep it small
+            return {
+                "run_id": self.run_id,
+                "status": self.status,
+                "generation": self.generation,
+                "evaluations": self.evaluations,
+                "version": self.version,
+                "settled": True,
+            }
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "request": self.request,
+            "ga_state": self.ga_state,
+            "generation": self.generation,
+            "evaluations": self.evaluations,
+            "best": self.best,
+            "history": list(self.history),
+            "version": self.version,
+            "seen_ids": list(self.seen_ids),
+            "cancel_reason": self.cancel_reason,
+            "traceparent": self.traceparent,
+            "accepted_at": self.accepted_at,
+            "result": self.result,
+            "reasons": list(self.reasons),
+            "settled": self.settled,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunState:
+        return cls(
+            run_id=raw["run_id"],
+            status=raw["status"],
+            request=raw.get("request"),
+            ga_state=raw.get("ga_state"),
+            generation=int(raw.get("generation", 0)),
+            evaluations=int(raw.get("evaluations", 0)),
+            best=raw.get("best"),
+            history=tuple(raw.get("history", ())),
+            version=int(raw.get("version", 0)),
+            seen_ids=tuple(raw.get("seen_ids", ())),
+            cancel_reason=raw.get("cancel_reason"),
+            traceparent=raw.get("traceparent"),
+            accepted_at=raw.get("accepted_at"),
+            result=raw.get("result"),
+            reasons=tuple(raw.get("reasons", ())),
+            settled=bool(raw.get("settled", False)),
+        )
+
+
+def settled(state: RunState) -> RunState:
+    """What a finished run keeps once its result is out.
+
+    A terminal state absorbs every later event and command (see `evolve` and
+    `decide`), so its population, history, result and seen ids are dead
+    weight: a worker that keeps them for every run it ever finished grows
+    without bound. The status and version are all the fold needs.
+    """
+    assert state.terminal, "only a finished run settles"
+    return RunState(
+        run_id=state.run_id,
+        status=state.status,
+        generation=state.generation,
+        evaluations=state.evaluations,
+        version=state.version,
+        settled=True,
+    )
+
+
+# --- decide: commands -> events -------------------------------------------------
+
+
+def decide(state: RunState | None, command: Command) -> list[NewEvent]:
+    """Events that record a command; empty when it changes nothing."""
+    if state is not None and command.command_id in state.seen_ids:
+        return []
+    match command:
+        case StartRun():
+            if state is not None and state.status != "cancel-pending":
+                return []  # a start for a run that exists changes nothing
+            run_id = str(command.request["run_id"])
+            data = {"run_id": run_id, "request": dict(command.request)}
+            if command.traceparent:
+                data["traceparent"] = command.traceparent
+            return [NewEvent(ev.RUN_ACCEPTED, data, command.command_id)]
+        case CancelRun():
+            if state is not None and (state.terminal or state.cancel_reason is not None):
+                return []
+            data = {"run_id": command.run_id, "reason": command.reason}
+            return [NewEvent(ev.CANCEL_RECORDED, data, command.command_id)]
+
+
+def reject(run_id: str, reasons: list[str], command_id: str) -> NewEvent:
+    return NewEvent(ev.RUN_REJECTED, {"run_id": run_id, "reasons": reasons}, command_id)
+
+
+# --- evolve: the fold -----------------------------------------------------------
+
+
+def _remember(state: RunState, event: Event) -> RunState:
+    ids = (*state.seen_ids, event.id)
+    if event.causation_id:
+        ids = (*ids, event.causation_id)
+    return replace(state, version=state.version + 1, seen_ids=ids[-SEEN_IDS_KEPT:])
+
+
+def evolve(state: RunState | None, event: Event) -> RunState | None:
+    """Apply one event; return the same object when the event changes nothing."""
+    if state is not None and event.id in state.seen_ids:
+        return state
+    data = event.data
+    if state is None:
+        if event.type == ev.RUN_ACCEPTED:
+            return _remember(_accepted(event), event)
+        if event.type == ev.RUN_REJECTED:
+            reasons = tuple(str(r) for r in data.get("reasons", ()))
+            return _remember(RunState(event.run_id, "rejected", reasons=reasons), event)
+        if event.type == ev.CANCEL_RECORDED:
+            fresh = RunState(event.run_id, "cancel-pending", cancel_reason=str(data["reason"]))
+            return _remember(fresh, event)
+        return None  # nothing to fold onto (e.g. a dead-letter note for an unknown run)
+    if state.terminal:
+        return state
+    new = _apply(state, event)
+    return state if new is state else _remember(new, event)
+
+
+def _accepted(event: Event, cancel_reason: str | None = None) -> RunState:
+    return RunState(
+        run_id=event.run_id,
+        status="accepted",
+        request=event.data["request"],
+        traceparent=event.data.get("traceparent"),
+        accepted_at=event.time,
+        cancel_reason=cancel_reason,
+    )
+
+
+def _apply(state: RunState, event: Event) -> RunState:
+    data = event.data
+    match event.type:
+        case ev.RUN_ACCEPTED if state.status == "cancel-pending":
+            return _accepted(event, cancel_reason=state.cancel_reason)
+        case ev.RUN_STARTED if state.status == "accepted":
+            return replace(state, status="running", ga_state=data["ga_state"])
+        case ev.GENERATION_COMPLETED if (
+            state.status == "running" and int(data["generation"]) == state.generation
+        ):
+            summary = {
+                "generation": int(data["generation"]),
+                "best_fitness": data.get("best_fitness"),
+                "mean_fitness": data.get("mean_fitness"),
+                "duration_s": data.get("duration_s"),
+            }
+            return replace(
+                state,
+                ga_state=data["ga_state"],
+                generation=state.generation + 1,
+                evaluations=int(data["evaluations"]),
+                best=data.get("best", state.best),
+                history=(*state.history, summary),
+            )
+        case ev.CANCEL_RECORDED if state.cancel_reason is None:
+            return replace(state, cancel_reason=str(data["reason"]))
+        case ev.RUN_SUCCEEDED | ev.RUN_FAILED | ev.RUN_CANCELLED:
+            status: Status = {
+                ev.RUN_SUCCEEDED: "succeeded",
+                ev.RUN_FAILED: "failed",
+                ev.RUN_CANCELLED: "cancelled",
+            }[event.type]  # type: ignore[assignment]  # literal keys map to Status values
+            return replace(state, status=status, result=data["result"])
+        case _:
+            return state
+
+
+# --- react: state -> next action --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """Build the initial GA population and append `run.started`."""
+
+
+@dataclass(frozen=True)
+class RunGeneration:
+    generation: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    status: Literal["succeeded", "failed", "cancelled"]
+    error_class: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    result: Mapping[str, Any]
+
+
+Action = Start | RunGeneration | Finish | PublishResult
+
+
+def react(state: RunState, *, timed_out: bool = False) -> Action | None:
+    """The one next step for a run in this state (None: wait for events)."""
+    if state.settled:
+        return None
+    if state.status in ("succeeded", "failed", "cancelled"):
+        assert state.result is not None
+        return PublishResult(state.result)
+    if state.status in ("rejected", "cancel-pending"):
+        return None
+    if state.cancel_reason is not None:
+        return Finish("cancelled", "Cancelled", state.cancel_reason)
+    if timed_out:
+        return Finish("failed", "TimeoutError", "run exceeded its budget.timeout_s")
+    if state.status == "accepted":
+        return Start()
+    budget = (state.request or {}).get("budget", {})
+    max_evaluations = budget.get("max_evaluations")
+    if max_evaluations is not None and state.evaluations >= int(max_evaluations):
+        return Finish("failed", "BudgetExceeded", f"reached max_evaluations={max_evaluations}")
+    if state.generation >= state.total_generations:
+        return Finish("succeeded")
+    return RunGeneration(state.generation)

@@ -1,0 +1,213 @@
+"""RunExecutor: the worker's hands -- the pool, datasets and the steps of a run.
+
+The saga decides *what* happens next; this class does it: builds the initial
+population, trains a generation on the interpreter pool (in a thread, so the
+event loop and the Faust agents never wait on it), and ends a run with its
+result and artifact. Cancellation and budgets reach running trainings through
+a per-run cancel token and the deadline the kernel checks between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from opentelemetry.context import Context
+
+from thunderhelm.ga.core.engine import GAState, initial_state
+from thunderhelm.ga.pool.interpreter_pool import (
+    CancelToken,
+    InterpreterPool,
+    PoolStats,
+    dataset_arg,
+)
+from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
+from thunderhelm.ga.training.evaluators import PoolEvaluator
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.execution import steps
+from thunderhelm.streams.observability import metrics
+from thunderhelm.streams.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+TRAIN = "thunderhelm.ga.training.candidate:train_candidate"
+
+
+class StepInterrupted(Exception):
+    """A generation stopped early (cancel or budget); the saga decides what follows."""
+
+
+class RunExecutor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: InterpreterPool | None = None
+        self._lock = threading.Lock()
+        self._datasets: dict[str, PreparedDataset] = {}
+        self._cancels: dict[str, CancelToken] = {}
+
+    def start(self) -> None:
+        if self.pool is None:
+            self.pool = InterpreterPool(self.settings.pool_size or None)
+            log.info("interpreter pool ready: %d interpreters", self.pool.size)
+            metrics.observe_pool(self.pool_stats)
+
+    def pool_stats(self) -> PoolStats | None:
+        pool = self.pool
+        return None if pool is None else pool.stats()
+
+    def close(self) -> None:
+        metrics.forget_pool(self.pool_stats)
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    # --- budget and cancel ------------------------------------------------------
+
+    def deadline(self, state: saga.RunState) -> float | None:
+        if state.accepted_at is None or state.request is None:
+            return None
+        began = datetime.fromisoformat(state.accepted_at.replace("Z", "+00:00")).timestamp()
+        return began + float(state.request.get("budget", {}).get("timeout_s", 600.0))
+
+    def timed_out(self, state: saga.RunState) -> bool:
+        deadline = self.deadline(state)
+        return deadline is not None and time.time() > deadline
+
+    def cancel(self, run_id: str) -> None:
+        token = self._cancels.get(run_id)
+        if token is not None:
+            token.cancel()
+
+    # --- steps -------------------------------------------------------------------
+
+    def initial_ga_state(self, state: saga.RunState) -> dict[str, Any]:
+        assert state.request is not None
+        return initial_state(steps.ga_config(state.request)).to_dict()
+
+    async def run_generation(self, state: saga.RunState, context: Context | None) -> dict[str, Any]:
+        return await asyncio.to_thread(self._generation, state, context)
+
+    def _generation(self, state: saga.RunState, context: Context | None) -> dict[str, Any]:
+        assert state.request is not None and state.ga_state is not None
+        dataset = self._dataset(state)
+        # A fresh token per step: a cancel that stopped an earlier step (a
+        # revoked partition, say) must not stop this one.
+        token = self._cancels[state.run_id] = CancelToken()
+        deadline = self.deadline(state) or (time.time() + 3600.0)
+        with PoolEvaluator(
+            self._pool(), dataset, deadline_s=max(1.0, deadline - time.time()), cancel=token
+        ) as evaluator:
+            outcome = steps.run_generation(
+                state.request,
+                GAState.from_dict(state.ga_state),
+                dataset.n_features,
+                dataset.n_classes,
+                evaluator,
+                context=context,
+            )
+        if token.cancelled:
+            raise StepInterrupted("cancelled")
+        if time.time() > deadline:
+            raise StepInterrupted("timed out")
+        return {"run_id": state.run_id, **outcome.data}
+
+    async def finish(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
+        return await asyncio.to_thread(self.finish_now, state, action)
+
+    def use_dataset(self, run_id: str, dataset: PreparedDataset) -> None:
+        """Hand over a dataset already loaded for `run_id` (spares loading it again)."""
+        with self._lock:
+            self._datasets[run_id] = dataset
+
+    def finish_now(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
+        """End the run in this thread: save the best model, return the result data."""
+        artifact = None
+        if action.status == "succeeded" and state.best is not None:
+            artifact = str(self._train_and_save_best(state))
+        error = None
+        if action.status != "succeeded":
+            error = (action.error_class or "Error", action.message or action.status)
+        self._forget(state.run_id)
+        return steps.result_data(
+            state.run_id,
+            action.status,
+            best=state.best,
+            generations=state.generation,
+            evaluations=state.evaluations,
+            started_at=state.accepted_at,
+            artifact=artifact,
+            error=error,
+        )
+
+    def failure_result(self, state: saga.RunState, exc: BaseException) -> dict[str, Any]:
+        self._forget(state.run_id)
+        return steps.result_data(
+            state.run_id,
+            "failed",
+            best=state.best,
+            generations=state.generation,
+            evaluations=state.evaluations,
+            started_at=state.accepted_at,
+            artifact=None,
+            error=(type(exc).__name__, str(exc)[:1000]),
+        )
+
+    # --- helpers -------------------------------------------------------------------
+
+    def _pool(self) -> InterpreterPool:
+        if self.pool is None:
+            self.start()
+        assert self.pool is not None
+        return self.pool
+
+    def _dataset(self, state: saga.RunState) -> PreparedDataset:
+        with self._lock:
+            cached = self._datasets.get(state.run_id)
+        if cached is not None:
+            return cached
+        assert state.request is not None
+        dataset = load_dataset(
+            state.request["dataset"],
+            data_root=self.settings.data_root,
+            text_dir=self.settings.text_dir,
+        )
+        with self._lock:
+            self._datasets[state.run_id] = dataset
+        return dataset
+
+    def _train_and_save_best(self, state: saga.RunState) -> Any:
+        assert state.request is not None and state.best is not None
+        dataset = self._dataset(state)
+        network = steps.best_network(
+            state.request, state.best, dataset.n_features, dataset.n_classes
+        )
+        pool = self._pool()
+        pool.attach(state.run_id, dataset.buffers())
+        try:
+            args = (
+                json.dumps(network),
+                *(
+                    dataset_arg(state.run_id, name)
+                    for name in ("x_train", "y_train", "x_val", "y_val")
+                ),
+                dataset.n_features,
+                time.time() + 3600.0,
+                None,
+                True,
+            )
+            trained: Mapping[str, Any] = json.loads(pool.submit(TRAIN, args).result())
+        finally:
+            pool.detach(state.run_id)
+        return steps.save_artifact(
+            self.settings.artifact_dir, state.run_id, network, trained, state.best
+        )
+
+    def _forget(self, run_id: str) -> None:
+        with self._lock:
+            self._datasets.pop(run_id, None)
+        self._cancels.pop(run_id, None)

@@ -1,0 +1,309 @@
+"""One NAS generation and the end of a run, shared by the worker and `thunderhelm run`.
+
+This is the main-interpreter side of a run: it turns a validated request into
+a `GAConfig`, trains the pending candidates on the interpreter pool through
+the map-shaped `evaluate` port, records a span per candidate from the timings
+measured inside the interpreters, and saves the best model as an artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from thunderhelm.ga.core.engine import (
+    Evaluation,
+    GAConfig,
+    GAState,
+    candidate_training_seed,
+    complete_generation,
+    merge_results,
+    pending,
+)
+from thunderhelm.ga.core.genome import SearchSpace, genome_from_dict, to_network, wiring_from_dict
+from thunderhelm.ga.core.search import fitness_from_metrics
+from thunderhelm.streams.observability import metrics as meters
+from thunderhelm.streams.observability import telemetry
+
+Evaluate = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
+
+
+def ga_config(request: Mapping[str, Any]) -> GAConfig:
+    """The GA's configuration from a validated run request (plain data)."""
+    ga = request.get("ga", {})
+    training = request.get("training", {})
+    space = request.get("search_space", {})
+    max_epochs = int(training.get("epochs", 3))
+    batch = int(training.get("batch_size", 64))
+    batches = tuple(sorted({max(1, batch // 2), batch, batch * 2}))
+    search_space = SearchSpace(
+        max_levels=int(space.get("max_levels", 3)),
+        max_units=int(space.get("max_units", 3)),
+        max_neurons=int(space.get("max_neurons", 64)),
+        min_neurons=min(4, int(space.get("max_neurons", 64))),
+        epochs_range=(max(1, min(max_epochs, (max_epochs + 1) // 2)), max_epochs),
+        batch_sizes=batches,
+    )
+    return GAConfig(
+        population=int(ga.get("population", 8)),
+        generations=int(ga.get("generations", 4)),
+        tournament_size=int(ga.get("tournament_size", 3)),
+        temperature=float(ga.get("temperature", 1.0)),
+        crossover_rate=float(ga.get("crossover_rate", 0.9)),
+        mutation_rate=float(ga.get("mutation_rate", 0.2)),
+        elite=int(ga.get("elite", 1)),
+        seed=int(ga.get("seed", 0)),
+        space=search_space,
+    )
+
+
+@dataclass(frozen=True)
+class GenerationOutcome:
+    state: GAState
+    data: dict[str, Any]
+
+
+def run_generation(
+    request: Mapping[str, Any],
+    ga_state: GAState,
+    n_features: int,
+    n_classes: int,
+    evaluate: Evaluate,
+    *,
+    context: Context | None = None,
+) -> GenerationOutcome:
+    """Train generation `ga_state.generation` and breed the next; return the checkpoint."""
+    config = ga_config(request)
+    fitness = request.get("fitness", {})
+    kind = str(fitness.get("name", "val_accuracy"))
+    penalty = float(fitness.get("param_penalty", 0.0)) / 1e6
+    generation = ga_state.generation
+    todo = pending(ga_state)
+    networks = [
+        to_network(g, n_features, n_classes, candidate_training_seed(config, generation, i))
+        for i, g in todo
+    ]
+    began = time.time()
+    with telemetry.internal_span(
+        telemetry.GENERATION_SPAN.format(generation=generation),
+        context,
+        {"thunderhelm.generation": generation, "thunderhelm.candidates": len(networks)},
+    ) as span:
+        results = list(evaluate(networks)) if networks else []
+        gen_context = trace.set_span_in_context(span)
+        evaluated: dict[int, Evaluation] = {}
+        candidates = []
+        for (index, genome), network, result in zip(todo, networks, results, strict=True):
+            metrics = _metrics(result)
+            score = fitness_from_metrics(metrics, kind, penalty)
+            evaluated[index] = Evaluation(score, metrics)
+            candidates.append({"index": index, "fitness": _finite(score), **metrics})
+            _candidate_span(gen_context, generation, index, network, metrics)
+            del genome
+        fitnesses, all_metrics = merge_results(ga_state, evaluated)
+        finite = [f for f in fitnesses if math.isfinite(f)]
+        best_fitness = max(finite) if finite else None
+        span.set_attribute("thunderhelm.best_fitness", best_fitness if best_fitness else 0.0)
+    new_state = complete_generation(ga_state, config, fitnesses, all_metrics)
+    best = new_state.best
+    data = {
+        "generation": generation,
+        "fitnesses": [_finite(f) for f in fitnesses],
+        "candidates": candidates,
+        "evaluations": new_state.evaluations,
+        "best_fitness": best_fitness,
+        "mean_fitness": (sum(finite) / len(finite)) if finite else None,
+        "duration_s": round(time.time() - began, 3),
+        "training": training_summary(candidates, time.time() - began),
+        "best": None if best is None else best.to_dict(),
+        "ga_state": new_state.to_dict(),
+    }
+    meters.generation_completed(time.time() - began)
+    return GenerationOutcome(new_state, data)
+
+
+def training_summary(candidates: Sequence[Mapping[str, Any]], wall_s: float) -> dict[str, Any]:
+    """Training metrics of one generation, from the timings taken inside the interpreters.
+
+    `parallelism` is total training time over the generation's wall time: how
+    many interpreters were busy on average.
+    """
+    times = [
+        float(c["ended_at"]) - float(c["started_at"])
+        for c in candidates
+        if isinstance(c.get("started_at"), float) and isinstance(c.get("ended_at"), float)
+    ]
+    params = [int(c["params"]) for c in candidates if isinstance(c.get("params"), int)]
+    total = sum(times)
+    return {
+        "candidates_trained": len(candidates),
+        "failed": sum(1 for c in candidates if c.get("status") != "ok"),
+        "epochs_total": sum(int(c.get("epochs_run") or 0) for c in candidates),
+        "train_time_total_s": round(total, 4),
+        "train_time_mean_s": round(total / len(times), 4) if times else None,
+        "train_time_max_s": round(max(times), 4) if times else None,
+        "params_mean": round(sum(params) / len(params), 1) if params else None,
+        "interpreters": sorted(
+            {str(c["interpreter"]) for c in candidates if c.get("interpreter") is not None}
+        ),
+        "parallelism": round(total / wall_s, 3) if wall_s > 0 else None,
+    }
+
+
+def _metrics(result: Mapping[str, Any]) -> dict[str, Any]:
+    keep = (
+        "status",
+        "val_accuracy",
+        "val_loss",
+        "train_loss",
+        "params",
+        "epochs_run",
+        "started_at",
+        "ended_at",
+        "error",
+        "interpreter",
+    )
+    return {k: result.get(k) for k in keep if k in result}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _candidate_span(
+    context: Context,
+    generation: int,
+    index: int,
+    network: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+) -> None:
+    started, ended = metrics.get("started_at"), metrics.get("ended_at")
+    if not isinstance(started, float) or not isinstance(ended, float):
+        return
+    attributes = {
+        "thunderhelm.generation": generation,
+        "thunderhelm.candidate": index,
+        "thunderhelm.status": str(metrics.get("status")),
+        "thunderhelm.epochs": int(metrics.get("epochs_run") or 0),
+        "thunderhelm.params": int(metrics.get("params") or 0),
+        "thunderhelm.units": len(network.get("units", ())),
+    }
+    for key in ("val_accuracy", "val_loss", "train_loss"):
+        value = metrics.get(key)
+        if isinstance(value, float):
+            attributes[f"thunderhelm.{key}"] = value
+    if metrics.get("interpreter") is not None:
+        attributes["thunderhelm.interpreter"] = str(metrics["interpreter"])
+    error = (
+        None
+        if metrics.get("status") == "ok"
+        else f"{metrics.get('status')}: {metrics.get('error')}"
+    )
+    meters.candidate_trained(ended - started, str(metrics.get("status")))
+    telemetry.record_span(
+        telemetry.CANDIDATE_SPAN.format(generation=generation, index=index),
+        context=context,
+        start_ns=int(started * 1e9),
+        end_ns=int(ended * 1e9),
+        attributes=attributes,
+        error=error,
+    )
+
+
+def best_network(
+    request: Mapping[str, Any], best: Mapping[str, Any], n_features: int, n_classes: int
+) -> dict[str, Any]:
+    """The best candidate's network exactly as it was trained (recorded wiring and seed)."""
+    config = ga_config(request)
+    seed = candidate_training_seed(config, int(best["generation"]), int(best["index"]))
+    return to_network(
+        genome_from_dict(best["genome"]),
+        n_features,
+        n_classes,
+        seed,
+        wiring=wiring_from_dict(best["wiring"]),
+    )
+
+
+def save_artifact(
+    directory: Path,
+    run_id: str,
+    network: Mapping[str, Any],
+    trained: Mapping[str, Any],
+    best: Mapping[str, Any],
+) -> Path:
+    """Write `<dir>/<run_id>/model.npz` (weights) and `model.json` (genome, wiring, metrics)."""
+    root = directory.resolve()
+    target = (root / run_id).resolve()
+    if target.parent != root:  # run ids are validated; this keeps it that way
+        raise ValueError(f"artifact path for {run_id!r} escapes {root}")
+    target.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for tensor in trained.get("weights") or []:
+        flat = np.frombuffer(base64.b64decode(tensor["data"]), dtype="<f4")
+        arrays[str(tensor["name"])] = flat.reshape(tuple(tensor["shape"]))
+    np.savez(target / "model.npz", **arrays)  # type: ignore[arg-type]  # numpy's kwargs stub
+    meta = {
+        "run_id": run_id,
+        "network": dict(network),
+        "genome": best.get("genome"),
+        "wiring": best.get("wiring"),
+        "fitness": best.get("fitness"),
+        "metrics": {k: v for k, v in trained.items() if k != "weights"},
+        "tensors": list(arrays),
+    }
+    (target / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return target / "model.npz"
+
+
+def result_data(
+    run_id: str,
+    status: str,
+    *,
+    best: Mapping[str, Any] | None,
+    generations: int,
+    evaluations: int,
+    started_at: str | None,
+    artifact: str | None,
+    error: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """The contract's result `data`."""
+    duration = 0.0
+    if started_at:
+        began = datetime.fromisoformat(started_at.replace("Z", "+00:00")).timestamp()
+        duration = max(0.0, time.time() - began)
+    best_out = None
+    if best is not None:
+        best_out = {
+            "genome": {**best["genome"], "wiring": best.get("wiring")},
+            "fitness": best["fitness"],
+            "metrics": {
+                "val_accuracy": best["metrics"].get("val_accuracy"),
+                "val_loss": best["metrics"].get("val_loss"),
+                "params": best["metrics"].get("params"),
+                "train_loss": best["metrics"].get("train_loss"),
+                "epochs_run": best["metrics"].get("epochs_run"),
+                "generation": best.get("generation"),
+            },
+        }
+    return {
+        "run_id": run_id,
+        "status": status,
+        "best": best_out,
+        "generations": generations,
+        "evaluations": evaluations,
+        "duration_s": round(duration, 3),
+        "artifact": artifact,
+        "error": None if error is None else {"class": error[0], "message": error[1]},
+    }

@@ -1,0 +1,139 @@
+"""What may enter: the screen of a run-requests record, and the forwarded record's shape.
+
+The intake (`streams/worker/intake.py`) screens every record users produce to
+run-requests and either dead-letters it or forwards it to the internal
+run-commands topic, where the Faust agent drives the saga. Both sides screen
+with `screen_command`, so they agree on what is admissible: a record is
+dead-lettered when it cannot be read as a command (size, bytes, envelope,
+type) or is an invalid request that names no run. An invalid request that
+names its run is admitted: the agent answers it with `run.rejected` and the
+reasons, so the user sees why.
+
+A forwarded record carries the input's key and value unchanged and its
+headers with two changes, both undone by `unwrap_forwarded`: the input's
+own `traceparent`/`tracestate` move to `thunderhelm.intake.*` (the forwarded
+record's `traceparent` is the intake's span), and the input's partition,
+offset and timestamp are added, so a record the agent dead-letters later is
+reported against the run-requests record it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.envelope import CloudEvent
+from thunderhelm.schemas.limits import Limits, record_bytes, validate_request
+from thunderhelm.schemas.requests import (
+    CANCEL_REQUESTED,
+    COMMAND_TYPES,
+    RUN_ID_PATTERN,
+    RUN_REQUESTED,
+    CancelRequest,
+)
+from thunderhelm.streams.worker.dead_letters import Failure, InputRejected, Origin, classify
+
+Headers = Sequence[tuple[str, bytes]]
+
+FORWARD_PREFIX = "thunderhelm.intake."
+_TRACE_HEADERS = ("traceparent", "tracestate")
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+
+
+def run_id_in(data: Any) -> str | None:
+    """The request's run id when it names a well-formed one."""
+    if isinstance(data, dict):
+        run_id = data.get("run_id")
+        if isinstance(run_id, str) and _RUN_ID.fullmatch(run_id):
+            return run_id
+    return None
+
+
+def run_id_of_key(key: bytes | None) -> str | None:
+    """The record key read as a run id (the contract keys requests by run id)."""
+    if not key:
+        return None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if _RUN_ID.fullmatch(text) else None
+
+
+def screen_command(
+    key: bytes | None, value: bytes | None, headers: Headers, limits: Limits
+) -> CloudEvent | Failure:
+    """The command a run-requests record carries, or why it must be dead-lettered."""
+    stage = "decode"
+    try:
+        size = record_bytes(key, value, headers)
+        if size > limits.max_record_bytes:
+            raise InputRejected(
+                "decode", f"record of {size} bytes exceeds the limit of {limits.max_record_bytes}"
+            )
+        command = decode_record(value, dict(headers))
+        stage = "validate"
+        for name, _ in headers:
+            if name.startswith(FORWARD_PREFIX):
+                raise InputRejected("validate", f"header {name!r} is reserved for the intake")
+        if command.type not in COMMAND_TYPES:
+            raise InputRejected("validate", f"unknown command type {command.type!r}")
+        if command.type == RUN_REQUESTED:
+            try:
+                validate_request(command.data, limits)
+            except ValidationError:
+                if run_id_in(command.data) is None:
+                    raise  # nobody to tell: dead-lettered
+        else:
+            assert command.type == CANCEL_REQUESTED
+            CancelRequest.model_validate(command.data)
+        return command
+    except Exception as exc:  # every failure to read an input becomes its dead-letter reason
+        return classify(exc, stage)
+
+
+def forward_headers(
+    original: Headers, origin: Origin, trace_headers: dict[str, bytes]
+) -> list[tuple[str, bytes]]:
+    """The headers of an admitted record on run-commands (inverse: `unwrap_forwarded`)."""
+    out: list[tuple[str, bytes]] = []
+    for name, value in original:  # screened: none starts with FORWARD_PREFIX
+        out.append((f"{FORWARD_PREFIX}{name}" if name in _TRACE_HEADERS else name, value))
+    out += [
+        (f"{FORWARD_PREFIX}origin.topic", origin.topic.encode()),
+        (f"{FORWARD_PREFIX}origin.partition", str(origin.partition).encode()),
+        (f"{FORWARD_PREFIX}origin.offset", str(origin.offset).encode()),
+        (f"{FORWARD_PREFIX}origin.timestamp", str(origin.timestamp_ms or "").encode()),
+    ]
+    return out + list(trace_headers.items())
+
+
+def unwrap_forwarded(headers: Headers) -> tuple[list[tuple[str, bytes]], Origin | None]:
+    """The input's own headers and its run-requests origin (None if not forwarded)."""
+    original: list[tuple[str, bytes]] = []
+    origin: dict[str, str] = {}
+    for name, value in headers:
+        if name in _TRACE_HEADERS:
+            continue  # the intake's span, not the input's
+        if not name.startswith(FORWARD_PREFIX):
+            original.append((name, value))
+            continue
+        field = name.removeprefix(FORWARD_PREFIX)
+        if field in _TRACE_HEADERS:
+            original.append((field, value))
+        elif field.startswith("origin."):
+            origin[field.removeprefix("origin.")] = value.decode("utf-8", "replace")
+    try:
+        where = Origin(
+            origin["topic"],
+            int(origin["partition"]),
+            int(origin["offset"]),
+            int(origin["timestamp"]) if origin.get("timestamp") else None,
+        )
+    except (KeyError, ValueError):
+        return [(n, v) for n, v in headers], None
+    return original, where

@@ -1,0 +1,101 @@
+"""The Faust application: topics, the run-state table, agents and timers.
+
+Users' records on run-requests are screened by the intake (streams/worker/intake.py),
+a batch at a time outside Faust's per-record loop: bad ones go to
+dead-letters, admitted commands to the internal run-commands topic. Agents
+stay thin: each record goes through `RunService` (streams/worker/service.py), which
+owns decoding, the saga, dead letters and telemetry. Nothing here awaits a
+generation: generations run as background tasks on the interpreter pool and
+report back by appending to run-events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from thunderhelm.streams.worker.settings import Settings
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Any]:
+    """Build the app and its `RunService`; returned together for the worker entry point."""
+    from thunderhelm.streams.worker.intake import Intake
+    from thunderhelm.streams.worker.service import RunService
+
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        producer_acks=-1,
+        web_enabled=settings.web_port > 0,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        web_port=max(settings.web_port, 1),
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        topic_disable_leader=True,
+        # Room for a dead letter: an input as large as the broker takes, plus headers.
+        producer_max_request_size=4 * 1024 * 1024,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 4),
+    )
+    topics = {
+        name: app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+        for name in settings.topics
+    }
+    runs = app.Table(
+        "runs",
+        default=None,
+        partitions=settings.partitions,
+        key_type=bytes,  # raw run-id bytes; values are JSON (the state's dict)
+    )
+    service = RunService(settings, app, topics, runs)
+    intake = Intake(settings, service.note_dead_letter)
+
+    @app.agent(topics[settings.run_commands], name="run-commands")
+    async def on_command(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await service.handle_command(event)
+
+    @app.agent(topics[settings.run_events], name="run-events")
+    async def on_event(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await service.handle_event(event)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    async def reconcile() -> None:
+        await service.reconcile()
+
+    @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    async def on_started() -> None:
+        await service.start()
+        # Commands are admitted once the pool is warm: warming interpreters
+        # up is the heaviest work of a start and would share the cores.
+        await intake.run()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrower
+    async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        service.on_revoked({tp.partition for tp in revoked if tp.topic == settings.run_events})
+
+    @app.page("/runs/{run_id}/")
+    async def run_view(web: Any, request: Any, run_id: str) -> Any:
+        state = service.state_of(run_id)
+        if state is None:
+            return web.json({"error": f"unknown run {run_id}"}, status=404)
+        return web.json(state.to_dict())
+
+    return app, service

@@ -1,0 +1,313 @@
+"""The dead-letter record: the one place that shapes what a failed input becomes.
+
+The value and key are the original bytes, unchanged; the original headers are
+kept (order and duplicates included) and `dlq.*` headers explain the failure.
+Whether a failure is retryable is data on the failure, decided where it is
+classified (`classify`), never by scattered try/except blocks.
+
+`OrderedAcks` lets the agents keep consuming while dead-letter writes are in
+flight, without ever letting an input's offset be committed before its
+dead-letter write is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from pydantic import ValidationError
+
+from thunderhelm.schemas.codec import DecodeError, EnvelopeError
+
+Stage = str  # decode | validate | decide | execute | produce
+
+HEADER_PREFIX = "dlq."
+log = logging.getLogger(__name__)
+
+
+class Failure(NamedTuple):  # a tuple: one is made per bad record, on the hot path
+    stage: Stage
+    error_class: str
+    message: str
+    retryable: bool = False
+
+
+class InputRejected(Exception):
+    """A record that can never be processed as it is (not retryable)."""
+
+    def __init__(self, stage: Stage, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+def classify(exc: BaseException, stage: Stage) -> Failure:
+    """Map an exception raised while handling a record to a dead-letter reason."""
+    message = str(exc)[:2000] or type(exc).__name__
+    match exc:
+        case InputRejected():
+            return Failure(exc.stage, type(exc).__name__, message)
+        case DecodeError():
+            return Failure("decode", type(exc).__name__, message)
+        case EnvelopeError() | ValidationError():
+            return Failure("validate", type(exc).__name__, message)
+        case ConnectionError() | TimeoutError():
+            return Failure(stage, type(exc).__name__, message, retryable=True)
+        case _:
+            return Failure(stage, type(exc).__name__, message)
+
+
+class Origin(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+
+def dead_letter_headers(
+    original: Sequence[tuple[str, bytes]],
+    failure: Failure,
+    origin: Origin,
+    trace_headers: dict[str, bytes],
+    *,
+    now: float | None = None,
+) -> list[tuple[str, bytes]]:
+    """Original headers, then the `dlq.*` explanation, then our trace context.
+
+    An original `traceparent` is kept as `dlq.original.traceparent` so the
+    record carries exactly one `traceparent`: the dead-letter span's.
+    """
+    attempt = 1
+    first_failure = None
+    kept: list[tuple[str, bytes]] = []
+    for name, value in original:
+        if name == "dlq.attempt":
+            attempt = _int(value, 0) + 1
+        elif name == "dlq.first.failure.time":
+            first_failure = value
+        if name.startswith(HEADER_PREFIX):
+            continue  # a re-driven record gets fresh dlq.* headers
+        if name in ("traceparent", "tracestate"):
+            kept.append((f"dlq.original.{name}", value))
+            continue
+        kept.append((name, value))
+    stamp = str(int((time.time() if now is None else now) * 1000)).encode()
+    dlq = [
+        ("dlq.error.class", failure.error_class.encode()),
+        ("dlq.error.message", failure.message.encode("utf-8", "replace")),
+        ("dlq.stage", failure.stage.encode()),
+        ("dlq.retryable", b"true" if failure.retryable else b"false"),
+        ("dlq.original.topic", origin.topic.encode()),
+        ("dlq.original.partition", str(origin.partition).encode()),
+        ("dlq.original.offset", str(origin.offset).encode()),
+        ("dlq.original.timestamp", str(origin.timestamp_ms or "").encode()),
+        ("dlq.attempt", str(attempt).encode()),
+        ("dlq.first.failure.time", first_failure or stamp),
+        ("dlq.time", stamp),
+    ]
+    return kept + dlq + list(trace_headers.items())
+
+
+def original_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The input's headers as they were: the inverse of `dead_letter_headers`.
+
+    Drops every `dlq.*` header and the dead-letter span's trace context, and
+    restores `dlq.original.traceparent`/`tracestate` to their own names.
+    """
+    out: list[tuple[str, bytes]] = []
+    for name, value in headers:
+        if name in ("dlq.original.traceparent", "dlq.original.tracestate"):
+            out.append((name.removeprefix("dlq.original."), value))
+        elif not name.startswith(HEADER_PREFIX) and name not in ("traceparent", "tracestate"):
+            out.append((name, value))
+    return out
+
+
+def _int(raw: bytes, default: int) -> int:
+    try:
+        return int(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        return default
+
+
+# --- acknowledging dead-lettered inputs in offset order ----------------------------
+
+
+class AckableMessage(Protocol):
+    """The part of a Faust message this module touches."""
+
+    @property
+    def tp(self) -> Hashable: ...
+
+    def incref(self, n: int = 1) -> None: ...
+
+
+class AckableEvent(Protocol):
+    """The part of a Faust event this module touches."""
+
+    @property
+    def message(self) -> AckableMessage: ...
+
+    def ack(self) -> bool: ...
+
+
+# Starts one write and returns its ack (an awaitable, usually an asyncio.Future).
+Send = Callable[[], Awaitable[Awaitable[Any]]]
+
+
+@dataclass
+class _Slot:
+    event: AckableEvent
+    done: bool
+
+
+class OrderedAcks:
+    """Pipelined dead-letter writes whose inputs are acknowledged in offset order.
+
+    Awaiting each dead-letter write inside the agent costs a broker round trip
+    per bad record. Instead, the write is started, the input's Faust message
+    gets an extra reference (so the stream's own ack after the handler is not
+    the final one), and the write's ack callback releases it. Faust commits up
+    to the first offset that is not acked, but a gap at the head of its acked
+    list can be committed over (faust-streaming #606), so acks must reach it
+    in order: while a partition has a write in flight, every later input of
+    that partition is held too (`hold`) and released behind it. The input's
+    offset is therefore committed only after its dead-letter write, and every
+    earlier one on the partition, is acknowledged.
+    """
+
+    def __init__(self, max_in_flight: int = 2000, retry_delay_s: float = 1.0) -> None:
+        self.max_in_flight = max_in_flight
+        self.retry_delay_s = retry_delay_s
+        self._slots: dict[Hashable, deque[_Slot]] = {}
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        self._retries: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def hold(self, event: AckableEvent) -> None:
+        """Call first for every input: behind an in-flight write its ack waits its turn."""
+        slots = self._slots.get(event.message.tp)
+        if slots:
+            event.message.incref()
+            slots.append(_Slot(event, done=True))
+
+    async def write(self, event: AckableEvent, send: Send) -> None:
+        """Start the dead-letter write `send`; the input is acked once the broker has it.
+
+        Returns as soon as the write is queued (or, with too many in flight,
+        once there is room again), so the agent goes on to the next record.
+        """
+        while self._in_flight >= self.max_in_flight:
+            self._room.clear()
+            await self._room.wait()
+        queue = self._slots.setdefault(event.message.tp, deque())
+        if queue and queue[-1].event is event:
+            slot = queue[-1]  # held on entry: it now waits for its own write
+            slot.done = False
+        else:
+            event.message.incref()
+            slot = _Slot(event, done=False)
+            queue.append(slot)
+        self._in_flight += 1
+        try:
+            future = asyncio.ensure_future(await send())
+        except Exception as exc:
+            self._retry_later(slot, send, exc)
+            return
+        future.add_done_callback(lambda f: self._on_sent(slot, send, f))
+
+    def _on_sent(self, slot: _Slot, send: Send, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._retry_later(slot, send, asyncio.CancelledError())
+        elif (exc := future.exception()) is not None:
+            self._retry_later(slot, send, exc)
+        else:
+            self._complete(slot)
+
+    def _retry_later(self, slot: _Slot, send: Send, exc: BaseException) -> None:
+        """Never lose the input: retry until the dead-letter topic takes it."""
+        log.error("dead-letter write failed (%s: %s); retrying", type(exc).__name__, exc)
+
+        async def again() -> None:
+            while True:
+                await asyncio.sleep(self.retry_delay_s)
+                try:
+                    await (await send())
+                except Exception as retry_exc:
+                    log.error("dead-letter write failed again: %s", retry_exc)
+                    continue
+                self._complete(slot)
+                return
+
+        task = asyncio.get_running_loop().create_task(again())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    def _complete(self, slot: _Slot) -> None:
+        slot.done = True
+        self._in_flight -= 1
+        self._room.set()
+        tp = slot.event.message.tp
+        queue = self._slots.get(tp)
+        while queue and queue[0].done:
+            queue.popleft().event.ack()
+        if queue is not None and not queue:
+            del self._slots[tp]
+
+    async def drain(self, timeout_s: float = 30.0) -> bool:
+        """Wait until no write is in flight (shutdown, tests); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._in_flight and time.monotonic() < deadline:
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                break
+        return self._in_flight == 0
+
+
+class ThrottledLog:
+    """One log line per dead letter until a flood, then one summary line per interval.
+
+    A hostile producer must not turn the worker's log into its bottleneck.
+    """
+
+    def __init__(self, logger: logging.Logger, per_interval: int = 20, interval_s: float = 5.0):
+        self._log = logger
+        self._per_interval = per_interval
+        self._interval_s = interval_s
+        self._window = 0.0
+        self._count = 0
+        self._muted = 0
+
+    def dead_letter(self, origin: Origin, failure: Failure) -> None:
+        """The line for one dead-lettered input."""
+        self.warning(
+            "dead-letter %s[%s]@%s stage=%s %s: %s",
+            origin.topic,
+            origin.partition,
+            origin.offset,
+            failure.stage,
+            failure.error_class,
+            failure.message,
+        )
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._window >= self._interval_s:
+            if self._muted:
+                self._log.warning("... %d more dead letters not logged one by one", self._muted)
+            self._window, self._count, self._muted = now, 0, 0
+        self._count += 1
+        if self._count <= self._per_interval:
+            self._log.warning(msg, *args)
+        else:
+            self._muted += 1

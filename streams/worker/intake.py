@@ -1,0 +1,451 @@
+"""The intake: run-requests, a batch at a time, to dead-letters or run-commands.
+
+Users produce anything to run-requests, so this is where hostile input lands.
+Faust handles records one event at a time (about 1,500 per second on two
+cores, whatever the handler does), which made a flood of bad records as slow
+as the slowest part of the worker. The intake reads run-requests with a plain
+aiokafka consumer instead: it screens each record (`thunderhelm.streams.worker.admission`),
+appends dead letters to per-partition producer batches, forwards admitted
+commands to run-commands (where the Faust agent drives the saga), awaits
+every write's acknowledgement and only then commits the batch's offsets. A
+crash before the commit means the batch is read again: a dead letter may be
+written twice, never lost, and a forwarded command twice, which the saga's
+de-duplication absorbs.
+
+Tracing: an input that carries a trace context gets its own `process` span
+and dead-letter span in that trace. Inputs without one (random bytes, as a
+rule) share one dead-letter span per batch, with an event per record, rather
+than one new single-span trace each; every dead letter's `traceparent` names
+the span that holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from opentelemetry.trace import Span
+
+from thunderhelm.streams.observability import metrics as meters
+from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.admission import forward_headers, run_id_of_key, screen_command
+from thunderhelm.streams.worker.dead_letters import (
+    Failure,
+    Origin,
+    ThrottledLog,
+    dead_letter_headers,
+)
+from thunderhelm.streams.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+type Record = ConsumerRecord[bytes, bytes]
+# Called for a dead letter whose key names a run this worker knows: the run's
+# log gets a `dead-lettered` event.
+KnownRunNote = Callable[[str, Failure, Origin], Awaitable[None]]
+
+MAX_RECORDS_PER_BATCH = 2000
+# A producer batch this large amortises the per-request cost well; a bigger
+# record still goes alone in a batch of its own.
+PRODUCER_BATCH_BYTES = 256 * 1024
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+RETRY_DELAY_S = 1.0
+# Routed batches whose acks may be outstanding at once.
+MAX_BATCHES_IN_FLIGHT = 4
+DRAIN_TIMEOUT_S = 30.0
+# Events kept on a shared dead-letter span; the rest are counted.
+EVENTS_PER_SPAN = 100
+
+
+class _Item(NamedTuple):
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class _Writes:
+    """The batch's writes: dead letters in producer batches, forwards one by one.
+
+    Every write's acknowledgement is awaited in `flush`; a write that fails is
+    written again, alone, until the broker takes it, so nothing routed is
+    lost and the batch's offsets can be committed after `flush` returns.
+    """
+
+    producer: AIOKafkaProducer
+    _open: dict[tuple[str, int], tuple[BatchBuilder, list[_Item]]] = field(default_factory=dict)
+    _full: list[tuple[str, int, BatchBuilder, list[_Item]]] = field(default_factory=list)
+    _sent: list[tuple[asyncio.Future[Any], str, int | None, list[_Item]]] = field(
+        default_factory=list
+    )
+
+    def batched(self, topic: str, partition: int, item: _Item) -> None:
+        """Append to the partition's open batch; a full one waits for `send_open`."""
+        slot = self._open.get((topic, partition))
+        if slot is None:
+            slot = self._open[(topic, partition)] = (self.producer.create_batch(), [])
+        builder, items = slot
+        if builder.append(key=item.key, value=item.value, timestamp=None, headers=item.headers):
+            items.append(item)
+            return
+        self._full.append((topic, partition, builder, items))
+        builder = self.producer.create_batch()
+        if not builder.append(key=item.key, value=item.value, timestamp=None, headers=item.headers):
+            raise RuntimeError("a record does not fit an empty producer batch")
+        self._open[(topic, partition)] = (builder, [item])
+
+    async def single(self, topic: str, item: _Item) -> None:
+        future = await self.producer.send(
+            topic, value=item.value, key=item.key, headers=item.headers
+        )
+        self._sent.append((future, topic, None, [item]))
+
+    async def send_open(self) -> None:
+        """Hand every batch filled so far to the producer."""
+        for topic, partition in list(self._open):
+            builder, items = self._open.pop((topic, partition))
+            self._full.append((topic, partition, builder, items))
+        full, self._full = self._full, []
+        for topic, partition, builder, items in full:
+            builder.close()
+            future = await self.producer.send_batch(builder, topic, partition=partition)
+            self._sent.append((future, topic, partition, items))
+
+    async def flush(self) -> None:
+        """Wait for every write's ack; write again, alone, whatever failed."""
+        await self.send_open()
+        sent, self._sent = self._sent, []
+        outcomes = await asyncio.gather(*(f for f, *_ in sent), return_exceptions=True)
+        for outcome, (_, topic, where, items) in zip(outcomes, sent, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("intake write to %s failed (%s); writing again", topic, outcome)
+                for item in items:
+                    await self._until_written(topic, where, item)
+
+    async def _until_written(self, topic: str, partition: int | None, item: _Item) -> None:
+        while True:
+            try:
+                await self.producer.send_and_wait(
+                    topic, value=item.value, key=item.key, headers=item.headers, partition=partition
+                )
+                return
+            except KafkaError as exc:
+                log.error("intake write to %s failed again: %s", topic, exc)
+                await asyncio.sleep(RETRY_DELAY_S)
+
+
+class _SharedDeadLetterSpan:
+    """One dead-letter span for a batch's inputs that carry no trace context."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.span: Span | None = None
+        self.headers: dict[str, bytes] = {}
+        self.count = 0
+        self.stages: Counter[str] = Counter()
+
+    def add(self, record: Record, failure: Failure) -> dict[str, bytes]:
+        if self.span is None:
+            self.span = telemetry.start_dead_letter_batch_span(self.topic)
+            self.headers = telemetry.headers_of(self.span)
+        self.count += 1
+        self.stages[failure.stage] += 1
+        if self.count <= EVENTS_PER_SPAN:
+            self.span.add_event(
+                "dead letter",
+                {
+                    "messaging.destination.partition.id": str(record.partition),
+                    "messaging.kafka.offset": record.offset,
+                    "dlq.stage": failure.stage,
+                    "error.type": failure.error_class,
+                    "exception.message": failure.message[:300],
+                },
+            )
+        return self.headers
+
+    def end(self) -> None:
+        if self.span is None:
+            return
+        classes = ", ".join(f"{stage} {n}" for stage, n in sorted(self.stages.items()))
+        telemetry.mark_failed(self.span, "DeadLettered", f"{self.count} inputs ({classes})")
+        self.span.set_attribute("thunderhelm.dead_letter.count", self.count)
+        self.span.set_attribute(
+            "thunderhelm.dead_letter.events_dropped", max(0, self.count - EVENTS_PER_SPAN)
+        )
+        self.span.end()
+
+
+class _InOrderCommits:
+    """Routed batches finish concurrently; their offsets are committed strictly in order.
+
+    A batch's offsets are committed after its own writes and every earlier
+    batch's are acknowledged, so a committed offset never passes an input
+    whose write is still in flight.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self._tasks: deque[asyncio.Task[None]] = deque()
+
+    async def add(
+        self, routing: Awaitable[Awaitable[None]], batch: dict[TopicPartition, list[Record]]
+    ) -> None:
+        """Await `routing` (the writes started), then commit `batch` once they are acked."""
+        while len(self._tasks) >= MAX_BATCHES_IN_FLIGHT:
+            await asyncio.wait({self._tasks[0]})
+            self._forget_done()
+        waiting = await routing
+        previous = self._tasks[-1] if self._tasks else None
+        self._tasks.append(asyncio.ensure_future(self._commit_after(waiting, previous, batch)))
+
+    async def _commit_after(
+        self,
+        acknowledged: Awaitable[None],
+        previous: asyncio.Task[None] | None,
+        batch: dict[TopicPartition, list[Record]],
+    ) -> None:
+        await acknowledged
+        if previous is not None:
+            await previous  # raises if it failed: then nothing after it is committed
+        await _commit(self._consumer, batch)
+
+    def _forget_done(self) -> None:
+        while self._tasks and self._tasks[0].done():
+            self._tasks.popleft().result()  # a failed batch raises here
+
+    def raise_if_failed(self) -> None:
+        self._forget_done()
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.wait({self._tasks[-1]})
+            self._forget_done()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commit before a partition moves away; start where an older worker stopped.
+
+    Workers before the intake read run-requests in Faust's own group: where
+    the intake's group has no offset yet, it starts at that group's.
+    """
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        commits: _InOrderCommits,
+        inherited: dict[TopicPartition, int],
+    ) -> None:
+        self._consumer = consumer
+        self._commits = commits
+        self._inherited = inherited
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._commits.drain()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in assigned:
+            offset = self._inherited.get(tp)
+            if offset is not None and await self._consumer.committed(tp) is None:
+                log.info("intake starts %s at %d, where Faust's group stopped", tp, offset)
+                self._consumer.seek(tp, offset)
+
+
+async def _faust_group_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """run-requests offsets committed by Faust's group (left by workers before the intake)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        await admin.start()
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    except KafkaError as exc:
+        log.warning("intake could not read Faust's group offsets: %s", exc)
+        return {}
+    finally:
+        await admin.close()
+    return {
+        tp: meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == settings.run_requests and meta.offset >= 0
+    }
+
+
+class Intake:
+    """Screens run-requests; dead-letters or forwards each record; commits after the acks."""
+
+    def __init__(self, settings: Settings, note_known_run: KnownRunNote | None = None) -> None:
+        self.settings = settings
+        self.note_known_run = note_known_run
+        self._log = ThrottledLog(log)
+        self._dead_letter_partitions: list[int] = []
+
+    async def run(self) -> None:
+        """Read run-requests until cancelled; broker outages and surprises are waited out."""
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Uncommitted batches are read again by the next consumer.
+                log.exception("intake stopped unexpectedly; starting again")
+                await asyncio.sleep(RETRY_DELAY_S)
+
+    async def _run_once(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=s.intake_group,
+            client_id=f"{s.app_id}-intake",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(max(1.0, s.session_timeout_s / 4) * 1000),
+            max_partition_fetch_bytes=MAX_REQUEST_BYTES,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=f"{s.app_id}-intake",
+            acks="all",
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            max_request_size=MAX_REQUEST_BYTES,
+        )
+        commits = _InOrderCommits(consumer)
+        await _start(producer, consumer)
+        try:
+            inherited = await _faust_group_offsets(s)
+            consumer.subscribe([s.run_requests], listener=_Rebalance(consumer, commits, inherited))
+            partitions = await producer.partitions_for(s.dead_letters)
+            self._dead_letter_partitions = sorted(partitions)
+            log.info("intake reading %s", s.run_requests)
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS_PER_BATCH)
+                commits.raise_if_failed()
+                if batch:
+                    # The next batch is screened while this one's writes are in flight.
+                    await commits.add(self.route(batch, producer), batch)
+                    _observe_lag(consumer, batch)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(commits.drain(), DRAIN_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def route(
+        self, batch: dict[TopicPartition, list[Record]], producer: AIOKafkaProducer
+    ) -> Awaitable[None]:
+        """Start the writes of every record of `batch`; the result waits for all acks."""
+        writes = _Writes(producer)
+        shared = _SharedDeadLetterSpan(self.settings.run_requests)
+        notes: list[tuple[str, Failure, Origin]] = []
+        dead: Counter[tuple[str, str]] = Counter()
+        try:
+            for tp, records in batch.items():
+                for record in records:
+                    origin = Origin(tp.topic, tp.partition, record.offset, record.timestamp)
+                    headers = list(record.headers)
+                    screened = screen_command(
+                        record.key, record.value, headers, self.settings.limits
+                    )
+                    if isinstance(screened, Failure):
+                        self._dead_letter(record, headers, screened, origin, writes, shared)
+                        dead[(screened.stage, screened.error_class)] += 1
+                        run_id = run_id_of_key(record.key)
+                        if run_id is not None and self.note_known_run is not None:
+                            notes.append((run_id, screened, origin))
+                    else:
+                        await self._forward(record, headers, origin, writes)
+        finally:
+            shared.end()
+        await writes.send_open()
+
+        async def acknowledged() -> None:
+            await writes.flush()
+            for (stage, error_class), n in dead.items():
+                meters.dead_lettered(stage, error_class, n)
+            if self.note_known_run is not None:
+                for run_id, failure, origin in notes:
+                    await self.note_known_run(run_id, failure, origin)
+
+        return acknowledged()
+
+    def _dead_letter(
+        self,
+        record: Record,
+        headers: list[tuple[str, bytes]],
+        failure: Failure,
+        origin: Origin,
+        writes: _Writes,
+        shared: _SharedDeadLetterSpan,
+    ) -> None:
+        self._log.dead_letter(origin, failure)
+        context = telemetry.record_context(headers)
+        if context is None:
+            trace_headers = shared.add(record, failure)
+        else:
+            trace_headers = telemetry.dead_letter_spans(
+                record, context, failure.error_class, failure.stage, failure.message
+            )
+        partitions = self._dead_letter_partitions or [0]
+        writes.batched(
+            self.settings.dead_letters,
+            # Same partition number as the input (when there are as many), so
+            # the dead letters of one input partition stay in their order.
+            partitions[origin.partition % len(partitions)],
+            _Item(
+                record.key,
+                record.value,
+                dead_letter_headers(headers, failure, origin, trace_headers),
+            ),
+        )
+
+    async def _forward(
+        self, record: Record, headers: list[tuple[str, bytes]], origin: Origin, writes: _Writes
+    ) -> None:
+        trace_headers = telemetry.forward_span(record, telemetry.record_context(headers))
+        await writes.single(
+            self.settings.run_commands,
+            _Item(record.key, record.value, forward_headers(headers, origin, trace_headers)),
+        )
+
+
+def _observe_lag(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:
+    for tp, records in batch.items():
+        high = consumer.highwater(tp)
+        if high is not None and records:
+            meters.consumer_lag(tp.topic, tp.partition, high - records[-1].offset - 1)
+
+
+async def _start(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+    """Start both clients, waiting for the broker as long as it takes."""
+    for client in (producer, consumer):
+        while True:
+            try:
+                await client.start()
+                break
+            except KafkaError as exc:
+                log.warning("intake waiting for the broker: %s", exc)
+                await asyncio.sleep(RETRY_DELAY_S)
+
+
+async def _commit(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:
+    offsets = {
+        tp: OffsetAndMetadata(records[-1].offset + 1, "")
+        for tp, records in batch.items()
+        if records
+    }
+    try:
+        await consumer.commit(offsets)
+    except CommitFailedError as exc:
+        # The group rebalanced: the new owner reads these records again.
+        log.warning("intake commit after a rebalance failed (%s); records are read again", exc)

@@ -1,0 +1,116 @@
+"""The layering rules the folders promise, read from the import statements.
+
+Each rule names the folder it constrains and what it may not import; a new
+import that crosses a layer fails here with the file and the line.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCTION = ("streams", "ga", "schemas")
+
+
+def imports(folder: str) -> Iterator[tuple[str, int, str]]:
+    """(file, line, imported module) for every import under `folder`."""
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                yield str(path.relative_to(ROOT)), node.lineno, name
+
+
+def offenders(folder: str, allowed: object) -> list[str]:
+    assert callable(allowed)
+    return [
+        f"{file}:{line} imports {name}" for file, line, name in imports(folder) if not allowed(name)
+    ]
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_production_code_never_imports_tests_or_benchmarks() -> None:
+    for folder in PRODUCTION:
+        assert offenders(folder, lambda n: top(n) not in ("tests", "bench")) == []
+
+
+def test_modules_are_imported_by_their_installed_names() -> None:
+    # The distribution installs only `thunderhelm`; a bare `import streams`
+    # would work in a checkout and fail in site-packages.
+    for folder in (*PRODUCTION, "tests", "bench"):
+        assert offenders(folder, lambda n: top(n) not in PRODUCTION) == []
+
+
+FORBIDDEN_IN_DOMAIN = ("faust", "mode", "aiokafka", "opentelemetry", "numpy", "pydantic", "time",
+                       "datetime", "asyncio")  # fmt: skip
+
+
+def test_the_domain_is_pure() -> None:
+    def allowed(name: str) -> bool:
+        if top(name) in FORBIDDEN_IN_DOMAIN:
+            return False
+        inner = name.startswith("thunderhelm.streams.")
+        return not inner or name.startswith("thunderhelm.streams.domain")
+
+    assert offenders("streams/domain", allowed) == []
+
+
+def test_the_ga_core_uses_the_standard_library_only() -> None:
+    def allowed(name: str) -> bool:
+        return name.startswith("thunderhelm.ga.core") or (
+            top(name) in sys.stdlib_module_names and top(name) != "thunderhelm"
+        )
+
+    assert offenders("ga/core", allowed) == []
+
+
+def test_the_ga_knows_nothing_of_streams_or_schemas() -> None:
+    def allowed(name: str) -> bool:
+        return not name.startswith(("thunderhelm.streams", "thunderhelm.schemas"))
+
+    assert offenders("ga", allowed) == []
+
+
+POOL_MAY_USE = (
+    "thunderhelm.ga.pool",
+    "thunderhelm.ga.training.blas",
+    "thunderhelm.ga.training._kernel",
+)
+POOL_PACKAGES = ("thunderhelm.ga", "thunderhelm.ga.training", "thunderhelm.ga.check_python")
+
+
+@pytest.mark.parametrize("module", ["interpreter_pool", "backend", "task_runner", "types"])
+def test_the_pool_loads_nothing_an_isolated_interpreter_cannot(module: str) -> None:
+    # Task runners execute inside isolated sub-interpreters, where numpy and
+    # most extension modules cannot be imported.
+    def allowed(name: str) -> bool:
+        if top(name) == "thunderhelm":
+            return name.startswith(POOL_MAY_USE) or name in POOL_PACKAGES
+        return top(name) in sys.stdlib_module_names
+
+    found = [o for o in offenders("ga/pool", allowed) if o.startswith(f"ga/pool/{module}.py")]
+    assert found == []
+
+
+def test_the_layer_rules_catch_a_crossing(tmp_path: Path) -> None:
+    # The walker itself: a domain module importing faust is found.
+    probe = ROOT / "streams" / "domain" / "_layer_probe.py"
+    probe.write_text("import faust\n")
+    try:
+        assert any("faust" in o for o in offenders("streams/domain", lambda n: top(n) != "faust"))
+    finally:
+        probe.unlink()

@@ -1,0 +1,18 @@
+"""thunderhelm: durable, observable neural-architecture-search runs on Kafka.
+
+The distribution installs one top-level package, ``thunderhelm``; its layers
+live in the repository's top-level folders and are installed under it:
+
+* ``thunderhelm.streams`` (``streams/``): the run saga and everything around
+  it: the pure domain, the Faust worker, the run executor, observability, the
+  CLI and the local development services;
+* ``thunderhelm.ga`` (``ga/``): the genetic algorithm (stdlib only), candidate
+  training (the compiled kernel) and the sub-interpreter pool;
+* ``thunderhelm.schemas`` (``schemas/``): the public contract: envelope,
+  requests, events, results, limits.
+
+Importing this package imports nothing else: the supervisor and the CLI stay
+small processes.
+"""
+
+__version__ = "0.1.0"
