@@ -18,7 +18,7 @@ from thunderhelm.streams.cli.client import read_topic
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.invariants import violations
 from thunderhelm.streams.worker.dead_letters import InputRejected
-from thunderhelm.streams.worker.service import to_domain
+from thunderhelm.streams.worker.records import to_domain
 from thunderhelm.streams.worker.settings import Settings
 
 
