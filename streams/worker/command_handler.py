@@ -98,7 +98,7 @@ class CommandHandler:
                 )
 
     async def decide(self, admitted: Admitted, span: Span, partition: int) -> saga.RunState | None:
-        """Append and fold what the command decides; the run's new state (None: no change)."""
+        """Append and fold what the command decides; the state to act on (None: nothing)."""
         run_id, command = command_of(admitted, span)
         span.set_attribute("thunderhelm.run_id", run_id)
         if isinstance(command, saga.NewEvent):
@@ -108,5 +108,8 @@ class CommandHandler:
         state = None
         for new in decided:
             written = await self.writer.append(run_id, new, None)
-            state, _ = fold(self.store, self.runner, to_domain(written), partition)
+            after, changed = fold(self.store, self.runner, to_domain(written), partition)
+            # Unchanged: the run-events agent read the event back while the
+            # write awaited its ack, folded it and acted on it already.
+            state = after if changed else None
         return state
