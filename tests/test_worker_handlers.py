@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.event_data import EVENT_DATA
 from thunderhelm.schemas.results import RUN_RESULT
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.worker.components import RunWorker
@@ -378,3 +379,7 @@ def test_a_revoked_partition_stops_its_runs_steps() -> None:
         return h
 
     assert run(go()).executor.cancelled == ["r-1"]
+
+
+def test_every_event_type_has_a_data_model() -> None:
+    assert set(EVENT_DATA) == ev.EVENT_TYPES

@@ -17,7 +17,7 @@ from opentelemetry.context import Context
 
 from thunderhelm.schemas.codec import encode_event
 from thunderhelm.schemas.envelope import JSON_CONTENT_TYPE, SCHEMA_VERSION, CloudEvent, utc_now_iso
-from thunderhelm.schemas.events import validated_data
+from thunderhelm.schemas.event_data import validated_data
 from thunderhelm.schemas.results import RUN_RESULT, validated_result
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import telemetry

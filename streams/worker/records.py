@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.envelope import SCHEMA_VERSION, CloudEvent, utc_now_iso
+from thunderhelm.schemas.event_data import validated_data
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.worker.dead_letters import InputRejected
@@ -40,7 +41,7 @@ def to_domain(record: CloudEvent) -> saga.Event:
     if not isinstance(record.data, dict):
         raise InputRejected("validate", "event data is not an object")
     try:
-        data = ev.validated_data(record.type, record.data)
+        data = validated_data(record.type, record.data)
     except ValidationError as exc:
         reasons = "; ".join(describe_validation_error(exc))
         raise InputRejected("validate", f"{record.type}: {reasons}") from None
