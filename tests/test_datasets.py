@@ -202,5 +202,5 @@ def test_fingerprint_follows_the_data() -> None:
 
 
 def test_fractions_that_leave_no_training_rows_are_refused() -> None:
-    with pytest.raises(DatasetError, match="at most 0.9"):
+    with pytest.raises(DatasetError, match=r"at most 0\.9"):
         _load({"name": "spirals", "validation_fraction": 0.5, "test_fraction": 0.5})

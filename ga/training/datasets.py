@@ -69,6 +69,7 @@ class PreparedDataset:
     mean: F32
     scale: F32
     labels: tuple[str, ...]
+    test_rows: npt.NDArray[np.int64]  # which rows of the source the test split holds
     vocabulary: str = ""
     context: int = 0
 
@@ -129,7 +130,8 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
     n_val = max(1, round(len(y) * fraction))
     n_test = max(1, round(len(y) * test_fraction))
     n_val = min(n_val, len(y) - n_test - 2)
-    val, test, train = perm[:n_val], perm[n_val : n_val + n_test], perm[n_val + n_test :]
+    val, train = perm[:n_val], perm[n_val + n_test :]
+    test = np.sort(perm[n_val : n_val + n_test])  # source order: `test_rows` names them
     x_train = x[train]
     if standardize:
         mean = x_train.mean(axis=0)
@@ -137,6 +139,10 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
         scale[~(scale > 1e-12)] = 1.0
     else:
         mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    # Rounded to the float32 a saved model keeps, so raw rows standardised
+    # later by that model get exactly the values the network was trained on.
+    mean = mean.astype(np.float32).astype(np.float64)
+    scale = scale.astype(np.float32).astype(np.float64)
     return PreparedDataset(
         name=name,
         x_train=_frozen(((x_train - mean) / scale).astype(np.float32)),
@@ -150,6 +156,7 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
         mean=_frozen(mean.astype(np.float32)),
         scale=_frozen(scale.astype(np.float32)),
         labels=labels,
+        test_rows=_frozen(test.astype(np.int64)),
         vocabulary=vocabulary,
         context=context,
     )
