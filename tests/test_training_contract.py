@@ -62,3 +62,15 @@ def test_a_generation_records_the_evaluators_fitness_as_is() -> None:
     outcome = steps.run_generation(request, state, 4, 2, evaluate)
     assert outcome.data["fitnesses"] == scores
     assert outcome.data["best_fitness"] == 0.5
+
+
+def test_runs_lists_the_artifact_of_a_finished_run() -> None:
+    from thunderhelm.streams.cli.replay import Replayed, render_runs
+    from thunderhelm.streams.domain.saga import RunState
+
+    done = RunState("r1", "succeeded", result={"artifact": "/a/r1/model.json"})
+    failed = RunState("r2", "failed", result={"artifact": None})
+    text = render_runs(Replayed({"r1": done, "r2": failed}, {}, 0), None)
+    lines = text.splitlines()
+    assert lines[0].startswith("r1") and lines[0].endswith("artifact /a/r1/model.json")
+    assert "artifact" not in lines[1]
