@@ -18,7 +18,7 @@ small processes.
 __version__ = "0.1.0"
 
 
-def load_model(path: str | object) -> "Model":
+def load_model(path: "str | PathLike[str]") -> "Model":
     """Load a run's model artifact (its folder, model.json or model.npz).
 
     The returned model has `predict`/`predict_proba` on raw numpy inputs;
@@ -28,9 +28,11 @@ def load_model(path: str | object) -> "Model":
 
     from thunderhelm.ga.training.artifact import load_model as _load
 
-    return _load(Path(str(path)))
+    return _load(Path(path))
 
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing's own flag without importing typing
 if TYPE_CHECKING:
+    from os import PathLike
+
     from thunderhelm.ga.training.artifact import Model
