@@ -335,4 +335,14 @@ def _summary(tasks: Mapping[str, Mapping[str, Any]]) -> str:
             f"| {cell('tpe', 'test')} | {t['ga_vs_random_test_wins_ties_losses']} "
             f"| {t['ga_vs_tpe_test_wins_ties_losses']} |"
         )
+    lines += ["", "How much of a gap is a finding: the standard error of a test mean is sd/√seeds."]
+    for name, t in tasks.items():
+        n = len(t["seeds"])
+        se = {m: t[f"{m}_test_sd"] / math.sqrt(n) for m in METHODS}
+        gaps = ", ".join(
+            f"GA minus {rival} {t['ga_test_mean'] - t[f'{rival}_test_mean']:+.4f} "
+            f"(standard error of the gap {math.hypot(se['ga'], se[rival]):.4f})"
+            for rival in ("random", "tpe")
+        )
+        lines.append(f"- {name}: {gaps}.")
     return "\n".join(lines)
