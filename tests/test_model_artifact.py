@@ -215,3 +215,34 @@ def test_text_model_scores_and_generates(
     generated = json.loads(capsys.readouterr().out)["generated"]
     assert len(generated) == 20 and set(generated) <= set(model.vocabulary)
     assert generated == model.generate("to be", 20, seed=0)
+
+
+def test_onnx_graph_covers_every_activation_and_skip_wiring(tmp_path: Path) -> None:
+    import onnxruntime
+
+    from thunderhelm.ga.training.artifact import Model
+    from thunderhelm.ga.training.candidate import ACTIVATIONS, parse_spec, tensor_shapes
+    from thunderhelm.ga.training.onnx_export import export_onnx
+
+    units = [
+        {"inputs": [0], "neurons": 6, "activation": ACTIVATIONS[0]},
+        {"inputs": [0, 1], "neurons": 5, "activation": ACTIVATIONS[1]},
+        {"inputs": [1, 2], "neurons": 4, "activation": ACTIVATIONS[2]},
+        {"inputs": [0, 3], "neurons": 7, "activation": ACTIVATIONS[3]},
+        {"inputs": [2, 4], "neurons": 3, "activation": ACTIVATIONS[4]},
+    ]
+    network = {
+        "n_inputs": 4, "n_outputs": 3, "units": units, "output_inputs": [1, 3, 5],
+        "learning_rate": 0.01, "weight_decay": 0.0, "epochs": 1, "batch_size": 8, "seed": 0,
+    }  # fmt: skip
+    spec = parse_spec(json.dumps(network))
+    rng = np.random.default_rng(5)
+    tensors = {n: rng.normal(size=s).astype(np.float32) for n, s in tensor_shapes(spec)}
+    mean = np.array([10.0, -3.0, 0.0, 500.0], dtype=np.float32)
+    scale = np.array([2.0, 0.5, 1.0, 100.0], dtype=np.float32)
+    model = Model(spec, tensors, mean, scale, ("a", "b", "c"))
+    raw = (rng.normal(size=(64, 4)) * scale + mean).astype(np.float32)
+    path = export_onnx(model, tmp_path / "all.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_proba,) = session.run(None, {"input": raw})
+    assert np.max(np.abs(onnx_proba - model.predict_proba(raw))) < 1e-4
