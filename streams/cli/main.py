@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_request_flags(p)
     p.add_argument("--pool-size", type=int, default=0)
     p.add_argument("--json", action="store_true", help="last line: the result JSON")
+    from thunderhelm.streams.cli import model_commands
+
+    model_commands.add_parsers(sub)
 
     args = parser.parse_args(argv)
     if args.command == "worker" and not args.no_supervise:
@@ -257,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             from thunderhelm.streams.execution.local_run import run_local
 
             return run_local(settings, _request_from_args(args), args.pool_size, args.json)
+        case "predict" | "export":
+            return model_commands.main(args)
     return 2
 
 
