@@ -228,7 +228,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def create_app(settings: Settings, dash: DashboardSettings) -> web.Application:
+def create_app(
+    settings: Settings, dash: DashboardSettings, *, follow: bool = True
+) -> web.Application:
+    """The app; `follow=False` leaves the log unread (for tests of the pages alone)."""
     app = web.Application()
     app[SETTINGS] = settings
     app[DASH] = dash
@@ -245,7 +248,8 @@ def create_app(settings: Settings, dash: DashboardSettings) -> web.Application:
     app.router.add_get("/api/dead-letters/{partition}/{offset}", letter)
     app.router.add_post("/api/dead-letters/redrive", redrive)
     app.router.add_get("/api/events", events)
-    app.cleanup_ctx.append(_background)
+    if follow:
+        app.cleanup_ctx.append(_background)
     return app
 
 

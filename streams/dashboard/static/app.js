@@ -30,7 +30,7 @@ function applyProps(node, props) {
 }
 
 function appendAll(node, children) {
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.appendChild(typeof c === "object" ? c : document.createTextNode(String(c)));
   }
@@ -77,7 +77,7 @@ function main() { return document.getElementById("main"); }
 
 function show(...nodes) {
   const m = main();
-  m.replaceChildren(...nodes.flat());
+  m.replaceChildren(...nodes.flat(Infinity));
 }
 
 // --- live updates ---------------------------------------------------------------
