@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("dlq", help="list, show and re-drive dead letters")
     p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("dashboard", help="serve the web dashboard (runs, traces, dead letters)")
+    p.add_argument("--host", help="address to listen on (THUNDERHELM_DASHBOARD_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (THUNDERHELM_DASHBOARD_PORT, 6070)")
     p = sub.add_parser("bench", help="run benchmarks (pool, kernel, quality, faults, ...)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("run", help="run a NAS job on the local pool, without Kafka")
@@ -254,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             from thunderhelm.streams.cli import dead_letters
 
             return dead_letters.main(args.rest)
+        case "dashboard":
+            from thunderhelm.streams.dashboard import main as dashboard
+
+            return dashboard.main(settings, args.host, args.port)
         case "bench":
             return _bench(args.rest)
         case "run":
