@@ -36,6 +36,7 @@ from selenium.common.exceptions import StaleElementReferenceException  # noqa: E
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 pytestmark = [pytest.mark.kafka, pytest.mark.jaeger, pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"
@@ -197,6 +198,12 @@ def test_a_run_appears_live_with_its_numbers_and_trace(
     )
     assert cells.find_element(By.CSS_SELECTOR, ".best").text == fmt(result["best"]["fitness"])
     shot(browser, "runs")
+    status = Select(browser.find_element(By.ID, "status-filter"))
+    status.select_by_value("failed")
+    wait_for(lambda: not css(browser, row), 10, "the row filtered out")
+    Select(browser.find_element(By.ID, "status-filter")).select_by_value("succeeded")
+    wait_for(lambda: css(browser, row), 10, "the row filtered in")
+    cells = css(browser, row)[0]
 
     cells.find_element(By.CSS_SELECTOR, "td.run a").click()
     wait_for(lambda: css(browser, "#fitness-chart circle.point.best"), 20, "the chart")
