@@ -28,4 +28,19 @@ fi
 # run-time search path then points at this venv's OpenBLAS.
 .venv/bin/python -m pip install -q "setuptools>=77" "cython>=3.1" "scipy-openblas32>=0.3.28"
 .venv/bin/python -m pip install -q --no-build-isolation -e ".[dev]"
+# The dashboard's browser tests drive Debian's Chromium through its chromedriver
+# (never a downloaded browser); install both where apt-get can, and say so where not.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    echo "installing chromium and chromium-driver for the browser tests"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+      || { apt-get update -q >/dev/null \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }
+  elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
+    echo "installing chromium and chromium-driver for the browser tests (sudo)"
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+  else
+    echo "note: no chromium/chromium-driver; the browser tests (-m browser) will skip" >&2
+  fi
+fi
 echo "thunderhelm installed in .venv ($(.venv/bin/python --version))"

@@ -27,7 +27,6 @@ class LogReader:
         self.settings = settings
         self.model = model
         self.changed = changed
-        self.caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -72,13 +71,10 @@ class LogReader:
         await consumer.start()
         try:
             have: set[TopicPartition] = set()
-            ends: dict[TopicPartition, int] = {}
             while not have:
                 await self._assign(consumer, have)
                 if not have:
-                    self.caught_up.set()  # nothing to read yet is caught up too
-                    await asyncio.sleep(1.0)
-            ends = await consumer.end_offsets(sorted(have))
+                    await asyncio.sleep(1.0)  # no worker has created the topics yet
             loop = asyncio.get_running_loop()
             refresh_at = loop.time() + 5.0
             while True:
@@ -92,10 +88,6 @@ class LogReader:
                             run_id = self.model.apply_result(r.value, headers)
                         if run_id is not None:
                             self.changed(run_id)
-                if not self.caught_up.is_set() and all(
-                    await consumer.position(tp) >= end for tp, end in ends.items()
-                ):
-                    self.caught_up.set()
                 if loop.time() >= refresh_at:
                     await self._assign(consumer, have)
                     refresh_at = loop.time() + 5.0

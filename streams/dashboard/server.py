@@ -48,6 +48,10 @@ class Hub:
         for queue in self.queues:
             queue.put_nowait(run_id)
 
+    def close(self) -> None:
+        """Ends every open stream (an empty run id), so the server can stop at once."""
+        self.publish("")
+
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, allow_nan=False))
@@ -217,6 +221,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await resp.write(b": heartbeat\n\n")
                 continue
+            if not run_id:
+                break
             view = model.runs.get(run_id)
             if view is not None:
                 data = json.dumps(view.summary(), allow_nan=False)
@@ -250,7 +256,12 @@ def create_app(
     app.router.add_get("/api/events", events)
     if follow:
         app.cleanup_ctx.append(_background)
+    app.on_shutdown.append(_close_streams)
     return app
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[HUB].close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -264,5 +275,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 def serve(settings: Settings, dash: DashboardSettings) -> int:
     print(f"thunderhelm dashboard on http://{dash.host}:{dash.port}/", flush=True)
-    web.run_app(create_app(settings, dash), host=dash.host, port=dash.port, print=None)
+    web.run_app(
+        create_app(settings, dash), host=dash.host, port=dash.port, print=None, shutdown_timeout=5.0
+    )
     return 0

@@ -92,9 +92,19 @@ function connectEvents() {
     state.runs.set(summary.run_id, summary);
     if (state.route && state.route.page === "runs") upsertRunRow(summary);
     if (state.route && state.route.page === "run" && state.route.runId === summary.run_id) {
-      renderRun(summary.run_id, true);
+      refreshRun(summary.run_id);
     }
   });
+}
+
+// A busy run changes many times a second: at most one refresh in flight, one queued.
+const refreshing = { busy: false, again: false };
+async function refreshRun(runId) {
+  if (refreshing.busy) { refreshing.again = true; return; }
+  refreshing.busy = true;
+  try {
+    do { refreshing.again = false; await renderRun(runId, true); } while (refreshing.again);
+  } finally { refreshing.busy = false; }
 }
 
 // --- runs -------------------------------------------------------------------------
