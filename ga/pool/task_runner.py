@@ -13,6 +13,7 @@ caller bypassed the pool's own check. Arguments of the form
 key, which is how datasets cross once per interpreter instead of per task.
 """
 
+import _interpqueues
 import contextlib
 import importlib
 import marshal
@@ -34,8 +35,6 @@ def configure(allowed: tuple[str, ...]) -> None:
 
 def receive(queue_id: int) -> object:
     """The next value the pool sent to this interpreter (`Interpreter.send`)."""
-    import _interpqueues
-
     if not _interpqueues.get_count(queue_id):
         raise LookupError("the pool sent nothing for this step")
     return _interpqueues.get(queue_id)[0]
@@ -130,8 +129,6 @@ def call_from_queue(inbox: int, outbox: int) -> None:
     back through an `_interpqueues` queue owned by the worker thread. The put is
     the last statement: a task that raised leaves the outbox empty.
     """
-    import _interpqueues
-
     task = receive(inbox)
     if not isinstance(task, bytes):
         raise TypeError("a task arrives marshalled, as bytes")
