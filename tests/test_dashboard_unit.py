@@ -96,7 +96,17 @@ def test_the_fold_keeps_generations_candidates_and_the_trace_id() -> None:
 def test_the_result_and_bad_records() -> None:
     model = ReadModel()
     folded_run(model)
-    result = {"run_id": "r1", "status": "succeeded", "artifact": "/a/model.npz", "duration_s": 9.5}
+    # A result of the contract's shape: the worker refuses events whose result is not.
+    result = {
+        "run_id": "r1",
+        "status": "succeeded",
+        "best": None,
+        "generations": 1,
+        "evaluations": 4,
+        "duration_s": 9.5,
+        "artifact": "/a/model.npz",
+        "error": None,
+    }
     done = record(ev.RUN_SUCCEEDED, {"run_id": "r1", "result": result}, "2026-01-01T00:00:05Z")
     assert model.apply_event(done, {}) == "r1"
     assert model.runs["r1"].summary()["status"] == "succeeded"

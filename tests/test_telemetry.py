@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from thunderhelm.streams.execution import steps
-from thunderhelm.streams.observability import metrics, telemetry
+from thunderhelm.streams.observability import logs, metrics, telemetry
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
@@ -111,8 +111,8 @@ def test_candidate_spans_take_their_times_from_the_interpreter(
 
 
 def test_log_records_carry_trace_and_span_ids(spans: InMemorySpanExporter) -> None:
-    telemetry.install_log_correlation()
-    telemetry.install_log_correlation()  # idempotent
+    logs.install_log_correlation()
+    logs.install_log_correlation()  # idempotent
     logger = logging.getLogger("test.telemetry")
     outside = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "x", (), None)
     assert (outside.trace_id, outside.span_id) == ("-", "-")
@@ -120,12 +120,12 @@ def test_log_records_carry_trace_and_span_ids(spans: InMemorySpanExporter) -> No
         inside = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "x", (), None)
     assert inside.trace_id == PARENT_TRACE
     assert inside.span_id == f"{s.get_span_context().span_id:016x}"
-    formatted = logging.Formatter(telemetry.LOG_FORMAT).format(inside)
+    formatted = logging.Formatter(logs.LOG_FORMAT).format(inside)
     assert f"trace={PARENT_TRACE}" in formatted
 
 
 def test_worker_logging_config_keeps_faust_formatters_and_adds_the_ids() -> None:
-    config = telemetry.worker_logging_config()
+    config = logs.worker_logging_config()
     assert config["merge"] is True
     for spec in config["formatters"].values():
         assert "%(trace_id)s" in spec["format"] and "%(message)s" in spec["format"]

@@ -383,3 +383,13 @@ def test_a_revoked_partition_stops_its_runs_steps() -> None:
 
 def test_every_event_type_has_a_data_model() -> None:
     assert set(EVENT_DATA) == ev.EVENT_TYPES
+
+
+def test_a_flat_record_from_an_older_changelog_still_reads() -> None:
+    h = Harness()
+    accepted = saga.evolve(None, _accepted())
+    assert accepted is not None
+    h.table[b"r-1"] = {**accepted.to_dict(), "_partition": PARTITION}
+    assert h.worker.store.get("r-1") == accepted
+    assert h.worker.store.partition("r-1") == PARTITION
+    assert [s.run_id for s, _ in h.worker.store.live()] == ["r-1"]

@@ -63,7 +63,7 @@ def cmd_worker(settings: Settings) -> int:
     # thread's stack in the worker's log instead of nothing.
     faulthandler.enable(all_threads=True)
 
-    from thunderhelm.streams.observability import telemetry
+    from thunderhelm.streams.observability import logs, telemetry
     from thunderhelm.streams.worker.app import create_app
     from thunderhelm.streams.worker.topics import ensure_topics
 
@@ -79,7 +79,7 @@ def cmd_worker(settings: Settings) -> int:
         loop=loop,
         loglevel="INFO",
         redirect_stdouts=False,
-        logging_config=telemetry.worker_logging_config(),
+        logging_config=logs.worker_logging_config(),
     )
     try:
         worker.execute_from_commandline()
@@ -199,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         from thunderhelm.streams.worker import supervisor
 
         return supervisor.main()
-    from thunderhelm.streams.observability import telemetry
+    from thunderhelm.streams.observability import logs
 
-    telemetry.configure_logging(logging.INFO)
+    logs.configure_logging(logging.INFO)
     # The client library's own notes are noise in a terminal; the worker keeps them.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     settings = Settings.from_env()

@@ -10,6 +10,7 @@ run already accepted; the run-events agent later reads them as duplicates.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -28,7 +29,7 @@ from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
 from thunderhelm.streams.worker.dead_letters import Failure, classify
 from thunderhelm.streams.worker.event_handler import fold
 from thunderhelm.streams.worker.event_writer import EventWriter
-from thunderhelm.streams.worker.records import observe_lag, pairs, to_domain
+from thunderhelm.streams.worker.records import consumed, pairs, to_domain
 from thunderhelm.streams.worker.run_store import RunStore
 from thunderhelm.streams.worker.settings import Settings
 from thunderhelm.streams.worker.step_runner import StepRunner
@@ -50,36 +51,21 @@ def command_of(admitted: Admitted, span: Span) -> tuple[str, saga.Command | saga
             return content.run_id, cancel
 
 
+@dataclass
 class CommandHandler:
-    def __init__(
-        self,
-        settings: Settings,
-        app: Any,
-        store: RunStore,
-        writer: EventWriter,
-        runner: StepRunner,
-        dead_letters: DeadLetterWriter,
-    ) -> None:
-        self.settings = settings
-        self.app = app
-        self.store = store
-        self.writer = writer
-        self.runner = runner
-        self.dead_letters = dead_letters
+    settings: Settings
+    app: Any
+    store: RunStore
+    writer: EventWriter
+    runner: StepRunner
+    dead_letters: DeadLetterWriter
 
     async def handle(self, event: Any) -> None:  # a faust.EventT[bytes]
         self.dead_letters.hold(event)
         message = event.message
         # The input as the user wrote it, and where on run-requests it was.
         original, origin = unwrap_forwarded(pairs(message.headers))
-        observe_lag(self.app, message)
-        with telemetry.consume_span(
-            message.topic,
-            message.partition,
-            message.offset,
-            message.key,
-            dict(pairs(message.headers)),
-        ) as span:
+        with consumed(self.app, message, dict(pairs(message.headers))) as span:
             screened = screen_command(message.key, message.value, original, self.settings.limits)
             if isinstance(screened, Failure):
                 await self.dead_letters.dead_letter(event, screened, span, original, origin)

@@ -9,15 +9,15 @@ have died between folding the terminal event and writing the result.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
-from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
 from thunderhelm.streams.worker.dead_letters import classify
-from thunderhelm.streams.worker.records import observe_lag, to_domain
+from thunderhelm.streams.worker.records import consumed, to_domain
 from thunderhelm.streams.worker.run_store import RunStore
 from thunderhelm.streams.worker.step_runner import StepRunner
 
@@ -43,23 +43,18 @@ def fold(
     return after, True
 
 
+@dataclass
 class EventHandler:
-    def __init__(
-        self, app: Any, store: RunStore, runner: StepRunner, dead_letters: DeadLetterWriter
-    ) -> None:
-        self.app = app
-        self.store = store
-        self.runner = runner
-        self.dead_letters = dead_letters
+    app: Any
+    store: RunStore
+    runner: StepRunner
+    dead_letters: DeadLetterWriter
 
     async def handle(self, event: Any) -> None:  # a faust.EventT[bytes]
         self.dead_letters.hold(event)
         message = event.message
         headers = dict(event.headers or {})
-        observe_lag(self.app, message)
-        with telemetry.consume_span(
-            message.topic, message.partition, message.offset, message.key, headers
-        ) as span:
+        with consumed(self.app, message, headers) as span:
             stage = "decode"
             try:
                 record = decode_record(message.value, headers)

@@ -1,10 +1,12 @@
-"""Reading a consumed record: its headers, its consumer lag, and the domain event it carries."""
+"""Reading a consumed record: its headers, lag and span, and the domain event it carries."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from thunderhelm.schemas import events as ev
@@ -13,6 +15,7 @@ from thunderhelm.schemas.envelope import SCHEMA_VERSION, CloudEvent, utc_now_iso
 from thunderhelm.schemas.event_data import validated_data
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
+from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.dead_letters import InputRejected
 
 
@@ -30,6 +33,16 @@ def observe_lag(app: Any, message: Any) -> None:
         return
     if high is not None:
         meters.consumer_lag(message.topic, message.partition, high - message.offset - 1)
+
+
+@contextmanager
+def consumed(app: Any, message: Any, headers: Mapping[str, Any]) -> Iterator[Span]:
+    """The CONSUMER span of one record an agent handles, its lag reported first."""
+    observe_lag(app, message)
+    with telemetry.consume_span(
+        message.topic, message.partition, message.offset, message.key, headers
+    ) as span:
+        yield span
 
 
 def to_domain(record: CloudEvent) -> saga.Event:

@@ -7,7 +7,7 @@ side by side in the stored record and never mixed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from thunderhelm.streams.domain import saga
@@ -25,11 +25,11 @@ class RunStore:
 
     def get(self, run_id: str) -> saga.RunState | None:
         record = self.table.get(run_id.encode())
-        return None if record is None else saga.RunState.from_dict(record["state"])
+        return None if record is None else saga.RunState.from_dict(_state_of(record))
 
     def partition(self, run_id: str) -> int | None:
         record = self.table.get(run_id.encode())
-        return None if record is None else record.get("partition")
+        return None if record is None else _partition_of(record)
 
     def put(self, state: saga.RunState, partition: int | None) -> None:
         """Store a run's state; a Faust table takes writes only while it handles a record."""
@@ -42,6 +42,21 @@ class RunStore:
     def live(self) -> Iterator[tuple[saga.RunState, int | None]]:
         """Runs still in progress (accepted or running), with their partitions."""
         for record in list(self.table.values()):
-            if record is None or record["state"].get("status") not in ("accepted", "running"):
+            if record is None or _state_of(record).get("status") not in ("accepted", "running"):
                 continue
-            yield saga.RunState.from_dict(record["state"]), record.get("partition")
+            yield saga.RunState.from_dict(_state_of(record)), _partition_of(record)
+
+
+# A changelog written before state and partition were kept apart holds flat
+# records: the state's fields with `_partition` (and `_result_published`,
+# which `settled` now says) among them. They are read as they are.
+
+
+def _state_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    state: Mapping[str, Any] = record.get("state", record)
+    return state
+
+
+def _partition_of(record: Mapping[str, Any]) -> int | None:
+    partition: int | None = record["partition"] if "state" in record else record.get("_partition")
+    return partition
