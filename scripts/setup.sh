@@ -27,7 +27,7 @@ fi
 # Build requirements first, then build in this environment: the kernel's
 # run-time search path then points at this venv's OpenBLAS.
 .venv/bin/python -m pip install -q "setuptools>=77" "cython>=3.1" "scipy-openblas32>=0.3.28"
-.venv/bin/python -m pip install -q --no-build-isolation -e ".[dev]"
+.venv/bin/python -m pip install -q --no-build-isolation -e ".[dev,bench]"
 # The dashboard's browser tests drive Debian's Chromium through its chromedriver
 # (never a downloaded browser); install both where apt-get can, and say so where not.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
