@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end: set up, start Kafka and Jaeger, start a worker,
-# submit a real NAS run, follow it to its result and show its trace.
+# submit a real NAS run, follow it to its result and show its trace; then
+# where to see it in the dashboard and how to use the model it found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,3 +17,8 @@ echo "submitted run $run_id"
 echo
 echo "the run's trace, from Jaeger's API (thunderhelm trace $run_id):"
 .venv/bin/thunderhelm trace "$run_id" --wait 20
+echo
+echo "see the run, its generations, candidates, trace and dead letters in the dashboard:"
+echo "  .venv/bin/thunderhelm dashboard   # then open http://127.0.0.1:6070/#/runs/$run_id"
+echo "use the found model (its artifact is in the result above):"
+echo "  .venv/bin/thunderhelm predict ARTIFACT --input rows.csv | export ARTIFACT --onnx model.onnx"
