@@ -8,6 +8,12 @@ fold rejects an event that lacks them.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from thunderhelm.schemas.results import RunResult
+
 RUN_ACCEPTED = "thunderhelm.run.accepted"
 RUN_REJECTED = "thunderhelm.run.rejected"
 RUN_STARTED = "thunderhelm.run.started"
@@ -35,3 +41,73 @@ EVENT_DATA_REQUIRED: dict[str, frozenset[str]] = {
 }
 
 EVENT_TYPES = frozenset(EVENT_DATA_REQUIRED)
+
+
+# The shape of each type's `data`, the source of the JSON Schemas in
+# schemas/json/. Fields they do not name are allowed: a newer writer may add one.
+
+
+class _EventData(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    run_id: str = Field(min_length=1)
+
+
+class RunAccepted(_EventData):
+    request: dict[str, Any]
+    traceparent: str | None = None
+
+
+class RunRejected(_EventData):
+    reasons: list[str]
+
+
+class RunStarted(_EventData):
+    ga_state: dict[str, Any] = Field(description="generation 0 population")
+
+
+class GenerationCompleted(_EventData):
+    generation: int = Field(ge=0)
+    fitnesses: list[float | None]
+    candidates: list[dict[str, Any]]
+    evaluations: int = Field(ge=0)
+    ga_state: dict[str, Any] = Field(description="the checkpoint of the next generation")
+    best: dict[str, Any] | None = None
+    best_fitness: float | None = None
+    mean_fitness: float | None = None
+    duration_s: float | None = None
+    training: dict[str, Any] | None = None
+
+
+class RunEnded(_EventData):
+    """`run.succeeded`, `run.failed` and `run.cancelled`: the result as on run-results."""
+
+    result: RunResult
+
+
+class CancelRecorded(_EventData):
+    reason: str
+
+
+class EventDeadLettered(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    run_id: str | None = None
+    stage: str
+    error_class: str
+    error_message: str
+    original_topic: str | None = None
+    original_offset: int | None = None
+
+
+EVENT_DATA: dict[str, type[BaseModel]] = {
+    RUN_ACCEPTED: RunAccepted,
+    RUN_REJECTED: RunRejected,
+    RUN_STARTED: RunStarted,
+    GENERATION_COMPLETED: GenerationCompleted,
+    RUN_SUCCEEDED: RunEnded,
+    RUN_FAILED: RunEnded,
+    RUN_CANCELLED: RunEnded,
+    CANCEL_RECORDED: CancelRecorded,
+    EVENT_DEAD_LETTERED: EventDeadLettered,
+}

@@ -27,8 +27,19 @@ from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from thunderhelm.schemas import events as ev
-from thunderhelm.schemas.codec import decode_record, describe_validation_error, encode_event
-from thunderhelm.schemas.envelope import JSON_CONTENT_TYPE, SCHEMA_VERSION, CloudEvent, utc_now_iso
+from thunderhelm.schemas.codec import (
+    decode_record,
+    describe_validation_error,
+    encode_event,
+    structured_headers,
+)
+from thunderhelm.schemas.envelope import (
+    JSON_CONTENT_TYPE,
+    SCHEMA_VERSION,
+    CloudEvent,
+    format_sequence,
+    utc_now_iso,
+)
 from thunderhelm.schemas.limits import validate_request
 from thunderhelm.schemas.requests import (
     CANCEL_REQUESTED,
@@ -410,7 +421,7 @@ class RunService:
             time=utc_now_iso(),
             datacontenttype=JSON_CONTENT_TYPE,
             data=dict(new.data),
-            sequence=sequence,
+            sequence=None if sequence is None else format_sequence(sequence),
             schemaversion=SCHEMA_VERSION,
             causationid=new.causation_id,
             correlationid=run_id,
@@ -460,7 +471,9 @@ class RunService:
         extra_headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         with telemetry.produce_span(topic, key, context):
-            headers = list(extra_headers or []) + list(telemetry.inject_headers().items())
+            headers = structured_headers(
+                list(extra_headers or []) + list(telemetry.inject_headers().items())
+            )
             pending = await self.topics[topic].send(
                 key=None if key is None else key.encode(), value=value, headers=headers
             )
