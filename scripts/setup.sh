@@ -28,4 +28,12 @@ fi
 # run-time search path then points at this venv's OpenBLAS.
 .venv/bin/python -m pip install -q "setuptools>=77" "cython>=3.1" "scipy-openblas32>=0.3.28"
 .venv/bin/python -m pip install -q --no-build-isolation -e ".[dev]"
+# The official AsyncAPI JSON Schemas (npm package @asyncapi/specs), which the
+# tests validate docs/asyncapi.yaml against; kept inside .venv, not committed.
+specs=.venv/share/asyncapi-specs
+if [ ! -f "$specs/schemas/3.0.0.json" ] && command -v npm >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @asyncapi/specs@6.11.1 >/dev/null && tar xzf asyncapi-specs-6.11.1.tgz)
+  mkdir -p "$specs" && cp -r "$tmp/package/schemas" "$specs/" && rm -rf "$tmp"
+fi
 echo "thunderhelm installed in .venv ($(.venv/bin/python --version))"

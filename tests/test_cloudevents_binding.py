@@ -15,8 +15,10 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from aiokafka.structs import ConsumerRecord
 from cloudevents.core.base import BaseCloudEvent
@@ -26,11 +28,13 @@ from cloudevents.core.formats.json import JSONFormat
 from tests.kafka_helpers import WorkerProcess, collect, fresh_env
 from tests.test_e2e_kafka import for_run, produce, small_request, structured
 from thunderhelm.schemas import events as ev
-from thunderhelm.schemas.catalog import DATASCHEMA
+from thunderhelm.schemas.catalog import DATASCHEMA, DEAD_LETTER_HEADERS, ENVELOPE
 from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.results import RUN_RESULT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 Record = ConsumerRecord[bytes, bytes]
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas" / "json"
 
 
 def sdk_read(record: Record) -> BaseCloudEvent:
@@ -187,3 +191,36 @@ def test_dead_letters_of_conformant_inputs_read_back_in_their_mode(observed: Obs
     assert from_binary_input.get_type() == "com.example.unknown"
     assert from_binary_input.get_extension("sampledrate") == "2"  # binary headers are text
     assert from_binary_input.get_data() == {"run_id": "x"}
+
+
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMAS / f"{name}.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_real_records_validate_against_the_committed_schemas(observed: Observed) -> None:
+    s = observed.worker.settings
+    envelope = _validator(ENVELOPE)
+    seen_types: set[str] = set()
+    for record in (r for r in observed.records if r.topic in (s.run_events, s.run_results)):
+        body = json.loads(record.value)
+        assert list(envelope.iter_errors(body)) == [], body["type"]
+        errors = list(_validator(body["type"]).iter_errors(body["data"]))
+        assert errors == [], (body["type"], [e.message for e in errors[:3]])
+        assert body["dataschema"].endswith(":" + body["type"])
+        seen_types.add(body["type"])
+    assert seen_types >= {
+        ev.RUN_ACCEPTED,
+        ev.RUN_REJECTED,
+        ev.RUN_STARTED,
+        ev.GENERATION_COMPLETED,
+        ev.RUN_SUCCEEDED,
+        ev.EVENT_DEAD_LETTERED,
+        RUN_RESULT,
+    }
+    headers = _validator(DEAD_LETTER_HEADERS)
+    assert len(observed.dead) >= 3
+    for record in observed.dead.values():
+        text = {n: bytes(v).decode() for n, v in record.headers}
+        errors = list(headers.iter_errors(text))
+        assert errors == [], [e.message for e in errors[:3]]
