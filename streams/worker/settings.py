@@ -7,6 +7,7 @@ Every knob has a default that works on a developer machine where
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,22 @@ def default_text_dir() -> Path:
     return usual if usual.is_dir() else REPO_ROOT / "data" / "shakespeare"
 
 
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """Where the worker writes (artifacts) and reads file datasets, unless told.
+
+    `THUNDERHELM_STATE_DIR`, else the XDG state folder of the user
+    (`$XDG_STATE_HOME/thunderhelm`, `~/.local/state/thunderhelm`): a folder
+    the user owns, never the install location (site-packages, which an
+    unprivileged user, such as the image's, cannot write).
+    """
+    if env.get("THUNDERHELM_STATE_DIR"):
+        return Path(env["THUNDERHELM_STATE_DIR"])
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "thunderhelm"
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".local" / "state" / "thunderhelm"
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -41,11 +58,14 @@ class Settings:
     jaeger_ui: str = "http://127.0.0.1:16686"
     service_name: str = "thunderhelm-worker"
     tracing: bool = True
-    data_root: Path = REPO_ROOT / "var" / "data"
+    data_root: Path = field(default_factory=lambda: default_state_dir(os.environ) / "data")
     text_dir: Path = REPO_ROOT / "data" / "shakespeare"
-    artifact_dir: Path = REPO_ROOT / "var" / "artifacts"
+    artifact_dir: Path = field(default_factory=lambda: default_state_dir(os.environ) / "artifacts")
     pool_size: int = 0  # 0: one interpreter per core
     web_port: int = 6066
+    # The address the web server binds; 0.0.0.0 in a container, so that a
+    # published port reaches it.
+    web_host: str = "127.0.0.1"
     # Operator limits on requests (THUNDERHELM_LIMIT_*), see schemas/limits.py.
     limits: Limits = field(default_factory=Limits)
     # How fast the group notices a dead worker and hands its runs to another.
@@ -90,6 +110,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
+        state = default_state_dir(env)
         exporter = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
         endpoint = env.get(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -105,11 +126,12 @@ class Settings:
             jaeger_ui=env.get("THUNDERHELM_JAEGER_UI", cls.jaeger_ui).rstrip("/"),
             service_name=env.get("OTEL_SERVICE_NAME", cls.service_name),
             tracing=exporter != "none" and env.get("OTEL_SDK_DISABLED", "") != "true",
-            data_root=Path(env.get("THUNDERHELM_DATA_ROOT", str(cls.data_root))),
+            data_root=Path(env.get("THUNDERHELM_DATA_ROOT") or state / "data"),
             text_dir=Path(env.get("THUNDERHELM_TEXT_DIR", str(default_text_dir()))),
-            artifact_dir=Path(env.get("THUNDERHELM_ARTIFACT_DIR", str(cls.artifact_dir))),
+            artifact_dir=Path(env.get("THUNDERHELM_ARTIFACT_DIR") or state / "artifacts"),
             pool_size=int(env.get("THUNDERHELM_POOL_SIZE", cls.pool_size)),
             web_port=int(env.get("THUNDERHELM_WEB_PORT", cls.web_port)),
+            web_host=env.get("THUNDERHELM_WEB_HOST", cls.web_host),
             limits=Limits.from_env(env),
             session_timeout_s=float(
                 env.get("THUNDERHELM_SESSION_TIMEOUT_S", cls.session_timeout_s)
