@@ -26,8 +26,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # Build requirements first, then build in this environment: the kernel's
 # run-time search path then points at this venv's OpenBLAS.
-.venv/bin/python -m pip install -q "setuptools>=77" "cython>=3.1" "scipy-openblas32>=0.3.28"
-.venv/bin/python -m pip install -q --no-build-isolation -e ".[dev]"
+# Versions come from constraints.txt (THUNDERHELM_UNLOCKED=1: the newest allowed).
+lock=(-c constraints.txt)
+if [ -n "${THUNDERHELM_UNLOCKED:-}" ]; then lock=(); fi
+.venv/bin/python -m pip install -q "${lock[@]}" "setuptools>=77" "cython>=3.1" "scipy-openblas32>=0.3.28"
+.venv/bin/python -m pip install -q "${lock[@]}" --no-build-isolation -e ".[dev]"
 # The official AsyncAPI JSON Schemas (npm package @asyncapi/specs), which the
 # tests validate docs/asyncapi.yaml against; kept inside .venv, not committed.
 specs=.venv/share/asyncapi-specs

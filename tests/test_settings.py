@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import thunderhelm
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.worker.settings import Settings, SettingsError
 
 INSTALLED = Path(thunderhelm.__file__).resolve().parent
 
@@ -30,3 +32,24 @@ def test_state_folder_is_configurable() -> None:
 def test_web_server_binds_loopback_unless_told() -> None:
     assert Settings.from_env({}).web_host == "127.0.0.1"
     assert Settings.from_env({"THUNDERHELM_WEB_HOST": "0.0.0.0"}).web_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("THUNDERHELM_PARTITIONS", "four", "valid integer"),
+        ("THUNDERHELM_PARTITIONS", "0", "greater than or equal to 1"),
+        ("THUNDERHELM_WEB_PORT", "70000", "less than or equal to 65535"),
+        ("THUNDERHELM_POOL_SIZE", "-1", "greater than or equal to 0"),
+        ("THUNDERHELM_SESSION_TIMEOUT_S", "nan", "finite"),
+    ],
+)
+def test_a_bad_number_is_refused_naming_its_variable(name: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: value})
+    assert str(caught.value).startswith(f"{name}={value!r}: ") and says in str(caught.value)
+
+
+def test_numbers_are_read_from_their_variables() -> None:
+    s = Settings.from_env({"THUNDERHELM_PARTITIONS": " 3 ", "THUNDERHELM_SESSION_TIMEOUT_S": "2.5"})
+    assert (s.partitions, s.session_timeout_s) == (3, 2.5)

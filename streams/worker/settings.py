@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from thunderhelm.schemas.limits import Limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +47,35 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
         return Path(env["XDG_STATE_HOME"]) / "thunderhelm"
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     return home / ".local" / "state" / "thunderhelm"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the worker cannot use."""
+
+
+class _Numbers(BaseModel):
+    """The numeric settings as the environment spells them, with their bounds."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    partitions: int = Field(4, ge=1, le=10_000, alias="THUNDERHELM_PARTITIONS")
+    replication: int = Field(1, ge=1, le=32, alias="THUNDERHELM_REPLICATION")
+    pool_size: int = Field(0, ge=0, le=4096, alias="THUNDERHELM_POOL_SIZE")
+    web_port: int = Field(6066, ge=0, le=65_535, alias="THUNDERHELM_WEB_PORT")
+    session_timeout_s: float = Field(
+        10.0, gt=0, le=3600, allow_inf_nan=False, alias="THUNDERHELM_SESSION_TIMEOUT_S"
+    )
+
+
+def _numbers(env: Mapping[str, str]) -> _Numbers:
+    """Parse and bound the numeric settings; the error names each bad variable."""
+    try:
+        return _Numbers.model_validate(env)
+    except ValidationError as exc:
+        reasons = [
+            f"{err['loc'][0]}={env.get(str(err['loc'][0]))!r}: {err['msg']}" for err in exc.errors()
+        ]
+        raise SettingsError("; ".join(reasons)) from None
 
 
 @dataclass(frozen=True)
@@ -110,6 +141,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
+        numbers = _numbers({k: v.strip() for k, v in env.items() if k.startswith("THUNDERHELM_")})
         state = default_state_dir(env)
         exporter = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
         endpoint = env.get(
@@ -119,8 +151,8 @@ class Settings:
         return cls(
             bootstrap_servers=env.get("THUNDERHELM_BOOTSTRAP_SERVERS", cls.bootstrap_servers),
             topic_prefix=env.get("THUNDERHELM_TOPIC_PREFIX", cls.topic_prefix),
-            partitions=int(env.get("THUNDERHELM_PARTITIONS", cls.partitions)),
-            replication=int(env.get("THUNDERHELM_REPLICATION", cls.replication)),
+            partitions=numbers.partitions,
+            replication=numbers.replication,
             app_id=env.get("THUNDERHELM_APP_ID", cls.app_id),
             otlp_endpoint=endpoint.rstrip("/"),
             jaeger_ui=env.get("THUNDERHELM_JAEGER_UI", cls.jaeger_ui).rstrip("/"),
@@ -129,11 +161,9 @@ class Settings:
             data_root=Path(env.get("THUNDERHELM_DATA_ROOT") or state / "data"),
             text_dir=Path(env.get("THUNDERHELM_TEXT_DIR", str(default_text_dir()))),
             artifact_dir=Path(env.get("THUNDERHELM_ARTIFACT_DIR") or state / "artifacts"),
-            pool_size=int(env.get("THUNDERHELM_POOL_SIZE", cls.pool_size)),
-            web_port=int(env.get("THUNDERHELM_WEB_PORT", cls.web_port)),
+            pool_size=numbers.pool_size,
+            web_port=numbers.web_port,
             web_host=env.get("THUNDERHELM_WEB_HOST", cls.web_host),
             limits=Limits.from_env(env),
-            session_timeout_s=float(
-                env.get("THUNDERHELM_SESSION_TIMEOUT_S", cls.session_timeout_s)
-            ),
+            session_timeout_s=numbers.session_timeout_s,
         )
