@@ -40,7 +40,7 @@ from thunderhelm.streams.devservices.worker_process import (
 )
 from thunderhelm.streams.domain.invariants import violations
 from thunderhelm.streams.execution import steps
-from thunderhelm.streams.worker.service import to_domain
+from thunderhelm.streams.worker.records import to_domain
 from thunderhelm.streams.worker.settings import Settings
 
 

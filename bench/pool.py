@@ -18,9 +18,10 @@ import multiprocessing
 import os
 import queue
 import statistics
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Self
 
@@ -269,6 +270,48 @@ def dispatch_us(size: int, tasks: int, repeats: int) -> dict[str, float]:
     }
 
 
+def _empty() -> None:
+    pass
+
+
+def dispatch_parts_us(tasks: int, repeats: int) -> dict[str, float]:
+    """Where a dispatch's time goes: median microseconds of its parts, one thread, no pool.
+
+    `exec_empty_us`: `_interpreters.exec` of an empty function into a warm
+    interpreter. CPython 3.13 creates and destroys a thread state for every
+    call (one mmap and one munmap of its 16 KiB data stack), so this is the
+    floor of any per-task entry into an interpreter. `run_task_us`: a whole
+    echo task (send, exec, unmarshal, allowlist lookup, result back) from the
+    interpreter's own thread; the pool's dispatch adds two thread wake-ups and
+    its bookkeeping (future, task record) to it.
+    """
+    import _interpreters
+
+    from thunderhelm.ga.pool.backend import new_interpreter
+
+    interp = new_interpreter(tuple(p for p in sys.path if isinstance(p, str)), ALLOWED)
+    task = (ECHO, ("x",))
+    try:
+
+        def median_us(step: Callable[[], object]) -> float:
+            for _ in range(min(500, tasks)):
+                step()
+            per_call = []
+            for _ in range(repeats):
+                began = time.perf_counter()
+                for _ in range(tasks):
+                    step()
+                per_call.append((time.perf_counter() - began) / tasks * 1e6)
+            return round(statistics.median(per_call), 2)
+
+        return {
+            "exec_empty_us": median_us(lambda: _interpreters.exec(interp.id, _empty)),
+            "run_task_us": median_us(lambda: interp.run_task(task)),
+        }
+    finally:
+        interp.close()
+
+
 def thread_handoff_us(tasks: int, repeats: int) -> float:
     """Median microseconds of a bare thread round trip (queue + Future), no interpreter.
 
@@ -296,6 +339,48 @@ def thread_handoff_us(tasks: int, repeats: int) -> float:
         jobs.put(None)
         thread.join()
     return round(statistics.median(per_task), 2)
+
+
+def crossing_bytes(values: int) -> dict[str, Any]:
+    """Process RSS growth per value sent into an interpreter, two ways side by side.
+
+    The pool sends every value (a task, a dataset buffer) through the
+    interpreter's inbox queue; the other way is a shared namespace
+    (`_interpreters.exec`'s `shared`), which CPython 3.13.0 leaks a block for
+    per value (gh-140306). The queue goes first, so memory freed by it is not
+    credited to the namespace loop.
+    """
+    import _interpreters
+
+    from thunderhelm.ga.pool.backend import Interpreter
+
+    interp = Interpreter()
+    payload = b"x" * 64
+    try:
+
+        def by_queue() -> None:
+            interp.send(payload)
+            interp.exec("_interpqueues.get(__th_inbox__)")
+
+        def by_namespace() -> None:
+            snap = _interpreters.exec(interp.id, "del __v__", {"__v__": payload})
+            assert snap is None
+
+        growth: dict[str, float] = {}
+        for name, step in (("queue", by_queue), ("shared_namespace", by_namespace)):
+            for _ in range(1000):
+                step()
+            before = rss_mb()
+            for _ in range(values):
+                step()
+            growth[name] = (rss_mb() - before) * 1024 * 1024 / values
+    finally:
+        interp.close()
+    return {
+        "values": values,
+        "bytes_per_value_queue": round(growth["queue"], 1),
+        "bytes_per_value_shared_namespace": round(growth["shared_namespace"], 1),
+    }
 
 
 def rss_per_interpreter(base: int, extra: int) -> dict[str, float]:
@@ -332,8 +417,12 @@ def run(opts: Options) -> dict[str, Any]:
     dispatch = dispatch_us(1, tasks, repeats)
     dispatch_n = dispatch_us(size, tasks, repeats)
     handoff = thread_handoff_us(tasks, repeats)
+    parts = dispatch_parts_us(tasks, repeats)
     gil = gil_bound(size, size * 4, 200_000 if opts.quick else 2_000_000, 1 if opts.quick else 3)
     rss = rss_per_interpreter(size, 1 if opts.quick else EXTRA_INTERPRETERS)
+    # In a fresh process: memory this one freed earlier would absorb the leak.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
+        crossing = fresh.submit(crossing_bytes, 5_000 if opts.quick else 100_000).result()
     evaluations = sum(o["evaluations"] for o in outcomes["sequential"])
     identical = all(o == outcomes["sequential"] for o in outcomes.values())
     speedups = {k: seq_s / v for k, v in timings.items()}
@@ -355,7 +444,9 @@ def run(opts: Options) -> dict[str, Any]:
         "throughput_candidates_per_s": {k: round(evaluations / v, 2) for k, v in timings.items()},
         "dispatch": dispatch,
         "dispatch_pool_of_workers": dispatch_n,
+        "dispatch_parts": parts,
         "rss": rss,
+        "crossing": crossing,
         "gil_bound": gil,
         "workload": {"dataset": spec, "request": {k: requests[0][k] for k in ("ga", "training")}},
         "timings_all_s": {k: [round(t, 3) for t in v] for k, v in all_times.items()},
@@ -393,7 +484,9 @@ def run(opts: Options) -> dict[str, Any]:
         bar(
             "dispatch round-trip <= 2x a bare thread hand-off",
             f"{dispatch['median_us']:.1f} us vs {handoff:.1f} us "
-            f"({dispatch['median_us'] / handoff:.2f}x)",
+            f"({dispatch['median_us'] / handoff:.2f}x); of it, in the interpreter's thread: "
+            f"{parts['run_task_us']:.1f} us per task, {parts['exec_empty_us']:.1f} us of "
+            "which is entering the interpreter at all (a thread state made per call)",
             dispatch["median_us"] <= 2 * handoff,
         ),
         bar(
@@ -407,6 +500,13 @@ def run(opts: Options) -> dict[str, Any]:
             "<= 10 MB RSS per extra warm interpreter",
             f"{rss['rss_mb_per_interp']:.2f} MB",
             rss["rss_mb_per_interp"] <= 10,
+        ),
+        bar(
+            "values sent to an interpreter leave no memory behind (inbox queue)",
+            f"{crossing['bytes_per_value_queue']:.1f} B per value over {crossing['values']:,} "
+            f"values; a shared namespace (not used): "
+            f"{crossing['bytes_per_value_shared_namespace']:.1f} B per value",
+            crossing["bytes_per_value_queue"] < 4,
         ),
         bar(
             "same runs, same results on every executor",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.catalog import DEAD_LETTER_HEADERS, ENTRIES, ENVELOPE, Entry
 from thunderhelm.schemas.envelope import SCHEMA_VERSION, STRUCTURED_CONTENT_TYPE
+from thunderhelm.schemas.event_data import EVENT_DATA
 from thunderhelm.schemas.requests import CANCEL_REQUESTED, RUN_ID_PATTERN, RUN_REQUESTED
 from thunderhelm.schemas.results import RUN_RESULT
 
@@ -30,7 +30,7 @@ CHANNELS: dict[str, tuple[str, str, list[str]]] = {
     "runEvents": (
         "thunderhelm.run-events",
         "The event log: every lifecycle event of every run, in order per run.",
-        sorted(ev.EVENT_DATA),
+        sorted(EVENT_DATA),
     ),
     "runResults": (
         "thunderhelm.run-results",

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.dead_letter import DeadLetterHeaders
 from thunderhelm.schemas.envelope import SCHEMA_VERSION, CloudEvent
+from thunderhelm.schemas.event_data import EVENT_DATA
 from thunderhelm.schemas.requests import (
     CANCEL_REQUESTED,
     RUN_REQUESTED,
@@ -56,7 +56,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(CANCEL_REQUESTED, CancelRequest, "`data` of a cancel command on run-requests."),
     *(
         Entry(kind, model, f"`data` of a `{kind}` event on run-events.")
-        for kind, model in ev.EVENT_DATA.items()
+        for kind, model in EVENT_DATA.items()
     ),
     Entry(RUN_RESULT, RunResult, "`data` of the one record per finished run on run-results."),
     Entry(

@@ -37,3 +37,8 @@ class RunResult(BaseModel):
     duration_s: float
     artifact: str | None
     error: ErrorInfo | None = None
+
+
+def validated_result(data: Any) -> dict[str, Any]:
+    """`data` checked against `RunResult`, as the contract's JSON; raises `ValidationError`."""
+    return RunResult.model_validate(data).model_dump(mode="json", by_alias=True)

@@ -39,4 +39,19 @@ if [ ! -f "$specs/schemas/3.0.0.json" ] && command -v npm >/dev/null 2>&1; then
   (cd "$tmp" && npm pack --silent @asyncapi/specs@6.11.1 >/dev/null && tar xzf asyncapi-specs-6.11.1.tgz)
   mkdir -p "$specs" && cp -r "$tmp/package/schemas" "$specs/" && rm -rf "$tmp"
 fi
+# The dashboard's browser tests drive Debian's Chromium through its chromedriver
+# (never a downloaded browser); install both where apt-get can, and say so where not.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    echo "installing chromium and chromium-driver for the browser tests"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+      || { apt-get update -q >/dev/null \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }
+  elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
+    echo "installing chromium and chromium-driver for the browser tests (sudo)"
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+  else
+    echo "note: no chromium/chromium-driver; the browser tests (-m browser) will skip" >&2
+  fi
+fi
 echo "thunderhelm installed in .venv ($(.venv/bin/python --version))"

@@ -9,10 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thunderhelm.schemas.codec import MAX_NESTING, DecodeError, _nests_deeper, parse_json
-from thunderhelm.schemas.envelope import CloudEvent
 from thunderhelm.schemas.limits import Limits
+from thunderhelm.schemas.requests import CancelRequest, RunRequest
 from thunderhelm.streams.worker.admission import (
     FORWARD_PREFIX,
+    Admitted,
+    InvalidRequest,
     forward_headers,
     run_id_of_key,
     screen_command,
@@ -40,16 +42,21 @@ def request(run_id: str = "r-1", **extra: Any) -> dict[str, Any]:
 
 def test_a_valid_request_and_a_cancel_are_admitted() -> None:
     admitted = screen_command(b"r-1", envelope(request()), [], LIMITS)
-    assert isinstance(admitted, CloudEvent) and admitted.type == "thunderhelm.run.requested"
+    assert isinstance(admitted, Admitted)
+    assert admitted.envelope.type == "thunderhelm.run.requested"
+    assert isinstance(admitted.command, RunRequest) and admitted.command.run_id == "r-1"
     cancel = screen_command(
         b"r-1", envelope({"run_id": "r-1"}, "thunderhelm.run.cancel-requested"), [], LIMITS
     )
-    assert isinstance(cancel, CloudEvent)
+    assert isinstance(cancel, Admitted) and isinstance(cancel.command, CancelRequest)
 
 
 def test_an_invalid_request_that_names_its_run_is_admitted_to_be_rejected() -> None:
     bad = request(ga={"population": 10**9, "generations": 1})
-    assert isinstance(screen_command(b"r-1", envelope(bad), [], LIMITS), CloudEvent)
+    admitted = screen_command(b"r-1", envelope(bad), [], LIMITS)
+    assert isinstance(admitted, Admitted) and isinstance(admitted.command, InvalidRequest)
+    assert admitted.command.run_id == "r-1"
+    assert any(reason.startswith("ga.population") for reason in admitted.command.reasons)
 
 
 def test_what_cannot_be_read_as_a_command_fails_with_its_stage() -> None:

@@ -26,12 +26,13 @@ FIELDS = {
     ),
     "kernel": ("ratio_vs_numpy",),
     "quality": (
-        "ga_val_acc",
-        "random_val_acc",
-        "mlp_val_acc",
         "evaluations",
-        "shakespeare_val_acc",
-        "bigram_val_acc",
+        "shakespeare_ga_test_mean",
+        "shakespeare_random_test_mean",
+        "shakespeare_tpe_test_mean",
+        "spirals6_ga_test_mean",
+        "spirals6_random_test_mean",
+        "spirals6_tpe_test_mean",
     ),
 }
 

@@ -21,9 +21,9 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.devservices import commands
 from thunderhelm.streams.devservices.commands import ServicesSettings
-from thunderhelm.streams.devservices.local_service import port_in_use
+from thunderhelm.streams.devservices.processes import port_in_use
 from thunderhelm.streams.domain.invariants import violations
-from thunderhelm.streams.worker.service import to_domain
+from thunderhelm.streams.worker.records import to_domain
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

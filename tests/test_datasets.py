@@ -24,7 +24,7 @@ def _load(spec: dict[str, object], root: Path = NOWHERE) -> PreparedDataset:
 
 
 def _check_layout(ds: PreparedDataset) -> None:
-    for x, y in ((ds.x_train, ds.y_train), (ds.x_val, ds.y_val)):
+    for x, y in ((ds.x_train, ds.y_train), (ds.x_val, ds.y_val), (ds.x_test, ds.y_test)):
         assert x.dtype == np.float32 and y.dtype == np.int32
         assert x.flags.c_contiguous and y.flags.c_contiguous
         assert not x.flags.writeable
@@ -41,7 +41,7 @@ def _check_layout(ds: PreparedDataset) -> None:
 def _same(a: PreparedDataset, b: PreparedDataset) -> bool:
     return all(
         np.array_equal(getattr(a, f), getattr(b, f))
-        for f in ("x_train", "y_train", "x_val", "y_val")
+        for f in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
     )
 
 
@@ -49,7 +49,7 @@ def test_spirals_shapes_split_and_standardisation() -> None:
     ds = _load({"name": "spirals", "samples": 1200, "classes": 3, "seed": 7})
     _check_layout(ds)
     assert (ds.n_features, ds.n_classes) == (2, 3)
-    assert len(ds.y_train) == 960 and len(ds.y_val) == 240
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (720, 240, 240)
     assert np.allclose(ds.x_train.mean(axis=0), 0, atol=1e-5)
     assert np.allclose(ds.x_train.std(axis=0), 1, atol=1e-4)
     assert set(np.unique(ds.y_train)) == {0, 1, 2}
@@ -71,9 +71,10 @@ def test_digits_from_scikit_learn() -> None:
     ds = _load({"name": "digits", "seed": 1, "validation_fraction": 0.25})
     _check_layout(ds)
     assert (ds.n_features, ds.n_classes) == (64, 10)
-    assert len(ds.y_train) + len(ds.y_val) == 1797
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 1797
+    assert ds.labels == tuple("0123456789")
     small = _load({"name": "digits", "samples": 200, "seed": 1})
-    assert len(small.y_train) + len(small.y_val) == 200
+    assert len(small.y_train) + len(small.y_val) + len(small.y_test) == 200
 
 
 @needs_text
@@ -109,7 +110,8 @@ def test_csv_with_header_and_string_labels(tmp_path: Path) -> None:
     ds = _load({"name": "csv", "path": "sub/pets.csv", "seed": 1}, tmp_path)
     _check_layout(ds)
     assert (ds.n_features, ds.n_classes) == (2, 2)
-    assert len(ds.y_train) + len(ds.y_val) == 40
+    assert ds.labels == ("cat", "dog")
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 40
 
 
 def test_npz_and_integer_labels(tmp_path: Path) -> None:
@@ -172,3 +174,33 @@ def test_bad_specs_raise_dataset_error(
     with pytest.raises(DatasetError, match=message):
         _load(spec, tmp_path)
     assert issubclass(DatasetError, ValueError)
+
+
+def _row_set(x: np.ndarray) -> set[bytes]:
+    return {row.tobytes() for row in x}
+
+
+def test_three_disjoint_seeded_splits() -> None:
+    spec: dict[str, object] = {"name": "spirals", "samples": 500, "noise": 0.3, "seed": 5}
+    ds = _load({**spec, "validation_fraction": 0.1, "test_fraction": 0.3})
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (300, 50, 150)
+    train, val, test = _row_set(ds.x_train), _row_set(ds.x_val), _row_set(ds.x_test)
+    assert not (train & val) and not (train & test) and not (val & test)
+    # The test split never reaches the pool.
+    assert set(ds.buffers()) == {"x_train", "y_train", "x_val", "y_val"}
+    # Standardised with training statistics only.
+    assert np.allclose(ds.x_train.mean(axis=0), 0, atol=1e-5)
+    assert not np.allclose(ds.x_test.mean(axis=0), 0, atol=1e-5)
+
+
+def test_fingerprint_follows_the_data() -> None:
+    spec: dict[str, object] = {"name": "spirals", "samples": 200, "seed": 1}
+    a, b = _load(spec), _load(spec)
+    assert a.fingerprint() == b.fingerprint() and a.fingerprint().startswith("sha256:")
+    assert _load({**spec, "seed": 2}).fingerprint() != a.fingerprint()
+    assert _load({**spec, "test_fraction": 0.3}).fingerprint() != a.fingerprint()
+
+
+def test_fractions_that_leave_no_training_rows_are_refused() -> None:
+    with pytest.raises(DatasetError, match=r"at most 0\.9"):
+        _load({"name": "spirals", "validation_fraction": 0.5, "test_fraction": 0.5})

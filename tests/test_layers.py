@@ -7,6 +7,7 @@ import that crosses a layer fails here with the file and the line.
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +68,17 @@ def test_the_domain_is_pure() -> None:
         return not inner or name.startswith("thunderhelm.streams.domain")
 
     assert offenders("streams/domain", allowed) == []
+
+
+def test_importing_the_domain_loads_none_of_the_edge() -> None:
+    # What the domain imports from schemas must not pull pydantic (or worse) in.
+    probe = (
+        "import sys, thunderhelm.streams.domain.saga, thunderhelm.streams.domain.invariants\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = set(ast.literal_eval(done.stdout))
+    assert loaded.isdisjoint({"faust", "aiokafka", "opentelemetry", "numpy", "pydantic"})
 
 
 def test_the_ga_core_uses_the_standard_library_only() -> None:

@@ -330,3 +330,43 @@ def test_pool_interpreters_do_not_share_a_gil() -> None:
         sys.setswitchinterval(before)
     assert flags == b"\x01\x01"
     assert results[0]["interpreter"] != results[1]["interpreter"]
+
+
+def test_values_reach_interpreters_only_through_their_queues(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CPython 3.13.0 leaks a cross-interpreter data block for every value passed
+    # in a shared namespace (gh-140306): the soak worker grew ~2 KB per run while
+    # tasks and dataset attaches crossed that way. Every crossing the pool makes
+    # (start-up, attach, re-attach, detach, tasks, a recycle) must use the queues.
+    shared_namespaces: list[str] = []
+    real_exec = _interpreters.exec
+    real_set_main = _interpreters.set___main___attrs
+
+    def exec_spy(iid: int, code: object, shared: object = None, **kw: object) -> object:
+        if shared:
+            shared_namespaces.append(f"exec shared {sorted(shared)}")  # type: ignore[call-overload]
+            return real_exec(iid, code, shared, **kw)
+        return real_exec(iid, code, **kw)
+
+    def set_main_spy(iid: int, names: dict[str, object]) -> None:
+        shared_namespaces.append(f"set___main___attrs {sorted(names)}")
+        real_set_main(iid, names)
+
+    monkeypatch.setattr(_interpreters, "exec", exec_spy)
+    monkeypatch.setattr(_interpreters, "set___main___attrs", set_main_spy)
+    data = np.arange(10, dtype=np.uint8)
+    with InterpreterPool(2, allowed=SELFTEST) as p:
+        for round_ in range(3):
+            p.attach("nums", {"x": memoryview(data).toreadonly(), "y": memoryview(data[:3])})
+            refs = (dataset_arg("nums", "x"), dataset_arg("nums", "y"))
+            sums = {p.submit(T + "buffer_sum", (ref,)).result(timeout=10) for ref in refs}
+            assert sums == {"45", "3"}, round_
+        with pytest.raises(RemoteError):
+            p.submit(T + "fail", ("recycle one",)).result(timeout=10)
+        results = [p.submit(T + "buffer_sum", (refs[0],)) for _ in range(4)]
+        assert {f.result(timeout=10) for f in results} == {"45"}
+        p.detach("nums")
+        assert p.submit(T + "echo", ("after detach",)).result(timeout=10) == "after detach"
+        assert p.stats().recycles == 1
+    assert shared_namespaces == []

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from thunderhelm.streams.devservices import commands, jaeger_service, kafka_service, local_service
+from thunderhelm.streams.devservices import commands, jaeger_service, kafka_service, processes
 from thunderhelm.streams.devservices.commands import ServicesError, ServicesSettings
-from thunderhelm.streams.devservices.local_service import (
+from thunderhelm.streams.devservices.processes import (
     port_in_use,
     require_go,
     require_java,
@@ -294,7 +294,7 @@ def test_stop_leaves_nothing_running(instance: ServicesSettings) -> None:
     assert result.none_running
     for pid in pids:
         # A zombie still has /proc/<pid> until its parent (this test) reaps it.
-        assert pid is not None and not local_service.is_alive(pid)
+        assert pid is not None and not processes.is_alive(pid)
     for port in (*instance.kafka_ports(), *instance.jaeger_ports()):
         assert not port_in_use("127.0.0.1", port), port
     assert [x.message for x in commands.stop(instance).services] == ["was not running"] * 2

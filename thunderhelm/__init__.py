@@ -16,3 +16,23 @@ small processes.
 """
 
 __version__ = "0.1.0"
+
+
+def load_model(path: "str | PathLike[str]") -> "Model":
+    """Load a run's model artifact (its folder, model.json or model.npz).
+
+    The returned model has `predict`/`predict_proba` on raw numpy inputs;
+    see docs/artifact.md. numpy is imported here, not with the package.
+    """
+    from pathlib import Path
+
+    from thunderhelm.ga.training.artifact import load_model as _load
+
+    return _load(Path(path))
+
+
+TYPE_CHECKING = False  # typing's own flag without importing typing
+if TYPE_CHECKING:
+    from os import PathLike
+
+    from thunderhelm.ga.training.artifact import Model

@@ -135,19 +135,14 @@ class _Slot:
         assert interp is not None
         try:
             for key in [k for k in self.attached if k not in datasets]:
-                interp.exec(f"__th_worker__.detach({key!r})")
+                interp.send(key)
+                interp.exec("__th_worker__.detach_from_queue(__th_inbox__)")
                 del self.attached[key]
             for key, att in datasets.items():
                 if self.attached.get(key) != att.generation:
-                    # One value per name, no tuples: see `encode_task` on why.
-                    slots = {f"__th_ds_{i}__": view for i, view in enumerate(att.views)}
-                    interp.set_main(
-                        {"__th_ds_key__": key, "__th_ds_names__": marshal.dumps(att.names), **slots}
-                    )
-                    interp.exec(
-                        "__th_worker__.attach(__th_ds_key__, __th_ds_names__, globals())\n"
-                        "del __th_ds_key__, __th_ds_names__\n"
-                    )
+                    # One value per item, no tuples: see `encode_task` on why.
+                    interp.send(key, marshal.dumps(att.names), *att.views)
+                    interp.exec("__th_worker__.attach_from_queue(__th_inbox__)")
                     self.attached[key] = att.generation
         except Exception:
             # A task that needs the missing buffer will fail alone and

@@ -13,6 +13,7 @@ caller bypassed the pool's own check. Arguments of the form
 key, which is how datasets cross once per interpreter instead of per task.
 """
 
+import _interpqueues
 import contextlib
 import importlib
 import marshal
@@ -32,20 +33,39 @@ def configure(allowed: tuple[str, ...]) -> None:
     _functions.clear()
 
 
-def attach(key: str, names: bytes, namespace: dict[str, object]) -> None:
+def receive(queue_id: int) -> object:
+    """The next value the pool sent to this interpreter (`Interpreter.send`)."""
+    if not _interpqueues.get_count(queue_id):
+        raise LookupError("the pool sent nothing for this step")
+    return _interpqueues.get(queue_id)[0]
+
+
+def attach_from_queue(queue_id: int) -> None:
     """Keep the shared buffers of one dataset under its key (no copy is made).
 
-    `names` is the marshalled tuple of buffer names; the i-th buffer waits in
-    `namespace` (this interpreter's ``__main__``) as ``__th_ds_<i>__`` and is
-    taken out of it here.
+    The pool sends the key, the marshalled tuple of buffer names, then one
+    memoryview per name, in that order.
     """
+    key = receive(queue_id)
+    names = receive(queue_id)
+    if not isinstance(key, str) or not isinstance(names, bytes):
+        raise TypeError("a dataset attach starts with its key and its marshalled names")
     found: dict[str, memoryview] = {}
-    for i, name in enumerate(marshal.loads(names)):
-        view = namespace.pop(f"__th_ds_{i}__")
+    for name in marshal.loads(names):
+        view = receive(queue_id)
         if not isinstance(view, memoryview):
             raise TypeError(f"dataset buffer {name!r} did not arrive as a memoryview")
         found[name] = view
+    detach(key)
     _datasets[key] = found
+
+
+def detach_from_queue(queue_id: int) -> None:
+    """Drop the dataset whose key the pool sent."""
+    key = receive(queue_id)
+    if not isinstance(key, str):
+        raise TypeError("a dataset detach takes its key")
+    detach(key)
 
 
 def detach(key: str) -> None:
@@ -102,14 +122,15 @@ def call(task: "bytes | tuple[str, tuple[object, ...]]") -> str:
     return result
 
 
-def call_into_queue(task: bytes, queue_id: int) -> None:
-    """Run one task and put its result on a cross-interpreter queue (3.13 path).
+def call_from_queue(inbox: int, outbox: int) -> None:
+    """Run the task waiting in `inbox` and put its result on `outbox` (3.13 path).
 
     On 3.13 `_interpreters.exec` discards return values, so the result travels
     back through an `_interpqueues` queue owned by the worker thread. The put is
-    the last statement: a task that raised leaves the queue empty.
+    the last statement: a task that raised leaves the outbox empty.
     """
-    import _interpqueues
-
+    task = receive(inbox)
+    if not isinstance(task, bytes):
+        raise TypeError("a task arrives marshalled, as bytes")
     result = call(task)
-    _interpqueues.put(queue_id, result, 0, 1)
+    _interpqueues.put(outbox, result, 0, 1)

@@ -46,9 +46,6 @@ class CancelToken:
     def cancel(self) -> None:
         self._flag[0] = 1
 
-    def reset(self) -> None:
-        self._flag[0] = 0
-
     @property
     def cancelled(self) -> bool:
         return self._flag[0] != 0
@@ -67,10 +64,6 @@ class TaskInfo:
     ended_at: float
     ok: bool
     error: str | None = None
-
-    @property
-    def queue_wait_s(self) -> float:
-        return self.started_at - self.submitted_at
 
     @property
     def run_s(self) -> float:

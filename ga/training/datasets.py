@@ -1,18 +1,21 @@
 """Named datasets, prepared once in the main interpreter for the training pool.
 
 A run request names its dataset and a few parameters; this module turns that
-plain data into train/validation arrays the pool can share. Nothing in a
+plain data into train/validation/test arrays the pool can share. Nothing in a
 spec is ever executed or used as an arbitrary path: files are read only from
 the configured data root (relative paths that stay inside it) or the
 configured text directory. numpy is used here only — it cannot be imported in
 the pool's isolated interpreters, which receive the arrays as buffers.
 
-Every dataset is split with a seeded permutation, standardised with the
-training statistics (kept, so a saved model can be applied to new data), and
-stored as C-contiguous float32 features and int32 labels.
+Every dataset is split with a seeded permutation into train, validation and
+test rows: a search selects on validation only and the test rows are touched
+once, to report the winner. Features are standardised with the training
+statistics (kept, so a saved model can be applied to raw inputs) and stored as
+C-contiguous float32 features and int32 labels.
 """
 
 import csv
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,7 +37,7 @@ I32 = npt.NDArray[np.int32]
 
 DATASET_NAMES = ("spirals", "digits", "shakespeare", "csv", "npz")
 
-_COMMON = {"name", "seed", "validation_fraction", "standardize"}
+_COMMON = {"name", "seed", "validation_fraction", "test_fraction", "standardize"}
 _MAX_FILE_BYTES = 512 * 1024 * 1024
 _MAX_FEATURE_BYTES = 512 * 1024 * 1024
 _MAX_CLASSES = 1000
@@ -46,11 +49,12 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class PreparedDataset:
-    """Train/validation arrays ready to be shared with the pool.
+    """Train/validation/test arrays ready to be shared with the pool.
 
     `mean`/`scale` are the standardisation applied to the features
-    (x = (raw - mean) / scale). `vocabulary` and `context` are set for
-    character-level text only.
+    (x = (raw - mean) / scale). `labels[i]` names class i as the source data
+    spelled it. `vocabulary` and `context` are set for character-level text
+    only. The test rows never reach the pool: only the final model sees them.
     """
 
     name: str
@@ -58,12 +62,26 @@ class PreparedDataset:
     y_train: I32
     x_val: F32
     y_val: I32
+    x_test: F32
+    y_test: I32
     n_features: int
     n_classes: int
     mean: F32
     scale: F32
+    labels: tuple[str, ...]
+    test_rows: npt.NDArray[np.int64]  # which rows of the source the test split holds
     vocabulary: str = ""
     context: int = 0
+
+    def fingerprint(self) -> str:
+        """sha256 over every split and the standardisation: equal data, equal fingerprint."""
+        digest = hashlib.sha256(self.name.encode())
+        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test,
+                      self.y_test, self.mean, self.scale):  # fmt: skip
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
+        digest.update("\x00".join(self.labels).encode())
+        return "sha256:" + digest.hexdigest()
 
     def buffers(self) -> dict[str, memoryview]:
         """Read-only flat views of the four arrays, as the pool attaches them.
@@ -83,7 +101,8 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
     """Build the dataset a run request names.
 
     Common keys: `name`, `seed` (int, default 0), `validation_fraction`
-    (default 0.2), `standardize` (default true). Per name:
+    (default 0.2), `test_fraction` (default 0.2; the two together at most
+    0.9), `standardize` (default true). Per name:
     `spirals` samples/classes/noise; `digits` samples; `shakespeare`
     context/samples/lowercase; `csv` and `npz` path (relative to `data_root`).
     """
@@ -98,31 +117,46 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
         raise DatasetError(f"dataset {name!r}: unknown keys {unknown}; allowed: {allowed}")
     seed = _int(spec, "seed", 0, 0, 2**63 - 1)
     fraction = _float(spec, "validation_fraction", 0.2, 0.01, 0.9)
+    test_fraction = _float(spec, "test_fraction", 0.2, 0.01, 0.9)
+    if fraction + test_fraction > 0.9:
+        raise DatasetError("'validation_fraction' + 'test_fraction' must be at most 0.9")
     standardize = _bool(spec, "standardize", True)
     ctx = _Context(spec, seed, data_root, text_dir)
-    x, y, n_classes, vocabulary, context = loader(ctx)
-    if len(y) < 4:
-        raise DatasetError(f"dataset {name!r} has {len(y)} samples; at least 4 are needed")
+    x, y, labels, vocabulary, context = loader(ctx)
+    n_classes = len(labels)
+    if len(y) < 6:
+        raise DatasetError(f"dataset {name!r} has {len(y)} samples; at least 6 are needed")
     perm = np.random.default_rng([seed, 0x5E1]).permutation(len(y))
-    n_val = min(len(y) - 2, max(1, round(len(y) * fraction)))
-    val, train = perm[:n_val], perm[n_val:]
-    x_train, x_val = x[train], x[val]
+    n_val = max(1, round(len(y) * fraction))
+    n_test = max(1, round(len(y) * test_fraction))
+    n_val = min(n_val, len(y) - n_test - 2)
+    val, train = perm[:n_val], perm[n_val + n_test :]
+    test = np.sort(perm[n_val : n_val + n_test])  # source order: `test_rows` names them
+    x_train = x[train]
     if standardize:
         mean = x_train.mean(axis=0)
         scale = x_train.std(axis=0)
         scale[~(scale > 1e-12)] = 1.0
     else:
         mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    # Rounded to the float32 a saved model keeps, so raw rows standardised
+    # later by that model get exactly the values the network was trained on.
+    mean = mean.astype(np.float32).astype(np.float64)
+    scale = scale.astype(np.float32).astype(np.float64)
     return PreparedDataset(
         name=name,
         x_train=_frozen(((x_train - mean) / scale).astype(np.float32)),
         y_train=_frozen(y[train].astype(np.int32)),
-        x_val=_frozen(((x_val - mean) / scale).astype(np.float32)),
+        x_val=_frozen(((x[val] - mean) / scale).astype(np.float32)),
         y_val=_frozen(y[val].astype(np.int32)),
+        x_test=_frozen(((x[test] - mean) / scale).astype(np.float32)),
+        y_test=_frozen(y[test].astype(np.int32)),
         n_features=int(x.shape[1]),
         n_classes=n_classes,
         mean=_frozen(mean.astype(np.float32)),
         scale=_frozen(scale.astype(np.float32)),
+        labels=labels,
+        test_rows=_frozen(test.astype(np.int64)),
         vocabulary=vocabulary,
         context=context,
     )
@@ -165,7 +199,8 @@ class _Context:
     text_dir: Path
 
 
-_Loaded = tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], int, str, int]
+# features, labels, class names, vocabulary, context
+_Loaded = tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], tuple[str, ...], str, int]
 
 
 def _int(spec: Mapping[str, object], key: str, default: int, lo: int, hi: int) -> int:
@@ -219,7 +254,7 @@ def _spirals(ctx: _Context) -> _Loaded:
     t = np.sqrt(rng.uniform(0.0, 1.0, samples))
     theta = 4.0 * t + 2.0 * math.pi * y / classes + noise * rng.standard_normal(samples)
     x = np.stack([t * np.cos(theta), t * np.sin(theta)], axis=1)
-    return x, y, classes, "", 0
+    return x, y, _numbered(classes), "", 0
 
 
 def _digits(ctx: _Context) -> _Loaded:
@@ -228,7 +263,7 @@ def _digits(ctx: _Context) -> _Loaded:
     samples = _int(ctx.spec, "samples", 1797, 4, 1797)
     x_all, y_all = load_digits(return_X_y=True)
     keep = np.sort(np.random.default_rng([ctx.seed, 0xD1]).permutation(len(y_all))[:samples])
-    return x_all[keep].astype(np.float64), y_all[keep].astype(np.int64), 10, "", 0
+    return x_all[keep].astype(np.float64), y_all[keep].astype(np.int64), _numbered(10), "", 0
 
 
 def _shakespeare(ctx: _Context) -> _Loaded:
@@ -260,7 +295,7 @@ def _shakespeare(ctx: _Context) -> _Loaded:
     x = np.zeros((n, context * v), dtype=np.float64)
     x[np.arange(n)[:, None], np.arange(context) * v + idx] = 1.0
     y = codes[starts + context].astype(np.int64)
-    return x, y, v, vocabulary, context
+    return x, y, tuple(vocabulary), vocabulary, context
 
 
 def _confined_file(ctx: _Context, suffix: str) -> Path:
@@ -305,10 +340,12 @@ def _csv(ctx: _Context) -> _Loaded:
     raw = [row[-1].strip() for row in rows]
     if all(r.lstrip("-").isdigit() for r in raw):
         y, n_classes = _labels(np.array([int(r) for r in raw], dtype=np.int64), path.name)
+        names = _numbered(n_classes)
     else:
-        _, inverse = np.unique(np.array(raw), return_inverse=True)
+        unique, inverse = np.unique(np.array(raw), return_inverse=True)
         y, n_classes = _labels(inverse.astype(np.int64), path.name)
-    return _finite(x, path.name), y, n_classes, "", 0
+        names = tuple(str(u) for u in unique)
+    return _finite(x, path.name), y, names, "", 0
 
 
 def _npz(ctx: _Context) -> _Loaded:
@@ -331,7 +368,11 @@ def _npz(ctx: _Context) -> _Loaded:
     if not np.all(np.equal(np.mod(y_raw, 1), 0)):
         raise DatasetError(f"{path.name}: labels must be integers")
     y, n_classes = _labels(y_raw.astype(np.int64), path.name)
-    return _finite(x_raw.astype(np.float64), path.name), y, n_classes, "", 0
+    return _finite(x_raw.astype(np.float64), path.name), y, _numbered(n_classes), "", 0
+
+
+def _numbered(n_classes: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(n_classes))
 
 
 def _numeric(cells: list[str]) -> bool:

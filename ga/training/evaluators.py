@@ -15,10 +15,12 @@ import time
 from collections.abc import Buffer, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from itertools import count
 from types import TracebackType
 from typing import Protocol, Self
 
+from thunderhelm.ga.core.search import fitness_from_metrics
 from thunderhelm.ga.pool.interpreter_pool import (
     CancelToken,
     InterpreterPool,
@@ -30,17 +32,53 @@ from thunderhelm.ga.training.datasets import PreparedDataset
 __all__ = [
     "TRAIN_FUNCTION",
     "Evaluate",
+    "Fitness",
     "InProcessEvaluator",
     "PoolEvaluator",
     "failure_result",
     "parse_result",
+    "train_args",
 ]
 
 TRAIN_FUNCTION = "thunderhelm.ga.training.candidate:train_candidate"
-_BUFFERS = ("x_train", "y_train", "x_val", "y_val")
+TRAIN_BUFFERS = ("x_train", "y_train", "x_val", "y_val")
 _keys = count(1)
 
 Result = dict[str, object]
+
+
+@dataclass(frozen=True)
+class Fitness:
+    """How a training result is scored: the request's `fitness` settings.
+
+    The one place a candidate's fitness is computed (`parse_result`); every
+    search and the worker read `result["fitness"]` and never score again.
+    """
+
+    kind: str = "val_accuracy"
+    param_penalty: float = 0.0  # per parameter
+
+    def of(self, metrics: Mapping[str, object]) -> float:
+        return fitness_from_metrics(metrics, self.kind, self.param_penalty)
+
+
+def train_args(
+    network: Mapping[str, object],
+    buffers: Sequence[object],
+    n_features: int,
+    deadline: float,
+    cancel: object,
+    export_weights: bool,
+) -> tuple[object, ...]:
+    """The argument tuple of `train_candidate`, in its order (see TRAIN_FUNCTION).
+
+    `buffers` are the four arrays named in `TRAIN_BUFFERS` (or references to
+    them in the pool); raises ValueError for a spec that is not plain JSON.
+    """
+    if len(buffers) != len(TRAIN_BUFFERS):
+        raise ValueError(f"need {len(TRAIN_BUFFERS)} buffers, got {len(buffers)}")
+    spec = json.dumps(network, allow_nan=False)
+    return (spec, *buffers, n_features, deadline, cancel, export_weights)
 
 
 class Evaluate(Protocol):
@@ -49,11 +87,11 @@ class Evaluate(Protocol):
     def __call__(self, networks: Sequence[Mapping[str, object]]) -> list[Result]: ...
 
 
-def parse_result(raw: str, interpreter: int | None) -> Result:
+def parse_result(raw: str, interpreter: int | None, fitness: Fitness = Fitness()) -> Result:
     """Turn the training function's JSON into the GA's result dict.
 
-    Fitness is the validation accuracy of a run that finished (`status`
-    ok); anything else — timeout, cancel, NaN, bad spec — scores -inf.
+    Fitness is `fitness` applied to a run that finished (`status` ok);
+    anything else — timeout, cancel, NaN, bad spec — scores -inf.
     """
     try:
         data = json.loads(raw)
@@ -62,11 +100,9 @@ def parse_result(raw: str, interpreter: int | None) -> Result:
     except ValueError as exc:
         return failure_result(f"unreadable training result: {exc}", interpreter)
     status = str(data.get("status", "error"))
-    accuracy = data.get("val_accuracy")
-    ok = status == "ok" and isinstance(accuracy, int | float) and math.isfinite(accuracy)
     result: Result = {
-        "fitness": float(accuracy) if ok and accuracy is not None else -math.inf,
-        "val_accuracy": accuracy,
+        "fitness": -math.inf,
+        "val_accuracy": data.get("val_accuracy"),
         "val_loss": data.get("val_loss"),
         "train_loss": data.get("train_loss"),
         "params": data.get("params"),
@@ -77,6 +113,7 @@ def parse_result(raw: str, interpreter: int | None) -> Result:
         "started_at": data.get("started_at"),
         "ended_at": data.get("ended_at"),
     }
+    result["fitness"] = fitness.of(result)
     if "weights" in data:
         result["weights"] = data["weights"]
     return result
@@ -126,6 +163,7 @@ class PoolEvaluator:
         cancel: CancelToken | None = None,
         export_weights: bool = False,
         grace_s: float = 30.0,
+        fitness: Fitness = Fitness(),
     ) -> None:
         if deadline_s <= 0:
             raise ValueError("deadline_s must be positive")
@@ -135,6 +173,7 @@ class PoolEvaluator:
         self.cancel = cancel
         self.export_weights = export_weights
         self.grace_s = grace_s
+        self.fitness = fitness
         self.key = f"{dataset.name}-{next(_keys)}"
         buffers = dict(dataset.buffers())
         if cancel is not None:
@@ -144,14 +183,15 @@ class PoolEvaluator:
 
     def __call__(self, networks: Sequence[Mapping[str, object]]) -> list[Result]:
         deadline = time.time() + self.deadline_s
-        refs = tuple(dataset_arg(self.key, name) for name in _BUFFERS)
+        refs = tuple(dataset_arg(self.key, name) for name in TRAIN_BUFFERS)
         cancel = None if self.cancel is None else dataset_arg(self.key, CANCEL_BUFFER)
         submitted: list[TaskFuture | Result] = []
         for network in networks:
             try:
-                spec = json.dumps(network, allow_nan=False)
-                args = (*refs, self.dataset.n_features, deadline, cancel, self.export_weights)
-                submitted.append(self.pool.submit(TRAIN_FUNCTION, (spec, *args), deadline=deadline))
+                args = train_args(
+                    network, refs, self.dataset.n_features, deadline, cancel, self.export_weights
+                )
+                submitted.append(self.pool.submit(TRAIN_FUNCTION, args, deadline=deadline))
             except (TypeError, ValueError, RuntimeError) as exc:
                 submitted.append(failure_result(f"{type(exc).__name__}: {exc}", None))
         return [self._collect(item, deadline) for item in submitted]
@@ -176,7 +216,8 @@ class PoolEvaluator:
                 None if info is None else info.started_at,
                 None if info is None else info.ended_at,
             )
-        return parse_result(raw, None if item.info is None else item.info.interpreter)
+        interpreter = None if item.info is None else item.info.interpreter
+        return parse_result(raw, interpreter, self.fitness)
 
     def close(self) -> None:
         """Detach the dataset from the pool (idempotent)."""
@@ -209,6 +250,7 @@ class InProcessEvaluator:
         cancel: CancelToken | None = None,
         export_weights: bool = False,
         workers: int = 1,
+        fitness: Fitness = Fitness(),
     ) -> None:
         from thunderhelm.ga.training.candidate import train_candidate  # needs the compiled kernel
 
@@ -218,6 +260,7 @@ class InProcessEvaluator:
         self.cancel = cancel
         self.export_weights = export_weights
         self.workers = workers
+        self.fitness = fitness
         self._buffers: dict[str, Buffer] = dict(dataset.buffers())
         self._interpreter = _interpreters.get_current()[0]
 
@@ -231,14 +274,15 @@ class InProcessEvaluator:
     def _one(self, network: Mapping[str, object], deadline: float) -> Result:
         started = time.time()
         try:
-            raw = self._train(
-                json.dumps(network, allow_nan=False),
-                *(self._buffers[name] for name in _BUFFERS),
+            args = train_args(
+                network,
+                [self._buffers[name] for name in TRAIN_BUFFERS],
                 self.dataset.n_features,
                 deadline,
                 None if self.cancel is None else self.cancel.view,
                 self.export_weights,
             )
+            raw = self._train(*args)
         except Exception as exc:
             return failure_result(f"{type(exc).__name__}: {exc}", self._interpreter, started)
-        return parse_result(raw, self._interpreter)
+        return parse_result(raw, self._interpreter, self.fitness)

@@ -180,12 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("dlq", help="list, show and re-drive dead letters")
     p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("dashboard", help="serve the web dashboard (runs, traces, dead letters)")
+    p.add_argument("--host", help="address to listen on (THUNDERHELM_DASHBOARD_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (THUNDERHELM_DASHBOARD_PORT, 6070)")
     p = sub.add_parser("bench", help="run benchmarks (pool, kernel, quality, faults, ...)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("run", help="run a NAS job on the local pool, without Kafka")
     _add_request_flags(p)
     p.add_argument("--pool-size", type=int, default=0)
     p.add_argument("--json", action="store_true", help="last line: the result JSON")
+    from thunderhelm.streams.cli import model_commands
+
+    model_commands.add_parsers(sub)
 
     args = parser.parse_args(argv)
     if args.command == "worker" and not args.no_supervise:
@@ -251,12 +257,18 @@ def main(argv: list[str] | None = None) -> int:
             from thunderhelm.streams.cli import dead_letters
 
             return dead_letters.main(args.rest)
+        case "dashboard":
+            from thunderhelm.streams.dashboard import main as dashboard
+
+            return dashboard.main(settings, args.host, args.port)
         case "bench":
             return _bench(args.rest)
         case "run":
             from thunderhelm.streams.execution.local_run import run_local
 
             return run_local(settings, _request_from_args(args), args.pool_size, args.json)
+        case "predict" | "export":
+            return model_commands.main(args)
     return 2
 
 

@@ -18,7 +18,7 @@ from thunderhelm.streams.cli.client import read_topic
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.invariants import violations
 from thunderhelm.streams.worker.dead_letters import InputRejected
-from thunderhelm.streams.worker.service import to_domain
+from thunderhelm.streams.worker.records import to_domain
 from thunderhelm.streams.worker.settings import Settings
 
 
@@ -82,9 +82,11 @@ def render_runs(replayed: Replayed, status: str | None) -> str:
         if status and state.status != status:
             continue
         best = (state.best or {}).get("fitness")
+        artifact = (state.result or {}).get("artifact")
         rows.append(
             f"{run_id:<32} {state.status:<14} gen {state.generation}/{state.total_generations}"
             f"  evals {state.evaluations:<5} best {best if best is None else round(best, 4)}"
+            + (f"  artifact {artifact}" if artifact else "")
         )
     return "\n".join(rows) if rows else "(no runs)"
 

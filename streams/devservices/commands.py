@@ -21,12 +21,12 @@ from collections.abc import Sequence
 
 from thunderhelm.streams.devservices import jaeger_service, kafka_service
 from thunderhelm.streams.devservices.local_service import (
-    ServicesError,
     ServicesSettings,
     ServicesStatus,
     ServiceState,
     state_lock,
 )
+from thunderhelm.streams.devservices.processes import ServicesError
 
 __all__ = [
     "ServiceState",

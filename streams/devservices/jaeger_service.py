@@ -17,20 +17,16 @@ import uuid
 from pathlib import Path
 
 from thunderhelm.streams.devservices.local_service import (
-    ServicesError,
+    LocalService,
     ServicesSettings,
     ServiceState,
+)
+from thunderhelm.streams.devservices.processes import (
+    ServicesError,
     accepts_connections,
-    find_own_pid,
-    is_alive,
     log_tail,
-    require_free_ports,
     require_go,
     service_env,
-    spawn_detached,
-    terminate,
-    wait_ports_free,
-    wait_until_ready,
 )
 
 NAME = "jaeger"
@@ -67,15 +63,11 @@ def config_file(settings: ServicesSettings) -> Path:
 
 
 def log_file(settings: ServicesSettings) -> Path:
-    return settings.jaeger_dir / "jaeger.log"
+    return Jaeger(settings).log_file()
 
 
 def pid_file(settings: ServicesSettings) -> Path:
-    return settings.jaeger_dir / "jaeger.pid"
-
-
-def _markers(settings: ServicesSettings) -> tuple[str, ...]:
-    return (f"--config={config_file(settings)}",)
+    return Jaeger(settings).pid_file()
 
 
 def render_config(settings: ServicesSettings) -> str:
@@ -190,71 +182,60 @@ def query_answers(settings: ServicesSettings, timeout_s: float = 2.0) -> bool:
     return False
 
 
-def _ready(settings: ServicesSettings) -> bool:
-    return (
-        accepts_connections(settings.host, settings.jaeger_otlp_http_port)
-        and accepts_connections(settings.host, settings.jaeger_otlp_grpc_port)
-        and query_answers(settings)
-    )
+class Jaeger(LocalService):
+    name = NAME
+    title = "Jaeger"
+    poll_s = 0.3
+    not_up = "process up, query API not (yet) answering"
 
+    @property
+    def home(self) -> Path:
+        return self.settings.jaeger_dir
 
-def _state(settings: ServicesSettings, pid: int | None, message: str) -> ServiceState:
-    return ServiceState(
-        name=NAME,
-        running=pid is not None,
-        pid=pid,
-        address=f"query {settings.jaeger_query_url}, OTLP http {settings.otlp_http_endpoint} "
-        f"grpc {settings.host}:{settings.jaeger_otlp_grpc_port}",
-        log_file=log_file(settings),
-        message=message,
-    )
+    def markers(self) -> tuple[str, ...]:
+        return (f"--config={config_file(self.settings)}",)
+
+    def ports(self) -> tuple[int, ...]:
+        return self.settings.jaeger_ports()
+
+    def address(self) -> str:
+        s = self.settings
+        return (
+            f"query {s.jaeger_query_url}, OTLP http {s.otlp_http_endpoint} "
+            f"grpc {s.host}:{s.jaeger_otlp_grpc_port}"
+        )
+
+    @property
+    def ready_address(self) -> str:
+        return self.settings.jaeger_query_url
+
+    def up(self) -> bool:
+        return query_answers(self.settings)
+
+    def ready(self) -> bool:
+        s = self.settings
+        return (
+            accepts_connections(s.host, s.jaeger_otlp_http_port)
+            and accepts_connections(s.host, s.jaeger_otlp_grpc_port)
+            and query_answers(s)
+        )
+
+    def prepare(self) -> tuple[list[str], str]:
+        exe = ensure_binary(self.settings)
+        self.home.mkdir(parents=True, exist_ok=True)
+        config_file(self.settings).write_text(render_config(self.settings))
+        return [str(exe), f"--config={config_file(self.settings)}"], ""
 
 
 def status(settings: ServicesSettings) -> ServiceState:
-    pid = find_own_pid(pid_file(settings), _markers(settings))
-    if pid is not None and not query_answers(settings):
-        return _state(settings, pid, "process up, query API not (yet) answering")
-    return _state(settings, pid, "")
-
-
-def _wait_ready(settings: ServicesSettings, pid: int) -> None:
-    wait_until_ready(
-        "Jaeger",
-        pid,
-        lambda: _ready(settings),
-        address=settings.jaeger_query_url,
-        log=log_file(settings),
-        timeout_s=settings.start_timeout_s,
-        poll_s=0.3,
-    )
+    return Jaeger(settings).status()
 
 
 def start(settings: ServicesSettings) -> ServiceState:
     """Start Jaeger unless it already runs; return once the query API and OTLP answer."""
-    pid = find_own_pid(pid_file(settings), _markers(settings))
-    if pid is not None:
-        _wait_ready(settings, pid)
-        return _state(settings, pid, "already running")
-    require_free_ports("Jaeger", settings.host, settings.jaeger_ports())
-    exe = ensure_binary(settings)
-    settings.jaeger_dir.mkdir(parents=True, exist_ok=True)
-    config_file(settings).write_text(render_config(settings))
-    argv = [str(exe), f"--config={config_file(settings)}"]
-    pid = spawn_detached(argv, log_file(settings), service_env())
-    pid_file(settings).write_text(f"{pid}\n")
-    _wait_ready(settings, pid)
-    return _state(settings, pid, "started")
+    return Jaeger(settings).start()
 
 
 def stop(settings: ServicesSettings) -> ServiceState:
     """Stop our Jaeger (never another process), then wait until its ports are free."""
-    pid = find_own_pid(pid_file(settings), _markers(settings))
-    if pid is None:
-        return _state(settings, None, "was not running")
-    terminate(pid, settings.stop_timeout_s)
-    pid_file(settings).unlink(missing_ok=True)
-    if is_alive(pid):
-        raise ServicesError(f"Jaeger (pid {pid}) did not exit after SIGKILL")
-    if not wait_ports_free(settings.host, settings.jaeger_ports(), 15):
-        raise ServicesError(f"Jaeger stopped but its ports {settings.jaeger_ports()} stay in use")
-    return _state(settings, None, f"stopped (was pid {pid})")
+    return Jaeger(settings).stop()

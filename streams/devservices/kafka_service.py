@@ -19,20 +19,15 @@ import uuid
 from pathlib import Path
 
 from thunderhelm.streams.devservices.local_service import (
-    ServicesError,
+    LocalService,
     ServicesSettings,
     ServiceState,
+)
+from thunderhelm.streams.devservices.processes import (
+    ServicesError,
     accepts_connections,
-    find_own_pid,
-    is_alive,
-    require_free_ports,
     require_java,
     require_mvn,
-    service_env,
-    spawn_detached,
-    terminate,
-    wait_ports_free,
-    wait_until_ready,
 )
 
 NAME = "kafka"
@@ -61,19 +56,15 @@ def server_properties(settings: ServicesSettings) -> Path:
 
 
 def log_file(settings: ServicesSettings) -> Path:
-    return settings.kafka_dir / "kafka.log"
+    return Kafka(settings).log_file()
 
 
 def pid_file(settings: ServicesSettings) -> Path:
-    return settings.kafka_dir / "kafka.pid"
+    return Kafka(settings).pid_file()
 
 
 def data_dir(settings: ServicesSettings) -> Path:
     return settings.kafka_dir / "data"
-
-
-def _markers(settings: ServicesSettings) -> tuple[str, ...]:
-    return (MAIN_CLASS, str(server_properties(settings)))
 
 
 def new_cluster_id() -> str:
@@ -259,79 +250,65 @@ def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
             return False
 
 
-def _state(settings: ServicesSettings, pid: int | None, message: str) -> ServiceState:
-    return ServiceState(
-        name=NAME,
-        running=pid is not None,
-        pid=pid,
-        address=f"PLAINTEXT {settings.bootstrap_servers} (controller "
-        f"{settings.host}:{settings.kafka_controller_port})",
-        log_file=log_file(settings),
-        message=message,
-    )
+class Kafka(LocalService):
+    name = NAME
+    title = "Kafka"
+    poll_s = 0.5
+    not_up = "process up, broker not (yet) accepting connections"
+
+    @property
+    def home(self) -> Path:
+        return self.settings.kafka_dir
+
+    def markers(self) -> tuple[str, ...]:
+        return (MAIN_CLASS, str(server_properties(self.settings)))
+
+    def ports(self) -> tuple[int, ...]:
+        return self.settings.kafka_ports()
+
+    def address(self) -> str:
+        s = self.settings
+        return f"PLAINTEXT {s.bootstrap_servers} (controller {s.host}:{s.kafka_controller_port})"
+
+    @property
+    def ready_address(self) -> str:
+        return self.settings.bootstrap_servers
+
+    def up(self) -> bool:
+        return accepts_connections(self.settings.host, self.settings.kafka_port)
+
+    def ready(self) -> bool:
+        return self.up() and broker_answers(self.settings.bootstrap_servers)
+
+    def prepare(self) -> tuple[list[str], str]:
+        settings = self.settings
+        java = require_java()
+        libs = ensure_libs(settings)
+        _write_config(settings)
+        note = ensure_formatted(settings, java, libs)
+        argv = [
+            *_jvm_base(settings, java, libs),
+            "-Xms256m",
+            f"-Xmx{settings.kafka_heap_max}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
+            MAIN_CLASS,
+            str(server_properties(settings)),
+        ]
+        return argv, note
 
 
 def status(settings: ServicesSettings) -> ServiceState:
-    pid = find_own_pid(pid_file(settings), _markers(settings))
-    if pid is None:
-        return _state(settings, None, "")
-    if not accepts_connections(settings.host, settings.kafka_port):
-        return _state(settings, pid, "process up, broker not (yet) accepting connections")
-    return _state(settings, pid, "")
-
-
-def _wait_ready(settings: ServicesSettings, pid: int) -> None:
-    wait_until_ready(
-        "Kafka",
-        pid,
-        lambda: (
-            accepts_connections(settings.host, settings.kafka_port)
-            and broker_answers(settings.bootstrap_servers)
-        ),
-        address=settings.bootstrap_servers,
-        log=log_file(settings),
-        timeout_s=settings.start_timeout_s,
-        poll_s=0.5,
-    )
+    return Kafka(settings).status()
 
 
 def start(settings: ServicesSettings) -> ServiceState:
     """Start the broker unless it already runs; return once it answers Kafka requests."""
-    pid = find_own_pid(pid_file(settings), _markers(settings))
-    if pid is not None:
-        _wait_ready(settings, pid)
-        return _state(settings, pid, "already running")
-    require_free_ports("Kafka", settings.host, settings.kafka_ports())
-    java = require_java()
-    libs = ensure_libs(settings)
-    _write_config(settings)
-    note = ensure_formatted(settings, java, libs)
-    argv = [
-        *_jvm_base(settings, java, libs),
-        "-Xms256m",
-        f"-Xmx{settings.kafka_heap_max}",
-        "-XX:+UseG1GC",
-        "-XX:MaxGCPauseMillis=20",
-        "-XX:InitiatingHeapOccupancyPercent=35",
-        "-XX:+ExplicitGCInvokesConcurrent",
-        MAIN_CLASS,
-        str(server_properties(settings)),
-    ]
-    pid = spawn_detached(argv, log_file(settings), service_env())
-    pid_file(settings).write_text(f"{pid}\n")
-    _wait_ready(settings, pid)
-    return _state(settings, pid, "; ".join(x for x in ("started", note) if x))
+    return Kafka(settings).start()
 
 
 def stop(settings: ServicesSettings) -> ServiceState:
     """Stop our broker (never another process), then wait until its ports are free."""
-    pid = find_own_pid(pid_file(settings), _markers(settings))
-    if pid is None:
-        return _state(settings, None, "was not running")
-    terminate(pid, settings.stop_timeout_s)
-    pid_file(settings).unlink(missing_ok=True)
-    if is_alive(pid):
-        raise ServicesError(f"Kafka (pid {pid}) did not exit after SIGKILL")
-    if not wait_ports_free(settings.host, settings.kafka_ports(), 15):
-        raise ServicesError(f"Kafka stopped but its ports {settings.kafka_ports()} stay in use")
-    return _state(settings, None, f"stopped (was pid {pid})")
+    return Kafka(settings).stop()

@@ -10,23 +10,16 @@ a per-run cancel token and the deadline the kernel checks between batches.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from opentelemetry.context import Context
 
 from thunderhelm.ga.core.engine import GAState, initial_state
-from thunderhelm.ga.pool.interpreter_pool import (
-    CancelToken,
-    InterpreterPool,
-    PoolStats,
-    dataset_arg,
-)
+from thunderhelm.ga.pool.interpreter_pool import CancelToken, InterpreterPool, PoolStats
 from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
 from thunderhelm.ga.training.evaluators import PoolEvaluator
 from thunderhelm.streams.domain import saga
@@ -35,7 +28,6 @@ from thunderhelm.streams.observability import metrics
 from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
-TRAIN = "thunderhelm.ga.training.candidate:train_candidate"
 
 
 class StepInterrupted(Exception):
@@ -100,7 +92,11 @@ class RunExecutor:
         token = self._cancels[state.run_id] = CancelToken()
         deadline = self.deadline(state) or (time.time() + 3600.0)
         with PoolEvaluator(
-            self._pool(), dataset, deadline_s=max(1.0, deadline - time.time()), cancel=token
+            self._pool(),
+            dataset,
+            deadline_s=max(1.0, deadline - time.time()),
+            cancel=token,
+            fitness=steps.fitness_of(state.request),
         ) as evaluator:
             outcome = steps.run_generation(
                 state.request,
@@ -126,9 +122,10 @@ class RunExecutor:
 
     def finish_now(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
         """End the run in this thread: save the best model, return the result data."""
-        artifact = None
+        artifact, test_metrics = None, None
         if action.status == "succeeded" and state.best is not None:
-            artifact = str(self._train_and_save_best(state))
+            path, saved = self._train_and_save_best(state)
+            artifact, test_metrics = str(path), saved["test"]
         error = None
         if action.status != "succeeded":
             error = (action.error_class or "Error", action.message or action.status)
@@ -142,6 +139,7 @@ class RunExecutor:
             started_at=state.accepted_at,
             artifact=artifact,
             error=error,
+            test_metrics=test_metrics,
         )
 
     def failure_result(self, state: saga.RunState, exc: BaseException) -> dict[str, Any]:
@@ -180,31 +178,25 @@ class RunExecutor:
             self._datasets[state.run_id] = dataset
         return dataset
 
-    def _train_and_save_best(self, state: saga.RunState) -> Any:
+    def _train_and_save_best(self, state: saga.RunState) -> tuple[Any, dict[str, Any]]:
+        """Retrain the winner exactly as it was trained (same seed), keep its weights, save it."""
         assert state.request is not None and state.best is not None
         dataset = self._dataset(state)
         network = steps.best_network(
             state.request, state.best, dataset.n_features, dataset.n_classes
         )
-        pool = self._pool()
-        pool.attach(state.run_id, dataset.buffers())
-        try:
-            args = (
-                json.dumps(network),
-                *(
-                    dataset_arg(state.run_id, name)
-                    for name in ("x_train", "y_train", "x_val", "y_val")
-                ),
-                dataset.n_features,
-                time.time() + 3600.0,
-                None,
-                True,
-            )
-            trained: Mapping[str, Any] = json.loads(pool.submit(TRAIN, args).result())
-        finally:
-            pool.detach(state.run_id)
+        with PoolEvaluator(
+            self._pool(), dataset, deadline_s=3600.0, export_weights=True
+        ) as evaluator:
+            (trained,) = evaluator([network])
         return steps.save_artifact(
-            self.settings.artifact_dir, state.run_id, network, trained, state.best
+            self.settings.artifact_dir,
+            state.run_id,
+            network,
+            trained,
+            state.best,
+            dataset,
+            state.request,
         )
 
     def _forget(self, run_id: str) -> None:

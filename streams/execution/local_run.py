@@ -49,7 +49,8 @@ def run_local(settings: Settings, raw: dict[str, Any], pool_size: int, as_json: 
     config = steps.ga_config(request)
     print(
         f"run {request['run_id']}: {dataset.name} {dataset.n_features} features, "
-        f"{dataset.n_classes} classes, {len(dataset.y_train)} train / {len(dataset.y_val)} val",
+        f"{dataset.n_classes} classes, {len(dataset.y_train)} train / {len(dataset.y_val)} val"
+        f" / {len(dataset.y_test)} test",
         file=out,
     )
     deadline = began + float(request["budget"]["timeout_s"])
@@ -58,7 +59,11 @@ def run_local(settings: Settings, raw: dict[str, Any], pool_size: int, as_json: 
     with InterpreterPool(pool_size or None) as pool:
         executor.pool = pool
         evaluator = PoolEvaluator(
-            pool, dataset, deadline_s=max(1.0, deadline - time.time()), cancel=CancelToken()
+            pool,
+            dataset,
+            deadline_s=max(1.0, deadline - time.time()),
+            cancel=CancelToken(),
+            fitness=steps.fitness_of(request),
         )
         state = initial_state(config)
         while not is_finished(state, config):
@@ -115,6 +120,7 @@ def _table(result: dict[str, Any], out: Any) -> None:
         ("status", result["status"]),
         ("best val_accuracy", metrics.get("val_accuracy")),
         ("best val_loss", metrics.get("val_loss")),
+        ("best test_accuracy", metrics.get("test_accuracy")),
         ("params", metrics.get("params")),
         ("levels (neurons+act)", shape or "-"),
         ("learning rate", genome.get("learning_rate")),

@@ -8,8 +8,6 @@ measured inside the interpreters, and saves the best model as an artifact.
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from opentelemetry import trace
 from opentelemetry.context import Context
 
@@ -32,7 +29,10 @@ from thunderhelm.ga.core.engine import (
     pending,
 )
 from thunderhelm.ga.core.genome import SearchSpace, genome_from_dict, to_network, wiring_from_dict
-from thunderhelm.ga.core.search import fitness_from_metrics
+from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
+from thunderhelm.ga.training.artifact import write_artifact
+from thunderhelm.ga.training.datasets import PreparedDataset
+from thunderhelm.ga.training.evaluators import Fitness
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 
@@ -68,6 +68,15 @@ def ga_config(request: Mapping[str, Any]) -> GAConfig:
     )
 
 
+def fitness_of(request: Mapping[str, Any]) -> Fitness:
+    """The request's fitness settings, for the evaluator that scores every candidate."""
+    fitness = request.get("fitness", {})
+    return Fitness(
+        kind=str(fitness.get("name", "val_accuracy")),
+        param_penalty=float(fitness.get("param_penalty", 0.0)) / 1e6,
+    )
+
+
 @dataclass(frozen=True)
 class GenerationOutcome:
     state: GAState
@@ -83,11 +92,12 @@ def run_generation(
     *,
     context: Context | None = None,
 ) -> GenerationOutcome:
-    """Train generation `ga_state.generation` and breed the next; return the checkpoint."""
+    """Train generation `ga_state.generation` and breed the next; return the checkpoint.
+
+    `evaluate` scores each candidate (`result["fitness"]`, built with
+    `fitness_of(request)`); this step records that score and never rescores.
+    """
     config = ga_config(request)
-    fitness = request.get("fitness", {})
-    kind = str(fitness.get("name", "val_accuracy"))
-    penalty = float(fitness.get("param_penalty", 0.0)) / 1e6
     generation = ga_state.generation
     todo = pending(ga_state)
     networks = [
@@ -106,7 +116,7 @@ def run_generation(
         candidates = []
         for (index, genome), network, result in zip(todo, networks, results, strict=True):
             metrics = _metrics(result)
-            score = fitness_from_metrics(metrics, kind, penalty)
+            score = sanitize_fitness(float(result.get("fitness", FAILED)))
             evaluated[index] = Evaluation(score, metrics)
             candidates.append({"index": index, "fitness": _finite(score), **metrics})
             _candidate_span(gen_context, generation, index, network, metrics)
@@ -242,29 +252,33 @@ def save_artifact(
     network: Mapping[str, Any],
     trained: Mapping[str, Any],
     best: Mapping[str, Any],
-) -> Path:
-    """Write `<dir>/<run_id>/model.npz` (weights) and `model.json` (genome, wiring, metrics)."""
+    dataset: PreparedDataset,
+    request: Mapping[str, Any],
+) -> tuple[Path, dict[str, Any]]:
+    """Write the run's artifact to `<dir>/<run_id>/`; return its manifest path and metrics."""
     root = directory.resolve()
     target = (root / run_id).resolve()
     if target.parent != root:  # run ids are validated; this keeps it that way
         raise ValueError(f"artifact path for {run_id!r} escapes {root}")
-    target.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for tensor in trained.get("weights") or []:
-        flat = np.frombuffer(base64.b64decode(tensor["data"]), dtype="<f4")
-        arrays[str(tensor["name"])] = flat.reshape(tuple(tensor["shape"]))
-    np.savez(target / "model.npz", **arrays)  # type: ignore[arg-type]  # numpy's kwargs stub
-    meta = {
+    if trained.get("status") != "ok" or not trained.get("weights"):
+        raise RuntimeError(f"retraining the best network failed: {trained.get('error')}")
+    search = {
         "run_id": run_id,
-        "network": dict(network),
         "genome": best.get("genome"),
         "wiring": best.get("wiring"),
         "fitness": best.get("fitness"),
-        "metrics": {k: v for k, v in trained.items() if k != "weights"},
-        "tensors": list(arrays),
+        "generation": best.get("generation"),
+        "index": best.get("index"),
     }
-    (target / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    return target / "model.npz"
+    return write_artifact(
+        target,
+        network=network,
+        weights=trained["weights"],
+        dataset=dataset,
+        request=request,
+        training={k: v for k, v in trained.items() if k != "weights"},
+        search=search,
+    )
 
 
 def result_data(
@@ -277,8 +291,13 @@ def result_data(
     started_at: str | None,
     artifact: str | None,
     error: tuple[str, str] | None = None,
+    test_metrics: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The contract's result `data`."""
+    """The contract's result `data`.
+
+    `test_metrics` are the saved model's figures on the held-out test split
+    (absent when no model was saved); the search never saw them.
+    """
     duration = 0.0
     if started_at:
         began = datetime.fromisoformat(started_at.replace("Z", "+00:00")).timestamp()
@@ -295,6 +314,8 @@ def result_data(
                 "train_loss": best["metrics"].get("train_loss"),
                 "epochs_run": best["metrics"].get("epochs_run"),
                 "generation": best.get("generation"),
+                "test_accuracy": None if test_metrics is None else test_metrics.get("accuracy"),
+                "test_loss": None if test_metrics is None else test_metrics.get("loss"),
             },
         }
     return {

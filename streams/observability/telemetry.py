@@ -148,10 +148,6 @@ def trace_id_of(traceparent: str | None) -> str | None:
     return traceparent.split("-")[1]
 
 
-def strip_trace_headers(headers: Mapping[str, bytes]) -> dict[str, bytes]:
-    return {k: v for k, v in headers.items() if k not in _TRACE_HEADERS}
-
-
 @contextmanager
 def consume_span(
     topic: str, partition: int, offset: int, key: bytes | None, headers: Mapping[str, Any]
@@ -219,12 +215,6 @@ def record_span(
 def mark_failed(span: Span, error_class: str, message: str) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{error_class}: {message}"[:500]))
     span.set_attribute("error.type", error_class)
-
-
-def mark_error(span: Span, exc: BaseException) -> None:
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:500]))
-    span.set_attribute("error.type", type(exc).__qualname__)
-    span.record_exception(exc)
 
 
 @contextmanager

@@ -7,7 +7,8 @@ with `screen_command`, so they agree on what is admissible: a record is
 dead-lettered when it cannot be read as a command (size, bytes, envelope,
 type) or is an invalid request that names no run. An invalid request that
 names its run is admitted: the agent answers it with `run.rejected` and the
-reasons, so the user sees why.
+reasons, so the user sees why. The screen validates a command once and hands
+on what it found (`Admitted`): the typed request, cancel or rejection.
 
 A forwarded record carries the input's key and value unchanged and its
 headers with two changes, both undone by `unwrap_forwarded`: the input's
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.codec import decode_record, describe_validation_error
 from thunderhelm.schemas.envelope import CloudEvent
 from thunderhelm.schemas.limits import Limits, record_bytes, validate_request
 from thunderhelm.schemas.requests import (
@@ -34,6 +36,7 @@ from thunderhelm.schemas.requests import (
     RUN_ID_PATTERN,
     RUN_REQUESTED,
     CancelRequest,
+    RunRequest,
 )
 from thunderhelm.streams.worker.dead_letters import Failure, InputRejected, Origin, classify
 
@@ -42,6 +45,22 @@ Headers = Sequence[tuple[str, bytes]]
 FORWARD_PREFIX = "thunderhelm.intake."
 _TRACE_HEADERS = ("traceparent", "tracestate")
 _RUN_ID = re.compile(RUN_ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class InvalidRequest:
+    """A start whose fields are invalid, from a request that names its run."""
+
+    run_id: str
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A screened command: its envelope and its validated content."""
+
+    envelope: CloudEvent
+    command: RunRequest | CancelRequest | InvalidRequest
 
 
 def run_id_in(data: Any) -> str | None:
@@ -66,7 +85,7 @@ def run_id_of_key(key: bytes | None) -> str | None:
 
 def screen_command(
     key: bytes | None, value: bytes | None, headers: Headers, limits: Limits
-) -> CloudEvent | Failure:
+) -> Admitted | Failure:
     """The command a run-requests record carries, or why it must be dead-lettered."""
     stage = "decode"
     try:
@@ -82,16 +101,19 @@ def screen_command(
                 raise InputRejected("validate", f"header {name!r} is reserved for the intake")
         if command.type not in COMMAND_TYPES:
             raise InputRejected("validate", f"unknown command type {command.type!r}")
+        content: RunRequest | CancelRequest | InvalidRequest
         if command.type == RUN_REQUESTED:
             try:
-                validate_request(command.data, limits)
-            except ValidationError:
-                if run_id_in(command.data) is None:
+                content = validate_request(command.data, limits)
+            except ValidationError as exc:
+                run_id = run_id_in(command.data)
+                if run_id is None:
                     raise  # nobody to tell: dead-lettered
+                content = InvalidRequest(run_id, describe_validation_error(exc))
         else:
             assert command.type == CANCEL_REQUESTED
-            CancelRequest.model_validate(command.data)
-        return command
+            content = CancelRequest.model_validate(command.data)
+        return Admitted(command, content)
     except Exception as exc:  # every failure to read an input becomes its dead-letter reason
         return classify(exc, stage)
 

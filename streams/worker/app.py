@@ -3,8 +3,8 @@
 Users' records on run-requests are screened by the intake (streams/worker/intake.py),
 a batch at a time outside Faust's per-record loop: bad ones go to
 dead-letters, admitted commands to the internal run-commands topic. Agents
-stay thin: each record goes through `RunService` (streams/worker/service.py), which
-owns decoding, the saga, dead letters and telemetry. Nothing here awaits a
+stay thin: each record goes to its handler (streams/worker/command_handler.py,
+event_handler.py; wired in components.py). Nothing here awaits a
 generation: generations run as background tasks on the interpreter pool and
 report back by appending to run-events.
 """
@@ -19,9 +19,9 @@ from thunderhelm.streams.worker.settings import Settings
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Any]:
-    """Build the app and its `RunService`; returned together for the worker entry point."""
+    """Build the app and its `RunWorker`; returned together for the worker entry point."""
+    from thunderhelm.streams.worker.components import RunWorker
     from thunderhelm.streams.worker.intake import Intake
-    from thunderhelm.streams.worker.service import RunService
 
     app = faust.App(
         settings.app_id,
@@ -63,22 +63,22 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         partitions=settings.partitions,
         key_type=bytes,  # raw run-id bytes; values are JSON (the state's dict)
     )
-    service = RunService(settings, app, topics, runs)
-    intake = Intake(settings, service.note_dead_letter)
+    service = RunWorker(settings, app, topics, runs, lambda: faust.current_event() is not None)
+    intake = Intake(settings, service.dead_letters.note)
 
     @app.agent(topics[settings.run_commands], name="run-commands")
     async def on_command(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await service.handle_command(event)
+            await service.commands.handle(event)
 
     @app.agent(topics[settings.run_events], name="run-events")
     async def on_event(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await service.handle_event(event)
+            await service.events.handle(event)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def reconcile() -> None:
-        await service.reconcile()
+        await service.reconciler.reconcile()
 
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def on_started() -> None:
@@ -89,7 +89,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrower
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
-        service.on_revoked({tp.partition for tp in revoked if tp.topic == settings.run_events})
+        service.reconciler.on_revoked(
+            {tp.partition for tp in revoked if tp.topic == settings.run_events}
+        )
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

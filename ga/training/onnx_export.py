@@ -1,0 +1,110 @@
+"""The model artifact as an ONNX graph: raw inputs in, class probabilities out.
+
+The graph repeats the numpy forward pass of `artifact.Model` node for node:
+standardisation, then per layer a concatenation of its input nodes, a layer
+norm without affine terms (as the kernel computes it), a Gemm and the
+activation, and a softmax at the end. It uses standard opset-17 operators
+only, so any ONNX runtime can run it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from thunderhelm.ga.training.artifact import Model
+from thunderhelm.ga.training.reference import GELU_C, GELU_K, LN_EPS
+
+OPSET = 17
+INPUT, OUTPUT = "input", "probabilities"
+
+
+def to_onnx(model: Model) -> Any:
+    """The ONNX ModelProto of `model` (input `input`: float32 [rows, n_features])."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    counter = iter(range(1_000_000))
+
+    def const(value: np.ndarray, name: str) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    def node(op: str, inputs: list[str], **attrs: Any) -> str:
+        out = f"{op.lower()}_{next(counter)}"
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    eps = const(np.array(LN_EPS), "ln_eps")
+    x = node("Sub", [INPUT, const(model.mean, "mean")])
+    x = node("Div", [x, const(model.scale, "scale")])
+    values = [x]
+    last = x
+    for name, inputs, _, activation in model.spec.layers():
+        z = (
+            values[inputs[0]]
+            if len(inputs) == 1
+            else node("Concat", [values[i] for i in inputs], axis=1)
+        )
+        mean = node("ReduceMean", [z], axes=[1], keepdims=1)
+        centred = node("Sub", [z, mean])
+        var = node("ReduceMean", [node("Mul", [centred, centred])], axes=[1], keepdims=1)
+        zn = node("Div", [centred, node("Sqrt", [node("Add", [var, eps])])])
+        w = const(model.tensors[f"{name}.W"], f"{name}.W")
+        b = const(model.tensors[f"{name}.b"], f"{name}.b")
+        a = node("Gemm", [zn, w, b], transB=1)
+        last = a if activation is None else _activation(node, const, activation, a)
+        if activation is not None:
+            values.append(last)
+    nodes.append(helper.make_node("Softmax", [last], [OUTPUT], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "thunderhelm_model",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["rows", model.n_features])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["rows", model.spec.n_outputs])],
+        inits,
+    )
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="thunderhelm"
+    )
+    proto.ir_version = 8  # readable by onnxruntime releases of the last years
+    labels = ",".join(model.labels) if all("," not in label for label in model.labels) else ""
+    helper.set_model_props(proto, {"labels": labels})
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _activation(
+    node: Callable[..., str],
+    const: Callable[[np.ndarray, str], str],
+    name: str,
+    a: str,
+) -> str:
+    if name == "relu":
+        return node("Relu", [a])
+    if name == "elu":
+        return node("Elu", [a], alpha=1.0)
+    if name == "tanh":
+        return node("Tanh", [a])
+    if name == "sigmoid":
+        return node("Sigmoid", [a])
+    # gelu, tanh form: 0.5 * a * (1 + tanh(k * (a + c * a^3)))
+    cube = node("Mul", [node("Mul", [a, a]), a])
+    inner = node("Add", [a, node("Mul", [cube, const(np.array(GELU_C), f"gelu_c_{a}")])])
+    t = node("Tanh", [node("Mul", [inner, const(np.array(GELU_K), f"gelu_k_{a}")])])
+    half, one = const(np.array(0.5), f"half_{a}"), const(np.array(1.0), f"one_{a}")
+    return node("Mul", [node("Mul", [a, half]), node("Add", [t, one])])
+
+
+def export_onnx(model: Model, path: Path) -> Path:
+    """Write `model` as an ONNX file at `path`."""
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(to_onnx(model), str(path))
+    return path

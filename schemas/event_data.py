@@ -1,0 +1,103 @@
+"""The data model of each lifecycle event type (`EVENT_DATA`).
+
+The worker validates an event's data with its model when it writes the event
+and again when it reads one back (`streams/worker/records.py:to_domain`), so
+the fold only ever sees data of the right shape; the pure saga holds the
+validated data as plain JSON. Models allow fields they do not name: a newer
+writer may add one, and the fold reads only the fields below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from thunderhelm.schemas.events import (
+    CANCEL_RECORDED,
+    EVENT_DEAD_LETTERED,
+    GENERATION_COMPLETED,
+    RUN_ACCEPTED,
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_REJECTED,
+    RUN_STARTED,
+    RUN_SUCCEEDED,
+)
+from thunderhelm.schemas.results import RunResult
+
+
+class _EventData(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    run_id: str = Field(min_length=1)
+
+
+class RunAccepted(_EventData):
+    request: dict[str, Any]
+    traceparent: str | None = None
+
+
+class RunRejected(_EventData):
+    reasons: list[str]
+
+
+class RunStarted(_EventData):
+    ga_state: dict[str, Any] = Field(description="generation 0 population")
+
+
+class GenerationCompleted(_EventData):
+    generation: int = Field(ge=0)
+    fitnesses: list[float | None]
+    candidates: list[dict[str, Any]]
+    evaluations: int = Field(ge=0)
+    ga_state: dict[str, Any] = Field(description="the checkpoint of the next generation")
+    best: dict[str, Any] | None = None
+    best_fitness: float | None = None
+    mean_fitness: float | None = None
+    duration_s: float | None = None
+    training: dict[str, Any] | None = None
+
+
+class RunEnded(_EventData):
+    """`run.succeeded`, `run.failed` and `run.cancelled`: the result as on run-results."""
+
+    result: RunResult
+
+
+class CancelRecorded(_EventData):
+    reason: str
+
+
+class EventDeadLettered(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    run_id: str | None = None
+    stage: str
+    error_class: str
+    error_message: str
+    original_topic: str | None = None
+    original_offset: int | None = None
+
+
+EVENT_DATA: dict[str, type[BaseModel]] = {
+    RUN_ACCEPTED: RunAccepted,
+    RUN_REJECTED: RunRejected,
+    RUN_STARTED: RunStarted,
+    GENERATION_COMPLETED: GenerationCompleted,
+    RUN_SUCCEEDED: RunEnded,
+    RUN_FAILED: RunEnded,
+    RUN_CANCELLED: RunEnded,
+    CANCEL_RECORDED: CancelRecorded,
+    EVENT_DEAD_LETTERED: EventDeadLettered,
+}
+
+
+def validated_data(event_type: str, data: Any) -> dict[str, Any]:
+    """`data` checked against its type's model, as JSON; raises `ValidationError`.
+
+    Only the fields `data` carries come back (no defaults filled in), so
+    validating an event leaves its wire form as it was.
+    """
+    model = EVENT_DATA[event_type].model_validate(data)
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)

@@ -1,0 +1,1 @@
+"""`thunderhelm dashboard`: a web UI over the event log and Jaeger's API."""

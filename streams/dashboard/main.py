@@ -1,0 +1,21 @@
+"""`thunderhelm dashboard`: settings from the environment and flags, then serve."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from thunderhelm.streams.dashboard.server import serve
+from thunderhelm.streams.dashboard.settings import DashboardSettings
+from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.settings import Settings
+
+
+def main(settings: Settings, host: str | None, port: int | None) -> int:
+    dash = DashboardSettings.from_env()
+    dash = replace(dash, host=host or dash.host, port=dash.port if port is None else port)
+    # A cancel from the page is a command like the CLI's: traced under the CLI's name.
+    telemetry.configure(replace(settings, service_name="thunderhelm-dashboard"))
+    try:
+        return serve(settings, dash)
+    finally:
+        telemetry.shutdown()

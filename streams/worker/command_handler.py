@@ -1,0 +1,115 @@
+"""The run-commands agent's work: record each admitted command as events and act on them.
+
+A command is screened once here (`admission.screen_command`: anyone may write
+to run-commands, and a record the intake admitted must read the same here);
+the typed request it yields goes to the saga's `decide`. The events the
+decision asks for are appended to run-events and folded into the run's state
+at once, so a second start arriving before run-events is read back finds the
+run already accepted; the run-events agent later reads them as duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.trace import Span
+
+from thunderhelm.schemas.envelope import utc_now_iso
+from thunderhelm.schemas.requests import CancelRequest, RunRequest
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.admission import (
+    Admitted,
+    InvalidRequest,
+    screen_command,
+    unwrap_forwarded,
+)
+from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
+from thunderhelm.streams.worker.dead_letters import Failure, classify
+from thunderhelm.streams.worker.event_handler import fold
+from thunderhelm.streams.worker.event_writer import EventWriter
+from thunderhelm.streams.worker.records import observe_lag, pairs, to_domain
+from thunderhelm.streams.worker.run_store import RunStore
+from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.worker.step_runner import StepRunner
+
+
+def command_of(admitted: Admitted, span: Span) -> tuple[str, saga.Command | saga.NewEvent]:
+    """The run an admitted command is for, and the saga command (or rejection) it makes."""
+    envelope, content = admitted.envelope, admitted.command
+    match content:
+        case InvalidRequest(run_id=run_id, reasons=reasons):
+            return run_id, saga.reject(run_id, reasons, envelope.id)
+        case RunRequest():
+            request = content.model_dump(mode="json")
+            traceparent = telemetry.traceparent_of(span)
+            when = envelope.time or utc_now_iso()
+            return content.run_id, saga.StartRun(envelope.id, request, when, traceparent)
+        case CancelRequest():
+            cancel = saga.CancelRun(envelope.id, content.run_id, content.reason, utc_now_iso())
+            return content.run_id, cancel
+
+
+class CommandHandler:
+    def __init__(
+        self,
+        settings: Settings,
+        app: Any,
+        store: RunStore,
+        writer: EventWriter,
+        runner: StepRunner,
+        dead_letters: DeadLetterWriter,
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.store = store
+        self.writer = writer
+        self.runner = runner
+        self.dead_letters = dead_letters
+
+    async def handle(self, event: Any) -> None:  # a faust.EventT[bytes]
+        self.dead_letters.hold(event)
+        message = event.message
+        # The input as the user wrote it, and where on run-requests it was.
+        original, origin = unwrap_forwarded(pairs(message.headers))
+        observe_lag(self.app, message)
+        with telemetry.consume_span(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            dict(pairs(message.headers)),
+        ) as span:
+            screened = screen_command(message.key, message.value, original, self.settings.limits)
+            if isinstance(screened, Failure):
+                await self.dead_letters.dead_letter(event, screened, span, original, origin)
+                return
+            span.set_attribute("cloudevents.event_id", screened.envelope.id)
+            span.set_attribute("cloudevents.event_type", screened.envelope.type)
+            stage = "decide"
+            try:
+                state = await self.decide(screened, span, message.partition)
+                if state is not None:
+                    stage = "execute"
+                    await self.runner.retried(lambda: self.runner.act(state), state.run_id)
+            except Exception as exc:  # every failure of an input is dead-lettered
+                await self.dead_letters.dead_letter(
+                    event, classify(exc, stage), span, original, origin
+                )
+
+    async def decide(self, admitted: Admitted, span: Span, partition: int) -> saga.RunState | None:
+        """Append and fold what the command decides; the state to act on (None: nothing)."""
+        run_id, command = command_of(admitted, span)
+        span.set_attribute("thunderhelm.run_id", run_id)
+        if isinstance(command, saga.NewEvent):
+            decided = [command]
+        else:
+            decided = saga.decide(self.store.get(run_id), command)
+        state = None
+        for new in decided:
+            written = await self.writer.append(run_id, new, None)
+            after, changed = fold(self.store, self.runner, to_domain(written), partition)
+            # Unchanged: the run-events agent read the event back while the
+            # write awaited its ack, folded it and acted on it already.
+            state = after if changed else None
+        return state

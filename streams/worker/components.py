@@ -1,0 +1,51 @@
+"""The worker's parts, built once and wired together: what each agent and timer calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any
+
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.execution.executor import RunExecutor
+from thunderhelm.streams.worker.command_handler import CommandHandler
+from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
+from thunderhelm.streams.worker.event_handler import EventHandler
+from thunderhelm.streams.worker.event_writer import EventWriter
+from thunderhelm.streams.worker.ownership import Ownership
+from thunderhelm.streams.worker.reconciler import Reconciler
+from thunderhelm.streams.worker.run_store import RunStore
+from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.worker.step_runner import StepRunner
+
+
+class RunWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        app: Any,
+        topics: Mapping[str, Any],
+        table: MutableMapping[bytes, Any],
+        writable: Callable[[], bool],
+        executor: Any = None,  # a RunExecutor; a fake in unit tests
+    ) -> None:
+        self.executor = executor if executor is not None else RunExecutor(settings)
+        self.store = RunStore(table, writable)
+        self.ownership = Ownership(app, settings.run_events)
+        self.writer = EventWriter(settings, topics, self.store)
+        self.runner = StepRunner(self.executor, self.writer, self.store, self.ownership)
+        self.dead_letters = DeadLetterWriter(settings, app, self.writer)
+        self.commands = CommandHandler(
+            settings, app, self.store, self.writer, self.runner, self.dead_letters
+        )
+        self.events = EventHandler(app, self.store, self.runner, self.dead_letters)
+        self.reconciler = Reconciler(app, self.store, self.runner, self.ownership)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.executor.start)
+
+    def stop(self) -> None:
+        self.executor.close()
+
+    def state_of(self, run_id: str) -> saga.RunState | None:
+        return self.store.get(run_id)

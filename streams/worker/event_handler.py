@@ -1,0 +1,80 @@
+"""The run-events agent's work: fold each lifecycle event into its run's state and act on it.
+
+The fold is the saga's (`saga.evolve`); an event that changes nothing (a
+duplicate, a stale generation, anything after the end) is dropped, except
+that a finished run whose result is not out yet gets it now: the worker may
+have died between folding the terminal event and writing the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.observability import metrics as meters
+from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
+from thunderhelm.streams.worker.dead_letters import classify
+from thunderhelm.streams.worker.records import observe_lag, to_domain
+from thunderhelm.streams.worker.run_store import RunStore
+from thunderhelm.streams.worker.step_runner import StepRunner
+
+log = logging.getLogger(__name__)
+
+
+def fold(
+    store: RunStore,
+    runner: StepRunner,
+    event: saga.Event,
+    partition: int,
+) -> tuple[saga.RunState | None, bool]:
+    """Fold `event` into its run and store the result: (state after, whether it changed)."""
+    before = store.get(event.run_id)
+    after = saga.evolve(before, event)
+    if after is None or after is before:
+        return after, False
+    store.put(after, partition)
+    runner.touch(event.run_id)
+    if after.status != (before.status if before else None):
+        log.info("run %s: %s", after.run_id, after.status)
+        meters.run_status(after.status, event.data)
+    return after, True
+
+
+class EventHandler:
+    def __init__(
+        self, app: Any, store: RunStore, runner: StepRunner, dead_letters: DeadLetterWriter
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.runner = runner
+        self.dead_letters = dead_letters
+
+    async def handle(self, event: Any) -> None:  # a faust.EventT[bytes]
+        self.dead_letters.hold(event)
+        message = event.message
+        headers = dict(event.headers or {})
+        observe_lag(self.app, message)
+        with telemetry.consume_span(
+            message.topic, message.partition, message.offset, message.key, headers
+        ) as span:
+            stage = "decode"
+            try:
+                record = decode_record(message.value, headers)
+                stage = "validate"
+                domain = to_domain(record)
+                span.set_attribute("cloudevents.event_type", record.type)
+                span.set_attribute("thunderhelm.run_id", domain.run_id)
+                stage = "decide"
+                after, changed = fold(self.store, self.runner, domain, message.partition)
+                if not changed:
+                    span.set_attribute("thunderhelm.duplicate", after is not None)
+                    if after is None or not after.terminal or after.settled:
+                        return
+                stage = "execute"
+                assert after is not None
+                await self.runner.retried(lambda: self.runner.act(after), after.run_id)
+            except Exception as exc:
+                await self.dead_letters.dead_letter(event, classify(exc, stage), span)

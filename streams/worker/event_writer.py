@@ -1,0 +1,96 @@
+"""Writes of the worker: lifecycle events to run-events and results to run-results.
+
+Every event's data is validated against its type's model (schemas/events.py)
+and every result against `RunResult` before it is produced, so the log and
+the results topic only ever hold what the contract says.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.context import Context
+
+from thunderhelm.schemas.codec import encode_event, structured_headers
+from thunderhelm.schemas.envelope import (
+    JSON_CONTENT_TYPE,
+    SCHEMA_VERSION,
+    CloudEvent,
+    format_sequence,
+    utc_now_iso,
+)
+from thunderhelm.schemas.event_data import validated_data
+from thunderhelm.schemas.results import RUN_RESULT, validated_result
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.run_store import RunStore
+from thunderhelm.streams.worker.settings import Settings
+
+SOURCE = f"thunderhelm/worker/{socket.gethostname()}/{os.getpid()}"
+
+
+def envelope(
+    run_id: str, event_type: str, data: Mapping[str, Any], sequence: int | None, cause: str | None
+) -> CloudEvent:
+    return CloudEvent(
+        specversion="1.0",
+        id=str(uuid.uuid4()),
+        source=SOURCE,
+        type=event_type,
+        subject=run_id,
+        time=utc_now_iso(),
+        datacontenttype=JSON_CONTENT_TYPE,
+        data=dict(data),
+        sequence=None if sequence is None else format_sequence(sequence),
+        schemaversion=SCHEMA_VERSION,
+        causationid=cause,
+        correlationid=run_id,
+    )
+
+
+def event_envelope(run_id: str, new: saga.NewEvent, sequence: int | None) -> CloudEvent:
+    """The envelope of a lifecycle event; raises `ValidationError` on data of the wrong shape."""
+    data = validated_data(new.type, new.data)
+    return envelope(run_id, new.type, data, sequence, new.causation_id)
+
+
+def result_envelope(state: saga.RunState) -> CloudEvent:
+    """The run's one record on run-results; raises `ValidationError` on a malformed result."""
+    assert state.result is not None, "only a finished run has a result"
+    data = validated_result(state.result)
+    # One id per run's result, so a consumer can drop a copy written again
+    # after a crash between the write and the bookkeeping that follows it.
+    record = envelope(state.run_id, RUN_RESULT, data, state.version, None)
+    return record.model_copy(update={"id": f"{state.run_id}/result"})
+
+
+class EventWriter:
+    def __init__(self, settings: Settings, topics: Mapping[str, Any], store: RunStore) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.store = store
+
+    async def append(self, run_id: str, new: saga.NewEvent, context: Context | None) -> CloudEvent:
+        """Append one event to the run's log; returns the envelope as written."""
+        state = self.store.get(run_id)
+        record = event_envelope(run_id, new, (state.version + 1) if state else 1)
+        await self.produce(self.settings.run_events, run_id, encode_event(record), context)
+        return record
+
+    async def publish_result(self, state: saga.RunState, context: Context | None) -> None:
+        record = result_envelope(state)
+        await self.produce(self.settings.run_results, state.run_id, encode_event(record), context)
+
+    async def produce(
+        self, topic: str, key: str | None, value: bytes, context: Context | None
+    ) -> None:
+        with telemetry.produce_span(topic, key, context):
+            headers = structured_headers(telemetry.inject_headers().items())
+            pending = await self.topics[topic].send(
+                key=None if key is None else key.encode(), value=value, headers=headers
+            )
+            await pending  # the broker's ack

@@ -1,0 +1,58 @@
+"""Reading a consumed record: its headers, its consumer lag, and the domain event it carries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import describe_validation_error
+from thunderhelm.schemas.envelope import SCHEMA_VERSION, CloudEvent, utc_now_iso
+from thunderhelm.schemas.event_data import validated_data
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.observability import metrics as meters
+from thunderhelm.streams.worker.dead_letters import InputRejected
+
+
+def pairs(headers: Any) -> list[tuple[str, bytes]]:
+    """A Faust message's headers (a list of pairs or a mapping) as a list of pairs."""
+    items = headers.items() if isinstance(headers, Mapping) else (headers or [])
+    return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
+
+
+def observe_lag(app: Any, message: Any) -> None:
+    """Consumer lag of the record's partition as of this record (a metric only)."""
+    try:
+        high = app.consumer.highwater(message.tp)
+    except Exception:  # no consumer yet, or no fetch seen: nothing to report
+        return
+    if high is not None:
+        meters.consumer_lag(message.topic, message.partition, high - message.offset - 1)
+
+
+def to_domain(record: CloudEvent) -> saga.Event:
+    """The lifecycle event a run-events record carries, its data validated by type."""
+    if record.type not in ev.EVENT_TYPES:
+        raise InputRejected("validate", f"unknown event type {record.type!r}")
+    if record.schemaversion not in (None, SCHEMA_VERSION):
+        raise InputRejected("validate", f"unsupported schema version {record.schemaversion!r}")
+    if not isinstance(record.data, dict):
+        raise InputRejected("validate", "event data is not an object")
+    try:
+        data = validated_data(record.type, record.data)
+    except ValidationError as exc:
+        reasons = "; ".join(describe_validation_error(exc))
+        raise InputRejected("validate", f"{record.type}: {reasons}") from None
+    run_id = data.get("run_id") or record.subject
+    if not isinstance(run_id, str) or not run_id:
+        raise InputRejected("validate", "event has no run id")
+    return saga.Event(
+        id=record.id,
+        type=record.type,
+        run_id=run_id,
+        time=record.time or utc_now_iso(),
+        data=data,
+        causation_id=record.causationid,
+    )

@@ -1,0 +1,47 @@
+"""The runs table: each run's folded state and the run-events partition it came from.
+
+The state is the saga's (`saga.RunState`, nothing else in it); the partition
+is the worker's business (which worker owns the run), so the two are kept
+side by side in the stored record and never mixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+from thunderhelm.streams.domain import saga
+
+
+class RunStore:
+    def __init__(
+        self, table: MutableMapping[bytes, Any], writable: Callable[[], bool] = lambda: True
+    ) -> None:
+        # A Faust table in the worker (writable only while a record is being
+        # handled: the write goes to that record's changelog partition); a
+        # dict in unit tests.
+        self.table = table
+        self.writable = writable
+
+    def get(self, run_id: str) -> saga.RunState | None:
+        record = self.table.get(run_id.encode())
+        return None if record is None else saga.RunState.from_dict(record["state"])
+
+    def partition(self, run_id: str) -> int | None:
+        record = self.table.get(run_id.encode())
+        return None if record is None else record.get("partition")
+
+    def put(self, state: saga.RunState, partition: int | None) -> None:
+        """Store a run's state; a Faust table takes writes only while it handles a record."""
+        self.table[state.run_id.encode()] = {"state": state.to_dict(), "partition": partition}
+
+    def replace_state(self, state: saga.RunState) -> None:
+        """A new state for a stored run, under the partition it already has."""
+        self.put(state, self.partition(state.run_id))
+
+    def live(self) -> Iterator[tuple[saga.RunState, int | None]]:
+        """Runs still in progress (accepted or running), with their partitions."""
+        for record in list(self.table.values()):
+            if record is None or record["state"].get("status") not in ("accepted", "running"):
+                continue
+            yield saga.RunState.from_dict(record["state"]), record.get("partition")

@@ -1,0 +1,188 @@
+"""Carries out what the saga asks of a run: start it, run a generation, end it, publish its result.
+
+Generations and endings run as background tasks (one per run at the most) on
+the executor; each reports back by appending its event to run-events, where
+the event handler folds it and asks the saga again. Transient failures are
+retried per the retry policy; any other failure fails the run with its error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from opentelemetry.context import Context
+
+from thunderhelm.schemas import events as ev
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.domain.retry import RetryPolicy, next_delay
+from thunderhelm.streams.execution.executor import StepInterrupted
+from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.event_writer import EventWriter
+from thunderhelm.streams.worker.ownership import Ownership
+from thunderhelm.streams.worker.run_store import RunStore
+
+log = logging.getLogger(__name__)
+
+ENDED_TYPES = {
+    "succeeded": ev.RUN_SUCCEEDED,
+    "failed": ev.RUN_FAILED,
+    "cancelled": ev.RUN_CANCELLED,
+}
+
+
+async def with_retries[T](
+    attempt: Callable[[], Awaitable[T]], run_id: str, policy: RetryPolicy
+) -> T:
+    """Run `attempt`, retrying transient failures per the retry policy."""
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await attempt()
+        except Exception as exc:
+            delay = next_delay(exc, tries, policy)
+            if delay is None:
+                raise
+            log.warning(
+                "run %s: transient %s (%s); retry %d in %.1fs",
+                run_id,
+                type(exc).__name__,
+                exc,
+                tries,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+
+def describe(action: saga.Action) -> str:
+    if isinstance(action, saga.RunGeneration):
+        return f"generation {action.generation}"
+    if isinstance(action, saga.Finish):
+        return f"finish ({action.status})"
+    return type(action).__name__
+
+
+class StepRunner:
+    def __init__(
+        self,
+        executor: Any,  # RunExecutor (a fake in unit tests)
+        writer: EventWriter,
+        store: RunStore,
+        ownership: Ownership,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.executor = executor
+        self.writer = writer
+        self.store = store
+        self.ownership = ownership
+        self.policy = policy or RetryPolicy()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        # When this worker last saw each run move; the reconciler's idle clocks.
+        self.last_progress: dict[str, float] = {}
+
+    def touch(self, run_id: str) -> None:
+        self.last_progress[run_id] = time.monotonic()
+
+    async def retried[T](self, attempt: Callable[[], Awaitable[T]], run_id: str) -> T:
+        return await with_retries(attempt, run_id, self.policy)
+
+    async def act(self, state: saga.RunState, *, timed_out: bool = False) -> None:
+        """Ask the saga for the run's next step and carry it out (or launch it)."""
+        context = telemetry.context_from_traceparent(state.traceparent)
+        with telemetry.decision_span(state.run_id, state.status, context) as decision:
+            action = saga.react(state, timed_out=timed_out)
+            decision.set_attribute("thunderhelm.saga.action", type(action).__name__)
+            decision.set_attribute("thunderhelm.saga.timed_out", timed_out)
+        match action:
+            case None:
+                return
+            case saga.PublishResult():
+                await self.publish(state, context)
+            case saga.Start():
+                ga_state = self.executor.initial_ga_state(state)
+                data = {"run_id": state.run_id, "ga_state": ga_state}
+                await self.writer.append(state.run_id, saga.NewEvent(ev.RUN_STARTED, data), context)
+            case saga.RunGeneration() | saga.Finish():
+                if busy := self.tasks.get(state.run_id):
+                    if isinstance(action, saga.Finish) and action.status == "cancelled":
+                        self.executor.cancel(state.run_id)
+                    if not busy.done():
+                        return
+                self.launch(state, action, context)
+
+    async def publish(self, state: saga.RunState, context: Context | None) -> None:
+        """Write the result of a finished run once, then settle its stored state."""
+        stored = self.store.get(state.run_id)
+        if state.settled or (stored is not None and stored.settled):
+            return
+        await self.writer.publish_result(state, context)
+        if stored is not None and stored.terminal and self.store.writable():
+            self.store.replace_state(saga.settled(stored))
+        self.last_progress.pop(state.run_id, None)
+
+    def launch(self, state: saga.RunState, action: saga.Action, context: Context | None) -> None:
+        log.info("run %s: launching %s", state.run_id, describe(action))
+        self.touch(state.run_id)
+        step = self._step(state, action, context)
+        self.tasks[state.run_id] = asyncio.get_running_loop().create_task(step)
+
+    async def _step(
+        self, state: saga.RunState, action: saga.Action, context: Context | None
+    ) -> None:
+        run_id = state.run_id
+        interrupted = False
+        try:
+            new = await self.retried(lambda: self.perform(state, action, context), run_id)
+            if self.still_current(state):
+                await self.retried(lambda: self.writer.append(run_id, new, context), run_id)
+        except asyncio.CancelledError:
+            raise
+        except StepInterrupted as why:
+            # Cancel or budget stopped the step; the saga's next decision ends the run.
+            log.info("run %s: step interrupted (%s)", run_id, why)
+            interrupted = True
+        except Exception as exc:
+            # A non-retryable failure (or retries used up) fails the run with its error.
+            log.exception("run %s: step failed", run_id)
+            result = self.executor.failure_result(state, exc)
+            failed = saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": result})
+            with contextlib.suppress(Exception):
+                await self.writer.append(run_id, failed, context)
+        finally:
+            self.tasks.pop(run_id, None)
+            self.touch(run_id)
+        latest = self.store.get(run_id)
+        # The step's own event may have been folded while this task was still
+        # awaiting its ack; that fold saw the step busy and did nothing.
+        moved_on = latest is not None and latest.version != state.version
+        if (
+            latest is not None
+            and not latest.terminal
+            and (interrupted or moved_on)
+            and self.ownership.owns(self.store.partition(run_id))
+        ):
+            await self.act(latest, timed_out=self.executor.timed_out(latest))
+
+    async def perform(
+        self, state: saga.RunState, action: saga.Action, context: Context | None
+    ) -> saga.NewEvent:
+        if isinstance(action, saga.RunGeneration):
+            data = await self.executor.run_generation(state, context)
+            return saga.NewEvent(ev.GENERATION_COMPLETED, data)
+        assert isinstance(action, saga.Finish)
+        result = await self.executor.finish(state, action)
+        return saga.NewEvent(ENDED_TYPES[action.status], {"run_id": state.run_id, "result": result})
+
+    def still_current(self, state: saga.RunState) -> bool:
+        """False when the log moved on while the step ran, or the run moved to another worker."""
+        latest = self.store.get(state.run_id)
+        if latest is None:
+            return True
+        if not self.ownership.owns(self.store.partition(state.run_id)):
+            return False
+        return not latest.terminal and latest.generation == state.generation

@@ -1,0 +1,248 @@
+"""A finished run's artifact: complete, versioned, loadable, usable from the shell, exportable.
+
+A real run (the `thunderhelm run` code path: interpreter pool, compiled
+kernel) on a CSV whose raw columns have wildly different offsets and scales,
+so a model used without its preprocessing would be wrong; then the artifact
+is loaded, used through `thunderhelm predict` on the raw test rows, and
+exported to ONNX and run in onnxruntime.
+"""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import thunderhelm
+from thunderhelm.ga.training.artifact import FORMAT_VERSION, ArtifactError
+from thunderhelm.ga.training.datasets import load_dataset
+from thunderhelm.streams.cli.main import main as cli
+from thunderhelm.streams.execution.local_run import run_local
+from thunderhelm.streams.worker.settings import Settings, default_text_dir
+
+TEXT_DIR = default_text_dir()
+needs_text = pytest.mark.skipif(not TEXT_DIR.is_dir(), reason=f"{TEXT_DIR} is missing")
+
+CSV_REQUEST: dict[str, Any] = {
+    "run_id": "artifact-csv",
+    "dataset": {"name": "csv", "path": "blobs.csv", "seed": 4},
+    "ga": {"population": 4, "generations": 2, "tournament_size": 2, "elite": 1, "seed": 3},
+    "training": {"epochs": 4, "batch_size": 32},
+    "search_space": {"max_levels": 2, "max_units": 2, "max_neurons": 16},
+}
+LABELS = ("north", "south", "east", "west")
+
+
+def _blobs(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 4, 600)
+    centres = np.array([[0, 0, 0], [3, 0, 1], [0, 3, -1], [3, 3, 0]], dtype=np.float64)
+    z = centres[y] + rng.normal(scale=0.9, size=(600, 3))
+    # Raw columns far from standard: what a model without its scaling gets wrong.
+    x = z * np.array([1000.0, 0.001, 1.0]) + np.array([5e4, -7.0, 300.0])
+    rows = ["a,b,c,direction"] + [
+        ",".join([*(repr(float(v)) for v in r), LABELS[c]]) for r, c in zip(x, y, strict=True)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return x, y
+
+
+def _run(settings: Settings, request: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> Any:
+    assert run_local(settings, request, 2, as_json=True) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("csv-run")
+    x, y = _blobs(root / "blobs.csv")
+    settings = Settings(data_root=root, artifact_dir=root / "artifacts", pool_size=2)
+    out = io.StringIO()  # module scope: capsys is per test
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert run_local(settings, CSV_REQUEST, 2, as_json=True) == 0
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    dataset = load_dataset(CSV_REQUEST["dataset"], data_root=root, text_dir=root)
+    return {"root": root, "x": x, "y": y, "result": result, "dataset": dataset}
+
+
+def test_the_result_names_a_complete_versioned_artifact(csv_run: dict[str, Any]) -> None:
+    result = csv_run["result"]
+    manifest = json.loads(Path(result["artifact"]).read_text())
+    assert manifest["format"] == "thunderhelm.model"
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["labels"] == sorted(LABELS)  # the csv's label spellings, class order
+    assert manifest["request"]["run_id"] == CSV_REQUEST["run_id"]
+    assert manifest["dataset"]["fingerprint"] == csv_run["dataset"].fingerprint()
+    assert manifest["preprocessing"]["n_features"] == 3
+    assert set(manifest["metrics"]) == {"validation", "test"}
+    # The search selected on validation; the test figures are reported beside it.
+    best = result["best"]["metrics"]
+    assert best["val_accuracy"] == pytest.approx(manifest["metrics"]["validation"]["accuracy"])
+    assert best["test_accuracy"] == manifest["metrics"]["test"]["accuracy"]
+    assert best["test_accuracy"] > 0.5  # four blobs; chance is 0.25
+
+
+def test_load_model_predicts_on_raw_inputs(csv_run: dict[str, Any]) -> None:
+    model = thunderhelm.load_model(csv_run["result"]["artifact"])
+    ds = csv_run["dataset"]
+    raw = csv_run["x"][ds.test_rows]
+    proba = model.predict_proba(raw)
+    assert proba.shape == (len(raw), 4)
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    accuracy = float(np.mean(model.predict(raw) == ds.y_test))
+    assert accuracy == csv_run["result"]["best"]["metrics"]["test_accuracy"]
+    # Without its preprocessing the same network is far worse: the scaling matters.
+    unscaled = model.evaluate(raw, ds.y_test, standardized=True)["accuracy"]
+    assert unscaled < accuracy - 0.2
+    assert model.predict_labels(raw[:3]) == [model.labels[i] for i in model.predict(raw[:3])]
+
+
+def test_predict_command_reproduces_the_test_accuracy(
+    csv_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds, x, y = csv_run["dataset"], csv_run["x"], csv_run["y"]
+    rows = ["a,b,c,direction"] + [
+        ",".join([*(repr(float(v)) for v in x[i]), LABELS[y[i]]]) for i in ds.test_rows
+    ]
+    (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
+    artifact = csv_run["result"]["artifact"]
+    assert cli(["predict", artifact, "--input", str(tmp_path / "test.csv"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == len(ds.test_rows)
+    assert out["accuracy"] == csv_run["result"]["best"]["metrics"]["test_accuracy"]
+    assert all(p in LABELS for p in out["predictions"])
+    # CSV out, from an .npz input without labels.
+    np.savez(tmp_path / "raw.npz", x=x[ds.test_rows[:5]])
+    assert cli(["predict", str(Path(artifact).parent), "--input", str(tmp_path / "raw.npz")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "row,prediction,probability" and len(lines) == 6
+    assert [line.split(",")[1] for line in lines[1:]] == out["predictions"][:5]
+
+
+def test_bad_inputs_get_a_clear_error(
+    csv_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    artifact = csv_run["result"]["artifact"]
+    (tmp_path / "narrow.csv").write_text("1,2\n3,4\n")
+    assert cli(["predict", artifact, "--input", str(tmp_path / "narrow.csv")]) == 2
+    assert "every row needs 3 features" in capsys.readouterr().err
+    assert cli(["predict", artifact, "--text", "hello"]) == 2
+    assert "not trained on text" in capsys.readouterr().err
+    assert cli(["predict", str(tmp_path), "--input", "x.csv"]) == 2
+    assert "no model artifact" in capsys.readouterr().err
+
+
+def _copy_artifact(csv_run: dict[str, Any], target: Path) -> Path:
+    source = Path(csv_run["result"]["artifact"]).parent
+    target.mkdir()
+    for name in ("model.json", "model.npz"):
+        (target / name).write_bytes((source / name).read_bytes())
+    return target
+
+
+def test_unknown_format_versions_are_refused(csv_run: dict[str, Any], tmp_path: Path) -> None:
+    copy = _copy_artifact(csv_run, tmp_path / "future")
+    manifest = json.loads((copy / "model.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (copy / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"format version 2 is not supported.*reads version 1"):
+        thunderhelm.load_model(copy)
+
+
+def test_mismatched_weights_are_refused(csv_run: dict[str, Any], tmp_path: Path) -> None:
+    copy = _copy_artifact(csv_run, tmp_path / "broken")
+    with np.load(copy / "model.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["output.b"] = arrays["output.b"][:-1]
+    np.savez(copy / "model.npz", **arrays)
+    with pytest.raises(ArtifactError, match=r"tensor output\.b should be"):
+        thunderhelm.load_model(copy / "model.json")
+
+
+def test_onnx_export_matches_in_onnxruntime(
+    csv_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnxruntime
+
+    artifact = csv_run["result"]["artifact"]
+    out = tmp_path / "model.onnx"
+    assert cli(["export", artifact, "--onnx", str(out)]) == 0
+    assert out.is_file()
+    capsys.readouterr()
+    ds = csv_run["dataset"]
+    raw = csv_run["x"][ds.test_rows].astype(np.float32)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (onnx_proba,) = session.run(None, {"input": raw})
+    ours = thunderhelm.load_model(artifact).predict_proba(raw)
+    assert onnx_proba.shape == ours.shape
+    assert np.max(np.abs(onnx_proba - ours)) < 1e-4
+
+
+@needs_text
+def test_text_model_scores_and_generates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request: dict[str, Any] = {
+        "run_id": "artifact-text",
+        "dataset": {"name": "shakespeare", "samples": 3000, "context": 4, "seed": 1},
+        "ga": {"population": 2, "generations": 1, "tournament_size": 2, "elite": 1, "seed": 1},
+        "training": {"epochs": 2, "batch_size": 64},
+        "search_space": {"max_levels": 1, "max_units": 1, "max_neurons": 32},
+    }
+    settings = Settings(data_root=tmp_path, artifact_dir=tmp_path / "a", text_dir=TEXT_DIR)
+    result = _run(settings, request, capsys)
+    artifact = result["artifact"]
+    model = thunderhelm.load_model(artifact)
+    assert model.is_text and model.context == 4
+    manifest = model.manifest
+    assert manifest["preprocessing"]["encoding"] == "one-hot-chars"
+    assert manifest["preprocessing"]["vocabulary"] == "".join(model.labels)
+    proba = model.next_char_proba("to be or not to b")
+    assert sum(proba.values()) == pytest.approx(1.0, abs=1e-5)
+    # Encoding a window by hand gives the dataset's own feature row.
+    ds = load_dataset(request["dataset"], data_root=tmp_path, text_dir=TEXT_DIR)
+    v = len(ds.vocabulary)
+    raw = ds.x_test[0] * ds.scale + ds.mean
+    window = "".join(ds.vocabulary[int(np.argmax(raw[p * v : (p + 1) * v]))] for p in range(4))
+    assert np.array_equal(model.encode_text(window), np.round(raw).astype(np.float32))
+    assert cli(["predict", artifact, "--text", "to be or n", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["next"] == pytest.approx(model.next_char_proba("to be or n"), abs=1e-6)
+    assert cli(["predict", artifact, "--text", "to be", "--generate", "20", "--json"]) == 0
+    generated = json.loads(capsys.readouterr().out)["generated"]
+    assert len(generated) == 20 and set(generated) <= set(model.vocabulary)
+    assert generated == model.generate("to be", 20, seed=0)
+
+
+def test_onnx_graph_covers_every_activation_and_skip_wiring(tmp_path: Path) -> None:
+    import onnxruntime
+
+    from thunderhelm.ga.training.artifact import Model
+    from thunderhelm.ga.training.candidate import ACTIVATIONS, parse_spec, tensor_shapes
+    from thunderhelm.ga.training.onnx_export import export_onnx
+
+    units = [
+        {"inputs": [0], "neurons": 6, "activation": ACTIVATIONS[0]},
+        {"inputs": [0, 1], "neurons": 5, "activation": ACTIVATIONS[1]},
+        {"inputs": [1, 2], "neurons": 4, "activation": ACTIVATIONS[2]},
+        {"inputs": [0, 3], "neurons": 7, "activation": ACTIVATIONS[3]},
+        {"inputs": [2, 4], "neurons": 3, "activation": ACTIVATIONS[4]},
+    ]
+    network = {
+        "n_inputs": 4, "n_outputs": 3, "units": units, "output_inputs": [1, 3, 5],
+        "learning_rate": 0.01, "weight_decay": 0.0, "epochs": 1, "batch_size": 8, "seed": 0,
+    }  # fmt: skip
+    spec = parse_spec(json.dumps(network))
+    rng = np.random.default_rng(5)
+    tensors = {n: rng.normal(size=s).astype(np.float32) for n, s in tensor_shapes(spec)}
+    mean = np.array([10.0, -3.0, 0.0, 500.0], dtype=np.float32)
+    scale = np.array([2.0, 0.5, 1.0, 100.0], dtype=np.float32)
+    model = Model(spec, tensors, mean, scale, ("a", "b", "c"))
+    raw = (rng.normal(size=(64, 4)) * scale + mean).astype(np.float32)
+    path = export_onnx(model, tmp_path / "all.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_proba,) = session.run(None, {"input": raw})
+    assert np.max(np.abs(onnx_proba - model.predict_proba(raw))) < 1e-4

@@ -1,0 +1,385 @@
+"""The worker's handlers, step runner and reconciler, without a broker.
+
+Fakes stand in for the Faust table (a dict), the topics, the producer and the
+executor; what is under test is the worker's own logic: a command becomes
+events once, events fold into the stored state, the saga's steps run, the
+result is published once, ownership decides who drives a run. The real
+broker runs the same code in test_e2e_kafka.py and test_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import pytest
+from pydantic import ValidationError
+
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.event_data import EVENT_DATA
+from thunderhelm.schemas.results import RUN_RESULT
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.worker.components import RunWorker
+from thunderhelm.streams.worker.event_writer import event_envelope, result_envelope
+from thunderhelm.streams.worker.records import to_domain
+from thunderhelm.streams.worker.settings import Settings
+
+SETTINGS = Settings(topic_prefix="unit")
+PARTITION = 1
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass
+class Message:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int = PARTITION
+    offset: int = 0
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: float | None = None
+    refs: int = 1
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+    def incref(self, n: int = 1) -> None:
+        self.refs += n
+
+
+@dataclass
+class Event:
+    message: Message
+    acks: int = 0
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        return dict(self.message.headers)
+
+    def ack(self) -> bool:
+        self.acks += 1
+        return True
+
+
+class Topic:
+    def __init__(self, name: str, sent: list[tuple[str, bytes | None, bytes]]) -> None:
+        self.name, self.sent = name, sent
+
+    async def send(self, *, key: bytes | None, value: bytes, headers: Any) -> asyncio.Future[None]:
+        self.sent.append((self.name, key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.dead: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send(self, topic: str, key: Any, value: Any, p: Any, t: Any, headers: Any) -> Any:
+        self.dead.append((topic, key, list(headers)))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class Assignor:
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions = partitions
+
+    def assigned_actives(self) -> set[TP]:
+        return {TP(SETTINGS.run_events, p) for p in self.partitions}
+
+
+class App:
+    def __init__(self, partitions: set[int]) -> None:
+        self.assignor = Assignor(partitions)
+        self.producer = Producer()
+        self.rebalancing = False
+        self.consumer = None  # no lag to report
+
+
+class Executor:
+    """Generations that score 0.5 each; an ending with a valid result."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[str] = []
+        self.generations_run = 0
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def timed_out(self, state: saga.RunState) -> bool:
+        return False
+
+    def cancel(self, run_id: str) -> None:
+        self.cancelled.append(run_id)
+
+    def initial_ga_state(self, state: saga.RunState) -> dict[str, Any]:
+        return {"population": []}
+
+    async def run_generation(self, state: saga.RunState, context: Any) -> dict[str, Any]:
+        self.generations_run += 1
+        return {
+            "run_id": state.run_id,
+            "generation": state.generation,
+            "fitnesses": [0.5],
+            "candidates": [],
+            "evaluations": state.evaluations + 1,
+            "ga_state": {"population": []},
+        }
+
+    def _result(self, state: saga.RunState, status: str) -> dict[str, Any]:
+        error = None if status == "succeeded" else {"class": "X", "message": "y"}
+        return {
+            "run_id": state.run_id,
+            "status": status,
+            "best": None,
+            "generations": state.generation,
+            "evaluations": state.evaluations,
+            "duration_s": 0.1,
+            "artifact": None,
+            "error": error,
+        }
+
+    async def finish(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
+        return self._result(state, action.status)
+
+    def failure_result(self, state: saga.RunState, exc: BaseException) -> dict[str, Any]:
+        return self._result(state, "failed")
+
+
+class Harness:
+    def __init__(self, owned: set[int] | None = None) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.app = App({PARTITION} if owned is None else owned)
+        self.table: dict[bytes, Any] = {}
+        topics = {name: Topic(name, self.sent) for name in SETTINGS.topics}
+        self.executor = Executor()
+        self.worker = RunWorker(
+            SETTINGS, self.app, topics, self.table, lambda: True, executor=self.executor
+        )
+        self.read = 0  # how much of `sent` the run-events agent has consumed
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(value) for name, _, value in self.sent if name == topic]
+
+    def types(self) -> list[str]:
+        return [record["type"] for record in self.on(SETTINGS.run_events)]
+
+    async def command(self, data: dict[str, Any], kind: str, command_id: str) -> Event:
+        value = json.dumps(
+            {"specversion": "1.0", "id": command_id, "source": "t", "type": kind, "data": data}
+        ).encode()
+        event = Event(Message(SETTINGS.run_commands, str(data.get("run_id")).encode(), value))
+        await self.worker.commands.handle(event)
+        return event
+
+    async def event(self, value: bytes, key: bytes = b"r-1") -> Event:
+        event = Event(Message(SETTINGS.run_events, key, value))
+        await self.worker.events.handle(event)
+        return event
+
+    async def settle(self) -> None:
+        """Feed run-events back to the agent, and let steps run, until nothing moves."""
+        for _ in range(200):
+            await asyncio.sleep(0)
+            pending = [t for t in self.worker.runner.tasks.values() if not t.done()]
+            if pending:
+                await asyncio.gather(*pending)
+                continue
+            if self.read < len(self.sent):
+                name, key, value = self.sent[self.read]
+                self.read += 1
+                if name == SETTINGS.run_events:
+                    await self.event(value, key or b"")
+                continue
+            return
+        raise AssertionError("the run never settled")
+
+
+def request(run_id: str = "r-1", generations: int = 2) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "dataset": {"name": "spirals", "samples": 300},
+        "ga": {"population": 4, "generations": generations},
+    }
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_request_runs_to_one_published_result_and_settles() -> None:
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(), "thunderhelm.run.requested", "c-1")
+        await h.settle()
+        return h
+
+    h = run(go())
+    assert h.types() == [
+        ev.RUN_ACCEPTED,
+        ev.RUN_STARTED,
+        ev.GENERATION_COMPLETED,
+        ev.GENERATION_COMPLETED,
+        ev.RUN_SUCCEEDED,
+    ]
+    assert [r["sequence"] for r in h.on(SETTINGS.run_events)] == [1, 2, 3, 4, 5]
+    results = h.on(SETTINGS.run_results)
+    assert len(results) == 1 and results[0]["id"] == "r-1/result"
+    assert results[0]["type"] == RUN_RESULT and results[0]["data"]["status"] == "succeeded"
+    state = h.worker.state_of("r-1")
+    assert state is not None and state.settled and state.status == "succeeded"
+    # The stored record keeps ownership beside the state, not in it.
+    stored = h.table[b"r-1"]
+    assert stored["partition"] == PARTITION
+    assert set(stored["state"]) == set(saga.settled(state).to_dict())
+
+
+def test_a_redelivered_terminal_event_publishes_nothing_more() -> None:
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(generations=1), "thunderhelm.run.requested", "c-1")
+        await h.settle()
+        terminal = next(v for n, _, v in h.sent if b"run.succeeded" in v and n.endswith("events"))
+        await h.event(terminal)
+        await h.settle()
+        return h
+
+    h = run(go())
+    assert len(h.on(SETTINGS.run_results)) == 1
+
+
+def test_a_terminal_event_folded_before_a_crash_gets_its_result_on_redelivery() -> None:
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(generations=1), "thunderhelm.run.requested", "c-1")
+        await h.settle()
+        log = [v for n, _, v in h.sent if n == SETTINGS.run_events]
+        # As if the worker died after folding the terminal event, before the result.
+        state = None
+        for value in log:
+            state = saga.evolve(state, to_domain(decode_record(value, {})))
+        assert state is not None and state.terminal and not state.settled
+        h.worker.store.put(state, PARTITION)
+        h.sent.clear()
+        await h.event(log[-1])
+        return h
+
+    h = run(go())
+    assert len(h.on(SETTINGS.run_results)) == 1
+    state = h.worker.state_of("r-1")
+    assert state is not None and state.settled
+
+
+def _accepted() -> saga.Event:
+    return saga.Event("e-0", ev.RUN_ACCEPTED, "r-1", "2026-01-01T00:00:00Z", {"request": {}})
+
+
+def test_a_second_start_before_the_first_is_read_back_adds_nothing() -> None:
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(), "thunderhelm.run.requested", "c-1")
+        await h.command(request(), "thunderhelm.run.requested", "c-2")  # a retry, new id
+        await h.command(request(), "thunderhelm.run.requested", "c-1")  # a redelivery
+        return h
+
+    h = run(go())
+    assert h.types().count(ev.RUN_ACCEPTED) == 1
+
+
+def test_an_invalid_request_is_rejected_with_its_reasons_and_never_started() -> None:
+    async def go() -> Harness:
+        h = Harness()
+        bad = {**request(), "ga": {"population": 10**9, "generations": 1}}
+        await h.command(bad, "thunderhelm.run.requested", "c-1")
+        await h.settle()
+        return h
+
+    h = run(go())
+    events = h.on(SETTINGS.run_events)
+    assert [e["type"] for e in events] == [ev.RUN_REJECTED]
+    assert any(r.startswith("ga.population") for r in events[0]["data"]["reasons"])
+    assert h.on(SETTINGS.run_results) == [] and h.executor.generations_run == 0
+
+
+def test_a_cancel_ends_the_run_cancelled() -> None:
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
+        await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
+        await h.settle()
+        return h
+
+    h = run(go())
+    assert h.types()[-1] == ev.RUN_CANCELLED
+    assert ev.CANCEL_RECORDED in h.types()
+    assert h.on(SETTINGS.run_results)[0]["data"]["status"] == "cancelled"
+
+
+def test_an_event_of_the_wrong_shape_is_dead_lettered_at_validate() -> None:
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(), "thunderhelm.run.requested", "c-1")
+        bad = {"run_id": "r-1", "generation": "zero", "fitnesses": [], "candidates": []}
+        record = json.dumps(
+            {"specversion": "1.0", "id": "x", "source": "t", "type": ev.GENERATION_COMPLETED}
+            | {"data": bad | {"evaluations": 1, "ga_state": {}}}
+        ).encode()
+        await h.event(record)
+        return h
+
+    h = run(go())
+    (dead,) = h.app.producer.dead
+    headers = dict(dead[2])
+    assert headers["dlq.stage"] == b"validate"
+    assert b"generation" in headers["dlq.error.message"]
+
+
+def test_nothing_of_the_wrong_shape_is_written() -> None:
+    with pytest.raises(ValidationError):
+        event_envelope("r-1", saga.NewEvent(ev.RUN_STARTED, {"run_id": "r-1"}), 1)
+    state = saga.RunState("r-1", "succeeded", result={"run_id": "r-1", "status": "done"})
+    with pytest.raises(ValidationError):
+        result_envelope(state)
+
+
+def test_only_the_owner_of_a_run_resumes_it() -> None:
+    async def go(owned: set[int]) -> Harness:
+        h = Harness(owned)
+        h.worker.reconciler.idle_before_resume_s = 0.0
+        accepted = saga.evolve(None, _accepted())
+        assert accepted is not None
+        h.worker.store.put(accepted, PARTITION)
+        await h.worker.reconciler.reconcile()
+        return h
+
+    assert run(go({PARTITION})).types() == [ev.RUN_STARTED]  # resumed: started
+    assert run(go({PARTITION + 1})).types() == []  # a standby copy: left alone
+
+
+def test_a_revoked_partition_stops_its_runs_steps() -> None:
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(generations=5), "thunderhelm.run.requested", "c-1")
+        block = asyncio.Event()
+        h.worker.runner.tasks["r-1"] = asyncio.create_task(block.wait())
+        h.worker.reconciler.on_revoked({PARTITION})
+        h.worker.runner.tasks.pop("r-1").cancel()
+        return h
+
+    assert run(go()).executor.cancelled == ["r-1"]
+
+
+def test_every_event_type_has_a_data_model() -> None:
+    assert set(EVENT_DATA) == ev.EVENT_TYPES
