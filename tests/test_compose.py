@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from thunderhelm.streams.dashboard.settings import DashboardSettings
 from thunderhelm.streams.worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
 
 def test_services_images_and_ports() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"kafka", "jaeger", "worker"}
+    assert set(services) == {"kafka", "jaeger", "worker", "dashboard"}
     assert re.fullmatch(r"apache/kafka:4\.1\.\d+", services["kafka"]["image"])
     assert services["jaeger"]["image"] == "jaegertracing/jaeger:2.13.0"
     assert services["kafka"]["ports"] == ["127.0.0.1:9092:29092"]
@@ -186,6 +187,24 @@ def test_every_compose_variable_is_read_by_the_worker() -> None:
     read = _env_vars_read(list(env))
     assert all(read.values()), [n for n, r in read.items() if not r]
     assert not _env_vars_read(["THUNDERHELM_DATA_DIR"])["THUNDERHELM_DATA_DIR"]  # the check looks
+
+
+def test_the_dashboard_runs_the_worker_image_and_reads_its_variables() -> None:
+    dashboard = load_compose()["services"]["dashboard"]
+    assert dashboard["image"] == load_compose()["services"]["worker"]["image"]
+    assert dashboard["command"] == "thunderhelm dashboard"
+    env = dashboard["environment"]
+    base = DashboardSettings.from_env({})
+    unread = [
+        name
+        for name in env
+        if DashboardSettings.from_env({name: _sentinel(name)}) == base
+        and not _env_vars_read([name])[name]
+    ]
+    assert unread == []
+    ours = DashboardSettings.from_env(env)
+    assert ours.host == "0.0.0.0" and f"127.0.0.1:{ours.port}:{ours.port}" in dashboard["ports"]
+    assert ours.jaeger_ui_link == "http://localhost:16686"  # the image's Jaeger serves its UI
 
 
 def test_every_service_has_a_healthcheck() -> None:
