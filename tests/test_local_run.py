@@ -245,3 +245,17 @@ def test_the_same_run_id_with_another_request_is_refused(
     other = {**SMALL, "ga": {**SMALL["ga"], "seed": 12}}
     assert run_local(settings_in(tmp_path), other, 2, as_json=True) == 2
     assert "another request" in capsys.readouterr().err
+
+
+def test_a_corrupt_line_is_a_clear_error_and_the_log_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run_here(tmp_path, SMALL, capsys)
+    assert code == 0
+    path = log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"])
+    lines = path.read_bytes().splitlines(keepends=True)
+    broken = b"".join([lines[0], b'{"specversion": "1.0", "not": "an event"}\n', *lines[1:]])
+    path.write_bytes(broken)
+    assert run_local(settings_in(tmp_path), SMALL, 2, as_json=True) == 2
+    assert f"{path}:2" in capsys.readouterr().err
+    assert path.read_bytes() == broken
