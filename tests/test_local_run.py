@@ -259,3 +259,15 @@ def test_a_corrupt_line_is_a_clear_error_and_the_log_is_kept(
     assert run_local(settings_in(tmp_path), SMALL, 2, as_json=True) == 2
     assert f"{path}:2" in capsys.readouterr().err
     assert path.read_bytes() == broken
+
+
+def test_a_second_run_with_the_same_id_at_once_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = LocalLog(log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"]))
+    with log.held():
+        assert run_local(settings_in(tmp_path), SMALL, 2, as_json=True) == 2
+        assert "in use by another run" in capsys.readouterr().err
+    assert log.path.read_bytes() == b""  # the refused run wrote nothing
+    code, result = run_here(tmp_path, SMALL, capsys)  # free again: it runs
+    assert (code, result["status"]) == (0, "succeeded")

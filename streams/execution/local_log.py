@@ -3,7 +3,8 @@
 `thunderhelm run` appends each lifecycle event of a run here, in the same
 envelope and with the same data the worker writes to run-events, and folds
 the file with the same saga to pick a run up again. It is a file owned by one
-process: no partitions, no consumers, no other writer.
+process (held with `flock` while a run is going): no partitions, no
+consumers, no other writer.
 
 Each append is written, flushed and fsynced before the run takes its next
 step, so what a crash leaves is every event but, at worst, a torn last line,
@@ -12,8 +13,10 @@ which reading drops (the step it recorded is done again).
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from thunderhelm.schemas.codec import DecodeError, EnvelopeError, decode_record, encode_event
@@ -51,6 +54,17 @@ def log_path(directory: Path, run_id: str) -> Path:
 class LocalLog:
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the log for this process: a second run with the same id is refused."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LocalLogError(f"{self.path} is in use by another run") from None
+            yield  # the lock goes with the handle
 
     def records(self) -> list[CloudEvent]:
         """Every complete record, in order; a torn last line is cut off the file."""

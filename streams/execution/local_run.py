@@ -184,10 +184,23 @@ def run_local(
     run_id = request["run_id"]
     try:
         log = LocalLog(log_path(logs or log_dir(settings), run_id))
-        state, count = log.fold()
+        with log.held():
+            return _run_logged(settings, request, log, pool_size, as_json, out)
     except LocalLogError as exc:
         print(f"local run log: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_logged(
+    settings: Settings,
+    request: dict[str, Any],
+    log: LocalLog,
+    pool_size: int,
+    as_json: bool,
+    out: Any,
+) -> int:
+    run_id = request["run_id"]
+    state, count = log.fold()
     if state is not None and state.request is not None and dict(state.request) != request:
         print(
             f"run {run_id} already exists in {log.path} with another request; use a new run id",
