@@ -163,7 +163,6 @@ def test_a_killed_run_resumes_from_its_log_to_the_same_result(
     state, _ = LocalLog(path).fold()
     assert state is not None and not state.terminal  # killed mid-way, not at the end
     assert 1 <= state.generation < SLOW["ga"]["generations"]
-    resumed_from = state.generation
 
     code, resumed = run_here(root, SLOW, capsys)
     assert code == 0
@@ -175,7 +174,6 @@ def test_a_killed_run_resumes_from_its_log_to_the_same_result(
     ]
     assert generations == list(range(SLOW["ga"]["generations"]))  # none trained twice
     assert types_in(path).count(ev.RUN_STARTED) == 1
-    assert resumed_from >= 1
 
 
 def test_a_torn_last_line_is_dropped_and_the_run_resumes(
