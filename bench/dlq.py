@@ -202,7 +202,7 @@ def _bad_binary(rng: random.Random) -> Bad:
         case 3:
             headers["content-type"] = b"text/plain"
         case _:
-            headers["ce_sequence"] = b"abc"
+            headers["ce_sampledrate"] = b"abc"
     value = _json(_data(rng, f"b-{rng.randrange(10**6)}"))
     return Bad("bad-ce-binary", _key(rng), value, tuple(headers.items()))
 

@@ -2,7 +2,9 @@
 
 Input arrives in structured mode (the whole event as JSON in the value) or in
 binary mode (the value is `data`, attributes in `ce_*` headers). Output is
-always structured, so any consumer reads a record without looking at headers.
+always structured and says so in a `content-type: application/cloudevents+json`
+header, which the Kafka binding requires: without it a conformant receiver
+reads the record as binary mode and fails.
 Decoding failures raise `DecodeError` (not JSON, not UTF-8, not an envelope)
 or `EnvelopeError` (a well-formed envelope with bad attributes).
 """
@@ -10,15 +12,26 @@ or `EnvelopeError` (a well-formed envelope with bad attributes).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from json.decoder import scanstring  # type: ignore[attr-defined]  # exists; typeshed omits it
 from typing import Any
 
 from pydantic import ValidationError
 
-from thunderhelm.schemas.envelope import JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, CloudEvent
+from thunderhelm.schemas.catalog import DATASCHEMA
+from thunderhelm.schemas.envelope import (
+    BOOLEAN_EXTENSIONS,
+    INTEGER_EXTENSIONS,
+    JSON_CONTENT_TYPE,
+    STRUCTURED_CONTENT_TYPE,
+    CloudEvent,
+)
 
 MAX_NESTING = 32
+CONTENT_TYPE_HEADER = "content-type"
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+STRUCTURED_HEADER = (CONTENT_TYPE_HEADER, STRUCTURED_CONTENT_TYPE.encode())
 
 
 class DecodeError(ValueError):
@@ -103,6 +116,19 @@ def _summarise(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+def _type_binary_extensions(attributes: dict[str, Any]) -> None:
+    """Header strings of Integer and Boolean extensions as their spec types."""
+    for name in INTEGER_EXTENSIONS & attributes.keys():
+        text = attributes[name]
+        if _INTEGER.fullmatch(text) is None:
+            raise EnvelopeError(f"ce_{name} is not an integer")
+        attributes[name] = int(text)
+    for name in BOOLEAN_EXTENSIONS & attributes.keys():
+        if attributes[name] not in ("true", "false"):
+            raise EnvelopeError(f"ce_{name} is not true or false")
+        attributes[name] = attributes[name] == "true"
+
+
 def decode_record(value: bytes | None, headers: Mapping[str, bytes]) -> CloudEvent:
     """Read a CloudEvent from a Kafka record in either binding mode."""
     if value is None:
@@ -113,11 +139,7 @@ def decode_record(value: bytes | None, headers: Mapping[str, bytes]) -> CloudEve
         for name in headers:
             if name.startswith("ce_"):
                 attributes[name[3:]] = _header(headers, name)
-        if "sequence" in attributes and attributes["sequence"] is not None:
-            try:
-                attributes["sequence"] = int(attributes["sequence"])
-            except ValueError as exc:
-                raise EnvelopeError("ce_sequence is not an integer") from exc
+        _type_binary_extensions(attributes)
         if content_type:
             attributes["datacontenttype"] = content_type
         if content_type in ("", JSON_CONTENT_TYPE) or content_type.endswith("+json"):
@@ -134,9 +156,21 @@ def decode_record(value: bytes | None, headers: Mapping[str, bytes]) -> CloudEve
 
 
 def encode_event(event: CloudEvent) -> bytes:
-    """Structured-mode bytes of an event (compact JSON, no nulls)."""
+    """Structured-mode bytes of an event (compact JSON, no nulls).
+
+    An event of one of our types that names no `dataschema` gets its type's
+    (schemas/catalog.py), so every record points at the schema of its data.
+    """
     body = event.model_dump(mode="json", exclude_none=True)
+    if "dataschema" not in body and event.type in DATASCHEMA:
+        body["dataschema"] = DATASCHEMA[event.type]
     return json.dumps(body, separators=(",", ":"), sort_keys=False).encode("utf-8")
+
+
+def structured_headers(headers: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """`headers` of a record we write in structured mode, with one `content-type`."""
+    kept = [(n, v) for n, v in headers if n.lower() != CONTENT_TYPE_HEADER]
+    return [STRUCTURED_HEADER, *kept]
 
 
 def describe_validation_error(exc: ValidationError) -> list[str]:

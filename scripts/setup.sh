@@ -26,8 +26,19 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # Build requirements first, then build in this environment: the kernel's
 # run-time search path then points at this venv's OpenBLAS.
-.venv/bin/python -m pip install -q "setuptools>=77" "cython>=3.1" "scipy-openblas32>=0.3.28"
-.venv/bin/python -m pip install -q --no-build-isolation -e ".[dev,bench]"
+# Versions come from constraints.txt (THUNDERHELM_UNLOCKED=1: the newest allowed).
+lock=(-c constraints.txt)
+if [ -n "${THUNDERHELM_UNLOCKED:-}" ]; then lock=(); fi
+.venv/bin/python -m pip install -q "${lock[@]}" "setuptools>=77" "cython>=3.1" "scipy-openblas32>=0.3.28"
+.venv/bin/python -m pip install -q "${lock[@]}" --no-build-isolation -e ".[dev,bench]"
+# The official AsyncAPI JSON Schemas (npm package @asyncapi/specs), which the
+# tests validate docs/asyncapi.yaml against; kept inside .venv, not committed.
+specs=.venv/share/asyncapi-specs
+if [ ! -f "$specs/schemas/3.0.0.json" ] && command -v npm >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @asyncapi/specs@6.11.1 >/dev/null && tar xzf asyncapi-specs-6.11.1.tgz)
+  mkdir -p "$specs" && cp -r "$tmp/package/schemas" "$specs/" && rm -rf "$tmp"
+fi
 # The dashboard's browser tests drive Debian's Chromium through its chromedriver
 # (never a downloaded browser); install both where apt-get can, and say so where not.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

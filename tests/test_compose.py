@@ -7,13 +7,17 @@ parser for the block-style subset the file is written in) and checked.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from thunderhelm.streams.worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -89,6 +93,12 @@ def load_compose() -> dict[str, Any]:
     return data
 
 
+def mount_point(volume: str) -> str:
+    """The container path of a `source:target[:mode]` entry (the source may hold `:`)."""
+    spec = volume.removesuffix(":ro").removesuffix(":rw")
+    return spec.rsplit(":", 1)[1]
+
+
 def _compose_cli() -> list[str] | None:
     for argv in (["docker", "compose"], ["docker-compose"]):
         if shutil.which(argv[0]) is None:
@@ -109,7 +119,10 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        env={"THUNDERHELM_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/usr/local/bin"},
+        env={
+            "THUNDERHELM_HOST_DATA_DIR": str(tmp_path / "data"),
+            "PATH": "/usr/bin:/usr/local/bin",
+        },
     )
     assert done.returncode == 0, done.stderr
 
@@ -144,21 +157,95 @@ def test_worker_is_wired_to_kafka_and_jaeger() -> None:
     assert worker["build"]["dockerfile"] == "Dockerfile"
     assert worker["command"] == "thunderhelm worker"
     env = worker["environment"]
-    assert env["THUNDERHELM_BOOTSTRAP_SERVERS"] == "kafka:9092"
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
-    assert env["OTEL_SERVICE_NAME"] == "thunderhelm-worker"
-    data_mount = next(v for v in worker["volumes"] if v.endswith(":ro"))
-    assert data_mount.split(":")[-2] == env["THUNDERHELM_DATA_DIR"]
+    settings = Settings.from_env(env)
+    assert settings.bootstrap_servers == "kafka:9092"
+    assert settings.otlp_endpoint == "http://jaeger:4318"
+    assert settings.service_name == "thunderhelm-worker"
+    mounts = {mount_point(v): v for v in worker["volumes"]}
+    assert mounts[str(settings.data_root)].endswith(":ro")
+    assert settings.text_dir.is_relative_to(settings.data_root)
+    assert settings.artifact_dir.is_relative_to(env["THUNDERHELM_STATE_DIR"])
+    state = mounts[env["THUNDERHELM_STATE_DIR"]].rsplit(":", 1)[0]
+    assert state in load_compose()["volumes"]  # a named volume, kept across restarts
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["jaeger"]["condition"] == "service_healthy"
 
 
-def test_dockerfile_builds_the_worker() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    assert text.count("FROM python:3.13-slim") == 2
-    assert "build-essential" in text
-    assert 'CMD ["thunderhelm", "worker"]' in text
-    ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".venv", "var", ".git"} <= set(ignored)
+def _sentinel(name: str) -> str:
+    return "6067" if name.endswith("_PORT") else f"/sentinel-{name.lower()}"
+
+
+def _env_vars_read(names: list[str]) -> dict[str, bool]:
+    """Whether Settings changes when each variable alone takes a new value."""
+    base = Settings.from_env({})
+    return {n: Settings.from_env({n: _sentinel(n)}) != base for n in names}
+
+
+def test_every_compose_variable_is_read_by_the_worker() -> None:
+    env = load_compose()["services"]["worker"]["environment"]
+    read = _env_vars_read(list(env))
+    assert all(read.values()), [n for n, r in read.items() if not r]
+    assert not _env_vars_read(["THUNDERHELM_DATA_DIR"])["THUNDERHELM_DATA_DIR"]  # the check looks
+
+
+def test_every_service_has_a_healthcheck() -> None:
+    for name, service in load_compose()["services"].items():
+        test = service.get("healthcheck", {}).get("test")
+        assert test, f"{name} has no healthcheck"
+
+
+def test_worker_web_port_is_bound_for_the_container_and_published() -> None:
+    worker = load_compose()["services"]["worker"]
+    settings = Settings.from_env(worker["environment"])
+    assert settings.web_host == "0.0.0.0"  # a published port reaches only a non-loopback bind
+    published = {p.rsplit(":", 1)[1]: p for p in worker["ports"]}
+    assert str(settings.web_port) in published
+    assert published[str(settings.web_port)].startswith("127.0.0.1:")
+    assert str(settings.web_port) in " ".join(worker["healthcheck"]["test"])
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions per stage, as (INSTRUCTION, arguments)."""
+    logical: list[str] = []
+    pending = ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    stages: list[list[tuple[str, str]]] = []
+    for text in logical:
+        word, _, rest = text.strip().partition(" ")
+        if word.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((word.upper(), rest.strip()))
+    return stages
+
+
+def test_image_runs_as_a_user_with_its_state_in_a_volume() -> None:
+    final = dockerfile_stages()[-1]
+    env: dict[str, str] = {}
+    for word, rest in final:
+        if word == "ENV":
+            env.update(dict(shlex.split(pair)[0].split("=", 1) for pair in shlex.split(rest)))
+    users = [rest for word, rest in final if word == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    settings = Settings.from_env(env)
+    state = env["THUNDERHELM_STATE_DIR"]
+    assert settings.artifact_dir.is_relative_to(state) and settings.web_host == "0.0.0.0"
+    volumes = [json.loads(rest) for word, rest in final if word == "VOLUME"]
+    assert [state] in volumes
+    run = " ".join(rest for word, rest in final if word == "RUN")
+    assert f"-o {users[-1]} " in run and state in run  # the volume's folder is the user's
+    read = _env_vars_read([n for n in env if n.startswith("THUNDERHELM_")])
+    assert all(read.values()), read
+    compose = load_compose()["services"]["worker"]["healthcheck"]["test"]
+    (check,) = [rest for word, rest in final if word == "HEALTHCHECK"]
+    assert json.loads(check.split(" CMD ", 1)[1]) == compose[1:]  # the one the emulation runs
+    assert dockerfile_stages()[0][-1] == ("RUN", "pip wheel --wheel-dir /wheels .")
 
 
 def test_mini_yaml_parses_the_subset() -> None:

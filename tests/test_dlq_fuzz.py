@@ -153,7 +153,7 @@ def bad_binary(draw: st.DrawFn) -> Case:
         "ce_type": b"thunderhelm.run.requested",
         "content-type": b"application/json",
     }
-    which = draw(st.sampled_from(["version", "drop", "utf8", "ctype", "sequence", "body"]))
+    which = draw(st.sampled_from(["version", "drop", "utf8", "ctype", "sampledrate", "body"]))
     body = dumps(base_data()).replace(RID.encode(), b"bin")
     match which:
         case "version":
@@ -164,8 +164,8 @@ def bad_binary(draw: st.DrawFn) -> Case:
             headers[draw(st.sampled_from(["ce_id", "ce_type", "content-type"]))] = b"\xff\xfe"
         case "ctype":
             headers["content-type"] = draw(st.sampled_from([b"text/plain", b"application/xml"]))
-        case "sequence":
-            headers["ce_sequence"] = draw(st.sampled_from([b"abc", b"-1", b"1.5"]))
+        case "sampledrate":
+            headers["ce_sampledrate"] = draw(st.sampled_from([b"abc", b"0", b"1.5", b"--1"]))
         case _:
             body = draw(st.binary(max_size=60)) + b"{"
     return Case("bad-ce-binary", "dlq", draw(keys), body, tuple(headers.items()))

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.envelope import format_sequence
 from thunderhelm.schemas.event_data import EVENT_DATA
 from thunderhelm.schemas.results import RUN_RESULT
 from thunderhelm.streams.domain import saga
@@ -234,7 +235,8 @@ def test_a_request_runs_to_one_published_result_and_settles() -> None:
         ev.GENERATION_COMPLETED,
         ev.RUN_SUCCEEDED,
     ]
-    assert [r["sequence"] for r in h.on(SETTINGS.run_events)] == [1, 2, 3, 4, 5]
+    sequences = [r["sequence"] for r in h.on(SETTINGS.run_events)]
+    assert sequences == [format_sequence(n) for n in (1, 2, 3, 4, 5)]  # the extension: a String
     results = h.on(SETTINGS.run_results)
     assert len(results) == 1 and results[0]["id"] == "r-1/result"
     assert results[0]["type"] == RUN_RESULT and results[0]["data"]["status"] == "succeeded"

@@ -33,8 +33,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         topic_replication_factor=settings.replication,
         producer_acks=-1,
         web_enabled=settings.web_port > 0,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
         web_port=max(settings.web_port, 1),
         broker_commit_every=100,
         broker_commit_interval=1.0,
@@ -92,6 +92,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         service.reconciler.on_revoked(
             {tp.partition for tp in revoked if tp.topic == settings.run_events}
         )
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        # The container's healthcheck: the worker answers on its web port.
+        return web.json({"status": "ok", "app": settings.app_id})
 
     @app.page("/runs/{run_id}/")
     async def run_view(web: Any, request: Any, run_id: str) -> Any:

@@ -15,8 +15,14 @@ from typing import Any
 
 from opentelemetry.context import Context
 
-from thunderhelm.schemas.codec import encode_event
-from thunderhelm.schemas.envelope import JSON_CONTENT_TYPE, SCHEMA_VERSION, CloudEvent, utc_now_iso
+from thunderhelm.schemas.codec import encode_event, structured_headers
+from thunderhelm.schemas.envelope import (
+    JSON_CONTENT_TYPE,
+    SCHEMA_VERSION,
+    CloudEvent,
+    format_sequence,
+    utc_now_iso,
+)
 from thunderhelm.schemas.event_data import validated_data
 from thunderhelm.schemas.results import RUN_RESULT, validated_result
 from thunderhelm.streams.domain import saga
@@ -39,7 +45,7 @@ def envelope(
         time=utc_now_iso(),
         datacontenttype=JSON_CONTENT_TYPE,
         data=dict(data),
-        sequence=sequence,
+        sequence=None if sequence is None else format_sequence(sequence),
         schemaversion=SCHEMA_VERSION,
         causationid=cause,
         correlationid=run_id,
@@ -83,7 +89,7 @@ class EventWriter:
         self, topic: str, key: str | None, value: bytes, context: Context | None
     ) -> None:
         with telemetry.produce_span(topic, key, context):
-            headers = list(telemetry.inject_headers().items())
+            headers = structured_headers(telemetry.inject_headers().items())
             pending = await self.topics[topic].send(
                 key=None if key is None else key.encode(), value=value, headers=headers
             )

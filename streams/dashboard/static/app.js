@@ -280,16 +280,26 @@ function networkDrawing(best) {
 function artifactCard(detail) {
   const artifact = detail.result && detail.result.artifact;
   if (!artifact) return h("p", { text: "no artifact yet (written when the run succeeds)" });
-  const meta = String(artifact).replace(/model\.npz$/, "model.json");
+  const path = JSON.stringify(String(artifact));
   const usage = [
-    "import json, numpy as np",
-    `weights = np.load(${JSON.stringify(String(artifact))})`,
-    `meta = json.load(open(${JSON.stringify(meta)}))`,
-    "# meta['network'] is the network JSON (docs/network-spec.md); weights holds its tensors",
+    "# Python: the found model on raw inputs (docs/artifact.md)",
+    "import thunderhelm",
+    `model = thunderhelm.load_model(${path})`,
+    "labels = model.predict(rows)          # rows: raw features, one per row",
+    "proba = model.predict_proba(rows)",
+    "",
+    "# shell",
+    `thunderhelm predict ${path} --input rows.csv --json`,
+    `thunderhelm export ${path} --onnx model.onnx`,
   ].join("\n");
-  return h("div", {}, h("dl", { className: "kv" },
-    h("dt", { text: "weights" }), h("dd", { id: "artifact-path", text: artifact }),
-    h("dt", { text: "genome, wiring, metrics" }), h("dd", { text: meta })),
+  const metrics = (detail.result.best && detail.result.best.metrics) || {};
+  const rows = [h("dt", { text: "artifact" }), h("dd", { id: "artifact-path", text: artifact })];
+  for (const key of ["val_accuracy", "test_accuracy"]) {
+    if (typeof metrics[key] === "number") {
+      rows.push(h("dt", { text: key.replace("_", " ") }), h("dd", { text: metrics[key].toFixed(4) }));
+    }
+  }
+  return h("div", {}, h("dl", { className: "kv" }, ...rows),
     h("pre", { id: "artifact-usage", text: usage }));
 }
 
