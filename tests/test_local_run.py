@@ -105,7 +105,7 @@ def test_a_run_finishes_and_its_log_folds_to_the_same_state(
         *[ev.GENERATION_COMPLETED] * 3,
         ev.RUN_SUCCEEDED,
     ]
-    assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [
+    assert [int(json.loads(line)["sequence"]) for line in path.read_text().splitlines()] == [
         1, 2, 3, 4, 5, 6
     ]  # fmt: skip
     state, count = LocalLog(path).fold()

@@ -48,7 +48,7 @@ INTERRUPT_REASON = "interrupted (Ctrl-C)"
 
 
 def log_dir(settings: Settings) -> Path:
-    """Where local run logs live: next to the artifacts, under var/."""
+    """Where local run logs live: next to the artifacts (the state folder by default)."""
     return settings.artifact_dir.parent / "local-runs"
 
 
