@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,6 +45,7 @@ from thunderhelm.streams.worker.step_runner import ENDED_TYPES, with_retries
 SOURCE = "thunderhelm/local-run"
 EXIT_CODES = {"succeeded": 0, "cancelled": 130}  # 130: the shell's code for SIGINT
 INTERRUPT_REASON = "interrupted (Ctrl-C)"
+SIGNAL_TICK_S = 0.05  # how late a Ctrl-C may reach the cancel token
 
 
 def log_dir(settings: Settings) -> Path:
@@ -55,6 +56,24 @@ def log_dir(settings: Settings) -> Path:
 def _bar(done: int, total: int, width: int = 24) -> str:
     filled = int(width * done / max(total, 1))
     return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total}"
+
+
+def awake[T](step: Coroutine[Any, Any, T], tick: Callable[[], None]) -> T:
+    """Run `step` to its end, calling `tick` in the main thread every tick meanwhile.
+
+    A SIGINT may reach any thread (a pool thread, say); Python runs the
+    handler in the main thread only when that thread runs Python code, so it
+    must not sleep in the event loop until the step is done.
+    """
+
+    async def ticking() -> T:
+        task = asyncio.ensure_future(step)
+        while not task.done():
+            await asyncio.wait({task}, timeout=SIGNAL_TICK_S)
+            tick()
+        return task.result()
+
+    return asyncio.run(ticking())
 
 
 class Interrupt:
@@ -78,13 +97,22 @@ class Interrupt:
         self.executor.cancel(self.run_id)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    def keep_cancelling(self) -> None:
+        """Cancel the step now going, once asked: a Ctrl-C that came just before
+        the step made its cancel token must still stop it."""
+        if self.requested:
+            self.executor.cancel(self.run_id)
+
 
 class LocalRun:
     """One run's loop: the log, the fold, and the executor that does each step."""
 
-    def __init__(self, log: LocalLog, executor: RunExecutor, out: Any) -> None:
+    def __init__(
+        self, log: LocalLog, executor: RunExecutor, interrupt: Interrupt, out: Any
+    ) -> None:
         self.log = log
         self.executor = executor
+        self.interrupt = interrupt
         self.out = out
         self.state: saga.RunState | None = None
         self.sequence = 0
@@ -97,8 +125,9 @@ class LocalRun:
         self.log.append(record)
         self.state = saga.evolve(self.state, to_domain(record))
 
-    def drive(self, interrupt: Interrupt) -> Mapping[str, Any]:
+    def drive(self) -> Mapping[str, Any]:
         """React, act, append, evolve -- until the saga says the result is out."""
+        interrupt = self.interrupt
         while True:
             state = self.state
             assert state is not None
@@ -137,14 +166,16 @@ class LocalRun:
         run_id = state.run_id
         try:
             if isinstance(action, saga.RunGeneration):
-                data = asyncio.run(
+                data = awake(
                     with_retries(
                         lambda: self.executor.run_generation(state, None), run_id, RetryPolicy()
-                    )
+                    ),
+                    self.interrupt.keep_cancelling,
                 )
                 return saga.NewEvent(ev.GENERATION_COMPLETED, data)
-            result = asyncio.run(
-                with_retries(lambda: self.executor.finish(state, action), run_id, RetryPolicy())
+            result = awake(
+                with_retries(lambda: self.executor.finish(state, action), run_id, RetryPolicy()),
+                self.interrupt.keep_cancelling,
             )
             return saga.NewEvent(ENDED_TYPES[action.status], {"run_id": run_id, "result": result})
         except StepInterrupted:
@@ -209,7 +240,7 @@ def _run_logged(
         return 2
     local = dataclasses.replace(settings, pool_size=pool_size or settings.pool_size)
     executor = RunExecutor(local)
-    run = LocalRun(log, executor, out)
+    run = LocalRun(log, executor, Interrupt(executor, run_id), out)
     run.state, run.sequence = state, count
     if state is not None and state.terminal:
         assert state.result is not None
@@ -233,10 +264,10 @@ def _run_logged(
         file=out,
     )
     executor.use_dataset(run_id, dataset)
-    with InterpreterPool(local.pool_size or None) as pool, Interrupt(executor, run_id) as interrupt:
+    with InterpreterPool(local.pool_size or None) as pool, run.interrupt:
         executor.pool = pool
         try:
-            result = run.drive(interrupt)
+            result = run.drive()
         finally:
             executor.pool = None
     return _report(dict(result), out, as_json)
