@@ -27,7 +27,7 @@ REQUEST: dict[str, Any] = {
 def _run(pool_size: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     settings = Settings(
         data_root=tmp_path,
-        artifact_dir=tmp_path / f"artifacts-{pool_size}",
+        artifact_dir=tmp_path / f"pool-{pool_size}" / "artifacts",  # a log per run
         pool_size=pool_size,
     )
     assert run_local(settings, REQUEST, pool_size, as_json=True) == 0

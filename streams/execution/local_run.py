@@ -1,31 +1,56 @@
 """`thunderhelm run`: the main job on the local pool, without Kafka.
 
-The same engine as the worker (streams/steps.py, the interpreter pool, the
-kernel), driven in a plain loop: a progress bar per generation, then a table
-of the best candidate, and with `--json` the result `data` of the contract as
-the last line on stdout.
+The same saga as the worker drives the run, against an in-process event log
+(streams/execution/local_log.py): `react` names the next step, the worker's
+RunExecutor carries it out, its event is appended to the log (fsynced) and
+folded with `evolve`, until the run ends. So budgets end a local run exactly
+as they end a worker's, Ctrl-C cancels it through the saga, and a run started
+again with the same run id folds its log and goes on from its last completed
+generation. Output: a progress bar per generation, then a table of the best
+candidate, and with `--json` the result `data` of the contract as the last
+line on stdout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import signal
 import sys
 import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from pydantic import ValidationError
 
-from thunderhelm.ga.core.engine import initial_state, is_finished
-from thunderhelm.ga.pool.interpreter_pool import CancelToken, InterpreterPool
+from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
 from thunderhelm.ga.training.datasets import load_dataset
-from thunderhelm.ga.training.evaluators import PoolEvaluator
+from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.envelope import utc_now_iso
 from thunderhelm.schemas.requests import RunRequest
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.execution import steps
-from thunderhelm.streams.execution.executor import RunExecutor
+from thunderhelm.streams.domain.retry import RetryPolicy
+from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted
+from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
+from thunderhelm.streams.worker.event_writer import event_envelope
+from thunderhelm.streams.worker.records import to_domain
 from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.worker.step_runner import ENDED_TYPES, with_retries
+
+SOURCE = "thunderhelm/local-run"
+EXIT_CODES = {"succeeded": 0, "cancelled": 130}  # 130: the shell's code for SIGINT
+INTERRUPT_REASON = "interrupted (Ctrl-C)"
+SIGNAL_TICK_S = 0.05  # how late a Ctrl-C may reach the cancel token
+
+
+def log_dir(settings: Settings) -> Path:
+    """Where local run logs live: next to the artifacts (the state folder by default)."""
+    return settings.artifact_dir.parent / "local-runs"
 
 
 def _bar(done: int, total: int, width: int = 24) -> str:
@@ -33,7 +58,153 @@ def _bar(done: int, total: int, width: int = 24) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total}"
 
 
-def run_local(settings: Settings, raw: dict[str, Any], pool_size: int, as_json: bool) -> int:
+def awake[T](step: Coroutine[Any, Any, T], tick: Callable[[], None]) -> T:
+    """Run `step` to its end, calling `tick` in the main thread every tick meanwhile.
+
+    A SIGINT may reach any thread (a pool thread, say); Python runs the
+    handler in the main thread only when that thread runs Python code, so it
+    must not sleep in the event loop until the step is done.
+    """
+
+    async def ticking() -> T:
+        task = asyncio.ensure_future(step)
+        while not task.done():
+            await asyncio.wait({task}, timeout=SIGNAL_TICK_S)
+            tick()
+        return task.result()
+
+    return asyncio.run(ticking())
+
+
+class Interrupt:
+    """SIGINT as a cancel: stops the running step through its token; a second one aborts."""
+
+    def __init__(self, executor: RunExecutor, run_id: str) -> None:
+        self.executor = executor
+        self.run_id = run_id
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> Interrupt:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        self.executor.cancel(self.run_id)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def keep_cancelling(self) -> None:
+        """Cancel the step now going, once asked: a Ctrl-C that came just before
+        the step made its cancel token must still stop it."""
+        if self.requested:
+            self.executor.cancel(self.run_id)
+
+
+class LocalRun:
+    """One run's loop: the log, the fold, and the executor that does each step."""
+
+    def __init__(
+        self, log: LocalLog, executor: RunExecutor, interrupt: Interrupt, out: Any
+    ) -> None:
+        self.log = log
+        self.executor = executor
+        self.interrupt = interrupt
+        self.out = out
+        self.state: saga.RunState | None = None
+        self.sequence = 0
+
+    def append(self, new: saga.NewEvent) -> None:
+        """Append an event as the worker does (same envelope and validation), then fold it."""
+        self.sequence += 1
+        run_id = self.state.run_id if self.state else str(new.data["run_id"])
+        record = event_envelope(run_id, new, self.sequence).model_copy(update={"source": SOURCE})
+        self.log.append(record)
+        self.state = saga.evolve(self.state, to_domain(record))
+
+    def drive(self) -> Mapping[str, Any]:
+        """React, act, append, evolve -- until the saga says the result is out."""
+        interrupt = self.interrupt
+        while True:
+            state = self.state
+            assert state is not None
+            if interrupt.requested and state.cancel_reason is None and not state.terminal:
+                cancel = saga.CancelRun(
+                    str(uuid.uuid4()), state.run_id, INTERRUPT_REASON, utc_now_iso()
+                )
+                for new in saga.decide(state, cancel):
+                    self.append(new)
+                continue
+            action = saga.react(state, timed_out=self.executor.timed_out(state))
+            match action:
+                case saga.PublishResult():
+                    return action.result
+                case saga.Start():
+                    ga_state = self.executor.initial_ga_state(state)
+                    self.append(
+                        saga.NewEvent(
+                            ev.RUN_STARTED, {"run_id": state.run_id, "ga_state": ga_state}
+                        )
+                    )
+                case saga.RunGeneration() | saga.Finish():
+                    began = time.time()
+                    done = self.perform(state, action)
+                    if done is not None:
+                        self.append(done)
+                        if done.type == ev.GENERATION_COMPLETED:
+                            self.progress(time.time() - began)
+                case None:
+                    raise RuntimeError(f"run {state.run_id} is {state.status}: nothing to do")
+
+    def perform(
+        self, state: saga.RunState, action: saga.RunGeneration | saga.Finish
+    ) -> saga.NewEvent | None:
+        """The step's event, as StepRunner makes it; None if cancel or budget stopped it."""
+        run_id = state.run_id
+        try:
+            if isinstance(action, saga.RunGeneration):
+                data = awake(
+                    with_retries(
+                        lambda: self.executor.run_generation(state, None), run_id, RetryPolicy()
+                    ),
+                    self.interrupt.keep_cancelling,
+                )
+                return saga.NewEvent(ev.GENERATION_COMPLETED, data)
+            result = awake(
+                with_retries(lambda: self.executor.finish(state, action), run_id, RetryPolicy()),
+                self.interrupt.keep_cancelling,
+            )
+            return saga.NewEvent(ENDED_TYPES[action.status], {"run_id": run_id, "result": result})
+        except StepInterrupted:
+            return None  # the saga's next decision ends the run
+        except Exception as exc:
+            print(f"run {run_id}: step failed: {type(exc).__name__}: {exc}", file=self.out)
+            result = self.executor.failure_result(state, exc)
+            return saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": result})
+
+    def progress(self, seconds: float) -> None:
+        state = self.state
+        assert state is not None
+        best = state.history[-1]["best_fitness"] if state.history else None
+        print(
+            f"generation {_bar(state.generation, state.total_generations)}  "
+            f"best {best if best is None else round(best, 4)}  "
+            f"evaluations {state.evaluations}  {seconds:.1f}s",
+            file=self.out,
+            flush=True,
+        )
+
+
+def run_local(
+    settings: Settings,
+    raw: dict[str, Any],
+    pool_size: int,
+    as_json: bool,
+    logs: Path | None = None,
+) -> int:
     try:
         request = RunRequest.model_validate(raw).model_dump(mode="json")
     except ValidationError as exc:
@@ -41,70 +212,72 @@ def run_local(settings: Settings, raw: dict[str, Any], pool_size: int, as_json: 
             print(f"invalid request: {reason}", file=sys.stderr)
         return 2
     out = sys.stderr if as_json else sys.stdout
-    started = utc_now_iso()
-    began = time.time()
+    run_id = request["run_id"]
+    try:
+        log = LocalLog(log_path(logs or log_dir(settings), run_id))
+        with log.held():
+            return _run_logged(settings, request, log, pool_size, as_json, out)
+    except LocalLogError as exc:
+        print(f"local run log: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_logged(
+    settings: Settings,
+    request: dict[str, Any],
+    log: LocalLog,
+    pool_size: int,
+    as_json: bool,
+    out: Any,
+) -> int:
+    run_id = request["run_id"]
+    state, count = log.fold()
+    if state is not None and state.request is not None and dict(state.request) != request:
+        print(
+            f"run {run_id} already exists in {log.path} with another request; use a new run id",
+            file=sys.stderr,
+        )
+        return 2
+    local = dataclasses.replace(settings, pool_size=pool_size or settings.pool_size)
+    executor = RunExecutor(local)
+    run = LocalRun(log, executor, Interrupt(executor, run_id), out)
+    run.state, run.sequence = state, count
+    if state is not None and state.terminal:
+        assert state.result is not None
+        print(f"run {run_id} already {state.status} (log {log.path})", file=out)
+        return _report(dict(state.result), out, as_json)
+    if state is None:
+        start = saga.StartRun(str(uuid.uuid4()), request, utc_now_iso())
+        for new in saga.decide(None, start):
+            run.append(new)
+    else:
+        print(
+            f"run {run_id}: resuming from generation {state.generation} (log {log.path})", file=out
+        )
     dataset = load_dataset(
         request["dataset"], data_root=settings.data_root, text_dir=settings.text_dir
     )
-    config = steps.ga_config(request)
     print(
-        f"run {request['run_id']}: {dataset.name} {dataset.n_features} features, "
+        f"run {run_id}: {dataset.name} {dataset.n_features} features, "
         f"{dataset.n_classes} classes, {len(dataset.y_train)} train / {len(dataset.y_val)} val"
         f" / {len(dataset.y_test)} test",
         file=out,
     )
-    deadline = began + float(request["budget"]["timeout_s"])
-    local = Settings(**{**settings.__dict__, "pool_size": pool_size or settings.pool_size})
-    executor = RunExecutor(local)
-    with InterpreterPool(pool_size or None) as pool:
+    executor.use_dataset(run_id, dataset)
+    with InterpreterPool(local.pool_size or None) as pool, run.interrupt:
         executor.pool = pool
-        evaluator = PoolEvaluator(
-            pool,
-            dataset,
-            deadline_s=max(1.0, deadline - time.time()),
-            cancel=CancelToken(),
-            fitness=steps.fitness_of(request),
-        )
-        state = initial_state(config)
-        while not is_finished(state, config):
-            t0 = time.time()
-            outcome = steps.run_generation(
-                request, state, dataset.n_features, dataset.n_classes, evaluator
-            )
-            state = outcome.state
-            best = outcome.data["best_fitness"]
-            print(
-                f"generation {_bar(state.generation, config.generations)}  "
-                f"best {best if best is None else round(best, 4)}  "
-                f"evaluations {state.evaluations}  {time.time() - t0:.1f}s",
-                file=out,
-                flush=True,
-            )
-            if time.time() > deadline:
-                break
-        status = "succeeded" if is_finished(state, config) else "failed"
-        best_dict = None if state.best is None else state.best.to_dict()
-        run_state = saga.RunState(
-            run_id=request["run_id"],
-            status="running",
-            request=request,
-            generation=state.generation,
-            evaluations=state.evaluations,
-            best=best_dict,
-            accepted_at=started,
-        )
-        action = (
-            saga.Finish("succeeded")
-            if status == "succeeded"
-            else saga.Finish("failed", "TimeoutError", "run exceeded its budget.timeout_s")
-        )
-        executor.use_dataset(request["run_id"], dataset)
-        result = executor.finish_now(run_state, action)  # the same ending as the worker
-        executor.pool = None
+        try:
+            result = run.drive()
+        finally:
+            executor.pool = None
+    return _report(dict(result), out, as_json)
+
+
+def _report(result: dict[str, Any], out: Any, as_json: bool) -> int:
     _table(result, out)
     if as_json:
         print(json.dumps(result))
-    return 0 if result["status"] == "succeeded" else 1
+    return EXIT_CODES.get(result["status"], 1)
 
 
 def _table(result: dict[str, Any], out: Any) -> None:
@@ -129,6 +302,8 @@ def _table(result: dict[str, Any], out: Any) -> None:
         ("time", f"{result['duration_s']:.1f}s"),
         ("artifact", result["artifact"]),
     ]
+    if result.get("error"):
+        rows.insert(1, ("error", result["error"]))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         if isinstance(value, float):

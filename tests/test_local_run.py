@@ -1,0 +1,271 @@
+"""`thunderhelm run` without Kafka: the saga drives it against a local event log.
+
+No broker: the log is a JSON-lines file. These check that a run's log folds
+to the state it ended in, that budgets end it as the saga decides, that a run
+killed mid-way resumes from its log to the same result as one never stopped,
+that Ctrl-C cancels it (exit 130), and that a run id never escapes as a path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thunderhelm.schemas import events as ev
+from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
+from thunderhelm.streams.execution.local_run import INTERRUPT_REASON, log_dir, run_local
+from thunderhelm.streams.worker.settings import Settings
+
+SMALL: dict[str, Any] = {
+    "run_id": "local-small",
+    "dataset": {"name": "spirals", "samples": 400, "classes": 3, "seed": 3},
+    "ga": {"population": 5, "generations": 3, "tournament_size": 2, "elite": 1, "seed": 11},
+    "training": {"epochs": 3, "batch_size": 32},
+    "search_space": {"max_levels": 2, "max_units": 3, "max_neurons": 16},
+}
+# Big enough that a generation takes a noticeable while, so a signal lands mid-run.
+SLOW: dict[str, Any] = {
+    "run_id": "local-slow",
+    "dataset": {"name": "spirals", "samples": 12000, "classes": 3, "seed": 5},
+    "ga": {"population": 6, "generations": 5, "tournament_size": 2, "elite": 1, "seed": 7},
+    "training": {"epochs": 20, "batch_size": 32},
+    "search_space": {"max_levels": 2, "max_units": 3, "max_neurons": 32},
+}
+CHILD = """
+import json, sys
+from pathlib import Path
+from thunderhelm.streams.execution.local_run import run_local
+from thunderhelm.streams.worker.settings import Settings
+root = Path(sys.argv[1])
+settings = Settings(data_root=root, artifact_dir=root / "artifacts")
+sys.exit(run_local(settings, json.loads(sys.argv[2]), 2, as_json=True))
+"""
+
+
+def settings_in(root: Path) -> Settings:
+    return Settings(data_root=root, artifact_dir=root / "artifacts", pool_size=2)
+
+
+def run_here(root: Path, request: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> Any:
+    code = run_local(settings_in(root), request, 2, as_json=True)
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return code, result
+
+
+def types_in(path: Path) -> list[str]:
+    return [json.loads(line)["type"] for line in path.read_text().splitlines()]
+
+
+def start_child(root: Path, request: dict[str, Any]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root), json.dumps(request)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for_generation(
+    path: Path, child: subprocess.Popen[bytes], timeout_s: float = 120.0
+) -> None:
+    """Block until the log holds a generation-completed line (the child still running)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and ev.GENERATION_COMPLETED in types_in(path):
+            return
+        assert child.poll() is None, child.stderr.read() if child.stderr else ""
+        time.sleep(0.01)
+    raise AssertionError("no generation completed in time")
+
+
+def same_outcome(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a["status"] == b["status"] == "succeeded"
+    assert a["best"]["genome"] == b["best"]["genome"]
+    assert a["best"]["fitness"] == b["best"]["fitness"]
+    assert a["best"]["metrics"] == b["best"]["metrics"]
+    assert (a["generations"], a["evaluations"]) == (b["generations"], b["evaluations"])
+
+
+def test_a_run_finishes_and_its_log_folds_to_the_same_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, result = run_here(tmp_path, SMALL, capsys)
+    assert code == 0 and result["status"] == "succeeded"
+    path = log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"])
+    assert types_in(path) == [
+        ev.RUN_ACCEPTED,
+        ev.RUN_STARTED,
+        *[ev.GENERATION_COMPLETED] * 3,
+        ev.RUN_SUCCEEDED,
+    ]
+    assert [int(json.loads(line)["sequence"]) for line in path.read_text().splitlines()] == [
+        1, 2, 3, 4, 5, 6
+    ]  # fmt: skip
+    state, count = LocalLog(path).fold()
+    assert state is not None and count == 6
+    assert state.status == "succeeded" and state.generation == 3
+    assert state.result == result
+    assert state.evaluations == result["evaluations"]
+    assert Path(result["artifact"]).exists()
+    # Started again: the result from the log, no training, nothing appended.
+    again_code, again = run_here(tmp_path, SMALL, capsys)
+    assert (again_code, again) == (0, result)
+    assert len(types_in(path)) == 6
+
+
+def test_max_evaluations_ends_the_run_at_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = {**SMALL, "budget": {"max_evaluations": 3}}
+    code, result = run_here(tmp_path, request, capsys)
+    assert code == 1
+    assert result["status"] == "failed"
+    assert result["error"] == {"class": "BudgetExceeded", "message": "reached max_evaluations=3"}
+    # The saga checks the budget between generations: one generation of 5, then it stops.
+    assert (result["generations"], result["evaluations"]) == (1, 5)
+    path = log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"])
+    assert types_in(path)[-2:] == [ev.GENERATION_COMPLETED, ev.RUN_FAILED]
+
+
+def test_a_timeout_fails_the_run_as_the_saga_decides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = {**SLOW, "budget": {"timeout_s": 0.5}}
+    code, result = run_here(tmp_path, request, capsys)
+    assert code == 1 and result["status"] == "failed"
+    assert result["error"]["class"] == "TimeoutError"
+    assert result["generations"] < SLOW["ga"]["generations"]
+
+
+def test_a_killed_run_resumes_from_its_log_to_the_same_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole_code, whole = run_here(tmp_path / "whole", SLOW, capsys)
+    assert whole_code == 0
+
+    root = tmp_path / "killed"
+    path = log_path(log_dir(settings_in(root)), SLOW["run_id"])
+    child = start_child(root, SLOW)
+    try:
+        wait_for_generation(path, child)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    state, _ = LocalLog(path).fold()
+    assert state is not None and not state.terminal  # killed mid-way, not at the end
+    assert 1 <= state.generation < SLOW["ga"]["generations"]
+
+    code, resumed = run_here(root, SLOW, capsys)
+    assert code == 0
+    same_outcome(resumed, whole)
+    generations = [
+        json.loads(line)["data"]["generation"]
+        for line in path.read_text().splitlines()
+        if json.loads(line)["type"] == ev.GENERATION_COMPLETED
+    ]
+    assert generations == list(range(SLOW["ga"]["generations"]))  # none trained twice
+    assert types_in(path).count(ev.RUN_STARTED) == 1
+
+
+def test_a_torn_last_line_is_dropped_and_the_run_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, whole = run_here(tmp_path / "whole", SMALL, capsys)
+    assert code == 0
+    path = log_path(log_dir(settings_in(tmp_path / "whole")), SMALL["run_id"])
+    lines = path.read_bytes().splitlines(keepends=True)
+    torn = tmp_path / "torn"
+    torn_path = log_path(log_dir(settings_in(torn)), SMALL["run_id"])
+    torn_path.parent.mkdir(parents=True)
+    # Accepted, started, one generation, then half of the second generation's line.
+    torn_path.write_bytes(b"".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
+    code, resumed = run_here(torn, SMALL, capsys)
+    assert code == 0
+    same_outcome(resumed, whole)
+    assert len(types_in(torn_path)) == 6
+
+
+def test_ctrl_c_cancels_the_run_with_exit_code_130(tmp_path: Path) -> None:
+    path = log_path(log_dir(settings_in(tmp_path)), SLOW["run_id"])
+    child = start_child(tmp_path, SLOW)
+    try:
+        wait_for_generation(path, child)
+        completed = types_in(path).count(ev.GENERATION_COMPLETED)
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["status"] == "cancelled"
+    assert result["error"] == {"class": "Cancelled", "message": INTERRUPT_REASON}
+    # The cancel token stopped the generation in flight: it left no event.
+    assert result["generations"] == completed < SLOW["ga"]["generations"]
+    kinds = types_in(path)
+    assert kinds.count(ev.GENERATION_COMPLETED) == completed
+    assert kinds[-2:] == [ev.CANCEL_RECORDED, ev.RUN_CANCELLED]
+    state, _ = LocalLog(path).fold()
+    assert state is not None and state.status == "cancelled"
+    assert state.cancel_reason == INTERRUPT_REASON
+
+
+@pytest.mark.parametrize("run_id", ["../escape", "a/b", "..", ".hidden", "", "a\\b", "x\x00y"])
+def test_a_bad_run_id_never_becomes_a_path(tmp_path: Path, run_id: str) -> None:
+    logs = tmp_path / "logs"
+    with pytest.raises(LocalLogError):
+        log_path(logs, run_id)
+    # Through the command: the request schema refuses it before any file is named.
+    code = run_local(settings_in(tmp_path), {**SMALL, "run_id": run_id}, 2, as_json=True)
+    assert code == 2
+    assert not logs.exists() and not (tmp_path / "local-runs").exists()
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_run_id_names_only_a_file_in_the_log_dir(tmp_path: Path) -> None:
+    assert log_path(tmp_path, "run-1.a_b") == tmp_path / "run-1.a_b.jsonl"
+
+
+def test_the_same_run_id_with_another_request_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run_here(tmp_path, SMALL, capsys)
+    assert code == 0
+    other = {**SMALL, "ga": {**SMALL["ga"], "seed": 12}}
+    assert run_local(settings_in(tmp_path), other, 2, as_json=True) == 2
+    assert "another request" in capsys.readouterr().err
+
+
+def test_a_corrupt_line_is_a_clear_error_and_the_log_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run_here(tmp_path, SMALL, capsys)
+    assert code == 0
+    path = log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"])
+    lines = path.read_bytes().splitlines(keepends=True)
+    broken = b"".join([lines[0], b'{"specversion": "1.0", "not": "an event"}\n', *lines[1:]])
+    path.write_bytes(broken)
+    assert run_local(settings_in(tmp_path), SMALL, 2, as_json=True) == 2
+    assert f"{path}:2" in capsys.readouterr().err
+    assert path.read_bytes() == broken
+
+
+def test_a_second_run_with_the_same_id_at_once_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = LocalLog(log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"]))
+    with log.held():
+        assert run_local(settings_in(tmp_path), SMALL, 2, as_json=True) == 2
+        assert "in use by another run" in capsys.readouterr().err
+    assert log.path.read_bytes() == b""  # the refused run wrote nothing
+    code, result = run_here(tmp_path, SMALL, capsys)  # free again: it runs
+    assert (code, result["status"]) == (0, "succeeded")
