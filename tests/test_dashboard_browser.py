@@ -336,7 +336,17 @@ def test_a_running_run_is_cancelled_from_its_page(
         return cell[0].text.split("/")[0] not in ("", "0")
 
     wait_for(generation_shown, 120, "a generation, live")
-    browser.find_element(By.ID, "cancel").click()
+
+    def click_cancel() -> bool:
+        # The page re-renders as events arrive: a button found just before an
+        # update is gone by the time it is clicked, so find it again.
+        try:
+            browser.find_element(By.ID, "cancel").click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(click_cancel, 30, "the cancel button, clicked")
     try:
         wait_for(lambda: css(browser, "h1 .status.cancelled"), 120, "cancelled, live")
     except AssertionError:
