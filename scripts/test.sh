@@ -21,6 +21,8 @@ if newer=$(bash scripts/newer-python.sh); then
   rm -rf "$tree"
   mkdir -p "$tree"
   git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$tree"
+  # Its own index, so tests that ask git which files the tree holds see the copy.
+  (cd "$tree" && git init -q && git add -A)
   (cd "$tree" && THUNDERHELM_PYTHON="$newer" bash scripts/setup.sh \
      && .venv/bin/python -m pytest -q "$@")
 else
