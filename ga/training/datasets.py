@@ -328,13 +328,13 @@ def _csv(ctx: _Context) -> _Loaded:
     path = _confined_file(ctx, ".csv")
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if rows and not _numeric(rows[0][:-1]):
+    if rows and not numeric_cells(rows[0][:-1]):
         rows = rows[1:]  # a header row
     if not rows or len(rows[0]) < 2:
         raise DatasetError(f"{path.name}: need at least one feature column and a label column")
     width = len(rows[0])
     for i, row in enumerate(rows):
-        if len(row) != width or not _numeric(row[:-1]):
+        if len(row) != width or not numeric_cells(row[:-1]):
             raise DatasetError(f"{path.name}: row {i + 1} is not {width - 1} numbers and a label")
     x = np.array([[float(c) for c in row[:-1]] for row in rows], dtype=np.float64)
     raw = [row[-1].strip() for row in rows]
@@ -375,7 +375,8 @@ def _numbered(n_classes: int) -> tuple[str, ...]:
     return tuple(str(i) for i in range(n_classes))
 
 
-def _numeric(cells: list[str]) -> bool:
+def numeric_cells(cells: list[str]) -> bool:
+    """Whether every cell reads as a number (a CSV header row does not)."""
     try:
         for c in cells:
             float(c)

@@ -77,9 +77,11 @@ def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[A
         return x, y
     if path.suffix.lower() != ".csv":
         raise ValueError(f"{path.name}: --input must be a .csv or .npz file")
+    from thunderhelm.ga.training.datasets import numeric_cells
+
     with path.open(newline="", encoding="utf-8") as f:
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if rows and not _numeric(rows[0][:n_features]):
+    if rows and not numeric_cells(rows[0][:n_features]):
         rows = rows[1:]  # a header row
     if not rows:
         raise ValueError(f"{path.name}: no rows")
@@ -96,15 +98,6 @@ def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[A
     if unknown:
         raise ValueError(f"{path.name}: labels the model does not know: {unknown[:5]}")
     return x, np.array([index[r[-1].strip()] for r in rows], dtype=np.int64)
-
-
-def _numeric(cells: list[str]) -> bool:
-    try:
-        for c in cells:
-            float(c)
-    except ValueError:
-        return False
-    return True
 
 
 def _rows(model: Any, x: Any, y: Any, as_json: bool) -> None:
