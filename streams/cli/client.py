@@ -18,6 +18,7 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record, encode_event
 from thunderhelm.schemas.envelope import JSON_CONTENT_TYPE, CloudEvent, utc_now_iso
 from thunderhelm.schemas.requests import CANCEL_REQUESTED, RUN_REQUESTED
+from thunderhelm.streams.cli.exits import TopicMissing
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.settings import Settings
 
@@ -42,8 +43,14 @@ async def send_command(settings: Settings, kind: str, data: Mapping[str, Any]) -
     """Produce one command (structured mode) in a PRODUCER span; return its trace id."""
     run_id = str(data["run_id"])
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
-    await producer.start()
     try:
+        await producer.start()  # inside: a failed start must still be stopped
+        # Without this, a send to a missing topic waits out the request timeout.
+        await producer.client.force_metadata_update()
+        if settings.run_requests not in producer.client.cluster.topics():
+            raise TopicMissing(
+                f"topic {settings.run_requests} does not exist; a worker creates it on start"
+            )
         with telemetry.produce_span(settings.run_requests, run_id) as span:
             headers = telemetry.inject_headers()
             traceparent = telemetry.traceparent_of(span)
@@ -81,8 +88,8 @@ async def follow(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a failed start must still be stopped
         parts: list[TopicPartition] = []
         for topic in (settings.run_events, settings.run_results):
             for p in sorted(
@@ -116,7 +123,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     await consumer._client.force_metadata_update()  # aiokafka has no public refresh
     parts = consumer.partitions_for_topic(topic)
     if not parts:
-        raise LookupError(f"topic {topic} does not exist; is a worker running?")
+        raise TopicMissing(f"topic {topic} does not exist; has a worker ever run?")
     return set(parts)
 
 
@@ -185,8 +192,8 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a failed start must still be stopped
         await consumer._client.force_metadata_update()  # no public refresh
         partitions = consumer.partitions_for_topic(topic) or set()
         parts = [TopicPartition(topic, p) for p in sorted(partitions)]

@@ -14,11 +14,7 @@ saga ignores a command id it has seen and a start for a run that exists.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
-import json
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -123,8 +119,8 @@ async def read_dead_letters(
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 * 2**20,
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a failed start must still be stopped
         topic = settings.dead_letters
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -176,8 +172,8 @@ async def redrive(settings: Settings, letters: Sequence[DeadLetter]) -> list[tup
         enable_idempotence=True,
         max_request_size=8 * 2**20,
     )
-    await producer.start()
     try:
+        await producer.start()  # inside: a failed start must still be stopped
         futures = []
         for dl in letters:
             topic = dl.original_topic
@@ -272,92 +268,16 @@ def _when(text: str) -> int:
 
 
 def _record(text: str) -> tuple[int, int]:
+    """(partition, offset) from PARTITION:OFFSET."""
     partition, _, offset = text.partition(":")
     if not (partition.isdigit() and offset.isdigit()):
-        raise argparse.ArgumentTypeError(f"expected PARTITION:OFFSET, got {text!r}")
+        raise ValueError(f"expected PARTITION:OFFSET, got {text!r}")
     return int(partition), int(offset)
 
 
-def _add_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stage", choices=["decode", "validate", "decide", "execute", "produce"])
-    p.add_argument("--error", help="error class (substring, case-insensitive)")
-    p.add_argument("--topic", help="original topic")
-    p.add_argument("--since", type=_when, help="dead-lettered at or after (ISO 8601 or epoch ms)")
-    p.add_argument("--until", type=_when, help="dead-lettered at or before")
-    p.add_argument("--partition", type=int, help="partition of the dead-letter topic")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thunderhelm dlq", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("list", help="list dead letters, oldest first")
-    _add_filters(p)
-    p.add_argument("--limit", type=int, default=200, help="at most this many (0: all)")
-    p = sub.add_parser("show", help="one dead letter, decoded")
-    p.add_argument("record", type=_record, help="PARTITION:OFFSET on the dead-letter topic")
-    p.add_argument("--preview", type=int, default=PREVIEW_BYTES, help="value bytes to show")
-    p = sub.add_parser("redrive", help="produce dead letters to their original topic again")
-    p.add_argument("records", nargs="*", type=_record, help="PARTITION:OFFSET ...")
-    _add_filters(p)
-    p.add_argument("--all", action="store_true", help="every dead letter (no selector needed)")
-    p.add_argument("--dry-run", action="store_true", help="say what would be re-driven")
-    return parser
-
-
-def _filter(args: argparse.Namespace, records: Iterable[tuple[int, int]] = ()) -> Filter:
-    return Filter(
-        stage=args.stage,
-        error=args.error,
-        topic=args.topic,
-        since_ms=args.since,
-        until_ms=args.until,
-        partition=args.partition,
-        records=frozenset(records),
-    )
-
-
 def main(argv: list[str], *, settings: Settings | None = None, out: TextIO | None = None) -> int:
-    """Entry point for `thunderhelm dlq ...`; returns the process exit code."""
-    args = _parser().parse_args(argv)
-    settings = settings or Settings.from_env()
-    out = out or sys.stdout
-    match args.action:
-        case "list":
-            found = asyncio.run(read_dead_letters(settings, _filter(args)))
-            shown = found if args.limit == 0 else found[: args.limit]
-            rows = [summary(dl) for dl in shown]
-            if args.json:
-                out.writelines(json.dumps(row) + "\n" for row in rows)
-            else:
-                _print_table(rows, out)
-                out.write(f"{len(shown)} of {len(found)} matching dead letters\n")
-            return 0
-        case "show":
-            only = Filter(records=frozenset([args.record]), partition=args.record[0])
-            found = asyncio.run(read_dead_letters(settings, only))
-            if not found:
-                print(f"no dead letter at {args.record[0]}:{args.record[1]}", file=sys.stderr)
-                return 1
-            out.write(json.dumps(detail(found[0], args.preview), indent=2) + "\n")
-            return 0
-        case "redrive":
-            wanted = _filter(args, args.records)
-            if not (wanted.selects_something or args.all):
-                print("say which records: PARTITION:OFFSET, a filter, or --all", file=sys.stderr)
-                return 2
-            found = asyncio.run(read_dead_letters(settings, wanted))
-            if args.dry_run:
-                _print_table((summary(dl) for dl in found), out)
-                out.write(f"would re-drive {len(found)} dead letters\n")
-                return 0
-            written = asyncio.run(redrive(settings, found))
-            for dl, (topic, partition, offset) in zip(found, written, strict=True):
-                out.write(f"{dl.partition}:{dl.offset} -> {topic}[{partition}]@{offset}\n")
-            out.write(f"re-drove {len(written)} dead letters\n")
-            return 0 if found or not args.records else 1
-    return 2
+    """`thunderhelm dlq ARGV...` in this process, with these settings and output."""
+    from thunderhelm.streams.cli.base import CliState
+    from thunderhelm.streams.cli.main import main as cli
 
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    return cli(["dlq", *argv], state=CliState(settings, out))

@@ -10,54 +10,87 @@ samples N characters after it. `export --onnx` writes the model as ONNX.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-__all__ = ["add_parsers", "main"]
+import typer
 
+from thunderhelm.streams.cli.base import emit, emit_json, fail, state
+from thunderhelm.streams.cli.exits import ExitCode
 
-def add_parsers(sub: Any) -> None:
-    """Add the `predict` and `export` subcommands to the CLI's subparsers."""
-    p = sub.add_parser("predict", help="predict with a run's model artifact")
-    p.add_argument("artifact", help="the artifact: its folder, model.json or model.npz")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="raw feature rows: FILE.csv or FILE.npz")
-    source.add_argument("--text", help="text model: the context to score (or to continue)")
-    p.add_argument("--generate", type=int, metavar="N", help="with --text: sample N characters")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--top", type=int, default=5, help="with --text: most likely characters shown")
-    p.add_argument("--json", action="store_true", help="one JSON object instead of CSV")
-    p = sub.add_parser("export", help="export a run's model artifact (ONNX)")
-    p.add_argument("artifact", help="the artifact: its folder, model.json or model.npz")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the file")
+__all__ = ["read_inputs", "register"]
+
+ArtifactArg = Annotated[
+    str, typer.Argument(help="the artifact: its folder, model.json or model.npz")
+]
 
 
-def main(args: argparse.Namespace) -> int:
+def predict(
+    ctx: typer.Context,
+    artifact: ArtifactArg,
+    input: Annotated[
+        Path | None, typer.Option("--input", help="raw feature rows: FILE.csv or FILE.npz")
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option(help="text model: the context to score (or to continue)")
+    ] = None,
+    generate: Annotated[
+        int | None, typer.Option(min=0, metavar="N", help="with --text: sample N characters")
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    top: Annotated[int, typer.Option(help="with --text: most likely characters shown")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object instead of CSV")] = False,
+) -> None:
+    """Predict with a run's model artifact (exactly one of --input and --text)."""
+    if (input is None) == (text is None):
+        fail(ExitCode.USAGE, "give exactly one of --input and --text")
+    if generate is not None and text is None:
+        fail(ExitCode.USAGE, "--generate needs --text")
+    model = _load(artifact)
+    try:
+        if text is not None:
+            _text(ctx, model, text, generate, temperature, seed, top, as_json)
+            return
+        assert input is not None
+        x, y = read_inputs(input, model.n_features, model.labels)
+        _rows(ctx, model, x, y, as_json)
+    except ValueError as exc:  # the input does not fit the model
+        fail(ExitCode.NOT_FOUND, str(exc))
+
+
+def export(
+    ctx: typer.Context,
+    artifact: ArtifactArg,
+    onnx: Annotated[Path, typer.Option(metavar="OUT.onnx", help="where to write the ONNX file")],
+    as_json: Annotated[bool, typer.Option("--json", help='print {"onnx": PATH}')] = False,
+) -> None:
+    """Export a run's model artifact as ONNX."""
+    from thunderhelm.ga.training.onnx_export import export_onnx
+
+    written = export_onnx(_load(artifact), onnx)
+    if as_json:
+        emit_json(ctx, {"onnx": str(written)})
+    else:
+        emit(ctx, str(written))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(predict)
+    app.command()(export)
+
+
+def _load(artifact: str) -> Any:
     from thunderhelm.ga.training.artifact import ArtifactError, load_model
 
     try:
-        model = load_model(args.artifact)
-        if args.command == "export":
-            from thunderhelm.ga.training.onnx_export import export_onnx
-
-            print(export_onnx(model, Path(args.onnx)))
-            return 0
-        if args.text is not None:
-            return _text(model, args)
-        if args.generate is not None:
-            raise ValueError("--generate needs --text")
-        x, y = read_inputs(Path(args.input), model.n_features, model.labels)
-        _rows(model, x, y, args.json)
-        return 0
+        return load_model(artifact)
     except (ArtifactError, ValueError, OSError) as exc:
-        print(f"thunderhelm {args.command}: {exc}", file=sys.stderr)
-        return 2
+        fail(ExitCode.NOT_FOUND, str(exc))
 
 
 def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[Any, Any]:
@@ -100,7 +133,7 @@ def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[A
     return x, np.array([index[r[-1].strip()] for r in rows], dtype=np.int64)
 
 
-def _rows(model: Any, x: Any, y: Any, as_json: bool) -> None:
+def _rows(ctx: typer.Context, model: Any, x: Any, y: Any, as_json: bool) -> None:
     proba = model.predict_proba(x)
     predicted = proba.argmax(axis=1)
     accuracy = None if y is None else float((predicted == y).mean())
@@ -113,32 +146,36 @@ def _rows(model: Any, x: Any, y: Any, as_json: bool) -> None:
         }
         if accuracy is not None:
             out["accuracy"] = accuracy
-        print(json.dumps(out))
+        emit_json(ctx, out)
         return
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["row", "prediction", "probability"])
     for row, (i, p) in enumerate(zip(predicted, proba, strict=True)):
         writer.writerow([row, model.labels[i], f"{float(p[i]):.6f}"])
-    sys.stdout.write(buffer.getvalue())
+    state(ctx).out.write(buffer.getvalue())
     if accuracy is not None:
         print(f"accuracy {accuracy:.6f} on {len(predicted)} labelled rows", file=sys.stderr)
 
 
-def _text(model: Any, args: argparse.Namespace) -> int:
-    if args.generate is not None:
-        if args.generate < 0:
-            raise ValueError("--generate must be >= 0")
-        text = model.generate(
-            args.text, args.generate, seed=args.seed, temperature=args.temperature
-        )
-        print(json.dumps({"context": args.text, "generated": text}) if args.json else text)
-        return 0
-    proba = model.next_char_proba(args.text)
-    top = sorted(proba.items(), key=lambda kv: -kv[1])[: max(1, args.top)]
-    if args.json:
-        print(json.dumps({"context": args.text, "next": proba, "top": [c for c, _ in top]}))
+def _text(
+    ctx: typer.Context,
+    model: Any,
+    text: str,
+    generate: int | None,
+    temperature: float,
+    seed: int,
+    top: int,
+    as_json: bool,
+) -> None:
+    if generate is not None:
+        made = model.generate(text, generate, seed=seed, temperature=temperature)
+        emit(ctx, json.dumps({"context": text, "generated": made}) if as_json else made)
+        return
+    proba = model.next_char_proba(text)
+    ranked = sorted(proba.items(), key=lambda kv: -kv[1])[: max(1, top)]
+    if as_json:
+        emit_json(ctx, {"context": text, "next": proba, "top": [c for c, _ in ranked]})
     else:
-        for char, p in top:
-            print(f"{char!r}\t{p:.6f}")
-    return 0
+        for char, p in ranked:
+            emit(ctx, f"{char!r}\t{p:.6f}")

@@ -76,19 +76,83 @@ def differences(replayed: Replayed, table: dict[str, dict[str, Any]]) -> dict[st
     return found
 
 
-def render_runs(replayed: Replayed, status: str | None) -> str:
+def run_rows(replayed: Replayed, status: str | None) -> list[dict[str, Any]]:
+    """One object per run (the `runs --json` shape), sorted by run id."""
     rows = []
     for run_id, state in sorted(replayed.states.items()):
         if status and state.status != status:
             continue
-        best = (state.best or {}).get("fitness")
-        artifact = (state.result or {}).get("artifact")
         rows.append(
-            f"{run_id:<32} {state.status:<14} gen {state.generation}/{state.total_generations}"
-            f"  evals {state.evaluations:<5} best {best if best is None else round(best, 4)}"
-            + (f"  artifact {artifact}" if artifact else "")
+            {
+                "run_id": run_id,
+                "status": state.status,
+                "generation": state.generation,
+                "generations": state.total_generations,
+                "evaluations": state.evaluations,
+                "best_fitness": (state.best or {}).get("fitness"),
+                "artifact": (state.result or {}).get("artifact"),
+            }
+        )
+    return rows
+
+
+def render_runs(replayed: Replayed, status: str | None) -> str:
+    rows = []
+    for row in run_rows(replayed, status):
+        best = row["best_fitness"]
+        rows.append(
+            f"{row['run_id']:<32} {row['status']:<14} gen {row['generation']}/{row['generations']}"
+            f"  evals {row['evaluations']:<5} best {best if best is None else round(best, 4)}"
+            + (f"  artifact {row['artifact']}" if row["artifact"] else "")
         )
     return "\n".join(rows) if rows else "(no runs)"
+
+
+def runs_table(rows: list[dict[str, Any]]) -> Any:
+    """The runs as a rich table, for a terminal."""
+    from rich.table import Table
+
+    colours = {"succeeded": "green", "failed": "red", "rejected": "red", "cancelled": "yellow"}
+    table = Table(title=f"{len(rows)} runs", title_justify="left")
+    for name in ("run", "status", "generation", "evaluations", "best", "artifact"):
+        table.add_column(name, no_wrap=name != "artifact")
+    for row in rows:
+        best = row["best_fitness"]
+        colour = colours.get(row["status"], "cyan")
+        table.add_row(
+            row["run_id"],
+            f"[{colour}]{row['status']}[/]",
+            f"{row['generation']}/{row['generations']}",
+            str(row["evaluations"]),
+            "-" if best is None else f"{best:.4f}",
+            row["artifact"] or "",
+        )
+    return table
+
+
+def comparison(replayed: Replayed, table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The `replay --json` shape: counts, per-run differences and invariant violations."""
+    diffs = differences(replayed, table)
+    return {
+        "runs_in_log": len(replayed.states),
+        "runs_in_table": len(table),
+        "undecodable_records": replayed.undecodable,
+        "differences": diffs,
+        "invariant_violations": _violations(replayed),
+        "agree": not diffs,
+    }
+
+
+def _violations(replayed: Replayed) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for run_id, log in replayed.logs.items():
+        state = replayed.states.get(run_id)
+        if state is None or not state.terminal or state.status == "rejected":
+            continue  # unfinished or rejected runs have no terminal event yet
+        problems = list(violations(log))
+        if problems:
+            found[run_id] = problems
+    return found
 
 
 def render_replay(replayed: Replayed, table: dict[str, dict[str, Any]]) -> tuple[str, int]:
@@ -99,13 +163,8 @@ def render_replay(replayed: Replayed, table: dict[str, dict[str, Any]]) -> tuple
     ]
     for run_id, fields in diffs.items():
         lines.append(f"DIFF {run_id}: {', '.join(fields)}")
-    broken = {r: violations(log) for r, log in replayed.logs.items()}
-    for run_id, problems in broken.items():
-        state = replayed.states.get(run_id)
-        if state is None or not state.terminal or state.status == "rejected":
-            continue  # unfinished or rejected runs have no terminal event yet
-        for problem in problems:
-            lines.append(f"INVARIANT {run_id}: {problem}")
+    for run_id, problems in _violations(replayed).items():
+        lines.extend(f"INVARIANT {run_id}: {problem}" for problem in problems)
     if not diffs:
         lines.append("table and event log agree")
     return "\n".join(lines), (1 if diffs else 0)

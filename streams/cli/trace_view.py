@@ -11,10 +11,7 @@ span; errors are flagged (in red on a terminal). The UI link is printed too.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -249,43 +246,45 @@ def fetch_trace(jaeger: str, trace_id: str, wait_s: float = 0.0) -> dict[str, An
         time.sleep(1.0)
 
 
+def rich_tree(trace: Mapping[str, Any]) -> Any:
+    """The trace as a rich Tree (for a terminal): same lines as `render`, coloured."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    roots = build_tree(trace)
+    spans = trace.get("spans", [])
+    lines = render(trace).splitlines()
+    tree = Tree(Text(lines[0], style="bold"), guide_style="dim")
+    if not spans:
+        return tree
+    begin = min(int(s.get("startTime", 0)) for s in spans)
+    main_service = _main_service(roots)
+
+    def add(parent: Any, node: SpanNode, top: bool) -> None:
+        label = Text(node.name, style="red bold" if node.error else "bold")
+        if node.service != main_service:
+            label.append(f" [{node.service}]", style="cyan")
+        if top and node.parent_id:
+            label.append(" (parent not in trace)", style="yellow")
+        timing = f"+{format_duration(node.start_us - begin)} {format_duration(node.duration_us)}"
+        label.append(f"  {timing}", style="dim")
+        extra = _attributes(node)
+        if extra:
+            label.append(f"  {extra}")
+        if node.error:
+            message = node.tags.get("otel.status_description") or ""
+            label.append(("  ✗ ERROR" + (f": {message}" if message else ""))[:200], style="red")
+        branch = parent.add(label)
+        for child in node.children:
+            add(branch, child, False)
+
+    for root in roots:
+        add(tree, root, True)
+    return tree
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="thunderhelm trace", description="Show a run's trace from Jaeger as a tree."
-    )
-    parser.add_argument("run_id")
-    parser.add_argument("--trace-id", help="skip the lookup on run-events")
-    parser.add_argument("--jaeger", help="Jaeger query base URL (THUNDERHELM_JAEGER_UI)")
-    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the trace")
-    parser.add_argument("--json", action="store_true", help="print Jaeger's JSON instead")
-    parser.add_argument("--color", choices=["auto", "always", "never"], default="auto")
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    jaeger = (args.jaeger or settings.jaeger_ui).rstrip("/")
-    trace_id = args.trace_id
-    if trace_id is None:
-        try:
-            trace_id = asyncio.run(find_trace_id(settings, args.run_id))
-        except (LookupError, OSError) as exc:
-            print(f"cannot read run-events: {exc}", file=sys.stderr)
-            return 2
-        if trace_id is None:
-            print(f"no trace found for run {args.run_id} on {settings.run_events}", file=sys.stderr)
-            return 1
-    try:
-        trace = fetch_trace(jaeger, trace_id, args.wait)
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"cannot reach Jaeger at {jaeger}: {exc}", file=sys.stderr)
-        return 2
-    ui = f"{jaeger}/trace/{trace_id}"
-    if trace is None:
-        print(f"trace {trace_id} is not in Jaeger (yet?)  UI: {ui}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(trace, indent=2))
-        return 0
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-    print(f"run {args.run_id}")
-    print(render(trace, color=color))
-    print(f"Jaeger UI: {ui}")
-    return 0
+    """`thunderhelm trace ARGV...` in this process; returns its exit code."""
+    from thunderhelm.streams.cli.main import main as cli
+
+    return cli(["trace", *argv])

@@ -43,6 +43,8 @@ from thunderhelm.streams.worker.settings import Settings
 from thunderhelm.streams.worker.step_runner import ENDED_TYPES, with_retries
 
 SOURCE = "thunderhelm/local-run"
+# Called after each generation with (generations done, generations in all, best so far).
+ProgressHook = Callable[[int, int, float | None], None]
 EXIT_CODES = {"succeeded": 0, "cancelled": 130}  # 130: the shell's code for SIGINT
 INTERRUPT_REASON = "interrupted (Ctrl-C)"
 SIGNAL_TICK_S = 0.05  # how late a Ctrl-C may reach the cancel token
@@ -108,8 +110,14 @@ class LocalRun:
     """One run's loop: the log, the fold, and the executor that does each step."""
 
     def __init__(
-        self, log: LocalLog, executor: RunExecutor, interrupt: Interrupt, out: Any
+        self,
+        log: LocalLog,
+        executor: RunExecutor,
+        interrupt: Interrupt,
+        out: Any,
+        hook: ProgressHook | None = None,
     ) -> None:
+        self.hook = hook
         self.log = log
         self.executor = executor
         self.interrupt = interrupt
@@ -189,6 +197,9 @@ class LocalRun:
         state = self.state
         assert state is not None
         best = state.history[-1]["best_fitness"] if state.history else None
+        if self.hook is not None:  # the CLI draws its own live progress
+            self.hook(state.generation, state.total_generations, best)
+            return
         print(
             f"generation {_bar(state.generation, state.total_generations)}  "
             f"best {best if best is None else round(best, 4)}  "
@@ -204,6 +215,8 @@ def run_local(
     pool_size: int,
     as_json: bool,
     logs: Path | None = None,
+    *,
+    progress: ProgressHook | None = None,
 ) -> int:
     try:
         request = RunRequest.model_validate(raw).model_dump(mode="json")
@@ -216,7 +229,7 @@ def run_local(
     try:
         log = LocalLog(log_path(logs or log_dir(settings), run_id))
         with log.held():
-            return _run_logged(settings, request, log, pool_size, as_json, out)
+            return _run_logged(settings, request, log, pool_size, as_json, out, progress)
     except LocalLogError as exc:
         print(f"local run log: {exc}", file=sys.stderr)
         return 2
@@ -229,6 +242,7 @@ def _run_logged(
     pool_size: int,
     as_json: bool,
     out: Any,
+    progress: ProgressHook | None = None,
 ) -> int:
     run_id = request["run_id"]
     state, count = log.fold()
@@ -240,7 +254,7 @@ def _run_logged(
         return 2
     local = dataclasses.replace(settings, pool_size=pool_size or settings.pool_size)
     executor = RunExecutor(local)
-    run = LocalRun(log, executor, Interrupt(executor, run_id), out)
+    run = LocalRun(log, executor, Interrupt(executor, run_id), out, progress)
     run.state, run.sequence = state, count
     if state is not None and state.terminal:
         assert state.result is not None

@@ -1,0 +1,111 @@
+"""What every `thunderhelm` command shares: settings, output streams, error handling.
+
+`ThunderhelmGroup` is the root command group; it runs each command inside
+the one handler that maps expected failures to a line on stderr and an exit
+code (`exits.py`). `CliState` travels in the typer context (`ctx.obj`) so
+tests can hand a command its settings and output stream; by default they come
+from the environment and stdout. Output is rich (tables, trees, live
+progress) only on a terminal and never with `--json`: anything else gets the
+plain lines scripts read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TextIO
+
+import typer
+from typer.core import TyperGroup
+
+from thunderhelm.streams.cli.exits import CliError, ExitCode, classify
+from thunderhelm.streams.worker.settings import Settings
+
+
+@dataclass
+class CliState:
+    """Settings and output stream of one invocation (injectable for tests)."""
+
+    settings_given: Settings | None = None
+    out_given: TextIO | None = None
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        if self.settings_given is None:
+            try:
+                self.settings_given = Settings.from_env()
+            except ValueError as exc:  # a variable holds a value that cannot be used
+                raise CliError(ExitCode.USAGE, f"bad setting: {exc}") from None
+        return self.settings_given
+
+    @property
+    def out(self) -> TextIO:
+        # Resolved per call: test runners swap sys.stdout after import.
+        return self.out_given or sys.stdout
+
+    def rich(self, as_json: bool = False) -> bool:
+        """Whether to draw for a person: a terminal on `out`, and no --json."""
+        return not as_json and self.out.isatty()
+
+    def console(self) -> Any:
+        from rich.console import Console
+
+        return Console(file=self.out)
+
+
+def state(ctx: typer.Context) -> CliState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+def emit(ctx: typer.Context, line: str) -> None:
+    state(ctx).out.write(line + "\n")
+    state(ctx).out.flush()
+
+
+def emit_json(ctx: typer.Context, value: Any, *, indent: int | None = None) -> None:
+    emit(ctx, json.dumps(value, indent=indent))
+
+
+def note(line: str) -> None:
+    """A line for the person, not for the script: stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def finish(code: int) -> None:
+    """End the command with `code` (typer ignores a command's return value)."""
+    if code != 0:
+        raise typer.Exit(code)
+
+
+def fail(code: ExitCode, message: str) -> NoReturn:
+    raise CliError(code, message)
+
+
+class ThunderhelmGroup(TyperGroup):
+    """The root group: remembers which command runs and handles its expected failures."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if name:
+            state(ctx).command.append(name)
+        return name, cmd, rest
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            cli = state(ctx)
+            bootstrap = cli.settings_given.bootstrap_servers if cli.settings_given else None
+            known = classify(exc, bootstrap)
+            if known is None or ctx.parent is not None:
+                raise  # a bug: keep the traceback (nested groups leave it to the root)
+            name = " ".join(["thunderhelm", *cli.command])
+            print(f"{name}: {known.message}", file=sys.stderr, flush=True)
+            raise typer.Exit(int(known.code)) from None

@@ -1,0 +1,66 @@
+"""Live progress of a run for a person at a terminal: generation k/N, best, elapsed, ETA.
+
+`watch`, `submit --wait` and `run` feed it one call per finished generation.
+On a terminal it is a rich progress bar with the event lines scrolling above
+it; elsewhere (a pipe, a log file, --json) it is `None` and the callers print
+their plain lines instead, so scripts never see control codes.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class RunProgress:
+    """A progress bar over a run's generations, with lines printed above it."""
+
+    def __init__(self, console: Console, run_id: str) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("generations  best {task.fields[best]}"),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task = self._progress.add_task(run_id, total=None, best="-")
+
+    def __enter__(self) -> RunProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def line(self, text: str) -> None:
+        """An event line, printed above the bar."""
+        self._progress.console.print(text, markup=False, highlight=False)
+
+    def total(self, generations: int) -> None:
+        if generations > 0:
+            self._progress.update(self._task, total=generations)
+
+    def generation(self, done: int, best: Any) -> None:
+        """`done` generations are complete; `best` is the best fitness so far."""
+        shown = "-" if best is None else f"{float(best):.4f}"
+        self._progress.update(self._task, completed=done, best=shown)

@@ -1,0 +1,257 @@
+"""`thunderhelm submit | watch | cancel | run`: start runs, follow them, stop them.
+
+`submit` and `cancel` produce a command to run-requests; `watch` (and
+`submit --wait`) read a run's events from the start of run-events until its
+result lands on run-results; `run` does the same job without Kafka, on the
+local pool. Two different times never share a flag: `--budget-s` is the run's
+own time budget (part of the request), `--follow-timeout` how long this
+command waits for the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from thunderhelm.streams.cli import request_options as ro
+from thunderhelm.streams.cli.base import emit, emit_json, finish, note, state
+from thunderhelm.streams.cli.exits import CliError, ExitCode
+from thunderhelm.streams.worker.settings import Settings
+
+FollowOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--follow-timeout",
+        min=0,
+        help="give up waiting for the result after this many seconds (exit 4); default: wait",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output (docs/cli.md)")]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a followed run ended: its result `data` (or the rejection) and its trace id."""
+
+    result: dict[str, Any]
+    trace_id: str | None
+
+    @property
+    def code(self) -> int:
+        return int(ExitCode.OK if self.result.get("status") == "succeeded" else ExitCode.FAILED)
+
+
+async def follow_run(
+    settings: Settings,
+    run_id: str,
+    follow_timeout: float | None,
+    view: Any,
+    echo: Callable[[str], None] | None,
+) -> Outcome:
+    """Read the run's events until its result (or rejection), drawing them as they come."""
+    from thunderhelm.schemas import events as ev
+    from thunderhelm.streams.cli import client
+    from thunderhelm.streams.observability import telemetry
+
+    trace_id = None
+    best: float | None = None
+    async for seen in client.follow(settings, run_id, timeout_s=follow_timeout):
+        data = seen.event.data if isinstance(seen.event.data, dict) else {}
+        kind = seen.event.type
+        if kind == ev.RUN_ACCEPTED:
+            if data.get("traceparent"):
+                trace_id = telemetry.trace_id_of(str(data["traceparent"]))
+            if view is not None:
+                view.total(int((data.get("request") or {}).get("ga", {}).get("generations", 0)))
+        if seen.topic == settings.run_results:
+            return Outcome(data, trace_id)
+        line = f"[{run_id}] {client.describe(seen)}"
+        if view is not None:
+            view.line(line)
+            if kind == ev.GENERATION_COMPLETED:
+                gen_best = data.get("best_fitness")
+                if gen_best is not None:
+                    best = gen_best if best is None else max(best, gen_best)
+                view.generation(int(data["generation"]) + 1, best)
+        elif echo is not None:
+            echo(line)
+        if kind == ev.RUN_REJECTED:
+            return Outcome({"run_id": run_id, "status": "rejected", **data}, trace_id)
+    raise AssertionError("follow() ends with a result or raises")  # pragma: no cover
+
+
+def watch_run(
+    ctx: typer.Context, run_id: str, follow_timeout: float | None, as_json: bool
+) -> Outcome:
+    """Follow a run to its end, live on a terminal; print the result; return the outcome."""
+    from thunderhelm.streams.cli import client
+    from thunderhelm.streams.cli.progress import RunProgress
+
+    cli = state(ctx)
+    settings = cli.settings
+    try:
+        if cli.rich(as_json):
+            with RunProgress(cli.console(), run_id) as view:
+                outcome = asyncio.run(follow_run(settings, run_id, follow_timeout, view, None))
+        else:
+            echo = None if as_json else (lambda line: emit(ctx, line))
+            outcome = asyncio.run(follow_run(settings, run_id, follow_timeout, None, echo))
+    except TimeoutError:
+        raise CliError(
+            ExitCode.TIMEOUT, f"run {run_id} did not finish within {follow_timeout} s"
+        ) from None
+    if as_json:
+        return outcome
+    result = outcome.result
+    if result.get("status") == "rejected":
+        emit(ctx, f"  run {run_id} rejected: {'; '.join(result.get('reasons', []))}")
+        return outcome
+    emit(ctx, client.summary(result))
+    if outcome.trace_id:
+        emit(ctx, f"trace id: {outcome.trace_id}")
+        emit(ctx, f"trace (Jaeger UI):  {client.trace_url(settings, outcome.trace_id)}")
+        emit(ctx, f"trace (Jaeger API): {client.trace_api_url(settings, outcome.trace_id)}")
+    return outcome
+
+
+def _traced_cli_settings() -> Settings:
+    """The settings the CLI traces its commands under (its own service name)."""
+    name = os.environ.get("THUNDERHELM_CLI_SERVICE_NAME", "thunderhelm-cli")
+    return Settings.from_env({**os.environ, "OTEL_SERVICE_NAME": name})
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help="Produce a run request to run-requests; print the run id.")(submit)
+    app.command(help="Follow a run's events to its result; exit 0 if it succeeded.")(watch)
+    app.command(help="Request the cancellation of a run.")(cancel)
+    app.command(help="Run a NAS job on the local interpreter pool, without Kafka.")(run)
+
+
+def submit(
+    ctx: typer.Context,
+    file: ro.FileOpt = None,
+    run_id: ro.RunIdOpt = None,
+    dataset: ro.DatasetOpt = ro.Dataset.spirals,
+    samples: ro.SamplesOpt = 1200,
+    classes: ro.ClassesOpt = 3,
+    population: ro.PopulationOpt = 6,
+    generations: ro.GenerationsOpt = 3,
+    epochs: ro.EpochsOpt = 4,
+    batch_size: ro.BatchOpt = 64,
+    seed: ro.SeedOpt = 7,
+    budget_s: ro.BudgetOpt = 600.0,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="then follow the run to its end, as watch")
+    ] = False,
+    follow_timeout: FollowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    from thunderhelm.streams.cli import client
+    from thunderhelm.streams.observability import telemetry
+
+    request = ro.build_request(
+        file, run_id, dataset, samples, classes, population, generations, epochs,
+        batch_size, seed, budget_s,
+    )  # fmt: skip
+    settings = state(ctx).settings
+    telemetry.configure(_traced_cli_settings())
+    trace_id = asyncio.run(client.submit(settings, request))
+    telemetry.flush()
+    if not wait:
+        if as_json:
+            emit_json(ctx, {"run_id": request["run_id"], "trace_id": trace_id, "result": None})
+        else:
+            emit(ctx, request["run_id"])
+        return
+    if not as_json:
+        emit(ctx, request["run_id"])
+        note(f"trace id: {trace_id}")
+    outcome = watch_run(ctx, request["run_id"], follow_timeout, as_json)
+    if as_json:
+        emit_json(
+            ctx, {"run_id": request["run_id"], "trace_id": trace_id, "result": outcome.result}
+        )
+    finish(outcome.code)
+
+
+def watch(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="the run to follow")],
+    follow_timeout: FollowOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print only the result data as one JSON object")
+    ] = False,
+) -> None:
+    outcome = watch_run(ctx, run_id, follow_timeout, as_json)
+    if as_json:
+        emit_json(ctx, outcome.result)
+    finish(outcome.code)
+
+
+def cancel(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="the run to cancel")],
+    reason: Annotated[str, typer.Option(help="recorded with the cancel")] = "cancelled by user",
+    as_json: JsonOpt = False,
+) -> None:
+    from thunderhelm.streams.cli import client
+    from thunderhelm.streams.observability import telemetry
+
+    settings = state(ctx).settings
+    telemetry.configure(_traced_cli_settings())
+    trace_id = asyncio.run(client.cancel(settings, run_id, reason))
+    telemetry.flush()
+    if as_json:
+        emit_json(ctx, {"run_id": run_id, "reason": reason, "trace_id": trace_id})
+    else:
+        emit(ctx, f"cancel requested for {run_id}")
+
+
+def run(
+    ctx: typer.Context,
+    file: ro.FileOpt = None,
+    run_id: ro.RunIdOpt = None,
+    dataset: ro.DatasetOpt = ro.Dataset.spirals,
+    samples: ro.SamplesOpt = 1200,
+    classes: ro.ClassesOpt = 3,
+    population: ro.PopulationOpt = 6,
+    generations: ro.GenerationsOpt = 3,
+    epochs: ro.EpochsOpt = 4,
+    batch_size: ro.BatchOpt = 64,
+    seed: ro.SeedOpt = 7,
+    budget_s: ro.BudgetOpt = 600.0,
+    pool_size: Annotated[
+        int, typer.Option(min=0, help="interpreters in the pool (0: one per core)")
+    ] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="progress to stderr; last stdout line: the result")
+    ] = False,
+) -> None:
+    """Exit 0 when the run succeeded, 1 when it failed, 130 when Ctrl-C cancelled it."""
+    from thunderhelm.streams.execution.local_run import run_local
+
+    request = ro.build_request(
+        file, run_id, dataset, samples, classes, population, generations, epochs,
+        batch_size, seed, budget_s,
+    )  # fmt: skip
+    cli = state(ctx)
+    settings = cli.settings
+    if not cli.rich(as_json):
+        finish(run_local(settings, request, pool_size, as_json))
+        return
+    from thunderhelm.streams.cli.progress import RunProgress
+
+    with RunProgress(cli.console(), request["run_id"]) as view:
+        view.total(int((request.get("ga") or {}).get("generations", 0)))
+
+        def on_generation(done: int, total: int, best: float | None) -> None:
+            view.total(total)
+            view.generation(done, best)
+
+        code = run_local(settings, request, pool_size, as_json, progress=on_generation)
+    finish(code)

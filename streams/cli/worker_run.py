@@ -1,0 +1,46 @@
+"""`thunderhelm worker --no-supervise`: the Faust worker in this process.
+
+Kept apart from the command definitions so that `thunderhelm worker` (the
+supervisor) never imports Faust: only the supervised child runs this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from thunderhelm.streams.worker.settings import Settings
+
+
+def run_worker(settings: Settings) -> int:
+    import faulthandler
+
+    import faust
+
+    # A crash in native code (the kernel, an interpreter) leaves every
+    # thread's stack in the worker's log instead of nothing.
+    faulthandler.enable(all_threads=True)
+
+    from thunderhelm.streams.observability import logs, telemetry
+    from thunderhelm.streams.worker.app import create_app
+    from thunderhelm.streams.worker.topics import ensure_topics
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    created = loop.run_until_complete(ensure_topics(settings, timeout_s=60.0))
+    if created:
+        print(f"created topics: {', '.join(created)}", flush=True)
+    telemetry.configure(settings)
+    app, service = create_app(settings)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        loglevel="INFO",
+        redirect_stdouts=False,
+        logging_config=logs.worker_logging_config(),
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:
+        service.stop()
+        telemetry.shutdown()
+    return 0
