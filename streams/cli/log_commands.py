@@ -78,7 +78,7 @@ def replay_cmd(
 
 def trace(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(help="the run whose trace to show")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="the run whose trace to show")],
     trace_id: Annotated[str | None, typer.Option(help="skip the lookup on run-events")] = None,
     jaeger: Annotated[
         str | None, typer.Option(help="Jaeger query base URL (THUNDERHELM_JAEGER_UI)")

@@ -25,7 +25,8 @@ from thunderhelm.streams.cli.exits import ExitCode
 __all__ = ["read_inputs", "register"]
 
 ArtifactArg = Annotated[
-    str, typer.Argument(help="the artifact: its folder, model.json or model.npz")
+    str,
+    typer.Argument(metavar="ARTIFACT", help="the artifact: its folder, model.json or model.npz"),
 ]
 
 

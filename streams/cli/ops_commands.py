@@ -144,7 +144,9 @@ BENCHMARKS = ("pool", "kernel", "quality", "faults", "dlq", "tracing", "soak", "
 
 
 def bench(
-    name: Annotated[str, typer.Argument(help=f"benchmark: {', '.join(BENCHMARKS)}")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help=f"benchmark: {', '.join(BENCHMARKS)}")
+    ],
     quick: Annotated[
         bool, typer.Option("--quick", help="tiny settings: checks the code paths, measures nothing")
     ] = False,

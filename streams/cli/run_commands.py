@@ -181,7 +181,7 @@ def submit(
 
 def watch(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(help="the run to follow")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="the run to follow")],
     follow_timeout: FollowOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print only the result data as one JSON object")
@@ -195,7 +195,7 @@ def watch(
 
 def cancel(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(help="the run to cancel")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="the run to cancel")],
     reason: Annotated[str, typer.Option(help="recorded with the cancel")] = "cancelled by user",
     as_json: JsonOpt = False,
 ) -> None:
