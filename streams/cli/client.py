@@ -99,8 +99,19 @@ async def follow(
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        events = [tp for tp in parts if tp.topic == settings.run_events]
+        # The result may be fetched before the run's events (another topic): hold
+        # it until run-events has been read to its end as of that moment.
+        result: Observed | None = None
+        ends: dict[TopicPartition, int] = {}
         while deadline is None or time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
+            caught_up = result is not None and all(
+                [await consumer.position(tp) >= ends[tp] for tp in events]
+            )
+            if result is not None and caught_up:
+                yield result
+                return
+            batch = await consumer.getmany(*(events if result else ()), timeout_ms=500)
             for records in batch.values():
                 for record in records:
                     if record.key != run_id.encode():
@@ -111,9 +122,12 @@ async def follow(
                     except ValueError:
                         continue
                     tp = headers.get("traceparent")
-                    yield Observed(record.topic, event, tp.decode() if tp else None)
-                    if record.topic == settings.run_results:
-                        return
+                    seen = Observed(record.topic, event, tp.decode() if tp else None)
+                    if record.topic != settings.run_results:
+                        yield seen
+                    elif result is None:
+                        result = seen
+                        ends = await consumer.end_offsets(events)
         raise TimeoutError(f"run {run_id} did not finish within {timeout_s} s")
     finally:
         await consumer.stop()
