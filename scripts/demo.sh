@@ -13,7 +13,7 @@ trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null || true' EXIT
 echo "worker started (pid $worker, log var/worker.log)"
 run_id=$(.venv/bin/thunderhelm submit --dataset digits --population 8 --generations 4 --epochs 6 "$@")
 echo "submitted run $run_id"
-.venv/bin/thunderhelm watch "$run_id" --timeout 900
+.venv/bin/thunderhelm watch "$run_id" --follow-timeout 900
 echo
 echo "the run's trace, from Jaeger's API (thunderhelm trace $run_id):"
 .venv/bin/thunderhelm trace "$run_id" --wait 20

@@ -3,7 +3,7 @@
 The local commands (`run`, `predict`, `export`) run without Kafka; the rest
 talk to the real broker with fresh topics, and the last test follows a real
 run through a real worker: `submit --wait`, `watch`, `runs`, `replay`,
-`trace`, and the tables a terminal gets.
+`trace`, and what a terminal gets (a table, a tree, live progress).
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 
 from tests.kafka_helpers import WorkerProcess, fresh_env
 from tests.test_cli_errors import cli
 from tests.test_e2e_kafka import small_request
-from thunderhelm.streams.cli import trace_view
 from thunderhelm.streams.cli.base import CliState
 from thunderhelm.streams.cli.client import read_topic
 from thunderhelm.streams.cli.main import main
@@ -33,7 +31,6 @@ RESULT_KEYS = {"run_id", "status", "best", "generations", "evaluations", "durati
 RUN_ROW_KEYS = {
     "run_id", "status", "generation", "generations", "evaluations", "best_fitness", "artifact",
 }  # fmt: skip
-DATA = Path(__file__).resolve().parent / "data"
 
 
 class Terminal(io.StringIO):
@@ -94,17 +91,6 @@ def test_predict_with_rows_that_do_not_fit_is_exit_5(
     rows.write_text("0.1\n0.2\n")
     code, _, err = cli("predict", result["artifact"], "--input", str(rows), env=env)
     assert code == 5 and "features" in err and "Traceback" not in err
-
-
-def test_the_trace_tree_for_a_terminal_has_every_span() -> None:
-    trace = json.loads((DATA / "jaeger_run_trace.json").read_text())["data"][0]
-    console = Console(file=io.StringIO(), width=200, record=True)
-    console.print(trace_view.rich_tree(trace))
-    drawn = console.export_text()
-    assert drawn.count("\n") == len(trace["spans"]) + 1  # the header, then one line a span
-    assert "generation 2" in drawn and "train candidate 2." in drawn
-    plain = trace_view.render(trace)
-    assert plain.splitlines()[0] in drawn
 
 
 @pytest.mark.kafka
@@ -196,6 +182,11 @@ def test_a_run_followed_through_a_real_worker(tmp_path: Path) -> None:
         assert main(["trace", run_id, "--wait", "30"], state=CliState(settings, screen)) == 0
         assert f"trace {submitted['trace_id']}" in screen.getvalue()
         assert "└── " in screen.getvalue() or "├── " in screen.getvalue()
+        screen = Terminal()
+        assert main(["watch", run_id], state=CliState(settings, screen)) == 0
+        drawn = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue())
+        assert "2/2 generations" in drawn and "generation 2: best" in drawn
+        assert "status             succeeded" in drawn
         assert time.monotonic() - began < 90
     finally:
         worker.stop()

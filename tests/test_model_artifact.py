@@ -127,11 +127,12 @@ def test_bad_inputs_get_a_clear_error(
 ) -> None:
     artifact = csv_run["result"]["artifact"]
     (tmp_path / "narrow.csv").write_text("1,2\n3,4\n")
-    assert cli(["predict", artifact, "--input", str(tmp_path / "narrow.csv")]) == 2
+    # Exit 5: the input or the artifact does not fit (docs/cli.md).
+    assert cli(["predict", artifact, "--input", str(tmp_path / "narrow.csv")]) == 5
     assert "every row needs 3 features" in capsys.readouterr().err
-    assert cli(["predict", artifact, "--text", "hello"]) == 2
+    assert cli(["predict", artifact, "--text", "hello"]) == 5
     assert "not trained on text" in capsys.readouterr().err
-    assert cli(["predict", str(tmp_path), "--input", "x.csv"]) == 2
+    assert cli(["predict", str(tmp_path), "--input", "x.csv"]) == 5
     assert "no model artifact" in capsys.readouterr().err
 
 

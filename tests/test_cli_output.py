@@ -1,0 +1,78 @@
+"""What a terminal gets: the live run progress, the runs table and the trace tree.
+
+Rendered into a recording rich console, so these need neither a broker nor
+a real terminal. The plain and JSON output are checked in test_cli_json.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from thunderhelm.streams.cli import replay, trace_view
+from thunderhelm.streams.cli.progress import RunProgress
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def screen() -> Console:
+    return Console(file=io.StringIO(), width=160, record=True, force_terminal=True)
+
+
+def test_progress_shows_generation_k_of_n_best_so_far_elapsed_and_eta() -> None:
+    console = screen()
+    with RunProgress(console, "run-7") as view:
+        view.total(4)
+        view.line("[run-7] generation 1: best 0.5000")
+        view.generation(1, 0.5)
+        view.generation(3, 0.8125)
+    drawn = console.export_text()
+    assert "[run-7] generation 1: best 0.5000" in drawn
+    last = [line for line in drawn.splitlines() if line.startswith("run-7")][-1]
+    assert "3/4 generations" in last and "best 0.8125" in last
+    assert "elapsed 0:00:0" in last and "eta" in last
+
+
+def test_progress_without_a_total_yet_still_draws() -> None:
+    console = screen()
+    with RunProgress(console, "run-8") as view:
+        view.generation(0, None)
+    assert "best -" in console.export_text()
+
+
+def test_the_runs_table_has_a_row_per_run() -> None:
+    rows = [
+        {"run_id": "a", "status": "succeeded", "generation": 2, "generations": 2,
+         "evaluations": 7, "best_fitness": 0.91234, "artifact": "/x/a/model.json"},
+        {"run_id": "b", "status": "running", "generation": 1, "generations": 4,
+         "evaluations": 3, "best_fitness": None, "artifact": None},
+    ]  # fmt: skip
+    console = screen()
+    console.print(replay.runs_table(rows))
+    drawn = console.export_text()
+    assert "2 runs" in drawn
+    assert any(
+        "a" in line and "succeeded" in line and "0.9123" in line for line in drawn.splitlines()
+    )
+    assert any("running" in line and "1/4" in line for line in drawn.splitlines())
+
+
+def test_the_trace_tree_has_a_line_per_span() -> None:
+    trace = json.loads((DATA / "jaeger_run_trace.json").read_text())["data"][0]
+    console = screen()
+    console.print(trace_view.rich_tree(trace))
+    drawn = console.export_text()
+    assert drawn.count("\n") == len(trace["spans"]) + 1  # the header, then one line a span
+    assert trace_view.render(trace).splitlines()[0] in drawn
+    assert "generation 2" in drawn and "train candidate 2." in drawn
+
+
+def test_an_error_span_is_flagged_in_the_tree() -> None:
+    trace = json.loads((DATA / "jaeger_dead_letter_trace.json").read_text())["data"][0]
+    console = screen()
+    console.print(trace_view.rich_tree(trace))
+    plain = trace_view.render(trace)
+    assert ("✗ ERROR" in console.export_text()) == ("✗ ERROR" in plain)
