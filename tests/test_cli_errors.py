@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +30,9 @@ NOWHERE = "127.0.0.1:1"  # nothing listens on port 1
 
 def cli(*argv: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of `thunderhelm ARGV...` in its own process."""
-    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "thunderhelm"]
+    command = (
+        [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "thunderhelm.streams.cli"]
+    )
     done = subprocess.run(
         [*command, *argv],
         env={**os.environ, "COLUMNS": "120", **(env or {})},
@@ -171,3 +174,50 @@ def test_a_follow_timeout_is_exit_4_and_an_unknown_run_is_exit_5(tmp_path: Path)
     assert code == ExitCode.NOT_FOUND and f"no trace found for run {run_id}" in one_line(err)
     code, _, err = cli("dlq", "show", "0:12345", env=env)
     assert code == ExitCode.NOT_FOUND and "no dead letter at 0:12345" in one_line(err)
+
+
+def _interrupted(
+    argv: list[str], env: dict[str, str], ready: str, tmp_path: Path, settle: float = 0.5
+) -> tuple[int, str]:
+    """Start `thunderhelm ARGV`, wait for `ready` on its stdout, Ctrl-C it: (code, stderr)."""
+    command = (
+        [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "thunderhelm.streams.cli"]
+    )
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [*command, *argv], env={**os.environ, **env}, stdout=stdout, stderr=stderr
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while ready not in out.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, err.read_text()
+                time.sleep(0.1)
+            time.sleep(settle)
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(60)
+        finally:
+            proc.kill()
+    return code, err.read_text()
+
+
+def test_ctrl_c_on_a_local_run_cancels_it_with_exit_130(tmp_path: Path) -> None:
+    run_id = f"ctrl-c-{uuid.uuid4().hex[:6]}"
+    argv = ["run", "--run-id", run_id, "--population", "8", "--generations", "30",
+            "--epochs", "30", "--samples", "2000", "--pool-size", "2"]  # fmt: skip
+    code, err = _interrupted(argv, down(tmp_path), f"run {run_id}: spirals", tmp_path)
+    assert code == ExitCode.INTERRUPTED, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.kafka
+def test_ctrl_c_on_watch_is_exit_130_without_a_traceback(tmp_path: Path) -> None:
+    from thunderhelm.streams.worker.topics import ensure_topics
+
+    env = fresh_env(tmp_path, OTEL_TRACES_EXPORTER="none")
+    asyncio.run(ensure_topics(Settings.from_env(env)))
+    (tmp_path / "run").mkdir()
+    # Plain output: no lines until an event comes; give it time to start consuming.
+    code, err = _interrupted(["watch", "nobody"], env, "", tmp_path / "run", settle=4)
+    assert code == ExitCode.INTERRUPTED
+    assert "Traceback" not in err and "Aborted" not in err
