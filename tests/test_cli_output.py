@@ -76,3 +76,31 @@ def test_an_error_span_is_flagged_in_the_tree() -> None:
     console.print(trace_view.rich_tree(trace))
     plain = trace_view.render(trace)
     assert ("✗ ERROR" in console.export_text()) == ("✗ ERROR" in plain)
+
+
+def test_the_dead_letter_table_has_a_row_per_record() -> None:
+    from thunderhelm.streams.cli import dlq_commands
+    from thunderhelm.streams.cli.dead_letters import DeadLetter, summary
+
+    letter = DeadLetter(
+        partition=1,
+        offset=42,
+        timestamp_ms=1_700_000_000_000,
+        key=b"run-1",
+        value=b"\xff not json",
+        headers=(
+            ("dlq.stage", b"decode"),
+            ("dlq.error.class", b"DecodeError"),
+            ("dlq.error.message", b"not JSON"),
+            ("dlq.original.topic", b"thunderhelm.run-requests"),
+            ("dlq.original.partition", b"0"),
+            ("dlq.original.offset", b"7"),
+            ("dlq.attempt", b"1"),
+        ),
+    )
+    console = screen()
+    console.print(dlq_commands._table([summary(letter)], "1 of 1 matching dead letters"))
+    drawn = console.export_text()
+    assert "1 of 1 matching dead letters" in drawn
+    (row,) = [line for line in drawn.splitlines() if "1:42" in line]
+    assert "decode" in row and "DecodeError" in row and "thunderhelm.run-requests[0]@7" in row

@@ -66,7 +66,7 @@ def classify(exc: BaseException, bootstrap: str | None = None) -> CliError | Non
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
         return CliError(ExitCode.NOT_FOUND, f"{exc.strerror}: {exc.filename}")
     if isinstance(exc, PermissionError):
-        return CliError(ExitCode.NOT_FOUND, f"cannot read {exc.filename}: {exc.strerror}")
+        return CliError(ExitCode.NOT_FOUND, f"{exc.strerror}: {exc.filename}")
     if isinstance(exc, UnicodeDecodeError):
         return CliError(ExitCode.NOT_FOUND, f"not UTF-8 text: {exc}")
     return None

@@ -37,7 +37,7 @@ app = typer.Typer(
 
 @app.callback()
 def _setup(ctx: typer.Context) -> None:
-    # The supervisor (`worker` without --no-supervise) configures its own logging.
+    # `worker` sets up its own logging: the supervisor's, or the worker's.
     if ctx.invoked_subcommand == "worker":
         return
     from thunderhelm.streams.observability import logs

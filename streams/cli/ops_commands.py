@@ -119,8 +119,13 @@ def worker(
 
         finish(supervisor.main())
         return
-    from thunderhelm.streams.cli.worker_run import run_worker
+    import logging
 
+    from thunderhelm.streams.cli.worker_run import run_worker
+    from thunderhelm.streams.observability import logs
+
+    logs.configure_logging(logging.INFO)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     finish(run_worker(state(ctx).settings))
 
 
