@@ -108,12 +108,18 @@ class LocalRun:
     """One run's loop: the log, the fold, and the executor that does each step."""
 
     def __init__(
-        self, log: LocalLog, executor: RunExecutor, interrupt: Interrupt, out: Any
+        self,
+        log: LocalLog,
+        executor: RunExecutor,
+        interrupt: Interrupt,
+        out: Any,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.log = log
         self.executor = executor
         self.interrupt = interrupt
         self.out = out
+        self.clock = clock  # wall time for the saga's budget (seconds since the epoch)
         self.state: saga.RunState | None = None
         self.sequence = 0
 
@@ -138,7 +144,7 @@ class LocalRun:
                 for new in saga.decide(state, cancel):
                     self.append(new)
                 continue
-            action = saga.react(state, timed_out=self.executor.timed_out(state))
+            action = saga.react(state, self.clock())
             match action:
                 case saga.PublishResult():
                     return action.result
