@@ -13,7 +13,6 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import datetime
 from typing import Any
 
 from opentelemetry.context import Context
@@ -60,16 +59,6 @@ class RunExecutor:
 
     # --- budget and cancel ------------------------------------------------------
 
-    def deadline(self, state: saga.RunState) -> float | None:
-        if state.accepted_at is None or state.request is None:
-            return None
-        began = datetime.fromisoformat(state.accepted_at.replace("Z", "+00:00")).timestamp()
-        return began + float(state.request.get("budget", {}).get("timeout_s", 600.0))
-
-    def timed_out(self, state: saga.RunState) -> bool:
-        deadline = self.deadline(state)
-        return deadline is not None and time.time() > deadline
-
     def cancel(self, run_id: str) -> None:
         token = self._cancels.get(run_id)
         if token is not None:
@@ -90,7 +79,8 @@ class RunExecutor:
         # A fresh token per step: a cancel that stopped an earlier step (a
         # revoked partition, say) must not stop this one.
         token = self._cancels[state.run_id] = CancelToken()
-        deadline = self.deadline(state) or (time.time() + 3600.0)
+        # The fold fixed the deadline at acceptance; the kernel checks it between batches.
+        deadline = state.deadline or (time.time() + 3600.0)
         with PoolEvaluator(
             self._pool(),
             dataset,

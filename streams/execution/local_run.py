@@ -116,12 +116,14 @@ class LocalRun:
         interrupt: Interrupt,
         out: Any,
         hook: ProgressHook | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.hook = hook
         self.log = log
         self.executor = executor
         self.interrupt = interrupt
         self.out = out
+        self.clock = clock  # wall time for the saga's budget (seconds since the epoch)
         self.state: saga.RunState | None = None
         self.sequence = 0
 
@@ -146,7 +148,7 @@ class LocalRun:
                 for new in saga.decide(state, cancel):
                     self.append(new)
                 continue
-            action = saga.react(state, timed_out=self.executor.timed_out(state))
+            action = saga.react(state, self.clock())
             match action:
                 case saga.PublishResult():
                     return action.result

@@ -75,12 +75,14 @@ class StepRunner:
         store: RunStore,
         ownership: Ownership,
         policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.executor = executor
         self.writer = writer
         self.store = store
         self.ownership = ownership
         self.policy = policy or RetryPolicy()
+        self.clock = clock  # wall time for the saga's budget (seconds since the epoch)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # When this worker last saw each run move; the reconciler's idle clocks.
         self.last_progress: dict[str, float] = {}
@@ -91,13 +93,14 @@ class StepRunner:
     async def retried[T](self, attempt: Callable[[], Awaitable[T]], run_id: str) -> T:
         return await with_retries(attempt, run_id, self.policy)
 
-    async def act(self, state: saga.RunState, *, timed_out: bool = False) -> None:
-        """Ask the saga for the run's next step and carry it out (or launch it)."""
+    async def act(self, state: saga.RunState, *, now: float | None = None) -> None:
+        """Ask the saga for the run's next step at `now` (default: the clock) and carry it out."""
+        now = self.clock() if now is None else now
         context = telemetry.context_from_traceparent(state.traceparent)
         with telemetry.decision_span(state.run_id, state.status, context) as decision:
-            action = saga.react(state, timed_out=timed_out)
+            action = saga.react(state, now)
             decision.set_attribute("thunderhelm.saga.action", type(action).__name__)
-            decision.set_attribute("thunderhelm.saga.timed_out", timed_out)
+            decision.set_attribute("thunderhelm.saga.timed_out", saga.timed_out(state, now))
         match action:
             case None:
                 return
@@ -166,7 +169,7 @@ class StepRunner:
             and (interrupted or moved_on)
             and self.ownership.owns(self.store.partition(run_id))
         ):
-            await self.act(latest, timed_out=self.executor.timed_out(latest))
+            await self.act(latest)
 
     async def perform(
         self, state: saga.RunState, action: saga.Action, context: Context | None
