@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from thunderhelm.schemas.events import (
     CANCEL_RECORDED,
+    CANDIDATE_COMPLETED,
     EVENT_DEAD_LETTERED,
     GENERATION_COMPLETED,
     RUN_ACCEPTED,
@@ -44,6 +45,28 @@ class RunRejected(_EventData):
 
 class RunStarted(_EventData):
     ga_state: dict[str, Any] = Field(description="generation 0 population")
+
+
+class CandidateMetrics(BaseModel):
+    """What training one candidate measured; more fields (timings, status) are kept."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    val_accuracy: float | None = None
+    val_loss: float | None = None
+    params: int | None = None
+
+
+class CandidateCompleted(_EventData):
+    """One candidate of the current generation trained: its outcome, folded once per index."""
+
+    generation: int = Field(ge=0)
+    index: int = Field(ge=0, description="the candidate's place in the generation's population")
+    genome_key: str = Field(min_length=1, description="the engine's name of the genome")
+    fitness: float | None = Field(description="null: the candidate failed (fitness -inf)")
+    metrics: CandidateMetrics
+    seed: int = Field(ge=0, description="the training seed of the candidate's network")
+    duration_s: float | None = Field(default=None, ge=0)
 
 
 class GenerationCompleted(_EventData):
@@ -84,6 +107,7 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     RUN_ACCEPTED: RunAccepted,
     RUN_REJECTED: RunRejected,
     RUN_STARTED: RunStarted,
+    CANDIDATE_COMPLETED: CandidateCompleted,
     GENERATION_COMPLETED: GenerationCompleted,
     RUN_SUCCEEDED: RunEnded,
     RUN_FAILED: RunEnded,

@@ -104,3 +104,16 @@ def test_the_dead_letter_table_has_a_row_per_record() -> None:
     assert "1 of 1 matching dead letters" in drawn
     (row,) = [line for line in drawn.splitlines() if "1:42" in line]
     assert "decode" in row and "DecodeError" in row and "thunderhelm.run-requests[0]@7" in row
+
+
+def test_progress_shows_candidates_k_of_n_in_the_generation() -> None:
+    console = screen()
+    with RunProgress(console, "run-9") as view:
+        view.total(3)
+        view.candidate(1, 8, 0.25)
+        view.candidate(5, 8, 0.75)
+    drawn = console.export_text()
+    rows = [line for line in drawn.splitlines() if "this generation" in line]
+    assert rows and "5/8 candidates" in rows[-1] and "best 0.7500" in rows[-1]
+    last_frame = drawn.rsplit("run-9", 1)[-1]  # the generations row as last drawn
+    assert "0/3 generations" in last_frame and "best 0.7500" in last_frame.split("\n")[0]

@@ -64,6 +64,21 @@ def types_in(path: Path) -> list[str]:
     return [json.loads(line)["type"] for line in path.read_text().splitlines()]
 
 
+def lifecycle_in(path: Path) -> list[str]:
+    """The log's event types without the candidates' outcomes."""
+    return [t for t in types_in(path) if t != ev.CANDIDATE_COMPLETED]
+
+
+def candidates_in(path: Path) -> list[tuple[int, int]]:
+    """(generation, index) of every candidate-completed on the log, in log order."""
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    return [
+        (e["data"]["generation"], e["data"]["index"])
+        for e in events
+        if e["type"] == ev.CANDIDATE_COMPLETED
+    ]
+
+
 def start_child(root: Path, request: dict[str, Any]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(root), json.dumps(request)],
@@ -85,6 +100,19 @@ def wait_for_generation(
     raise AssertionError("no generation completed in time")
 
 
+def wait_for_candidate_after_a_generation(
+    path: Path, child: subprocess.Popen[bytes], timeout_s: float = 120.0
+) -> None:
+    """Block until a candidate of a later generation has its outcome on the log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(generation >= 1 for generation, _ in candidates_in(path)):
+            return
+        assert child.poll() is None, child.stderr.read() if child.stderr else ""
+        time.sleep(0.01)
+    raise AssertionError("no candidate of a later generation in time")
+
+
 def same_outcome(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a["status"] == b["status"] == "succeeded"
     assert a["best"]["genome"] == b["best"]["genome"]
@@ -99,17 +127,26 @@ def test_a_run_finishes_and_its_log_folds_to_the_same_state(
     code, result = run_here(tmp_path, SMALL, capsys)
     assert code == 0 and result["status"] == "succeeded"
     path = log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"])
-    assert types_in(path) == [
+    assert lifecycle_in(path) == [
         ev.RUN_ACCEPTED,
         ev.RUN_STARTED,
         *[ev.GENERATION_COMPLETED] * 3,
         ev.RUN_SUCCEEDED,
     ]
-    assert [int(json.loads(line)["sequence"]) for line in path.read_text().splitlines()] == [
-        1, 2, 3, 4, 5, 6
-    ]  # fmt: skip
+    # One outcome per trained candidate, each before its generation's event.
+    trained = candidates_in(path)
+    assert len(trained) == len(set(trained)) == result["evaluations"]
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    for position, event in enumerate(events):
+        if event["type"] == ev.CANDIDATE_COMPLETED:
+            before = [e["type"] for e in events[:position]]
+            assert before.count(ev.GENERATION_COMPLETED) == event["data"]["generation"]
+    total = len(events)
+    assert [int(json.loads(line)["sequence"]) for line in path.read_text().splitlines()] == list(
+        range(1, total + 1)
+    )
     state, count = LocalLog(path).fold()
-    assert state is not None and count == 6
+    assert state is not None and count == total
     assert state.status == "succeeded" and state.generation == 3
     assert state.result == result
     assert state.evaluations == result["evaluations"]
@@ -117,7 +154,7 @@ def test_a_run_finishes_and_its_log_folds_to_the_same_state(
     # Started again: the result from the log, no training, nothing appended.
     again_code, again = run_here(tmp_path, SMALL, capsys)
     assert (again_code, again) == (0, result)
-    assert len(types_in(path)) == 6
+    assert len(types_in(path)) == total
 
 
 def test_max_evaluations_ends_the_run_at_the_budget(
@@ -155,6 +192,7 @@ def test_a_killed_run_resumes_from_its_log_to_the_same_result(
     child = start_child(root, SLOW)
     try:
         wait_for_generation(path, child)
+        wait_for_candidate_after_a_generation(path, child)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
     finally:
@@ -173,6 +211,10 @@ def test_a_killed_run_resumes_from_its_log_to_the_same_result(
         if json.loads(line)["type"] == ev.GENERATION_COMPLETED
     ]
     assert generations == list(range(SLOW["ga"]["generations"]))  # none trained twice
+    # Killed mid-generation: only candidates without an outcome were trained
+    # again, so each candidate has one outcome and they add up to the evaluations.
+    trained = candidates_in(path)
+    assert len(trained) == len(set(trained)) == resumed["evaluations"] == whole["evaluations"]
     assert types_in(path).count(ev.RUN_STARTED) == 1
 
 
@@ -186,12 +228,14 @@ def test_a_torn_last_line_is_dropped_and_the_run_resumes(
     torn = tmp_path / "torn"
     torn_path = log_path(log_dir(settings_in(torn)), SMALL["run_id"])
     torn_path.parent.mkdir(parents=True)
-    # Accepted, started, one generation, then half of the second generation's line.
-    torn_path.write_bytes(b"".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
+    # Up to the first generation's event, then half of the next line.
+    cut = types_in(path).index(ev.GENERATION_COMPLETED) + 1
+    torn_path.write_bytes(b"".join(lines[:cut]) + lines[cut][: len(lines[cut]) // 2])
     code, resumed = run_here(torn, SMALL, capsys)
     assert code == 0
     same_outcome(resumed, whole)
-    assert len(types_in(torn_path)) == 6
+    assert len(lifecycle_in(torn_path)) == 6
+    assert len(candidates_in(torn_path)) == whole["evaluations"]
 
 
 def test_ctrl_c_cancels_the_run_with_exit_code_130(tmp_path: Path) -> None:

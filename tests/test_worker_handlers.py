@@ -114,6 +114,8 @@ class Executor:
     def __init__(self) -> None:
         self.cancelled: list[str] = []
         self.generations_run = 0
+        self.candidates = 0  # candidates each generation reports
+        self.trained: list[tuple[int, int]] = []
 
     def start(self) -> None: ...
 
@@ -125,8 +127,25 @@ class Executor:
     def initial_ga_state(self, state: saga.RunState) -> dict[str, Any]:
         return {"population": []}
 
-    async def run_generation(self, state: saga.RunState, context: Any) -> dict[str, Any]:
+    async def run_generation(
+        self, state: saga.RunState, context: Any, report: Any = None
+    ) -> dict[str, Any]:
         self.generations_run += 1
+        for index in range(self.candidates):
+            if report is not None and str(index) not in state.outcomes:
+                self.trained.append((state.generation, index))
+                outcome = {
+                    "run_id": state.run_id,
+                    "generation": state.generation,
+                    "index": index,
+                    "genome_key": f"g{index}",
+                    "fitness": 0.5,
+                    "metrics": {"val_accuracy": 0.5, "val_loss": 1.0, "params": 10},
+                    "seed": index,
+                    "duration_s": 0.01,
+                }
+                # The real step reports from its training thread and waits for the ack.
+                await asyncio.to_thread(report, outcome)
         return {
             "run_id": state.run_id,
             "generation": state.generation,
@@ -243,6 +262,31 @@ def test_a_request_runs_to_one_published_result_and_settles() -> None:
     stored = h.table[b"r-1"]
     assert stored["partition"] == PARTITION
     assert set(stored["state"]) == set(saga.settled(state).to_dict())
+
+
+def test_candidate_outcomes_read_after_their_step_start_nothing_again() -> None:
+    """The agent may fold a generation's candidates only after its step ended:
+    the generation is neither trained nor appended a second time."""
+
+    async def go() -> Harness:
+        h = Harness()
+        h.executor.candidates = 3
+        await h.command(request(), "thunderhelm.run.requested", "c-1")
+        await h.settle()
+        return h
+
+    h = run(go())
+    lifecycle = [t for t in h.types() if t != ev.CANDIDATE_COMPLETED]
+    assert lifecycle == [
+        ev.RUN_ACCEPTED,
+        ev.RUN_STARTED,
+        ev.GENERATION_COMPLETED,
+        ev.GENERATION_COMPLETED,
+        ev.RUN_SUCCEEDED,
+    ]
+    assert h.types().count(ev.CANDIDATE_COMPLETED) == 6
+    assert h.executor.generations_run == 2
+    assert h.executor.trained == [(g, i) for g in range(2) for i in range(3)]
 
 
 def test_a_redelivered_terminal_event_publishes_nothing_more() -> None:

@@ -12,7 +12,7 @@ import _interpreters
 import json
 import math
 import time
-from collections.abc import Buffer, Callable, Mapping, Sequence
+from collections.abc import Buffer, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ __all__ = [
     "Evaluate",
     "Fitness",
     "InProcessEvaluator",
+    "OnResult",
     "PoolEvaluator",
     "failure_result",
     "parse_result",
@@ -81,10 +82,16 @@ def train_args(
     return (spec, *buffers, n_features, deadline, cancel, export_weights)
 
 
+# Called with (position in `networks`, result) as each result comes in.
+OnResult = Callable[[int, Result], None]
+
+
 class Evaluate(Protocol):
     """Train each network spec and return one result dict per spec, in order."""
 
-    def __call__(self, networks: Sequence[Mapping[str, object]]) -> list[Result]: ...
+    def __call__(
+        self, networks: Sequence[Mapping[str, object]], on_result: OnResult | None = None
+    ) -> list[Result]: ...
 
 
 def parse_result(raw: str, interpreter: int | None, fitness: Fitness = Fitness()) -> Result:
@@ -181,7 +188,9 @@ class PoolEvaluator:
             buffers[CANCEL_BUFFER] = cancel.view
         pool.attach(self.key, buffers)
 
-    def __call__(self, networks: Sequence[Mapping[str, object]]) -> list[Result]:
+    def __call__(
+        self, networks: Sequence[Mapping[str, object]], on_result: OnResult | None = None
+    ) -> list[Result]:
         deadline = time.time() + self.deadline_s
         refs = tuple(dataset_arg(self.key, name) for name in TRAIN_BUFFERS)
         cancel = None if self.cancel is None else dataset_arg(self.key, CANCEL_BUFFER)
@@ -194,7 +203,14 @@ class PoolEvaluator:
                 submitted.append(self.pool.submit(TRAIN_FUNCTION, args, deadline=deadline))
             except (TypeError, ValueError, RuntimeError) as exc:
                 submitted.append(failure_result(f"{type(exc).__name__}: {exc}", None))
-        return [self._collect(item, deadline) for item in submitted]
+        results: list[Result] = []
+        # Collected in submission order: the pool starts tasks in that order,
+        # so each result is reported about when its training ends.
+        for position, item in enumerate(submitted):
+            results.append(self._collect(item, deadline))
+            if on_result is not None:
+                on_result(position, results[-1])
+        return results
 
     def _collect(self, item: TaskFuture | Result, deadline: float) -> Result:
         if isinstance(item, dict):
@@ -264,12 +280,23 @@ class InProcessEvaluator:
         self._buffers: dict[str, Buffer] = dict(dataset.buffers())
         self._interpreter = _interpreters.get_current()[0]
 
-    def __call__(self, networks: Sequence[Mapping[str, object]]) -> list[Result]:
+    def __call__(
+        self, networks: Sequence[Mapping[str, object]], on_result: OnResult | None = None
+    ) -> list[Result]:
         deadline = time.time() + self.deadline_s
+        results: Iterator[Result]
         if self.workers <= 1:
-            return [self._one(n, deadline) for n in networks]
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="thunderhelm-train") as ex:
-            return list(ex.map(lambda n: self._one(n, deadline), networks))
+            results = (self._one(n, deadline) for n in networks)
+        else:
+            ex = ThreadPoolExecutor(self.workers, thread_name_prefix="thunderhelm-train")
+            with ex:
+                results = iter(list(ex.map(lambda n: self._one(n, deadline), networks)))
+        out: list[Result] = []
+        for position, result in enumerate(results):
+            out.append(result)
+            if on_result is not None:
+                on_result(position, result)
+        return out
 
     def _one(self, network: Mapping[str, object], deadline: float) -> Result:
         started = time.time()

@@ -153,6 +153,13 @@ def describe(observed: Observed) -> str:
             f"  mean {data.get('mean_fitness') or float('nan'):.4f}"
             f"  evaluations {data.get('evaluations')}  ({data.get('duration_s', 0):.1f}s)"
         )
+    if e.type == ev.CANDIDATE_COMPLETED:
+        fitness = data.get("fitness")
+        shown = "failed" if fitness is None else f"{fitness:.4f}"
+        return (
+            f"generation {data['generation'] + 1}: candidate {data['index']}"
+            f"  fitness {shown}  ({data.get('duration_s') or 0:.1f}s)"
+        )
     if e.type == ev.RUN_REJECTED:
         return f"rejected: {'; '.join(data.get('reasons', []))}"
     if e.type in ev.TERMINAL_TYPES:

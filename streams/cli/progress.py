@@ -1,6 +1,7 @@
 """Live progress of a run for a person at a terminal: generation k/N, best, elapsed, ETA.
 
-`watch`, `submit --wait` and `run` feed it one call per finished generation.
+`watch`, `submit --wait` and `run` feed it one call per finished generation
+and one per finished candidate (k of N in the generation, best so far).
 On a terminal it is a rich progress bar with the event lines scrolling above
 it; elsewhere (a pipe, a log file, --json) it is `None` and the callers print
 their plain lines instead, so scripts never see control codes.
@@ -30,7 +31,7 @@ class RunProgress:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("generations  best {task.fields[best]}"),
+            TextColumn("{task.fields[unit]}  best {task.fields[best]}"),
             TextColumn("elapsed"),
             TimeElapsedColumn(),
             TextColumn("eta"),
@@ -38,7 +39,9 @@ class RunProgress:
             console=console,
             transient=False,
         )
-        self._task = self._progress.add_task(run_id, total=None, best="-")
+        self._task = self._progress.add_task(run_id, total=None, best="-", unit="generations")
+        # A second row, drawn from the first candidate on: k of N in this generation.
+        self._candidates: Any = None
 
     def __enter__(self) -> RunProgress:
         self._progress.start()
@@ -62,5 +65,21 @@ class RunProgress:
 
     def generation(self, done: int, best: Any) -> None:
         """`done` generations are complete; `best` is the best fitness so far."""
-        shown = "-" if best is None else f"{float(best):.4f}"
-        self._progress.update(self._task, completed=done, best=shown)
+        self._progress.update(self._task, completed=done, best=_fitness(best))
+        if self._candidates is not None:
+            self._progress.update(self._candidates, completed=0, best=_fitness(best))
+
+    def candidate(self, done: int, population: int, best: Any) -> None:
+        """`done` of the generation's `population` candidates have an outcome."""
+        shown = _fitness(best)
+        if self._candidates is None:
+            self._candidates = self._progress.add_task(
+                "  this generation", total=None, best=shown, unit="candidates"
+            )
+        total = population if population > 0 else None
+        self._progress.update(self._candidates, completed=done, total=total, best=shown)
+        self._progress.update(self._task, best=shown)
+
+
+def _fitness(best: Any) -> str:
+    return "-" if best is None else f"{float(best):.4f}"

@@ -60,14 +60,18 @@ async def follow_run(
 
     trace_id = None
     best: float | None = None
+    population = 0
+    in_generation: set[tuple[int, int]] = set()  # (generation, index) with an outcome
     async for seen in client.follow(settings, run_id, timeout_s=follow_timeout):
         data = seen.event.data if isinstance(seen.event.data, dict) else {}
         kind = seen.event.type
         if kind == ev.RUN_ACCEPTED:
             if data.get("traceparent"):
                 trace_id = telemetry.trace_id_of(str(data["traceparent"]))
+            ga = (data.get("request") or {}).get("ga", {})
+            population = int(ga.get("population", 0))
             if view is not None:
-                view.total(int((data.get("request") or {}).get("ga", {}).get("generations", 0)))
+                view.total(int(ga.get("generations", 0)))
         if seen.topic == settings.run_results:
             return Outcome(data, trace_id)
         line = f"[{run_id}] {client.describe(seen)}"
@@ -78,6 +82,14 @@ async def follow_run(
                 if gen_best is not None:
                     best = gen_best if best is None else max(best, gen_best)
                 view.generation(int(data["generation"]) + 1, best)
+            if kind == ev.CANDIDATE_COMPLETED:
+                score = data.get("fitness")
+                if isinstance(score, int | float):
+                    best = float(score) if best is None else max(best, float(score))
+                generation = int(data["generation"])
+                in_generation = {c for c in in_generation if c[0] == generation}
+                in_generation.add((generation, int(data["index"])))
+                view.candidate(len(in_generation), population, best)
         elif echo is not None:
             echo(line)
         if kind == ev.RUN_REJECTED:
@@ -253,5 +265,12 @@ def run(
             view.total(total)
             view.generation(done, best)
 
-        code = run_local(settings, request, pool_size, as_json, progress=on_generation)
+        code = run_local(
+            settings,
+            request,
+            pool_size,
+            as_json,
+            progress=on_generation,
+            candidates=view.candidate,
+        )
     finish(code)

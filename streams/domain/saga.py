@@ -87,6 +87,9 @@ class RunState:
     evaluations: int = 0
     best: Mapping[str, Any] | None = None
     history: tuple[Mapping[str, Any], ...] = ()  # per-generation summary
+    # Outcomes of the current generation's candidates, by index (as text:
+    # the state is stored as JSON): one per candidate, the first one folded.
+    outcomes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     version: int = 0  # events applied
     seen_ids: tuple[str, ...] = ()
     cancel_reason: str | None = None
@@ -128,6 +131,7 @@ class RunState:
             "evaluations": self.evaluations,
             "best": self.best,
             "history": list(self.history),
+            "outcomes": {k: dict(v) for k, v in self.outcomes.items()},
             "version": self.version,
             "seen_ids": list(self.seen_ids),
             "cancel_reason": self.cancel_reason,
@@ -150,6 +154,7 @@ class RunState:
             evaluations=int(raw.get("evaluations", 0)),
             best=raw.get("best"),
             history=tuple(raw.get("history", ())),
+            outcomes={str(k): v for k, v in (raw.get("outcomes") or {}).items()},
             version=int(raw.get("version", 0)),
             seen_ids=tuple(raw.get("seen_ids", ())),
             cancel_reason=raw.get("cancel_reason"),
@@ -264,6 +269,15 @@ def _apply(state: RunState, event: Event) -> RunState:
             return _accepted(event, cancel_reason=state.cancel_reason)
         case ev.RUN_STARTED if state.status == "accepted":
             return replace(state, status="running", ga_state=data["ga_state"])
+        case ev.CANDIDATE_COMPLETED if (
+            state.status == "running"
+            and int(data["generation"]) == state.generation
+            and str(data["index"]) not in state.outcomes
+        ):
+            # Training is deterministic, so a second outcome for the same
+            # candidate (a redelivery, a step run again) says nothing new.
+            outcomes = {**state.outcomes, str(data["index"]): dict(data)}
+            return replace(state, outcomes=outcomes)
         case ev.GENERATION_COMPLETED if (
             state.status == "running" and int(data["generation"]) == state.generation
         ):
@@ -280,6 +294,7 @@ def _apply(state: RunState, event: Event) -> RunState:
                 evaluations=int(data["evaluations"]),
                 best=data.get("best", state.best),
                 history=(*state.history, summary),
+                outcomes={},
             )
         case ev.CANCEL_RECORDED if state.cancel_reason is None:
             return replace(state, cancel_reason=str(data["reason"]))
@@ -304,7 +319,14 @@ class Start:
 
 @dataclass(frozen=True)
 class RunGeneration:
+    """Train generation `generation`, all but the candidates in `done`.
+
+    `done` holds the indices whose outcome the log already has (a step cut
+    short by a kill or a rebalance): they are taken from the log, not trained.
+    """
+
     generation: int
+    done: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -353,4 +375,9 @@ def react(state: RunState, now: float) -> Action | None:
         return Finish("failed", "BudgetExceeded", f"reached max_evaluations={max_evaluations}")
     if state.generation >= state.total_generations:
         return Finish("succeeded")
-    return RunGeneration(state.generation)
+    return RunGeneration(state.generation, done_candidates(state))
+
+
+def done_candidates(state: RunState) -> tuple[int, ...]:
+    """Indices of the current generation's candidates that have an outcome, in order."""
+    return tuple(sorted(int(index) for index in state.outcomes))

@@ -70,10 +70,19 @@ class RunExecutor:
         assert state.request is not None
         return initial_state(steps.ga_config(state.request)).to_dict()
 
-    async def run_generation(self, state: saga.RunState, context: Context | None) -> dict[str, Any]:
-        return await asyncio.to_thread(self._generation, state, context)
+    async def run_generation(
+        self,
+        state: saga.RunState,
+        context: Context | None,
+        report: steps.Report | None = None,
+    ) -> dict[str, Any]:
+        """The step's `generation-completed` data; `report` (called in the training
+        thread) gets each candidate's `candidate-completed` data as it finishes."""
+        return await asyncio.to_thread(self._generation, state, context, report)
 
-    def _generation(self, state: saga.RunState, context: Context | None) -> dict[str, Any]:
+    def _generation(
+        self, state: saga.RunState, context: Context | None, report: steps.Report | None
+    ) -> dict[str, Any]:
         assert state.request is not None and state.ga_state is not None
         dataset = self._dataset(state)
         # A fresh token per step: a cancel that stopped an earlier step (a
@@ -95,6 +104,8 @@ class RunExecutor:
                 dataset.n_classes,
                 evaluator,
                 context=context,
+                known=state.outcomes,  # candidates the log has an outcome for
+                report=None if report is None else _with_run_id(state.run_id, report),
             )
         if token.cancelled:
             raise StepInterrupted("cancelled")
@@ -193,3 +204,10 @@ class RunExecutor:
         with self._lock:
             self._datasets.pop(run_id, None)
         self._cancels.pop(run_id, None)
+
+
+def _with_run_id(run_id: str, report: steps.Report) -> steps.Report:
+    def reported(data: dict[str, Any]) -> None:
+        report({"run_id": run_id, **data})
+
+    return reported

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -45,6 +46,9 @@ from thunderhelm.streams.worker.step_runner import ENDED_TYPES, with_retries
 SOURCE = "thunderhelm/local-run"
 # Called after each generation with (generations done, generations in all, best so far).
 ProgressHook = Callable[[int, int, float | None], None]
+# Called as each candidate finishes with (candidates with an outcome in this
+# generation, population, best fitness so far).
+CandidateHook = Callable[[int, int, float | None], None]
 EXIT_CODES = {"succeeded": 0, "cancelled": 130}  # 130: the shell's code for SIGINT
 INTERRUPT_REASON = "interrupted (Ctrl-C)"
 SIGNAL_TICK_S = 0.05  # how late a Ctrl-C may reach the cancel token
@@ -117,8 +121,12 @@ class LocalRun:
         out: Any,
         hook: ProgressHook | None = None,
         clock: Callable[[], float] = time.time,
+        candidate_hook: CandidateHook | None = None,
     ) -> None:
         self.hook = hook
+        self.candidate_hook = candidate_hook
+        # Candidates are appended from the training thread, the rest from this one.
+        self._appending = threading.Lock()
         self.log = log
         self.executor = executor
         self.interrupt = interrupt
@@ -129,11 +137,26 @@ class LocalRun:
 
     def append(self, new: saga.NewEvent) -> None:
         """Append an event as the worker does (same envelope and validation), then fold it."""
-        self.sequence += 1
-        run_id = self.state.run_id if self.state else str(new.data["run_id"])
-        record = event_envelope(run_id, new, self.sequence).model_copy(update={"source": SOURCE})
-        self.log.append(record)
-        self.state = saga.evolve(self.state, to_domain(record))
+        with self._appending:
+            self.sequence += 1
+            run_id = self.state.run_id if self.state else str(new.data["run_id"])
+            record = event_envelope(run_id, new, self.sequence)
+            record = record.model_copy(update={"source": SOURCE})
+            self.log.append(record)
+            self.state = saga.evolve(self.state, to_domain(record))
+
+    def candidate(self, data: dict[str, Any]) -> None:
+        """A candidate's outcome, from the training thread: on the log, then on the screen."""
+        self.append(saga.NewEvent(ev.CANDIDATE_COMPLETED, data))
+        state = self.state
+        if self.candidate_hook is None or state is None or state.ga_state is None:
+            return
+        scores = [o.get("fitness") for o in state.outcomes.values()]
+        if state.best is not None:
+            scores.append(state.best.get("fitness"))
+        finite = [float(f) for f in scores if isinstance(f, int | float)]
+        population = len(state.ga_state.get("population", ()))
+        self.candidate_hook(len(state.outcomes), population, max(finite) if finite else None)
 
     def drive(self) -> Mapping[str, Any]:
         """React, act, append, evolve -- until the saga says the result is out."""
@@ -178,7 +201,9 @@ class LocalRun:
             if isinstance(action, saga.RunGeneration):
                 data = awake(
                     with_retries(
-                        lambda: self.executor.run_generation(state, None), run_id, RetryPolicy()
+                        lambda: self.executor.run_generation(state, None, self.candidate),
+                        run_id,
+                        RetryPolicy(),
                     ),
                     self.interrupt.keep_cancelling,
                 )
@@ -219,6 +244,7 @@ def run_local(
     logs: Path | None = None,
     *,
     progress: ProgressHook | None = None,
+    candidates: CandidateHook | None = None,
 ) -> int:
     try:
         request = RunRequest.model_validate(raw).model_dump(mode="json")
@@ -231,7 +257,8 @@ def run_local(
     try:
         log = LocalLog(log_path(logs or log_dir(settings), run_id))
         with log.held():
-            return _run_logged(settings, request, log, pool_size, as_json, out, progress)
+            hooks = (progress, candidates)
+            return _run_logged(settings, request, log, pool_size, as_json, out, hooks)
     except LocalLogError as exc:
         print(f"local run log: {exc}", file=sys.stderr)
         return 2
@@ -244,7 +271,7 @@ def _run_logged(
     pool_size: int,
     as_json: bool,
     out: Any,
-    progress: ProgressHook | None = None,
+    hooks: tuple[ProgressHook | None, CandidateHook | None] = (None, None),
 ) -> int:
     run_id = request["run_id"]
     state, count = log.fold()
@@ -256,7 +283,10 @@ def _run_logged(
         return 2
     local = dataclasses.replace(settings, pool_size=pool_size or settings.pool_size)
     executor = RunExecutor(local)
-    run = LocalRun(log, executor, Interrupt(executor, run_id), out, progress)
+    progress, on_candidate = hooks
+    run = LocalRun(
+        log, executor, Interrupt(executor, run_id), out, progress, candidate_hook=on_candidate
+    )
     run.state, run.sequence = state, count
     if state is not None and state.terminal:
         assert state.result is not None

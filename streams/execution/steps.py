@@ -28,7 +28,13 @@ from thunderhelm.ga.core.engine import (
     merge_results,
     pending,
 )
-from thunderhelm.ga.core.genome import SearchSpace, genome_from_dict, to_network, wiring_from_dict
+from thunderhelm.ga.core.genome import (
+    SearchSpace,
+    genome_from_dict,
+    genome_key,
+    to_network,
+    wiring_from_dict,
+)
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 from thunderhelm.ga.training.artifact import write_artifact
 from thunderhelm.ga.training.datasets import PreparedDataset
@@ -36,7 +42,15 @@ from thunderhelm.ga.training.evaluators import Fitness
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 
-Evaluate = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
+# `evaluate(networks)` or `evaluate(networks, on_result)`: a result per network,
+# in order; `on_result(position, result)` is called as each one is in.
+Evaluate = Callable[..., Sequence[Mapping[str, Any]]]
+# A candidate's outcome goes on the log only when its training ran to its end:
+# a timed-out or cancelled one depends on when the clock or the cancel struck,
+# so a resumed step trains it again instead of folding a chance result.
+SETTLED_STATUSES = frozenset({"ok", "nan"})
+# Gets each newly trained candidate's `candidate-completed` data.
+Report = Callable[[dict[str, Any]], None]
 
 
 def ga_config(request: Mapping[str, Any]) -> GAConfig:
@@ -91,18 +105,24 @@ def run_generation(
     evaluate: Evaluate,
     *,
     context: Context | None = None,
+    known: Mapping[str, Mapping[str, Any]] | None = None,
+    report: Report | None = None,
 ) -> GenerationOutcome:
     """Train generation `ga_state.generation` and breed the next; return the checkpoint.
 
     `evaluate` scores each candidate (`result["fitness"]`, built with
     `fitness_of(request)`); this step records that score and never rescores.
+    `known` holds outcomes the log already has (`candidate-completed` data by
+    index): those candidates are not trained again. `report` gets each newly
+    trained candidate's `candidate-completed` data as soon as it is scored.
     """
     config = ga_config(request)
     generation = ga_state.generation
-    todo = pending(ga_state)
+    known = known or {}
+    todo = [(i, g) for i, g in pending(ga_state) if str(i) not in known]
+    seeds = [candidate_training_seed(config, generation, i) for i, _ in todo]
     networks = [
-        to_network(g, n_features, n_classes, candidate_training_seed(config, generation, i))
-        for i, g in todo
+        to_network(g, n_features, n_classes, seed) for (_, g), seed in zip(todo, seeds, strict=True)
     ]
     began = time.time()
     with telemetry.internal_span(
@@ -110,37 +130,84 @@ def run_generation(
         context,
         {"thunderhelm.generation": generation, "thunderhelm.candidates": len(networks)},
     ) as span:
-        results = list(evaluate(networks)) if networks else []
         gen_context = trace.set_span_in_context(span)
         evaluated: dict[int, Evaluation] = {}
-        candidates = []
-        for (index, genome), network, result in zip(todo, networks, results, strict=True):
+        candidates: dict[int, dict[str, Any]] = {}
+        for key, outcome in known.items():
+            evaluated[int(key)] = evaluation_of(outcome)
+            candidates[int(key)] = candidate_summary(outcome)
+
+        def scored(position: int, result: Mapping[str, Any]) -> None:
+            index, genome = todo[position]
             metrics = _metrics(result)
             score = sanitize_fitness(float(result.get("fitness", FAILED)))
             evaluated[index] = Evaluation(score, metrics)
-            candidates.append({"index": index, "fitness": _finite(score), **metrics})
-            _candidate_span(gen_context, generation, index, network, metrics)
-            del genome
+            key, seed = genome_key(genome), seeds[position]
+            outcome = candidate_data(generation, index, key, seed, score, metrics)
+            candidates[index] = candidate_summary(outcome)
+            _candidate_span(gen_context, generation, index, networks[position], metrics)
+            if report is not None and metrics.get("status") in SETTLED_STATUSES:
+                report(outcome)
+
+        if networks:
+            results = list(evaluate(networks, scored) if report else evaluate(networks))
+            for position, result in enumerate(results):
+                if todo[position][0] not in evaluated:  # an evaluator that reports nothing
+                    scored(position, result)
         fitnesses, all_metrics = merge_results(ga_state, evaluated)
         finite = [f for f in fitnesses if math.isfinite(f)]
         best_fitness = max(finite) if finite else None
         span.set_attribute("thunderhelm.best_fitness", best_fitness if best_fitness else 0.0)
     new_state = complete_generation(ga_state, config, fitnesses, all_metrics)
     best = new_state.best
+    listed = [candidates[i] for i in sorted(candidates)]
     data = {
         "generation": generation,
         "fitnesses": [_finite(f) for f in fitnesses],
-        "candidates": candidates,
+        "candidates": listed,
         "evaluations": new_state.evaluations,
         "best_fitness": best_fitness,
         "mean_fitness": (sum(finite) / len(finite)) if finite else None,
         "duration_s": round(time.time() - began, 3),
-        "training": training_summary(candidates, time.time() - began),
+        "training": training_summary(listed, time.time() - began),
         "best": None if best is None else best.to_dict(),
         "ga_state": new_state.to_dict(),
     }
     meters.generation_completed(time.time() - began)
     return GenerationOutcome(new_state, data)
+
+
+def candidate_data(
+    generation: int, index: int, key: str, seed: int, score: float, metrics: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The `candidate-completed` data of one trained candidate (the caller adds run_id)."""
+    started, ended = metrics.get("started_at"), metrics.get("ended_at")
+    duration = (
+        round(max(0.0, ended - started), 4)
+        if isinstance(started, float) and isinstance(ended, float)
+        else None
+    )
+    return {
+        "generation": generation,
+        "index": index,
+        "genome_key": key,
+        "fitness": _finite(score),
+        "metrics": dict(metrics),
+        "seed": seed,
+        "duration_s": duration,
+    }
+
+
+def evaluation_of(outcome: Mapping[str, Any]) -> Evaluation:
+    """The GA's view of a folded `candidate-completed` outcome (null fitness: failed)."""
+    fitness = outcome.get("fitness")
+    score = FAILED if fitness is None else sanitize_fitness(float(fitness))
+    return Evaluation(score, dict(outcome.get("metrics") or {}))
+
+
+def candidate_summary(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """A candidate's entry in `generation-completed`'s `candidates`, as it always was."""
+    return {"index": int(outcome["index"]), "fitness": outcome.get("fitness"), **outcome["metrics"]}
 
 
 def training_summary(candidates: Sequence[Mapping[str, Any]], wall_s: float) -> dict[str, Any]:

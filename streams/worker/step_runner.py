@@ -33,6 +33,7 @@ ENDED_TYPES = {
     "failed": ev.RUN_FAILED,
     "cancelled": ev.RUN_CANCELLED,
 }
+CANDIDATE_WRITE_TIMEOUT_S = 30.0
 
 
 async def with_retries[T](
@@ -86,6 +87,9 @@ class StepRunner:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # When this worker last saw each run move; the reconciler's idle clocks.
         self.last_progress: dict[str, float] = {}
+        # The generation each run's last step appended, until its event is folded:
+        # the candidates' outcomes ahead of it on the log must not start it again.
+        self.appended: dict[str, int] = {}
 
     def touch(self, run_id: str) -> None:
         self.last_progress[run_id] = time.monotonic()
@@ -111,6 +115,11 @@ class StepRunner:
                 data = {"run_id": state.run_id, "ga_state": ga_state}
                 await self.writer.append(state.run_id, saga.NewEvent(ev.RUN_STARTED, data), context)
             case saga.RunGeneration() | saga.Finish():
+                if self.appended.get(state.run_id, -1) >= state.generation and isinstance(
+                    action, saga.RunGeneration
+                ):
+                    return  # this worker wrote the generation's event; its fold comes next
+                self.appended.pop(state.run_id, None)
                 if busy := self.tasks.get(state.run_id):
                     if isinstance(action, saga.Finish) and action.status == "cancelled":
                         self.executor.cancel(state.run_id)
@@ -143,6 +152,8 @@ class StepRunner:
             new = await self.retried(lambda: self.perform(state, action, context), run_id)
             if self.still_current(state):
                 await self.retried(lambda: self.writer.append(run_id, new, context), run_id)
+                if new.type == ev.GENERATION_COMPLETED:
+                    self.appended[run_id] = state.generation
         except asyncio.CancelledError:
             raise
         except StepInterrupted as why:
@@ -161,8 +172,14 @@ class StepRunner:
             self.touch(run_id)
         latest = self.store.get(run_id)
         # The step's own event may have been folded while this task was still
-        # awaiting its ack; that fold saw the step busy and did nothing.
-        moved_on = latest is not None and latest.version != state.version
+        # awaiting its ack; that fold saw the step busy and did nothing. Its
+        # candidates' outcomes move only the version: they are no reason to
+        # act, or the generation would be run (and appended) a second time.
+        moved_on = latest is not None and (
+            latest.generation,
+            latest.status,
+            latest.cancel_reason,
+        ) != (state.generation, state.status, state.cancel_reason)
         if (
             latest is not None
             and not latest.terminal
@@ -175,11 +192,39 @@ class StepRunner:
         self, state: saga.RunState, action: saga.Action, context: Context | None
     ) -> saga.NewEvent:
         if isinstance(action, saga.RunGeneration):
-            data = await self.executor.run_generation(state, context)
+            report = self.candidate_reporter(state, context)
+            data = await self.executor.run_generation(state, context, report)
             return saga.NewEvent(ev.GENERATION_COMPLETED, data)
         assert isinstance(action, saga.Finish)
         result = await self.executor.finish(state, action)
         return saga.NewEvent(ENDED_TYPES[action.status], {"run_id": state.run_id, "result": result})
+
+    def candidate_reporter(
+        self, state: saga.RunState, context: Context | None
+    ) -> Callable[[dict[str, Any]], None]:
+        """Appends `candidate-completed` from the training thread, waiting for the ack.
+
+        Waiting keeps each candidate's event ahead of the generation's on the
+        log. A write that fails only costs a retraining after a kill (the
+        generation's own event carries every outcome), so it does not stop
+        the generation.
+        """
+        loop = asyncio.get_running_loop()
+        run_id = state.run_id
+
+        def report(data: dict[str, Any]) -> None:
+            if not self.still_current(state):
+                return  # the log moved on, or the run moved to another worker
+            new = saga.NewEvent(ev.CANDIDATE_COMPLETED, data)
+            written = asyncio.run_coroutine_threadsafe(
+                self.writer.append(run_id, new, context), loop
+            )
+            try:
+                written.result(timeout=CANDIDATE_WRITE_TIMEOUT_S)
+            except Exception as exc:  # the broker's trouble must not fail the generation
+                log.warning("run %s: candidate %s not logged: %r", run_id, data["index"], exc)
+
+        return report
 
     def still_current(self, state: saga.RunState) -> bool:
         """False when the log moved on while the step ran, or the run moved to another worker."""
