@@ -3,7 +3,8 @@
 The fold is the saga's (`saga.evolve`); an event that changes nothing (a
 duplicate, a stale generation, anything after the end) is dropped, except
 that a finished run whose result is not out yet gets it now: the worker may
-have died between folding the terminal event and writing the result.
+have died between folding the terminal event and writing the result. A
+candidate's outcome is folded and stored, and nothing more.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
@@ -68,6 +70,12 @@ class EventHandler:
                     span.set_attribute("thunderhelm.duplicate", after is not None)
                     if after is None or not after.terminal or after.settled:
                         return
+                if domain.type == ev.CANDIDATE_COMPLETED:
+                    # An outcome never calls for a decision: its own step is
+                    # running, or the worker is reading the log back after a
+                    # takeover, with more outcomes of the generation still to
+                    # come. The reconciler resumes the run once it is idle.
+                    return
                 stage = "execute"
                 assert after is not None
                 await self.runner.retried(lambda: self.runner.act(after), after.run_id)
