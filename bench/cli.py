@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import dlq, faults, kernel, pool, quality, soak, tracing
+from bench import dlq, faults, kernel, pool, quality, soak, stream, tracing
 from bench.common import Options
 from bench.report import DEFAULT_OUT, write_result
 
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Runner] = {
     "dlq": dlq.run,
     "tracing": tracing.run,
     "soak": soak.run,
+    "stream": stream.run,
 }
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
