@@ -39,6 +39,7 @@ from thunderhelm.streams.devservices.worker_process import (
     collect,
     fresh_env,
 )
+from thunderhelm.streams.execution.executor import POOL_NICENESS
 
 RATES = (20, 100)
 SECONDS = 10.0  # per rate
@@ -218,6 +219,13 @@ def run(opts: Options) -> dict[str, Any]:
     a99, r99 = result["accept_p99_ms_20rps"], result["relay_p99_ms_20rps"]
     ratio = a99 / r99 if r99 > 0 else float("inf")
     result["accept_over_relay_p99_20rps"] = round(ratio, 2)
+    result["summary"] = (
+        f"One worker, pool of {pool} (threads at nice +{POOL_NICENESS}), saturated by "
+        f"{BUSY_RUNS} long runs; small valid runs offered at each rate for {seconds:.0f} s, "
+        "each of which the worker also trains. Latency: send time to the CreateTime of the "
+        "run's `run.accepted`; the relay's: send time to the CreateTime of the relayed record "
+        "(aiokafka consume -> produce with acks=all, in this process, same broker, same rate)."
+    )
     result["bars"] = [
         bar(
             "accepted p99 <= 5x the bare relay's p99 at 20 requests/s, pool saturated",

@@ -370,3 +370,20 @@ def test_values_reach_interpreters_only_through_their_queues(
         assert p.submit(T + "echo", ("after detach",)).result(timeout=10) == "after detach"
         assert p.stats().recycles == 1
     assert shared_namespaces == []
+
+
+def _thread_nice_values() -> list[int]:
+    values = []
+    for task in Path("/proc/self/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        values.append(int(fields[16]))  # stat field 19: nice
+    return values
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_pool_threads_run_at_the_niceness_asked_for() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with InterpreterPool(2, niceness=7) as pool:
+        assert _thread_nice_values().count(base + 7) == pool.size
+    with InterpreterPool(1):
+        assert base + 7 not in _thread_nice_values()

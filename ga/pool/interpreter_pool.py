@@ -94,8 +94,12 @@ class InterpreterPool:
         *,
         allowed: Iterable[str] = DEFAULT_ALLOWED,
         history: int = 256,
+        niceness: int = 0,
     ) -> None:
         check_python()
+        # Added to each pool thread's nice value (Linux schedules threads one
+        # by one): a positive one lets the host's event loop win a busy CPU.
+        self.niceness = niceness
         size = (os.cpu_count() or 1) if size is None else size
         if size < 1:
             raise ValueError("pool size must be at least 1")

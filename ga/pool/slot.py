@@ -10,6 +10,7 @@ queue, counters and lock stay in interpreter_pool.py.
 
 import logging
 import marshal
+import os
 import sys
 import threading
 import time
@@ -45,6 +46,7 @@ class SlotOwner(Protocol):
     """What a slot needs of its pool (InterpreterPool): work, and where to report."""
 
     allowed: tuple[str, ...]
+    niceness: int
 
     def slot_started(self, slot: "Slot", error: BaseException | None) -> None: ...
 
@@ -74,6 +76,8 @@ class Slot:
 
     def _main(self) -> None:
         pool = self.pool
+        if pool.niceness:
+            _lower_priority(pool.niceness)
         try:
             self.interp = new_interpreter(import_path(), pool.allowed)
         except BaseException as exc:
@@ -179,3 +183,12 @@ def import_path() -> tuple[str, ...]:
     # Interpreters start with the default path; give them the main
     # interpreter's current one (test runners and editable installs add to it).
     return tuple(p for p in sys.path if isinstance(p, str))
+
+
+def _lower_priority(niceness: int) -> None:
+    """Raise this thread's nice value by `niceness` (best effort: Linux names threads by id)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+    except (OSError, AttributeError):
+        pass  # no per-thread priorities here: the pool runs at the process's

@@ -27,6 +27,10 @@ from thunderhelm.streams.observability import metrics
 from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
+# The pool's threads run at this much lower priority than the worker's event
+# loop: on a saturated machine commands and events are still read promptly,
+# and training gets every cycle the loop leaves (bench/stream.py measures it).
+POOL_NICENESS = 10
 
 
 class StepInterrupted(Exception):
@@ -43,7 +47,7 @@ class RunExecutor:
 
     def start(self) -> None:
         if self.pool is None:
-            self.pool = InterpreterPool(self.settings.pool_size or None)
+            self.pool = InterpreterPool(self.settings.pool_size or None, niceness=POOL_NICENESS)
             log.info("interpreter pool ready: %d interpreters", self.pool.size)
             metrics.observe_pool(self.pool_stats)
 
