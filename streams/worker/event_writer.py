@@ -73,16 +73,23 @@ class EventWriter:
         self.settings = settings
         self.topics = topics
         self.store = store
+        # The last sequence written per run: a step appends its candidates'
+        # outcomes faster than the agent folds them, so the stored version
+        # alone would hand out the same number twice.
+        self.sequences: dict[str, int] = {}
 
     async def append(self, run_id: str, new: saga.NewEvent, context: Context | None) -> CloudEvent:
         """Append one event to the run's log; returns the envelope as written."""
         state = self.store.get(run_id)
-        record = event_envelope(run_id, new, (state.version + 1) if state else 1)
+        sequence = max((state.version + 1) if state else 1, self.sequences.get(run_id, 0) + 1)
+        self.sequences[run_id] = sequence
+        record = event_envelope(run_id, new, sequence)
         await self.produce(self.settings.run_events, run_id, encode_event(record), context)
         return record
 
     async def publish_result(self, state: saga.RunState, context: Context | None) -> None:
         record = result_envelope(state)
+        self.sequences.pop(state.run_id, None)
         await self.produce(self.settings.run_results, state.run_id, encode_event(record), context)
 
     async def produce(
