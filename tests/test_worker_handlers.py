@@ -287,6 +287,9 @@ def test_candidate_outcomes_read_after_their_step_start_nothing_again() -> None:
     assert h.types().count(ev.CANDIDATE_COMPLETED) == 6
     assert h.executor.generations_run == 2
     assert h.executor.trained == [(g, i) for g in range(2) for i in range(3)]
+    # Appended faster than the agent folds them, they still number the log 1, 2, 3, ...
+    sequences = [int(r["sequence"]) for r in h.on(SETTINGS.run_events)]
+    assert sequences == list(range(1, len(sequences) + 1))
 
 
 def test_a_redelivered_terminal_event_publishes_nothing_more() -> None:
