@@ -115,6 +115,9 @@ class ReadModel:
         if view is None:
             view = self.runs[event.run_id] = RunView(after)
         view.state = after
+        if event.type == ev.CANDIDATE_COMPLETED:
+            # Folded, but nothing the pages draw changes: no re-render per candidate.
+            return None
         view.first_time = view.first_time or event.time
         view.last_time = event.time
         if event.type == ev.RUN_ACCEPTED:
