@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     tmp = tmp_path_factory.mktemp("ops")
-    proc = WorkerProcess(fresh_env(tmp, THUNDERHELM_POOL_SIZE="2"), tmp / "worker.log")
+    env = fresh_env(tmp, THUNDERHELM_POOL_SIZE="2", THUNDERHELM_LOG_FORMAT="json")
+    proc = WorkerProcess(env, tmp / "worker.log")
     proc.start()
     yield proc
     proc.stop()
@@ -106,6 +107,9 @@ def value(
     return found.get((name, frozenset(labels.items())), 0.0)
 
 
+RUNS: dict[str, str] = {}  # run id -> trace id, of the run the metrics test finished
+
+
 def test_health_and_readiness(worker: WorkerProcess) -> None:
     ready = wait_ready(worker)
     assert ready["status"] == "ready"
@@ -129,11 +133,9 @@ async def test_metrics_count_a_finished_run(worker: WorkerProcess) -> None:
 
     topics = [s.run_results, s.dead_letters]
     records = await collect(topics, finished, timeout_s=240, alive=worker.alive)
-    result = next(
-        decode_record(r.value, {}).data
-        for r in records
-        if r.topic == s.run_results and r.key == run_id.encode()
-    )
+    record = next(r for r in records if r.topic == s.run_results and r.key == run_id.encode())
+    result = decode_record(record.value, {}).data
+    RUNS[run_id] = dict(record.headers)["traceparent"].decode().split("-")[1]
     assert result["status"] == "succeeded"
 
     status, content_type, text = get(worker, "/metrics")
@@ -162,3 +164,22 @@ async def test_metrics_count_a_finished_run(worker: WorkerProcess) -> None:
         assert (gauge, frozenset()) in found, gauge
     assert value(found, "thunderhelm_pool_interpreters_idle") == 2
     assert any(name == "messaging_kafka_consumer_lag" for name, _ in found)
+
+
+def test_log_lines_are_json_with_the_runs_trace_id(worker: WorkerProcess) -> None:
+    if not RUNS:
+        pytest.skip("needs the run of test_metrics_count_a_finished_run")
+    ((run_id, trace_id),) = RUNS.items()
+    text = worker.log_path.read_text()
+    # Faust's logging, set up by the worker, writes JSON; the supervisor and
+    # the start-up banner are not Faust's logging and stay text.
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert len(lines) > 20
+    for line in lines:
+        assert {"time", "level", "logger", "process", "message"} <= line.keys()
+    about_run = [line for line in lines if run_id in line["message"]]
+    traced = [line for line in about_run if "trace_id" in line]
+    # Lines about the run logged inside its spans carry its trace (launching, accepted, ...).
+    assert len(traced) >= 3 and all(line["trace_id"] == trace_id for line in traced)
+    assert all(len(line["span_id"]) == 16 for line in traced)
+    assert any("trace_id" not in line for line in lines)  # outside any span: no ids
