@@ -21,6 +21,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
+from tests.test_operations_docs import PROMETHEUS_OWN, rules, selectors
 from thunderhelm.schemas.codec import decode_record
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -164,6 +165,11 @@ async def test_metrics_count_a_finished_run(worker: WorkerProcess) -> None:
         assert (gauge, frozenset()) in found, gauge
     assert value(found, "thunderhelm_pool_interpreters_idle") == 2
     assert any(name == "messaging_kafka_consumer_lag" for name, _ in found)
+    # Every metric the example alert rules use is in this live scrape.
+    scraped = {name for name, _ in found}
+    for rule in rules():
+        for metric, _labels in selectors(rule["expr"]):
+            assert metric in scraped | PROMETHEUS_OWN, (rule["alert"], metric)
 
 
 def test_log_lines_are_json_with_the_runs_trace_id(worker: WorkerProcess) -> None:
