@@ -14,7 +14,6 @@ line on stdout.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import signal
 import sys
@@ -252,7 +251,7 @@ def _run_logged(
             file=sys.stderr,
         )
         return 2
-    local = dataclasses.replace(settings, pool_size=pool_size or settings.pool_size)
+    local = settings.model_copy(update={"pool_size": pool_size or settings.pool_size})
     executor = RunExecutor(local)
     run = LocalRun(log, executor, Interrupt(executor, run_id), out, progress)
     run.state, run.sequence = state, count

@@ -220,7 +220,7 @@ def _candidate_span(
         if metrics.get("status") == "ok"
         else f"{metrics.get('status')}: {metrics.get('error')}"
     )
-    meters.candidate_trained(ended - started, str(metrics.get("status")))
+    meters.candidate_trained(ended - started, str(metrics.get("status")), metrics)
     telemetry.record_span(
         telemetry.CANDIDATE_SPAN.format(generation=generation, index=index),
         context=context,

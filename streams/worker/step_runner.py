@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,11 +20,12 @@ from opentelemetry.context import Context
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.domain.retry import RetryPolicy, next_delay
+from thunderhelm.streams.domain.retry import Classifier, Draw, RetryPolicy, next_delay
 from thunderhelm.streams.execution.executor import StepInterrupted
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.event_writer import EventWriter
 from thunderhelm.streams.worker.ownership import Ownership
+from thunderhelm.streams.worker.retry_errors import is_retryable
 from thunderhelm.streams.worker.run_store import RunStore
 
 log = logging.getLogger(__name__)
@@ -36,16 +38,26 @@ ENDED_TYPES = {
 
 
 async def with_retries[T](
-    attempt: Callable[[], Awaitable[T]], run_id: str, policy: RetryPolicy
+    attempt: Callable[[], Awaitable[T]],
+    run_id: str,
+    policy: RetryPolicy,
+    *,
+    retryable: Classifier = is_retryable,
+    draw: Draw | None = None,
 ) -> T:
-    """Run `attempt`, retrying transient failures per the retry policy."""
+    """Run `attempt`, retrying transient failures per the retry policy.
+
+    `draw` is the jitter's randomness (a fresh unseeded RNG by default: the
+    delays of two workers should differ).
+    """
+    jitter = draw if draw is not None else random.Random().random
     tries = 0
     while True:
         tries += 1
         try:
             return await attempt()
         except Exception as exc:
-            delay = next_delay(exc, tries, policy)
+            delay = next_delay(exc, tries, policy, retryable=retryable, draw=jitter)
             if delay is None:
                 raise
             log.warning(
@@ -75,12 +87,14 @@ class StepRunner:
         store: RunStore,
         ownership: Ownership,
         policy: RetryPolicy | None = None,
+        draw: Draw | None = None,  # the backoff jitter's RNG; seeded in tests
     ) -> None:
         self.executor = executor
         self.writer = writer
         self.store = store
         self.ownership = ownership
         self.policy = policy or RetryPolicy()
+        self.draw = draw if draw is not None else random.Random().random
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # When this worker last saw each run move; the reconciler's idle clocks.
         self.last_progress: dict[str, float] = {}
@@ -89,7 +103,7 @@ class StepRunner:
         self.last_progress[run_id] = time.monotonic()
 
     async def retried[T](self, attempt: Callable[[], Awaitable[T]], run_id: str) -> T:
-        return await with_retries(attempt, run_id, self.policy)
+        return await with_retries(attempt, run_id, self.policy, draw=self.draw)
 
     async def act(self, state: saga.RunState, *, timed_out: bool = False) -> None:
         """Ask the saga for the run's next step and carry it out (or launch it)."""
