@@ -10,7 +10,8 @@ errors are rewritten here into a `SettingsError` of that shape.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import AliasChoices, ValidationError
@@ -93,6 +94,10 @@ def _bounds(field: FieldInfo) -> str:
 
 def _expectation(field: FieldInfo, error: Mapping[str, Any]) -> str:
     kind = field.annotation
+    # `int | None` (a variable that may stay unset) is described as its `int`.
+    present = [arg for arg in get_args(kind) if arg is not type(None)]
+    if get_origin(kind) in (Union, UnionType) and len(present) == 1:
+        kind = present[0]
     if kind is int:
         return f"an integer{_bounds(field)}"
     if kind is float:
