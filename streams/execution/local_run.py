@@ -9,6 +9,10 @@ again with the same run id folds its log and goes on from its last completed
 generation. Output: a progress bar per generation, then a table of the best
 candidate, and with `--json` the result `data` of the contract as the last
 line on stdout.
+
+The logs live in `var/local-runs/` under the folder the command runs in (or
+`THUNDERHELM_LOCAL_LOG_DIR`): they are the working state of runs started
+there, not something the worker or the dashboard reads.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -48,9 +53,17 @@ INTERRUPT_REASON = "interrupted (Ctrl-C)"
 SIGNAL_TICK_S = 0.05  # how late a Ctrl-C may reach the cancel token
 
 
-def log_dir(settings: Settings) -> Path:
-    """Where local run logs live: next to the artifacts (the state folder by default)."""
-    return settings.artifact_dir.parent / "local-runs"
+LOG_DIR_VARIABLE = "THUNDERHELM_LOCAL_LOG_DIR"
+DEFAULT_LOG_DIR = Path("var", "local-runs")
+
+
+def log_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where local run logs live: `THUNDERHELM_LOCAL_LOG_DIR`, else `var/local-runs/` here.
+
+    Absolute, so the path in messages is the one the run used whatever
+    folder the user is in later.
+    """
+    return Path.cwd() / Path(env.get(LOG_DIR_VARIABLE) or DEFAULT_LOG_DIR)
 
 
 def _bar(done: int, total: int, width: int = 24) -> str:
@@ -211,6 +224,7 @@ def run_local(
     as_json: bool,
     logs: Path | None = None,
 ) -> int:
+    """Run (or resume) one request to its end; `logs` overrides `log_dir()`. Exit code back."""
     try:
         request = RunRequest.model_validate(raw).model_dump(mode="json")
     except ValidationError as exc:
@@ -220,7 +234,7 @@ def run_local(
     out = sys.stderr if as_json else sys.stdout
     run_id = request["run_id"]
     try:
-        log = LocalLog(log_path(logs or log_dir(settings), run_id))
+        log = LocalLog(log_path(logs or log_dir(), run_id))
         with log.held():
             return _run_logged(settings, request, log, pool_size, as_json, out)
     except LocalLogError as exc:
