@@ -343,27 +343,24 @@ def test_an_event_of_the_wrong_shape_is_dead_lettered_at_validate() -> None:
         await h.event(record)
         return h
 
-    h = run(go())
-    (dead,) = h.app.producer.dead
-    headers = dict(dead[2])
+    headers = only_dead_letter(run(go()))
     assert headers["dlq.stage"] == b"validate"
     assert b"generation" in headers["dlq.error.message"]
 
 
+def only_dead_letter(h: Harness) -> dict[str, bytes]:
+    """The headers of the one dead letter the harness wrote."""
+    (dead,) = h.app.producer.dead
+    return dict(dead[2])
+
+
 def test_an_event_whose_time_is_not_rfc3339_is_dead_lettered_at_validate() -> None:
     # The saga's deadline is read from the accepted event's time: it must parse.
-    async def go() -> Harness:
-        h = Harness()
-        record = json.dumps(
-            {"specversion": "1.0", "id": "x", "source": "t", "type": ev.RUN_ACCEPTED}
-            | {"time": "yesterday", "data": {"run_id": "r-2", "request": request("r-2")}}
-        ).encode()
-        await h.event(record, b"r-2")
-        return h
-
-    h = run(go())
-    (dead,) = h.app.producer.dead
-    headers = dict(dead[2])
+    h = Harness()
+    accepted = {"specversion": "1.0", "id": "x", "source": "t", "type": ev.RUN_ACCEPTED}
+    data = {"run_id": "r-2", "request": request("r-2")}
+    run(h.event(json.dumps(accepted | {"time": "yesterday", "data": data}).encode(), b"r-2"))
+    headers = only_dead_letter(h)
     assert headers["dlq.stage"] == b"validate"
     assert b"not RFC 3339" in headers["dlq.error.message"]
     assert h.worker.state_of("r-2") is None

@@ -40,12 +40,12 @@ from thunderhelm.schemas.envelope import utc_now_iso
 from thunderhelm.schemas.requests import RunRequest
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import RetryPolicy
-from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted
+from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted, step_event
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
 from thunderhelm.streams.worker.event_writer import event_envelope
 from thunderhelm.streams.worker.records import to_domain
 from thunderhelm.streams.worker.settings import Settings
-from thunderhelm.streams.worker.step_runner import ENDED_TYPES, with_retries
+from thunderhelm.streams.worker.step_runner import with_retries
 
 SOURCE = "thunderhelm/local-run"
 EXIT_CODES = {"succeeded": 0, "cancelled": 130}  # 130: the shell's code for SIGINT
@@ -162,12 +162,7 @@ class LocalRun:
                 case saga.PublishResult():
                     return action.result
                 case saga.Start():
-                    ga_state = self.executor.initial_ga_state(state)
-                    self.append(
-                        saga.NewEvent(
-                            ev.RUN_STARTED, {"run_id": state.run_id, "ga_state": ga_state}
-                        )
-                    )
+                    self.append(asyncio.run(step_event(self.executor, state, action, None)))
                 case saga.RunGeneration() | saga.Finish():
                     began = time.time()
                     done = self.perform(state, action)
@@ -181,22 +176,15 @@ class LocalRun:
     def perform(
         self, state: saga.RunState, action: saga.RunGeneration | saga.Finish
     ) -> saga.NewEvent | None:
-        """The step's event, as StepRunner makes it; None if cancel or budget stopped it."""
+        """The step's event (`step_event`, as the worker's); None if cancel or budget stopped it."""
         run_id = state.run_id
         try:
-            if isinstance(action, saga.RunGeneration):
-                data = awake(
-                    with_retries(
-                        lambda: self.executor.run_generation(state, None), run_id, RetryPolicy()
-                    ),
-                    self.interrupt.keep_cancelling,
-                )
-                return saga.NewEvent(ev.GENERATION_COMPLETED, data)
-            result = awake(
-                with_retries(lambda: self.executor.finish(state, action), run_id, RetryPolicy()),
+            return awake(
+                with_retries(
+                    lambda: step_event(self.executor, state, action, None), run_id, RetryPolicy()
+                ),
                 self.interrupt.keep_cancelling,
             )
-            return saga.NewEvent(ENDED_TYPES[action.status], {"run_id": run_id, "result": result})
         except StepInterrupted:
             return None  # the saga's next decision ends the run
         except Exception as exc:

@@ -20,19 +20,13 @@ from opentelemetry.context import Context
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import RetryPolicy, next_delay
-from thunderhelm.streams.execution.executor import StepInterrupted
+from thunderhelm.streams.execution.executor import StepInterrupted, step_event
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.event_writer import EventWriter
 from thunderhelm.streams.worker.ownership import Ownership
 from thunderhelm.streams.worker.run_store import RunStore
 
 log = logging.getLogger(__name__)
-
-ENDED_TYPES = {
-    "succeeded": ev.RUN_SUCCEEDED,
-    "failed": ev.RUN_FAILED,
-    "cancelled": ev.RUN_CANCELLED,
-}
 
 
 async def with_retries[T](
@@ -107,9 +101,8 @@ class StepRunner:
             case saga.PublishResult():
                 await self.publish(state, context)
             case saga.Start():
-                ga_state = self.executor.initial_ga_state(state)
-                data = {"run_id": state.run_id, "ga_state": ga_state}
-                await self.writer.append(state.run_id, saga.NewEvent(ev.RUN_STARTED, data), context)
+                started = await step_event(self.executor, state, action, context)
+                await self.writer.append(state.run_id, started, context)
             case saga.RunGeneration() | saga.Finish():
                 if busy := self.tasks.get(state.run_id):
                     if isinstance(action, saga.Finish) and action.status == "cancelled":
@@ -174,12 +167,8 @@ class StepRunner:
     async def perform(
         self, state: saga.RunState, action: saga.Action, context: Context | None
     ) -> saga.NewEvent:
-        if isinstance(action, saga.RunGeneration):
-            data = await self.executor.run_generation(state, context)
-            return saga.NewEvent(ev.GENERATION_COMPLETED, data)
-        assert isinstance(action, saga.Finish)
-        result = await self.executor.finish(state, action)
-        return saga.NewEvent(ENDED_TYPES[action.status], {"run_id": state.run_id, "result": result})
+        assert isinstance(action, saga.RunGeneration | saga.Finish)
+        return await step_event(self.executor, state, action, context)
 
     def still_current(self, state: saga.RunState) -> bool:
         """False when the log moved on while the step ran, or the run moved to another worker."""
