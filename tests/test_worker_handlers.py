@@ -437,3 +437,13 @@ def test_a_flat_record_from_an_older_changelog_still_reads() -> None:
     assert h.worker.store.get("r-1") == accepted
     assert h.worker.store.partition("r-1") == PARTITION
     assert [s.run_id for s, _ in h.worker.store.live()] == ["r-1"]
+
+
+def test_a_state_stored_before_the_fold_kept_the_deadline_gets_it() -> None:
+    h = Harness()
+    accepted = saga.evolve(None, _accepted())
+    assert accepted is not None and accepted.deadline == ACCEPTED_AT + 600.0
+    older = {k: v for k, v in accepted.to_dict().items() if k != "deadline"}
+    h.table[b"r-1"] = {"state": older, "partition": PARTITION}
+    assert h.worker.store.get("r-1") == accepted
+    assert [s for s, _ in h.worker.store.live()] == [accepted]
