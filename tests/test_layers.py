@@ -105,7 +105,7 @@ POOL_MAY_USE = (
 POOL_PACKAGES = ("thunderhelm.ga", "thunderhelm.ga.training", "thunderhelm.ga.check_python")
 
 
-@pytest.mark.parametrize("module", ["interpreter_pool", "backend", "task_runner", "types"])
+@pytest.mark.parametrize("module", ["interpreter_pool", "slot", "backend", "task_runner", "types"])
 def test_the_pool_loads_nothing_an_isolated_interpreter_cannot(module: str) -> None:
     # Task runners execute inside isolated sub-interpreters, where numpy and
     # most extension modules cannot be imported.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.requests import Budget
 from thunderhelm.streams.domain import saga
 
 REQUEST: dict[str, Any] = {
@@ -19,22 +21,28 @@ REQUEST: dict[str, Any] = {
     "budget": {"timeout_s": 60.0, "max_evaluations": None},
 }
 _ids = itertools.count()
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, when the helpers' events happen
+DEADLINE = T0 + 60.0  # REQUEST's budget.timeout_s after acceptance
+TIMEOUT = saga.Finish("failed", "TimeoutError", "run exceeded its budget.timeout_s")
 
 
-def event(kind: str, **data: Any) -> saga.Event:
+def event(kind: str, at: float = T0, **data: Any) -> saga.Event:
     return saga.Event(
-        f"e{next(_ids)}", kind, "r1", "2026-01-01T00:00:00Z", {"run_id": "r1", **data}
+        f"e{next(_ids)}", kind, "r1", "2026-01-01T00:00:00Z", {"run_id": "r1", **data}, at=at
     )
 
 
-def accepted() -> saga.Event:
+def accepted(at: float = T0, request: dict[str, Any] = REQUEST) -> saga.Event:
     return event(
-        ev.RUN_ACCEPTED, request=REQUEST, traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+        ev.RUN_ACCEPTED,
+        at=at,
+        request=request,
+        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
     )
 
 
-def started() -> saga.Event:
-    return event(ev.RUN_STARTED, ga_state={"generation": 0})
+def started(at: float = T0) -> saga.Event:
+    return event(ev.RUN_STARTED, at=at, ga_state={"generation": 0})
 
 
 def generation(k: int) -> saga.Event:
@@ -64,18 +72,18 @@ def test_happy_path_folds_to_succeeded_and_reacts_at_each_step() -> None:
     s = fold(accepted())
     assert s is not None and s.status == "accepted"
     assert s.traceparent and s.traceparent.startswith("00-aaaa")
-    assert isinstance(saga.react(s), saga.Start)
+    assert isinstance(saga.react(s, T0), saga.Start)
     s = saga.evolve(s, started())
     assert s is not None and s.status == "running"
-    assert saga.react(s) == saga.RunGeneration(0)
+    assert saga.react(s, T0) == saga.RunGeneration(0)
     s = saga.evolve(s, generation(0))
-    assert s is not None and saga.react(s) == saga.RunGeneration(1)
+    assert s is not None and saga.react(s, T0) == saga.RunGeneration(1)
     s = saga.evolve(s, generation(1))
     assert s is not None and s.generation == 2 and s.evaluations == 8
-    assert saga.react(s) == saga.Finish("succeeded")
+    assert saga.react(s, T0) == saga.Finish("succeeded")
     s = saga.evolve(s, terminal(ev.RUN_SUCCEEDED))
     assert s is not None and s.status == "succeeded"
-    assert isinstance(saga.react(s), saga.PublishResult)
+    assert isinstance(saga.react(s, T0), saga.PublishResult)
 
 
 @pytest.mark.parametrize(
@@ -116,36 +124,69 @@ def test_cancel_before_the_run_is_kept_and_applied() -> None:
     cancel = saga.CancelRun("c9", "r1", "stop", "t")
     (recorded,) = saga.decide(None, cancel)
     s = saga.evolve(None, event(recorded.type, **recorded.data))
-    assert s is not None and s.status == "cancel-pending" and saga.react(s) is None
+    assert s is not None and s.status == "cancel-pending" and saga.react(s, T0) is None
     (acc,) = saga.decide(s, saga.StartRun("c1", REQUEST, "t"))
-    s = saga.evolve(s, event(acc.type, **acc.data))
-    assert s is not None and s.status == "accepted"
-    assert saga.react(s) == saga.Finish("cancelled", "Cancelled", "stop")
+    s = saga.evolve(s, event(acc.type, at=T0 + 5, **acc.data))
+    assert s is not None and s.status == "accepted" and s.deadline == DEADLINE + 5
+    assert saga.react(s, T0) == saga.Finish("cancelled", "Cancelled", "stop")
 
 
 def test_cancel_during_and_after() -> None:
     s = fold(accepted(), started(), event(ev.CANCEL_RECORDED, reason="x"))
-    assert s is not None and saga.react(s) == saga.Finish("cancelled", "Cancelled", "x")
+    assert s is not None and saga.react(s, T0) == saga.Finish("cancelled", "Cancelled", "x")
     done = fold(accepted(), terminal(ev.RUN_SUCCEEDED))
     assert saga.decide(done, saga.CancelRun("c", "r1", "late", "t")) == []
 
 
-def test_timeout_and_max_evaluations_fail_the_run() -> None:
-    s = fold(accepted(), started())
-    assert s is not None
-    assert saga.react(s, timed_out=True) == saga.Finish(
-        "failed", "TimeoutError", "run exceeded its budget.timeout_s"
-    )
-    budgeted = {**REQUEST, "budget": {"timeout_s": 60.0, "max_evaluations": 4}}
-    s2 = fold(event(ev.RUN_ACCEPTED, request=budgeted), started(), generation(0))
-    assert s2 is not None
-    action = saga.react(s2)
-    assert isinstance(action, saga.Finish) and action.error_class == "BudgetExceeded"
+BUDGETED = {**REQUEST, "budget": {"timeout_s": 60.0, "max_evaluations": 4}}
+_RUNNING = [accepted(), started()]
+_DONE = [*_RUNNING, generation(0), generation(1)]
+
+
+@pytest.mark.parametrize(
+    ("history", "now", "expected"),
+    [
+        ([accepted()], T0, saga.Start()),
+        ([accepted()], DEADLINE + 1, TIMEOUT),  # out of time before it started
+        (_RUNNING, DEADLINE, saga.RunGeneration(0)),  # at the deadline is still in time
+        (_RUNNING, DEADLINE + 1, TIMEOUT),
+        (_DONE, T0, saga.Finish("succeeded")),
+        (_DONE, DEADLINE + 1, TIMEOUT),  # the last generation came in too late
+        ([*_RUNNING, event(ev.CANCEL_RECORDED, reason="x")], DEADLINE + 1,
+         saga.Finish("cancelled", "Cancelled", "x")),  # a recorded cancel wins over the clock
+        ([*_DONE, terminal(ev.RUN_FAILED)], DEADLINE + 1,
+         saga.PublishResult({"run_id": "r1", "status": "failed"})),  # ended: publish, whenever
+        ([accepted(request=BUDGETED), started()], T0, saga.RunGeneration(0)),
+        ([accepted(request=BUDGETED), started(), generation(0)], T0,
+         saga.Finish("failed", "BudgetExceeded", "reached max_evaluations=4")),
+        ([accepted(request=BUDGETED), started(), generation(0)], DEADLINE + 1, TIMEOUT),
+        ([accepted(T0 + 100), started()], DEADLINE + 1, saga.RunGeneration(0)),  # accepted later
+    ],
+)  # fmt: skip
+def test_react_at_a_time(history: list[saga.Event], now: float, expected: saga.Action) -> None:
+    state = fold(*history)
+    assert state is not None
+    assert saga.react(state, now) == expected
+
+
+def test_react_times_out_exactly_when_now_passes_the_deadline() -> None:
+    state = fold(accepted(), started(at=T0 + 30), generation(0))
+    assert state is not None and state.deadline == DEADLINE  # fixed at acceptance
+    assert saga.react(state, DEADLINE) == saga.RunGeneration(1)
+    assert saga.react(state, math.nextafter(DEADLINE, math.inf)) == TIMEOUT
+    assert not saga.timed_out(state, DEADLINE) and saga.timed_out(state, DEADLINE + 1e-3)
+
+
+def test_the_deadline_defaults_to_the_contracts_timeout() -> None:
+    bare = {key: value for key, value in REQUEST.items() if key != "budget"}
+    state = fold(accepted(request=bare))
+    assert state is not None and state.deadline == T0 + saga.DEFAULT_TIMEOUT_S
+    assert Budget().timeout_s == saga.DEFAULT_TIMEOUT_S  # the wire's default is the same
 
 
 def test_rejected_is_terminal_without_a_result() -> None:
     s = fold(event(ev.RUN_REJECTED, reasons=["ga.population: too small"]))
-    assert s is not None and s.status == "rejected" and saga.react(s) is None
+    assert s is not None and s.status == "rejected" and saga.react(s, T0) is None
 
 
 @pytest.mark.parametrize("end", [ev.RUN_SUCCEEDED, ev.RUN_FAILED, ev.RUN_CANCELLED])
@@ -161,7 +202,7 @@ def test_a_settled_run_absorbs_everything_like_the_full_state(end: str) -> None:
         assert saga.evolve(small, e) is small
     assert saga.decide(small, saga.StartRun("c7", REQUEST, "t")) == []
     assert saga.decide(small, saga.CancelRun("c8", "r1", "late", "t")) == []
-    assert saga.react(full) is not None and saga.react(small) is None  # published once
+    assert saga.react(full, T0) is not None and saga.react(small, T0) is None  # published once
     assert saga.RunState.from_dict(small.to_dict()) == small
 
 

@@ -50,7 +50,7 @@ def test_settings_from_env() -> None:
     assert ServicesSettings.from_env({}).kafka_port == 9092
     with pytest.raises(ServicesError, match="THUNDERHELM_KAFKA_PORT: must be an integer"):
         ServicesSettings.from_env({"THUNDERHELM_KAFKA_PORT": "x"})
-    with pytest.raises(ServicesError, match="THUNDERHELM_KAFKA_PORT: .* got '70000'"):
+    with pytest.raises(ServicesError, match=r"THUNDERHELM_KAFKA_PORT: .* got '70000'"):
         ServicesSettings.from_env({"THUNDERHELM_KAFKA_PORT": "70000"})
     with pytest.raises(ServicesError, match="THUNDERHELM_SERVICES_START_TIMEOUT: must be a finite"):
         ServicesSettings.from_env({"THUNDERHELM_SERVICES_START_TIMEOUT": "soon"})

@@ -119,9 +119,6 @@ class Executor:
 
     def close(self) -> None: ...
 
-    def timed_out(self, state: saga.RunState) -> bool:
-        return False
-
     def cancel(self, run_id: str) -> None:
         self.cancelled.append(run_id)
 
@@ -139,8 +136,8 @@ class Executor:
             "ga_state": {"population": []},
         }
 
-    def _result(self, state: saga.RunState, status: str) -> dict[str, Any]:
-        error = None if status == "succeeded" else {"class": "X", "message": "y"}
+    def _result(self, state: saga.RunState, status: str, why: str = "X") -> dict[str, Any]:
+        error = None if status == "succeeded" else {"class": why, "message": "y"}
         return {
             "run_id": state.run_id,
             "status": status,
@@ -153,7 +150,7 @@ class Executor:
         }
 
     async def finish(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
-        return self._result(state, action.status)
+        return self._result(state, action.status, action.error_class or "X")
 
     def failure_result(self, state: saga.RunState, exc: BaseException) -> dict[str, Any]:
         return self._result(state, "failed")
@@ -284,8 +281,13 @@ def test_a_terminal_event_folded_before_a_crash_gets_its_result_on_redelivery() 
     assert state is not None and state.settled
 
 
+ACCEPTED_AT = 1_767_225_600.0  # 2026-01-01T00:00:00Z; the budget is the default 600 s
+
+
 def _accepted() -> saga.Event:
-    return saga.Event("e-0", ev.RUN_ACCEPTED, "r-1", "2026-01-01T00:00:00Z", {"request": {}})
+    return saga.Event(
+        "e-0", ev.RUN_ACCEPTED, "r-1", "2026-01-01T00:00:00Z", {"request": {}}, at=ACCEPTED_AT
+    )
 
 
 def test_a_second_start_before_the_first_is_read_back_adds_nothing() -> None:
@@ -341,11 +343,27 @@ def test_an_event_of_the_wrong_shape_is_dead_lettered_at_validate() -> None:
         await h.event(record)
         return h
 
-    h = run(go())
-    (dead,) = h.app.producer.dead
-    headers = dict(dead[2])
+    headers = only_dead_letter(run(go()))
     assert headers["dlq.stage"] == b"validate"
     assert b"generation" in headers["dlq.error.message"]
+
+
+def only_dead_letter(h: Harness) -> dict[str, bytes]:
+    """The headers of the one dead letter the harness wrote."""
+    (dead,) = h.app.producer.dead
+    return dict(dead[2])
+
+
+def test_an_event_whose_time_is_not_rfc3339_is_dead_lettered_at_validate() -> None:
+    # The saga's deadline is read from the accepted event's time: it must parse.
+    h = Harness()
+    accepted = {"specversion": "1.0", "id": "x", "source": "t", "type": ev.RUN_ACCEPTED}
+    data = {"run_id": "r-2", "request": request("r-2")}
+    run(h.event(json.dumps(accepted | {"time": "yesterday", "data": data}).encode(), b"r-2"))
+    headers = only_dead_letter(h)
+    assert headers["dlq.stage"] == b"validate"
+    assert b"not RFC 3339" in headers["dlq.error.message"]
+    assert h.worker.state_of("r-2") is None
 
 
 def test_nothing_of_the_wrong_shape_is_written() -> None:
@@ -359,6 +377,7 @@ def test_nothing_of_the_wrong_shape_is_written() -> None:
 def test_only_the_owner_of_a_run_resumes_it() -> None:
     async def go(owned: set[int]) -> Harness:
         h = Harness(owned)
+        h.worker.runner.clock = lambda: ACCEPTED_AT + 1
         h.worker.reconciler.idle_before_resume_s = 0.0
         accepted = saga.evolve(None, _accepted())
         assert accepted is not None
@@ -368,6 +387,29 @@ def test_only_the_owner_of_a_run_resumes_it() -> None:
 
     assert run(go({PARTITION})).types() == [ev.RUN_STARTED]  # resumed: started
     assert run(go({PARTITION + 1})).types() == []  # a standby copy: left alone
+
+
+def test_the_reconciler_ends_a_run_past_its_deadline() -> None:
+    async def go(busy: bool) -> Harness:
+        h = Harness()
+        h.worker.runner.clock = lambda: ACCEPTED_AT + 600.5  # the saga's clock only
+        accepted = saga.evolve(None, _accepted())
+        assert accepted is not None
+        h.worker.store.put(accepted, PARTITION)
+        if busy:  # a step is going: it is stopped, and the saga ends the run after it
+            block = asyncio.Event()
+            h.worker.runner.tasks["r-1"] = asyncio.create_task(block.wait())
+        await h.worker.reconciler.reconcile()  # no idle wait for a run out of time
+        if busy:
+            h.worker.runner.tasks.pop("r-1").cancel()
+        await h.settle()
+        return h
+
+    ended = run(go(busy=False))
+    assert ended.types() == [ev.RUN_FAILED]
+    assert ended.on(SETTINGS.run_events)[0]["data"]["result"]["error"]["class"] == "TimeoutError"
+    stopped = run(go(busy=True))
+    assert stopped.executor.cancelled == ["r-1"] and stopped.types() == []
 
 
 def test_a_revoked_partition_stops_its_runs_steps() -> None:
@@ -395,3 +437,13 @@ def test_a_flat_record_from_an_older_changelog_still_reads() -> None:
     assert h.worker.store.get("r-1") == accepted
     assert h.worker.store.partition("r-1") == PARTITION
     assert [s.run_id for s, _ in h.worker.store.live()] == ["r-1"]
+
+
+def test_a_state_stored_before_the_fold_kept_the_deadline_gets_it() -> None:
+    h = Harness()
+    accepted = saga.evolve(None, _accepted())
+    assert accepted is not None and accepted.deadline == ACCEPTED_AT + 600.0
+    older = {k: v for k, v in accepted.to_dict().items() if k != "deadline"}
+    h.table[b"r-1"] = {"state": older, "partition": PARTITION}
+    assert h.worker.store.get("r-1") == accepted
+    assert [s for s, _ in h.worker.store.live()] == [accepted]

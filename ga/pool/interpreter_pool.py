@@ -19,20 +19,18 @@ pool's milliseconds. The pool exists to keep that safe and boring:
 import collections
 import contextlib
 import logging
-import marshal
 import os
 import re
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 from thunderhelm.ga import check_python
-from thunderhelm.ga.pool.backend import Interpreter, RemoteError, new_interpreter
+from thunderhelm.ga.pool.backend import RemoteError
+from thunderhelm.ga.pool.slot import Attached, Job, Slot
 from thunderhelm.ga.pool.task_runner import DATASET_REF_TAG
 from thunderhelm.ga.pool.types import (
     CancelToken,
@@ -70,21 +68,6 @@ _FUNC_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 _SCALARS = (str, bytes, int, float, type(None))
 
 
-@dataclass(slots=True)
-class _Job:
-    future: TaskFuture
-    task: tuple[str, tuple[object, ...]]
-    deadline: float | None
-    submitted_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Attached:
-    generation: int
-    names: tuple[str, ...]
-    views: tuple[memoryview, ...]
-
-
 def _check_shareable(value: object, depth: int = 0) -> None:
     # A narrower rule than `_interpreters.is_shareable`: only the types the
     # pool documents and marshal keeps exactly.
@@ -93,124 +76,6 @@ def _check_shareable(value: object, depth: int = 0) -> None:
             _check_shareable(item, depth + 1)
     elif not isinstance(value, _SCALARS):
         raise TaskRefusedError(f"task argument of type {type(value).__name__} is not shareable")
-
-
-class _Slot:
-    """One worker thread and the interpreter it owns."""
-
-    def __init__(self, pool: "InterpreterPool", index: int) -> None:
-        self.pool = pool
-        self.index = index
-        self.interp: Interpreter | None = None
-        self.attached: dict[str, int] = {}
-        self.ds_version = -1
-        # A binary semaphore, held while the slot is on the pool's idle stack;
-        # the pool releases it exactly once to wake this slot.
-        self.wake = threading.Lock()
-        self.wake.acquire()
-        self.thread = threading.Thread(target=self._main, name=f"thunderhelm-pool-{index}")
-
-    def _main(self) -> None:
-        pool = self.pool
-        try:
-            self.interp = new_interpreter(_import_path(), pool.allowed)
-        except BaseException as exc:
-            pool._slot_started(self, exc)
-            return
-        pool._slot_started(self, None)
-        try:
-            while (job := pool._next_job(self)) is not None:
-                if isinstance(job, _Job):
-                    self._execute(job)
-                else:
-                    self._sync_datasets(job)
-        finally:
-            self._close_interp()
-            pool._slot_exited(self)
-
-    def _sync_datasets(self, wanted: tuple[int, dict[str, _Attached]]) -> None:
-        version, datasets = wanted
-        self.ds_version = version
-        interp = self.interp
-        assert interp is not None
-        try:
-            for key in [k for k in self.attached if k not in datasets]:
-                interp.send(key)
-                interp.exec("__th_worker__.detach_from_queue(__th_inbox__)")
-                del self.attached[key]
-            for key, att in datasets.items():
-                if self.attached.get(key) != att.generation:
-                    # One value per item, no tuples: see `encode_task` on why.
-                    interp.send(key, marshal.dumps(att.names), *att.views)
-                    interp.exec("__th_worker__.attach_from_queue(__th_inbox__)")
-                    self.attached[key] = att.generation
-        except Exception:
-            # A task that needs the missing buffer will fail alone and
-            # recycle this interpreter, which retries the attach.
-            _log.exception("attaching datasets to pool interpreter %s failed", interp.id)
-
-    def _execute(self, job: _Job) -> None:
-        fut = job.future
-        started = time.time()
-        interp = self.interp
-        result: str | None = None
-        error: BaseException | None = None
-        ran = False
-        if not fut.set_running_or_notify_cancel():
-            self.pool._task_finished(None)
-            return
-        if job.deadline is not None and started >= job.deadline:
-            error = TimeoutError(f"task {fut.task_id} reached its deadline while queued")
-        elif interp is None:
-            error = PoolBrokenError("pool interpreter is gone")
-        else:
-            ran = True
-            try:
-                result = interp.run_task(job.task)
-            except Exception as exc:
-                error = exc
-        ended = time.time()
-        info = TaskInfo(
-            task_id=fut.task_id,
-            func=fut.func,
-            slot=self.index,
-            interpreter=interp.id if interp is not None else None,
-            submitted_at=job.submitted_at,
-            started_at=started,
-            ended_at=ended,
-            ok=error is None,
-            error=None if error is None else f"{type(error).__name__}: {error}",
-        )
-        fut.info = info
-        if error is not None and ran:
-            # The task's module state may be half-updated or the interpreter
-            # broken: start over before the failure becomes visible, so stats
-            # are consistent for whoever reacts to the future.
-            self._recycle()
-        self.pool._task_finished(info)
-        if error is None:
-            assert result is not None
-            fut.set_result(result)
-        else:
-            fut.set_exception(error)
-
-    def _recycle(self) -> None:
-        self._close_interp()
-        self.attached.clear()
-        self.ds_version = -1
-        try:
-            self.interp = new_interpreter(_import_path(), self.pool.allowed)
-        except Exception:
-            _log.exception("could not recreate pool interpreter in slot %d", self.index)
-        self.pool._recycled(self)
-
-    def _close_interp(self) -> None:
-        interp, self.interp = self.interp, None
-        if interp is not None:
-            try:
-                interp.close()
-            except Exception:
-                _log.exception("destroying pool interpreter %s failed", interp.id)
 
 
 class InterpreterPool:
@@ -239,9 +104,9 @@ class InterpreterPool:
             if not _FUNC_NAME.fullmatch(name):
                 raise ValueError(f"allowlist entry {name!r} is not 'module:function'")
         self._lock = threading.Lock()
-        self._idle: list[_Slot] = []
-        self._jobs: collections.deque[_Job] = collections.deque()
-        self._datasets: dict[str, _Attached] = {}
+        self._idle: list[Slot] = []
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._datasets: dict[str, Attached] = {}
         self._ds_version = 0
         self._ds_generation = 0
         self._recent: collections.deque[TaskInfo] = collections.deque(maxlen=history)
@@ -252,7 +117,7 @@ class InterpreterPool:
         self._start_errors: list[BaseException] = []
         self._all_started = threading.Event()
         _preload_blas()
-        self._slots = [_Slot(self, i) for i in range(size)]
+        self._slots = [Slot(self, i) for i in range(size)]
         self._alive = 0
         for slot in self._slots:
             slot.thread.start()
@@ -285,7 +150,7 @@ class InterpreterPool:
                 raise PoolBrokenError("no pool interpreter is alive")
             self._task_ids += 1
             fut = TaskFuture(self._task_ids, func)
-            self._jobs.append(_Job(fut, (func, args), deadline, time.time()))
+            self._jobs.append(Job(fut, (func, args), deadline, time.time()))
             self._wake(every=False)
         return fut
 
@@ -330,7 +195,7 @@ class InterpreterPool:
                 raise ValueError(f"buffer {name!r} is not C-contiguous")
         with self._lock:
             self._ds_generation += 1
-            self._datasets[key] = _Attached(self._ds_generation, names, views)
+            self._datasets[key] = Attached(self._ds_generation, names, views)
             self._ds_version += 1
             self._wake(every=True)
 
@@ -392,8 +257,6 @@ class InterpreterPool:
     ) -> None:
         self.close()
 
-    # -- called by the slot threads ----------------------------------------
-
     def _check_refs(self, args: tuple[object, ...]) -> None:
         for arg in args:
             if isinstance(arg, tuple) and len(arg) == 3 and arg[0] == DATASET_REF_TAG:
@@ -401,7 +264,9 @@ class InterpreterPool:
                 if att is None or arg[2] not in att.names:
                     raise LookupError(f"dataset buffer {arg[1]!r}/{arg[2]!r} is not attached")
 
-    def _slot_started(self, slot: _Slot, error: BaseException | None) -> None:
+    # -- called by the slot threads (slot.py: SlotOwner) ------------------
+
+    def slot_started(self, slot: Slot, error: BaseException | None) -> None:
         with self._lock:
             self._started += 1
             if error is None:
@@ -411,7 +276,7 @@ class InterpreterPool:
             if self._started == len(self._slots):
                 self._all_started.set()
 
-    def _next_job(self, slot: _Slot) -> _Job | tuple[int, dict[str, _Attached]] | None:
+    def next_job(self, slot: Slot) -> Job | tuple[int, dict[str, Attached]] | None:
         while True:
             with self._lock:
                 if self._closing or slot.interp is None:
@@ -433,7 +298,7 @@ class InterpreterPool:
             if not every:
                 return
 
-    def _task_finished(self, info: TaskInfo | None) -> None:
+    def task_finished(self, info: TaskInfo | None) -> None:
         with self._lock:
             self._busy -= 1
             if info is not None:
@@ -443,14 +308,14 @@ class InterpreterPool:
                 else:
                     self._failed += 1
 
-    def _recycled(self, slot: _Slot) -> None:
+    def recycled(self, slot: Slot) -> None:
         with self._lock:
             self._recycles += 1
 
-    def _slot_exited(self, slot: _Slot) -> None:
+    def slot_exited(self, slot: Slot) -> None:
         with self._lock:
             self._alive -= 1
-            orphans: list[_Job] = []
+            orphans: list[Job] = []
             if self._alive == 0:
                 orphans, self._jobs = list(self._jobs), collections.deque()
         for job in orphans:
@@ -489,9 +354,3 @@ def _close_at_exit(pool: InterpreterPool) -> None:
 
     with contextlib.suppress(RuntimeError):  # the interpreter is already shutting down
         register(close)
-
-
-def _import_path() -> tuple[str, ...]:
-    # Interpreters start with the default path; give them the main
-    # interpreter's current one (test runners and editable installs add to it).
-    return tuple(p for p in sys.path if isinstance(p, str))

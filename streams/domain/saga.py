@@ -2,9 +2,14 @@
 
 A run's state is a fold over its lifecycle events (`evolve`). Commands from
 users become events through `decide`; what the worker must do next is a pure
-function of the state (`react`). Nothing here touches Kafka, Faust, clocks or
-telemetry: the edge feeds events in and executes the returned actions, so the
-same log always folds to the same state and replays are exact.
+function of the state and the time (`react`). Nothing here touches Kafka,
+Faust, clocks or telemetry: the edge feeds events in, tells `react` what time
+it is and executes the returned actions, so the same log always folds to the
+same state and replays are exact.
+
+Times are seconds since the epoch. An event's time arrives as a number as
+well as its RFC 3339 text (the edge parses it), because the domain reads no
+calendar and no clock.
 
 Idempotency lives in the fold: an event whose id was seen, a second
 `accepted`, a generation that is not the next one, anything after a terminal
@@ -27,6 +32,8 @@ TERMINAL: frozenset[Status] = frozenset({"succeeded", "failed", "cancelled", "re
 # How many recent event ids a run remembers for de-duplication. Redeliveries
 # come close together, and stale duplicates are caught by the typed checks.
 SEEN_IDS_KEPT = 64
+# budget.timeout_s when a request leaves it out; schemas/requests.py has the same default.
+DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -36,9 +43,10 @@ class Event:
     id: str
     type: str
     run_id: str
-    time: str
+    time: str  # RFC 3339, as written on the log
     data: Mapping[str, Any]
     causation_id: str | None = None
+    at: float = field(kw_only=True)  # `time` in seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,9 @@ class RunState:
     cancel_reason: str | None = None
     traceparent: str | None = None
     accepted_at: str | None = None
+    # When the time budget runs out (seconds since the epoch): acceptance
+    # time plus budget.timeout_s, fixed by the fold so every replay agrees.
+    deadline: float | None = None
     result: Mapping[str, Any] | None = None
     reasons: tuple[str, ...] = field(default=())
     settled: bool = False  # terminal, result published, bulk dropped
@@ -122,6 +133,7 @@ class RunState:
             "cancel_reason": self.cancel_reason,
             "traceparent": self.traceparent,
             "accepted_at": self.accepted_at,
+            "deadline": self.deadline,
             "result": self.result,
             "reasons": list(self.reasons),
             "settled": self.settled,
@@ -143,6 +155,7 @@ class RunState:
             cancel_reason=raw.get("cancel_reason"),
             traceparent=raw.get("traceparent"),
             accepted_at=raw.get("accepted_at"),
+            deadline=None if raw.get("deadline") is None else float(raw["deadline"]),
             result=raw.get("result"),
             reasons=tuple(raw.get("reasons", ())),
             settled=bool(raw.get("settled", False)),
@@ -227,14 +240,21 @@ def evolve(state: RunState | None, event: Event) -> RunState | None:
 
 
 def _accepted(event: Event, cancel_reason: str | None = None) -> RunState:
+    request = event.data["request"]
     return RunState(
         run_id=event.run_id,
         status="accepted",
-        request=event.data["request"],
+        request=request,
         traceparent=event.data.get("traceparent"),
         accepted_at=event.time,
+        deadline=event.at + timeout_s(request),
         cancel_reason=cancel_reason,
     )
+
+
+def timeout_s(request: Mapping[str, Any]) -> float:
+    """The request's time budget (the wire model fills in its default)."""
+    return float(request.get("budget", {}).get("timeout_s", DEFAULT_TIMEOUT_S))
 
 
 def _apply(state: RunState, event: Event) -> RunState:
@@ -302,8 +322,18 @@ class PublishResult:
 Action = Start | RunGeneration | Finish | PublishResult
 
 
-def react(state: RunState, *, timed_out: bool = False) -> Action | None:
-    """The one next step for a run in this state (None: wait for events)."""
+def timed_out(state: RunState, now: float) -> bool:
+    """Whether `now` (seconds since the epoch) is past the run's deadline."""
+    return state.deadline is not None and now > state.deadline
+
+
+def react(state: RunState, now: float) -> Action | None:
+    """The one next step for a run in this state at time `now` (None: wait for events).
+
+    `now` is seconds since the epoch, from the caller's clock: past the
+    deadline the run fails with a timeout, and once `max_evaluations` are
+    spent it fails with BudgetExceeded, whatever generations are left.
+    """
     if state.settled:
         return None
     if state.status in ("succeeded", "failed", "cancelled"):
@@ -313,7 +343,7 @@ def react(state: RunState, *, timed_out: bool = False) -> Action | None:
         return None
     if state.cancel_reason is not None:
         return Finish("cancelled", "Cancelled", state.cancel_reason)
-    if timed_out:
+    if timed_out(state, now):
         return Finish("failed", "TimeoutError", "run exceeded its budget.timeout_s")
     if state.status == "accepted":
         return Start()

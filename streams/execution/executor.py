@@ -13,8 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.context import Context
 
@@ -22,6 +21,7 @@ from thunderhelm.ga.core.engine import GAState, initial_state
 from thunderhelm.ga.pool.interpreter_pool import CancelToken, InterpreterPool, PoolStats
 from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
 from thunderhelm.ga.training.evaluators import PoolEvaluator
+from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import steps
 from thunderhelm.streams.observability import metrics
@@ -30,8 +30,51 @@ from thunderhelm.streams.worker.settings import Settings
 log = logging.getLogger(__name__)
 
 
+ENDED_TYPES = {
+    "succeeded": ev.RUN_SUCCEEDED,
+    "failed": ev.RUN_FAILED,
+    "cancelled": ev.RUN_CANCELLED,
+}
+
+
 class StepInterrupted(Exception):
     """A generation stopped early (cancel or budget); the saga decides what follows."""
+
+
+class StepExecutor(Protocol):
+    """What `step_event` needs of an executor (RunExecutor, or a fake in tests)."""
+
+    def initial_ga_state(self, state: saga.RunState) -> dict[str, Any]: ...
+
+    async def run_generation(
+        self, state: saga.RunState, context: Context | None
+    ) -> dict[str, Any]: ...
+
+    async def finish(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]: ...
+
+
+async def step_event(
+    executor: StepExecutor,
+    state: saga.RunState,
+    action: saga.Start | saga.RunGeneration | saga.Finish,
+    context: Context | None,
+) -> saga.NewEvent:
+    """Carry out one step the saga asked for; the event that records it done.
+
+    The worker appends it to run-events and `thunderhelm run` to its local
+    log, so both write the same events for the same steps.
+    """
+    match action:
+        case saga.Start():
+            data = {"run_id": state.run_id, "ga_state": executor.initial_ga_state(state)}
+            return saga.NewEvent(ev.RUN_STARTED, data)
+        case saga.RunGeneration():
+            data = await executor.run_generation(state, context)
+            return saga.NewEvent(ev.GENERATION_COMPLETED, data)
+        case saga.Finish():
+            result = await executor.finish(state, action)
+            data = {"run_id": state.run_id, "result": result}
+            return saga.NewEvent(ENDED_TYPES[action.status], data)
 
 
 class RunExecutor:
@@ -60,16 +103,6 @@ class RunExecutor:
 
     # --- budget and cancel ------------------------------------------------------
 
-    def deadline(self, state: saga.RunState) -> float | None:
-        if state.accepted_at is None or state.request is None:
-            return None
-        began = datetime.fromisoformat(state.accepted_at.replace("Z", "+00:00")).timestamp()
-        return began + float(state.request.get("budget", {}).get("timeout_s", 600.0))
-
-    def timed_out(self, state: saga.RunState) -> bool:
-        deadline = self.deadline(state)
-        return deadline is not None and time.time() > deadline
-
     def cancel(self, run_id: str) -> None:
         token = self._cancels.get(run_id)
         if token is not None:
@@ -90,7 +123,8 @@ class RunExecutor:
         # A fresh token per step: a cancel that stopped an earlier step (a
         # revoked partition, say) must not stop this one.
         token = self._cancels[state.run_id] = CancelToken()
-        deadline = self.deadline(state) or (time.time() + 3600.0)
+        # The fold fixed the deadline at acceptance; the kernel checks it between batches.
+        deadline = state.deadline or (time.time() + 3600.0)
         with PoolEvaluator(
             self._pool(),
             dataset,

@@ -4,13 +4,13 @@ Users produce anything to run-requests, so this is where hostile input lands.
 Faust handles records one event at a time (about 1,500 per second on two
 cores, whatever the handler does), which made a flood of bad records as slow
 as the slowest part of the worker. The intake reads run-requests with a plain
-aiokafka consumer instead: it screens each record (`thunderhelm.streams.worker.admission`),
-appends dead letters to per-partition producer batches, forwards admitted
-commands to run-commands (where the Faust agent drives the saga), awaits
-every write's acknowledgement and only then commits the batch's offsets. A
-crash before the commit means the batch is read again: a dead letter may be
-written twice, never lost, and a forwarded command twice, which the saga's
-de-duplication absorbs.
+aiokafka consumer instead: it screens each record (`admission.py`), appends
+dead letters to per-partition producer batches, forwards admitted commands to
+run-commands (where the Faust agent drives the saga), awaits every write's
+acknowledgement (`intake_writes.py`) and only then commits the batch's
+offsets, in order (`intake_offsets.py`). A crash before the commit means the
+batch is read again: a dead letter may be written twice, never lost, and a
+forwarded command twice, which the saga's de-duplication absorbs.
 
 Tracing: an input that carries a trace context gets its own `process` span
 and dead-letter span in that trace. Inputs without one (random bytes, as a
@@ -24,16 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 from opentelemetry.trace import Span
 
 from thunderhelm.streams.observability import metrics as meters
@@ -45,11 +41,17 @@ from thunderhelm.streams.worker.dead_letters import (
     ThrottledLog,
     dead_letter_headers,
 )
+from thunderhelm.streams.worker.intake_offsets import (
+    InOrderCommits,
+    Rebalance,
+    Record,
+    faust_group_offsets,
+)
+from thunderhelm.streams.worker.intake_writes import RETRY_DELAY_S, Item, Writes
 from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
-type Record = ConsumerRecord[bytes, bytes]
 # Called for a dead letter whose key names a run this worker knows: the run's
 # log gets a `dead-lettered` event.
 KnownRunNote = Callable[[str, Failure, Origin], Awaitable[None]]
@@ -59,89 +61,9 @@ MAX_RECORDS_PER_BATCH = 2000
 # record still goes alone in a batch of its own.
 PRODUCER_BATCH_BYTES = 256 * 1024
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-RETRY_DELAY_S = 1.0
-# Routed batches whose acks may be outstanding at once.
-MAX_BATCHES_IN_FLIGHT = 4
 DRAIN_TIMEOUT_S = 30.0
 # Events kept on a shared dead-letter span; the rest are counted.
 EVENTS_PER_SPAN = 100
-
-
-class _Item(NamedTuple):
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-
-@dataclass
-class _Writes:
-    """The batch's writes: dead letters in producer batches, forwards one by one.
-
-    Every write's acknowledgement is awaited in `flush`; a write that fails is
-    written again, alone, until the broker takes it, so nothing routed is
-    lost and the batch's offsets can be committed after `flush` returns.
-    """
-
-    producer: AIOKafkaProducer
-    _open: dict[tuple[str, int], tuple[BatchBuilder, list[_Item]]] = field(default_factory=dict)
-    _full: list[tuple[str, int, BatchBuilder, list[_Item]]] = field(default_factory=list)
-    _sent: list[tuple[asyncio.Future[Any], str, int | None, list[_Item]]] = field(
-        default_factory=list
-    )
-
-    def batched(self, topic: str, partition: int, item: _Item) -> None:
-        """Append to the partition's open batch; a full one waits for `send_open`."""
-        slot = self._open.get((topic, partition))
-        if slot is None:
-            slot = self._open[(topic, partition)] = (self.producer.create_batch(), [])
-        builder, items = slot
-        if builder.append(key=item.key, value=item.value, timestamp=None, headers=item.headers):
-            items.append(item)
-            return
-        self._full.append((topic, partition, builder, items))
-        builder = self.producer.create_batch()
-        if not builder.append(key=item.key, value=item.value, timestamp=None, headers=item.headers):
-            raise RuntimeError("a record does not fit an empty producer batch")
-        self._open[(topic, partition)] = (builder, [item])
-
-    async def single(self, topic: str, item: _Item) -> None:
-        future = await self.producer.send(
-            topic, value=item.value, key=item.key, headers=item.headers
-        )
-        self._sent.append((future, topic, None, [item]))
-
-    async def send_open(self) -> None:
-        """Hand every batch filled so far to the producer."""
-        for topic, partition in list(self._open):
-            builder, items = self._open.pop((topic, partition))
-            self._full.append((topic, partition, builder, items))
-        full, self._full = self._full, []
-        for topic, partition, builder, items in full:
-            builder.close()
-            future = await self.producer.send_batch(builder, topic, partition=partition)
-            self._sent.append((future, topic, partition, items))
-
-    async def flush(self) -> None:
-        """Wait for every write's ack; write again, alone, whatever failed."""
-        await self.send_open()
-        sent, self._sent = self._sent, []
-        outcomes = await asyncio.gather(*(f for f, *_ in sent), return_exceptions=True)
-        for outcome, (_, topic, where, items) in zip(outcomes, sent, strict=True):
-            if isinstance(outcome, BaseException):
-                log.error("intake write to %s failed (%s); writing again", topic, outcome)
-                for item in items:
-                    await self._until_written(topic, where, item)
-
-    async def _until_written(self, topic: str, partition: int | None, item: _Item) -> None:
-        while True:
-            try:
-                await self.producer.send_and_wait(
-                    topic, value=item.value, key=item.key, headers=item.headers, partition=partition
-                )
-                return
-            except KafkaError as exc:
-                log.error("intake write to %s failed again: %s", topic, exc)
-                await asyncio.sleep(RETRY_DELAY_S)
 
 
 class _SharedDeadLetterSpan:
@@ -185,99 +107,6 @@ class _SharedDeadLetterSpan:
         self.span.end()
 
 
-class _InOrderCommits:
-    """Routed batches finish concurrently; their offsets are committed strictly in order.
-
-    A batch's offsets are committed after its own writes and every earlier
-    batch's are acknowledged, so a committed offset never passes an input
-    whose write is still in flight.
-    """
-
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        self._consumer = consumer
-        self._tasks: deque[asyncio.Task[None]] = deque()
-
-    async def add(
-        self, routing: Awaitable[Awaitable[None]], batch: dict[TopicPartition, list[Record]]
-    ) -> None:
-        """Await `routing` (the writes started), then commit `batch` once they are acked."""
-        while len(self._tasks) >= MAX_BATCHES_IN_FLIGHT:
-            await asyncio.wait({self._tasks[0]})
-            self._forget_done()
-        waiting = await routing
-        previous = self._tasks[-1] if self._tasks else None
-        self._tasks.append(asyncio.ensure_future(self._commit_after(waiting, previous, batch)))
-
-    async def _commit_after(
-        self,
-        acknowledged: Awaitable[None],
-        previous: asyncio.Task[None] | None,
-        batch: dict[TopicPartition, list[Record]],
-    ) -> None:
-        await acknowledged
-        if previous is not None:
-            await previous  # raises if it failed: then nothing after it is committed
-        await _commit(self._consumer, batch)
-
-    def _forget_done(self) -> None:
-        while self._tasks and self._tasks[0].done():
-            self._tasks.popleft().result()  # a failed batch raises here
-
-    def raise_if_failed(self) -> None:
-        self._forget_done()
-
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.wait({self._tasks[-1]})
-            self._forget_done()
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Commit before a partition moves away; start where an older worker stopped.
-
-    Workers before the intake read run-requests in Faust's own group: where
-    the intake's group has no offset yet, it starts at that group's.
-    """
-
-    def __init__(
-        self,
-        consumer: AIOKafkaConsumer,
-        commits: _InOrderCommits,
-        inherited: dict[TopicPartition, int],
-    ) -> None:
-        self._consumer = consumer
-        self._commits = commits
-        self._inherited = inherited
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._commits.drain()
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        for tp in assigned:
-            offset = self._inherited.get(tp)
-            if offset is not None and await self._consumer.committed(tp) is None:
-                log.info("intake starts %s at %d, where Faust's group stopped", tp, offset)
-                self._consumer.seek(tp, offset)
-
-
-async def _faust_group_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    """run-requests offsets committed by Faust's group (left by workers before the intake)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        await admin.start()
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
-    except KafkaError as exc:
-        log.warning("intake could not read Faust's group offsets: %s", exc)
-        return {}
-    finally:
-        await admin.close()
-    return {
-        tp: meta.offset
-        for tp, meta in offsets.items()
-        if tp.topic == settings.run_requests and meta.offset >= 0
-    }
-
-
 class Intake:
     """Screens run-requests; dead-letters or forwards each record; commits after the acks."""
 
@@ -318,11 +147,11 @@ class Intake:
             max_batch_size=PRODUCER_BATCH_BYTES,
             max_request_size=MAX_REQUEST_BYTES,
         )
-        commits = _InOrderCommits(consumer)
+        commits = InOrderCommits(consumer)
         await _start(producer, consumer)
         try:
-            inherited = await _faust_group_offsets(s)
-            consumer.subscribe([s.run_requests], listener=_Rebalance(consumer, commits, inherited))
+            inherited = await faust_group_offsets(s)
+            consumer.subscribe([s.run_requests], listener=Rebalance(consumer, commits, inherited))
             partitions = await producer.partitions_for(s.dead_letters)
             self._dead_letter_partitions = sorted(partitions)
             log.info("intake reading %s", s.run_requests)
@@ -345,7 +174,7 @@ class Intake:
         self, batch: dict[TopicPartition, list[Record]], producer: AIOKafkaProducer
     ) -> Awaitable[None]:
         """Start the writes of every record of `batch`; the result waits for all acks."""
-        writes = _Writes(producer)
+        writes = Writes(producer)
         shared = _SharedDeadLetterSpan(self.settings.run_requests)
         notes: list[tuple[str, Failure, Origin]] = []
         dead: Counter[tuple[str, str]] = Counter()
@@ -385,7 +214,7 @@ class Intake:
         headers: list[tuple[str, bytes]],
         failure: Failure,
         origin: Origin,
-        writes: _Writes,
+        writes: Writes,
         shared: _SharedDeadLetterSpan,
     ) -> None:
         self._log.dead_letter(origin, failure)
@@ -402,7 +231,7 @@ class Intake:
             # Same partition number as the input (when there are as many), so
             # the dead letters of one input partition stay in their order.
             partitions[origin.partition % len(partitions)],
-            _Item(
+            Item(
                 record.key,
                 record.value,
                 dead_letter_headers(headers, failure, origin, trace_headers),
@@ -410,12 +239,12 @@ class Intake:
         )
 
     async def _forward(
-        self, record: Record, headers: list[tuple[str, bytes]], origin: Origin, writes: _Writes
+        self, record: Record, headers: list[tuple[str, bytes]], origin: Origin, writes: Writes
     ) -> None:
         trace_headers = telemetry.forward_span(record, telemetry.record_context(headers))
         await writes.single(
             self.settings.run_commands,
-            _Item(record.key, record.value, forward_headers(headers, origin, trace_headers)),
+            Item(record.key, record.value, forward_headers(headers, origin, trace_headers)),
         )
 
 
@@ -436,16 +265,3 @@ async def _start(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None
             except KafkaError as exc:
                 log.warning("intake waiting for the broker: %s", exc)
                 await asyncio.sleep(RETRY_DELAY_S)
-
-
-async def _commit(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:
-    offsets = {
-        tp: OffsetAndMetadata(records[-1].offset + 1, "")
-        for tp, records in batch.items()
-        if records
-    }
-    try:
-        await consumer.commit(offsets)
-    except CommitFailedError as exc:
-        # The group rebalanced: the new owner reads these records again.
-        log.warning("intake commit after a rebalance failed (%s); records are read again", exc)

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from thunderhelm.streams.domain import saga
 from thunderhelm.streams.worker.ownership import Ownership
 from thunderhelm.streams.worker.run_store import RunStore
 from thunderhelm.streams.worker.step_runner import StepRunner
@@ -43,11 +44,12 @@ class Reconciler:
             return
         active = self.ownership.active()
         executor = self.runner.executor
-        now = time.monotonic()
+        now = time.monotonic()  # idle clocks: intervals only
+        wall = self.runner.clock()  # the saga's budget: seconds since the epoch
         for state, partition in self.store.live():
             if partition not in active:
                 continue  # a standby copy: another worker owns this run
-            timed_out = executor.timed_out(state)
+            timed_out = saga.timed_out(state, wall)
             if state.run_id in self.runner.tasks:
                 if timed_out:
                     executor.cancel(state.run_id)  # the step stops, then the run fails
@@ -58,7 +60,7 @@ class Reconciler:
             log.info("run %s: driving %s", state.run_id, "timeout" if timed_out else "resume")
             clocks[state.run_id] = now
             try:
-                await self.runner.act(state, timed_out=timed_out)
+                await self.runner.act(state, now=wall)
             except Exception:  # the next tick tries again
                 log.exception("run %s: could not drive", state.run_id)
 

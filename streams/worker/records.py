@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -61,11 +62,24 @@ def to_domain(record: CloudEvent) -> saga.Event:
     run_id = data.get("run_id") or record.subject
     if not isinstance(run_id, str) or not run_id:
         raise InputRejected("validate", "event has no run id")
+    time = record.time or utc_now_iso()
     return saga.Event(
         id=record.id,
         type=record.type,
         run_id=run_id,
-        time=record.time or utc_now_iso(),
+        time=time,
         data=data,
         causation_id=record.causationid,
+        at=epoch_seconds(time),
     )
+
+
+def epoch_seconds(time: str) -> float:
+    """An event's RFC 3339 time as seconds since the epoch (no offset: UTC)."""
+    try:
+        parsed = datetime.fromisoformat(time)
+    except ValueError:
+        raise InputRejected("validate", f"event time {time[:64]!r} is not RFC 3339") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()

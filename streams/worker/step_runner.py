@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import Classifier, Draw, RetryPolicy, next_delay
-from thunderhelm.streams.execution.executor import StepInterrupted
+from thunderhelm.streams.execution.executor import StepInterrupted, step_event
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.event_writer import EventWriter
 from thunderhelm.streams.worker.ownership import Ownership
@@ -29,12 +29,6 @@ from thunderhelm.streams.worker.retry_errors import is_retryable
 from thunderhelm.streams.worker.run_store import RunStore
 
 log = logging.getLogger(__name__)
-
-ENDED_TYPES = {
-    "succeeded": ev.RUN_SUCCEEDED,
-    "failed": ev.RUN_FAILED,
-    "cancelled": ev.RUN_CANCELLED,
-}
 
 
 async def with_retries[T](
@@ -88,6 +82,7 @@ class StepRunner:
         ownership: Ownership,
         policy: RetryPolicy | None = None,
         draw: Draw | None = None,  # the backoff jitter's RNG; seeded in tests
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.executor = executor
         self.writer = writer
@@ -95,6 +90,7 @@ class StepRunner:
         self.ownership = ownership
         self.policy = policy or RetryPolicy()
         self.draw = draw if draw is not None else random.Random().random
+        self.clock = clock  # wall time for the saga's budget (seconds since the epoch)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # When this worker last saw each run move; the reconciler's idle clocks.
         self.last_progress: dict[str, float] = {}
@@ -105,22 +101,22 @@ class StepRunner:
     async def retried[T](self, attempt: Callable[[], Awaitable[T]], run_id: str) -> T:
         return await with_retries(attempt, run_id, self.policy, draw=self.draw)
 
-    async def act(self, state: saga.RunState, *, timed_out: bool = False) -> None:
-        """Ask the saga for the run's next step and carry it out (or launch it)."""
+    async def act(self, state: saga.RunState, *, now: float | None = None) -> None:
+        """Ask the saga for the run's next step at `now` (default: the clock) and carry it out."""
+        now = self.clock() if now is None else now
         context = telemetry.context_from_traceparent(state.traceparent)
         with telemetry.decision_span(state.run_id, state.status, context) as decision:
-            action = saga.react(state, timed_out=timed_out)
+            action = saga.react(state, now)
             decision.set_attribute("thunderhelm.saga.action", type(action).__name__)
-            decision.set_attribute("thunderhelm.saga.timed_out", timed_out)
+            decision.set_attribute("thunderhelm.saga.timed_out", saga.timed_out(state, now))
         match action:
             case None:
                 return
             case saga.PublishResult():
                 await self.publish(state, context)
             case saga.Start():
-                ga_state = self.executor.initial_ga_state(state)
-                data = {"run_id": state.run_id, "ga_state": ga_state}
-                await self.writer.append(state.run_id, saga.NewEvent(ev.RUN_STARTED, data), context)
+                started = await step_event(self.executor, state, action, context)
+                await self.writer.append(state.run_id, started, context)
             case saga.RunGeneration() | saga.Finish():
                 if busy := self.tasks.get(state.run_id):
                     if isinstance(action, saga.Finish) and action.status == "cancelled":
@@ -180,17 +176,13 @@ class StepRunner:
             and (interrupted or moved_on)
             and self.ownership.owns(self.store.partition(run_id))
         ):
-            await self.act(latest, timed_out=self.executor.timed_out(latest))
+            await self.act(latest)
 
     async def perform(
         self, state: saga.RunState, action: saga.Action, context: Context | None
     ) -> saga.NewEvent:
-        if isinstance(action, saga.RunGeneration):
-            data = await self.executor.run_generation(state, context)
-            return saga.NewEvent(ev.GENERATION_COMPLETED, data)
-        assert isinstance(action, saga.Finish)
-        result = await self.executor.finish(state, action)
-        return saga.NewEvent(ENDED_TYPES[action.status], {"run_id": state.run_id, "result": result})
+        assert isinstance(action, saga.RunGeneration | saga.Finish)
+        return await step_event(self.executor, state, action, context)
 
     def still_current(self, state: saga.RunState) -> bool:
         """False when the log moved on while the step ran, or the run moved to another worker."""

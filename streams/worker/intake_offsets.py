@@ -1,0 +1,136 @@
+"""Where the intake's consumer stands: offsets committed in order, after the acks.
+
+The intake routes several batches at once (the next is screened while the
+last one's writes are in flight), yet a committed offset must never pass an
+input whose dead letter or forward is not acknowledged: `InOrderCommits`
+commits each batch after its own writes and every earlier batch's. The
+rebalance listener commits before a partition moves away and starts a new
+group where the Faust group of older workers stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+
+from thunderhelm.streams.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+type Record = ConsumerRecord[bytes, bytes]
+# Routed batches whose acks may be outstanding at once.
+MAX_BATCHES_IN_FLIGHT = 4
+
+
+class InOrderCommits:
+    """Routed batches finish concurrently; their offsets are committed strictly in order.
+
+    A batch's offsets are committed after its own writes and every earlier
+    batch's are acknowledged, so a committed offset never passes an input
+    whose write is still in flight.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self._tasks: deque[asyncio.Task[None]] = deque()
+
+    async def add(
+        self, routing: Awaitable[Awaitable[None]], batch: dict[TopicPartition, list[Record]]
+    ) -> None:
+        """Await `routing` (the writes started), then commit `batch` once they are acked."""
+        while len(self._tasks) >= MAX_BATCHES_IN_FLIGHT:
+            await asyncio.wait({self._tasks[0]})
+            self._forget_done()
+        waiting = await routing
+        previous = self._tasks[-1] if self._tasks else None
+        self._tasks.append(asyncio.ensure_future(self._commit_after(waiting, previous, batch)))
+
+    async def _commit_after(
+        self,
+        acknowledged: Awaitable[None],
+        previous: asyncio.Task[None] | None,
+        batch: dict[TopicPartition, list[Record]],
+    ) -> None:
+        await acknowledged
+        if previous is not None:
+            await previous  # raises if it failed: then nothing after it is committed
+        await commit(self._consumer, batch)
+
+    def _forget_done(self) -> None:
+        while self._tasks and self._tasks[0].done():
+            self._tasks.popleft().result()  # a failed batch raises here
+
+    def raise_if_failed(self) -> None:
+        self._forget_done()
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.wait({self._tasks[-1]})
+            self._forget_done()
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commit before a partition moves away; start where an older worker stopped.
+
+    Workers before the intake read run-requests in Faust's own group: where
+    the intake's group has no offset yet, it starts at that group's.
+    """
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        commits: InOrderCommits,
+        inherited: dict[TopicPartition, int],
+    ) -> None:
+        self._consumer = consumer
+        self._commits = commits
+        self._inherited = inherited
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._commits.drain()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in assigned:
+            offset = self._inherited.get(tp)
+            if offset is not None and await self._consumer.committed(tp) is None:
+                log.info("intake starts %s at %d, where Faust's group stopped", tp, offset)
+                self._consumer.seek(tp, offset)
+
+
+async def faust_group_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """run-requests offsets committed by Faust's group (left by workers before the intake)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        await admin.start()
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    except KafkaError as exc:
+        log.warning("intake could not read Faust's group offsets: %s", exc)
+        return {}
+    finally:
+        await admin.close()
+    return {
+        tp: meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == settings.run_requests and meta.offset >= 0
+    }
+
+
+async def commit(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:
+    offsets = {
+        tp: OffsetAndMetadata(records[-1].offset + 1, "")
+        for tp, records in batch.items()
+        if records
+    }
+    try:
+        await consumer.commit(offsets)
+    except CommitFailedError as exc:
+        # The group rebalanced: the new owner reads these records again.
+        log.warning("intake commit after a rebalance failed (%s); records are read again", exc)
