@@ -35,7 +35,9 @@ from typing import Any
 from bench.common import Options, cores, load_named, run_request, warm_pool
 from bench.report import bar
 from thunderhelm.ga.core.engine import GAConfig, candidate_training_seed, initial_state
-from thunderhelm.ga.core.genome import Genome, SearchSpace, Unit, to_network
+from thunderhelm.ga.core.genome import Genome, Unit
+from thunderhelm.ga.core.network import to_network
+from thunderhelm.ga.core.space import SearchSpace
 from thunderhelm.ga.pool import warmup
 from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
 from thunderhelm.ga.training.artifact import Model, decode_weights
