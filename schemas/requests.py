@@ -74,7 +74,7 @@ class GASettings(_Strict):
     # Defaults equal ga.core.engine.GAConfig's (a test checks): rank-based
     # tournament temperature, uniform crossover rate, per-aspect mutation rate.
     temperature: float = Field(default=0.5, ge=0.0, le=1000.0)
-    crossover_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    crossover_rate: float = Field(default=0.9, ge=0.0, le=1.0)
     mutation_rate: float = Field(default=0.07, ge=0.0, le=1.0)
     elite: int = Field(default=1, ge=0, le=511)
     seed: Seed = 0

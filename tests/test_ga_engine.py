@@ -318,3 +318,15 @@ def test_search_runs_inside_an_isolated_subinterpreter() -> None:
         assert error is None, getattr(error, "formatted", error)
     finally:
         interpreters.destroy(interp)
+
+
+def test_a_request_without_ga_settings_gets_the_engine_defaults() -> None:
+    from thunderhelm.schemas.requests import GASettings
+    from thunderhelm.streams.execution.steps import ga_config
+
+    settings = GASettings()
+    engine = GAConfig()
+    for name in ("population", "tournament_size", "temperature", "crossover_rate", "elite"):
+        assert getattr(settings, name) == getattr(engine, name), name
+        assert getattr(ga_config({}), name) == getattr(engine, name), name
+    assert settings.mutation_rate == engine.mutation_rate == ga_config({}).mutation_rate

@@ -100,7 +100,7 @@ class GAConfig:
     generations: int = 4
     tournament_size: int = 3
     temperature: float = 0.5  # of rank-based selection: see tournament_probabilities
-    crossover_rate: float = 0.5
+    crossover_rate: float = 0.9  # uniform crossover: see operators.crossover
     mutation_rate: float = DEFAULT_MUTATION_RATE
     elite: int = 1
     seed: int = 0
