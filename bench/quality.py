@@ -254,7 +254,9 @@ def _task(
         "request": dict(request),
         # The GA's operator settings: the request names none, so these are its defaults.
         "ga_config": {
-            k: v for k, v in steps.ga_config(request).to_dict().items() if k not in ("seed", "space")
+            k: v
+            for k, v in steps.ga_config(request).to_dict().items()
+            if k not in ("seed", "space")
         },
     }
     for method in METHODS:
