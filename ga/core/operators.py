@@ -126,9 +126,9 @@ def crossover(rng: random.Random, a: Genome, b: Genome) -> tuple[Genome, Genome]
     Every scalar gene (learning rate, epochs, affinity, ...) and every level
     position both parents have comes from ``b`` with probability 1/2. The first
     child has ``a``'s number of levels, the second ``b``'s and takes each
-    choice the other way, so children of in-bounds parents stay in bounds. Units keep
-    their ids, so an inherited unit keeps the edges it had wherever its
-    sources came along too (see ``wiring``).
+    choice the other way, so children of in-bounds parents stay in bounds.
+    Units keep their ids, so an inherited unit keeps the edges it had wherever
+    its sources came along too (see ``wiring``).
     """
     from_b_gene = {name: rng.random() < 0.5 for name in SCALAR_GENES}
     from_b_level = [rng.random() < 0.5 for _ in range(max(len(a.levels), len(b.levels)))]
