@@ -28,8 +28,11 @@ from thunderhelm.ga.core.engine import (
     merge_results,
     pending,
 )
-from thunderhelm.ga.core.genome import SearchSpace, genome_from_dict, to_network, wiring_from_dict
+from thunderhelm.ga.core.genome import genome_from_dict
+from thunderhelm.ga.core.network import to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
+from thunderhelm.ga.core.space import SearchSpace
+from thunderhelm.ga.core.wiring import wiring_from_dict
 from thunderhelm.ga.training.artifact import write_artifact
 from thunderhelm.ga.training.datasets import PreparedDataset
 from thunderhelm.ga.training.evaluators import Fitness
@@ -37,6 +40,10 @@ from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 
 Evaluate = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
+
+
+# The operator defaults a request that names none gets: the engine's own.
+DEFAULT_GA = GAConfig()
 
 
 def ga_config(request: Mapping[str, Any]) -> GAConfig:
@@ -59,9 +66,9 @@ def ga_config(request: Mapping[str, Any]) -> GAConfig:
         population=int(ga.get("population", 8)),
         generations=int(ga.get("generations", 4)),
         tournament_size=int(ga.get("tournament_size", 3)),
-        temperature=float(ga.get("temperature", 1.0)),
-        crossover_rate=float(ga.get("crossover_rate", 0.9)),
-        mutation_rate=float(ga.get("mutation_rate", 0.2)),
+        temperature=float(ga.get("temperature", DEFAULT_GA.temperature)),
+        crossover_rate=float(ga.get("crossover_rate", DEFAULT_GA.crossover_rate)),
+        mutation_rate=float(ga.get("mutation_rate", DEFAULT_GA.mutation_rate)),
         elite=int(ga.get("elite", 1)),
         seed=int(ga.get("seed", 0)),
         space=search_space,
