@@ -26,5 +26,5 @@ WORKDIR /home/thunderhelm
 VOLUME ["/var/lib/thunderhelm"]
 EXPOSE 6066
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('THUNDERHELM_WEB_PORT', '6066') + '/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('THUNDERHELM_WEB_PORT', '6066') + '/readyz', timeout=4)"]
 CMD ["thunderhelm", "worker"]

@@ -24,7 +24,7 @@ from threadpoolctl import (  # type: ignore[import-untyped]  # ships no type hin
 from bench.common import Options, best_of, load_named, warm_pool
 from bench.report import bar
 from thunderhelm.ga.core.engine import candidate_training_seed, initial_state
-from thunderhelm.ga.core.genome import to_network
+from thunderhelm.ga.core.network import to_network
 from thunderhelm.ga.pool import warmup
 from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
 from thunderhelm.ga.training.datasets import PreparedDataset

@@ -35,7 +35,9 @@ from typing import Any
 from bench.common import Options, cores, load_named, run_request, warm_pool
 from bench.report import bar
 from thunderhelm.ga.core.engine import GAConfig, candidate_training_seed, initial_state
-from thunderhelm.ga.core.genome import Genome, SearchSpace, Unit, to_network
+from thunderhelm.ga.core.genome import Genome, Unit
+from thunderhelm.ga.core.network import to_network
+from thunderhelm.ga.core.space import SearchSpace
 from thunderhelm.ga.pool import warmup
 from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
 from thunderhelm.ga.training.artifact import Model, decode_weights
@@ -46,7 +48,7 @@ from thunderhelm.streams.execution import steps
 
 __all__ = ["run"]
 
-SEEDS = (0, 1, 2, 3, 4)
+SEEDS = tuple(range(10))  # ten seeds: the gaps between methods are a few hundredths
 RANDOM_SEED_OFFSET = 1_000_003  # random search's genomes come from a seed no GA run uses
 TPE_SEED_OFFSET = 2_000_003
 METHODS = ("ga", "random", "tpe")
@@ -250,6 +252,12 @@ def _task(
         "seeds": list(seeds),
         "by_seed": per_seed,
         "request": dict(request),
+        # The GA's operator settings: the request names none, so these are its defaults.
+        "ga_config": {
+            k: v
+            for k, v in steps.ga_config(request).to_dict().items()
+            if k not in ("seed", "space")
+        },
     }
     for method in METHODS:
         for split in ("val", "test"):

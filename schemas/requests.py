@@ -71,9 +71,11 @@ class GASettings(_Strict):
     population: int = Field(default=8, ge=2, le=512)
     generations: int = Field(default=4, ge=1, le=1000)
     tournament_size: int = Field(default=3, ge=1, le=64)
-    temperature: float = Field(default=1.0, ge=0.0, le=1000.0)
+    # Defaults equal ga.core.engine.GAConfig's (a test checks): rank-based
+    # tournament temperature, uniform crossover rate, per-aspect mutation rate.
+    temperature: float = Field(default=0.5, ge=0.0, le=1000.0)
     crossover_rate: float = Field(default=0.9, ge=0.0, le=1.0)
-    mutation_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+    mutation_rate: float = Field(default=0.07, ge=0.0, le=1.0)
     elite: int = Field(default=1, ge=0, le=511)
     seed: Seed = 0
 

@@ -10,7 +10,22 @@ mkdir -p var
 .venv/bin/thunderhelm worker >var/worker.log 2>&1 &
 worker=$!
 trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null || true' EXIT
-echo "worker started (pid $worker, log var/worker.log)"
+echo "worker started (pid $worker, log var/worker.log); waiting for it to be ready"
+# The worker creates the topics and joins its group before /readyz answers 200;
+# submitting earlier would find no run-requests topic.
+.venv/bin/python - <<'PY'
+import sys, time, urllib.request
+deadline = time.monotonic() + 180
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:6066/readyz", timeout=2) as reply:
+            if reply.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(1)
+sys.exit("the worker was not ready after 180 s; see var/worker.log")
+PY
 run_id=$(.venv/bin/thunderhelm submit --dataset digits --population 8 --generations 4 --epochs 6 "$@")
 echo "submitted run $run_id"
 .venv/bin/thunderhelm watch "$run_id" --follow-timeout 900

@@ -221,6 +221,8 @@ def test_worker_web_port_is_bound_for_the_container_and_published() -> None:
     assert str(settings.web_port) in published
     assert published[str(settings.web_port)].startswith("127.0.0.1:")
     assert str(settings.web_port) in " ".join(worker["healthcheck"]["test"])
+    # Healthy means ready to take runs: partitions assigned, producer up, pool warm.
+    assert "/readyz" in " ".join(worker["healthcheck"]["test"])
 
 
 def dockerfile_stages() -> list[list[tuple[str, str]]]:

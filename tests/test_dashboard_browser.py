@@ -321,9 +321,10 @@ def test_a_running_run_is_cancelled_from_its_page(
 ) -> None:
     s = worker.settings
     run_id = f"dash-cancel-{uuid.uuid4().hex[:6]}"
-    # Slow enough generations that the run is still going when the button is clicked.
-    request = small_request(run_id, generations=200, samples=4000)
-    request["training"]["epochs"] = 8
+    # Slow enough generations that the run is still going when the button is clicked
+    # (a converged population trains few new children, so each training must be slow).
+    request = small_request(run_id, generations=200, samples=12000)
+    request["training"]["epochs"] = 30
     asyncio.run(produce(s.run_requests, structured(request), run_id.encode()))
     browser.get(f"{dashboard}/#/runs/{run_id}")
 

@@ -25,15 +25,11 @@ from thunderhelm.ga.core.engine import (
     merge_results,
     pending,
 )
-from thunderhelm.ga.core.genome import (
-    SearchSpace,
-    genome_key,
-    materialise,
-    network_problems,
-    param_count,
-    space_violations,
-)
+from thunderhelm.ga.core.genome import genome_key
+from thunderhelm.ga.core.network import network_problems, param_count
 from thunderhelm.ga.core.search import fitness_from_metrics, run_search
+from thunderhelm.ga.core.space import SearchSpace, space_violations
+from thunderhelm.ga.core.wiring import materialise
 
 CONFIG = GAConfig(population=8, generations=5, tournament_size=3, elite=2, seed=42)
 
@@ -306,7 +302,7 @@ def test_search_runs_inside_an_isolated_subinterpreter() -> None:
         import sys
         sys.path.insert(0, {root!r})
         from thunderhelm.ga.core.engine import GAConfig
-        from thunderhelm.ga.core.genome import param_count
+        from thunderhelm.ga.core.network import param_count
         from thunderhelm.ga.core.search import run_search
 
         def evaluate(networks):
@@ -322,3 +318,15 @@ def test_search_runs_inside_an_isolated_subinterpreter() -> None:
         assert error is None, getattr(error, "formatted", error)
     finally:
         interpreters.destroy(interp)
+
+
+def test_a_request_without_ga_settings_gets_the_engine_defaults() -> None:
+    from thunderhelm.schemas.requests import GASettings
+    from thunderhelm.streams.execution.steps import ga_config
+
+    settings = GASettings()
+    engine = GAConfig()
+    for name in ("population", "tournament_size", "temperature", "crossover_rate", "elite"):
+        assert getattr(settings, name) == getattr(engine, name), name
+        assert getattr(ga_config({}), name) == getattr(engine, name), name
+    assert settings.mutation_rate == engine.mutation_rate == ga_config({}).mutation_rate

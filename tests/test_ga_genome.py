@@ -12,23 +12,15 @@ from hypothesis import strategies as st
 from thunderhelm.ga.core.genome import (
     ACTIVATIONS,
     Genome,
-    SearchSpace,
     Unit,
-    candidate_record,
     canonical_json,
     genome_from_dict,
     genome_key,
     genome_to_dict,
-    level_node_ids,
-    materialise,
-    network_problems,
-    param_count,
-    random_genome,
-    space_violations,
-    to_network,
-    wiring_from_dict,
-    wiring_to_dict,
 )
+from thunderhelm.ga.core.network import candidate_record, network_problems, param_count, to_network
+from thunderhelm.ga.core.space import SearchSpace, random_genome, space_violations
+from thunderhelm.ga.core.wiring import level_node_ids, materialise, wiring_from_dict, wiring_to_dict
 
 NETWORK_KEYS = {
     "n_inputs",
@@ -149,12 +141,26 @@ def test_lateral_edges_follow_probability_and_cap(
     assert all(len(edges) <= max_lateral for edges in lateral)
 
 
-def test_materialise_is_deterministic_and_depends_on_the_wiring_seed() -> None:
+def test_materialise_is_deterministic_and_depends_on_the_unit_ids() -> None:
     space = SearchSpace(max_levels=4, max_units=5, p_lateral_range=(0.3, 0.9))
     g = random_genome(random.Random(5), space)
     assert materialise(g) == materialise(genome_from_dict(genome_to_dict(g)))
-    wirings = {materialise(replace(g, wiring_seed=s)) for s in range(20)}
-    assert len(wirings) > 1
+    anonymous = tuple(tuple(Unit(u.neurons, u.activation) for u in level) for level in g.levels)
+    wirings = {materialise(replace(g, levels=anonymous, wiring_seed=s)) for s in range(20)}
+    assert len(wirings) > 1  # units without ids are named by the wiring seed
+
+
+def test_units_without_ids_get_stable_derived_ids() -> None:
+    g = genome()
+    assert all(u.uid is not None for u in g.units)
+    assert len({u.uid for u in g.units}) == len(g.units)
+    assert genome() == g and genome(wiring_seed=8) != g
+    # Old checkpoints wrote units without "uid": they still load, with the same ids.
+    data = genome_to_dict(g)
+    for level in data["levels"]:
+        for unit in level:
+            del unit["uid"]
+    assert genome_from_dict(data) == g
 
 
 def test_recorded_wiring_rebuilds_the_same_network() -> None:

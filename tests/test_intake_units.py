@@ -44,13 +44,19 @@ async def started(acked: asyncio.Future[None]) -> Any:
     return acknowledged()
 
 
-async def test_offsets_are_committed_in_batch_order_whatever_order_the_acks_come_in() -> None:
+async def three_batches(size: int) -> tuple[Consumer, InOrderCommits, list[asyncio.Future[None]]]:
+    """Three batches of `size` records routed, none of their writes acknowledged yet."""
     consumer = Consumer()
     commits = InOrderCommits(consumer)  # type: ignore[arg-type]  # the fake has what is used
     loop = asyncio.get_running_loop()
-    acks = [loop.create_future() for _ in range(3)]
+    acks: list[asyncio.Future[None]] = [loop.create_future() for _ in range(3)]
     for n, ack in enumerate(acks):
-        await commits.add(started(ack), {TP: [record(10 * n), record(10 * n + 9)]})
+        await commits.add(started(ack), {TP: [record(size * n + i) for i in range(size)]})
+    return consumer, commits, acks
+
+
+async def test_offsets_are_committed_in_batch_order_whatever_order_the_acks_come_in() -> None:
+    consumer, commits, acks = await three_batches(10)
     acks[2].set_result(None)
     acks[1].set_result(None)
     await asyncio.sleep(0.01)
@@ -61,12 +67,7 @@ async def test_offsets_are_committed_in_batch_order_whatever_order_the_acks_come
 
 
 async def test_nothing_is_committed_past_a_batch_whose_writes_failed() -> None:
-    consumer = Consumer()
-    commits = InOrderCommits(consumer)  # type: ignore[arg-type]  # the fake has what is used
-    loop = asyncio.get_running_loop()
-    acks = [loop.create_future() for _ in range(3)]
-    for n, ack in enumerate(acks):
-        await commits.add(started(ack), {TP: [record(n)]})
+    consumer, commits, acks = await three_batches(1)
     acks[0].set_result(None)
     acks[1].set_exception(RuntimeError("writes lost"))
     acks[2].set_result(None)

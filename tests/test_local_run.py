@@ -3,7 +3,9 @@
 No broker: the log is a JSON-lines file. These check that a run's log folds
 to the state it ended in, that budgets end it as the saga decides, that a run
 killed mid-way resumes from its log to the same result as one never stopped,
-that Ctrl-C cancels it (exit 130), and that a run id never escapes as a path.
+that Ctrl-C cancels it (exit 130), that a run id never escapes as a path, and
+that the log lands in `var/local-runs/` under the current folder unless
+`THUNDERHELM_LOCAL_LOG_DIR` says otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ import pytest
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
-from thunderhelm.streams.execution.local_run import INTERRUPT_REASON, log_dir, run_local
+from thunderhelm.streams.execution.local_run import (
+    INTERRUPT_REASON,
+    LOG_DIR_VARIABLE,
+    log_dir,
+    run_local,
+)
 from thunderhelm.streams.worker.settings import Settings
 
 SMALL: dict[str, Any] = {
@@ -54,8 +61,13 @@ def settings_in(root: Path) -> Settings:
     return Settings(data_root=root, artifact_dir=root / "artifacts", pool_size=2)
 
 
+def logs_in(root: Path) -> Path:
+    """Where a run started in the folder `root` keeps its log by default."""
+    return root / "var" / "local-runs"
+
+
 def run_here(root: Path, request: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> Any:
-    code = run_local(settings_in(root), request, 2, as_json=True)
+    code = run_local(settings_in(root), request, 2, as_json=True, logs=logs_in(root))
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     return code, result
 
@@ -80,10 +92,15 @@ def candidates_in(path: Path) -> list[tuple[int, int]]:
 
 
 def start_child(root: Path, request: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """`thunderhelm run` in another process, started in `root` (its log: the default there)."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != LOG_DIR_VARIABLE}
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(root), json.dumps(request)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        cwd=root,
+        env=env,
     )
 
 
@@ -126,7 +143,7 @@ def test_a_run_finishes_and_its_log_folds_to_the_same_state(
 ) -> None:
     code, result = run_here(tmp_path, SMALL, capsys)
     assert code == 0 and result["status"] == "succeeded"
-    path = log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"])
+    path = log_path(logs_in(tmp_path), SMALL["run_id"])
     assert lifecycle_in(path) == [
         ev.RUN_ACCEPTED,
         ev.RUN_STARTED,
@@ -167,7 +184,7 @@ def test_max_evaluations_ends_the_run_at_the_budget(
     assert result["error"] == {"class": "BudgetExceeded", "message": "reached max_evaluations=3"}
     # The saga checks the budget between generations: one generation of 5, then it stops.
     assert (result["generations"], result["evaluations"]) == (1, 5)
-    path = log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"])
+    path = log_path(logs_in(tmp_path), SMALL["run_id"])
     assert types_in(path)[-2:] == [ev.GENERATION_COMPLETED, ev.RUN_FAILED]
 
 
@@ -188,7 +205,7 @@ def test_a_killed_run_resumes_from_its_log_to_the_same_result(
     assert whole_code == 0
 
     root = tmp_path / "killed"
-    path = log_path(log_dir(settings_in(root)), SLOW["run_id"])
+    path = log_path(logs_in(root), SLOW["run_id"])
     child = start_child(root, SLOW)
     try:
         wait_for_generation(path, child)
@@ -223,10 +240,10 @@ def test_a_torn_last_line_is_dropped_and_the_run_resumes(
 ) -> None:
     code, whole = run_here(tmp_path / "whole", SMALL, capsys)
     assert code == 0
-    path = log_path(log_dir(settings_in(tmp_path / "whole")), SMALL["run_id"])
+    path = log_path(logs_in(tmp_path / "whole"), SMALL["run_id"])
     lines = path.read_bytes().splitlines(keepends=True)
     torn = tmp_path / "torn"
-    torn_path = log_path(log_dir(settings_in(torn)), SMALL["run_id"])
+    torn_path = log_path(logs_in(torn), SMALL["run_id"])
     torn_path.parent.mkdir(parents=True)
     # Up to the first generation's event, then half of the next line.
     cut = types_in(path).index(ev.GENERATION_COMPLETED) + 1
@@ -239,7 +256,7 @@ def test_a_torn_last_line_is_dropped_and_the_run_resumes(
 
 
 def test_ctrl_c_cancels_the_run_with_exit_code_130(tmp_path: Path) -> None:
-    path = log_path(log_dir(settings_in(tmp_path)), SLOW["run_id"])
+    path = log_path(logs_in(tmp_path), SLOW["run_id"])
     child = start_child(tmp_path, SLOW)
     try:
         wait_for_generation(path, child)
@@ -264,15 +281,41 @@ def test_ctrl_c_cancels_the_run_with_exit_code_130(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("run_id", ["../escape", "a/b", "..", ".hidden", "", "a\\b", "x\x00y"])
-def test_a_bad_run_id_never_becomes_a_path(tmp_path: Path, run_id: str) -> None:
+def test_a_bad_run_id_never_becomes_a_path(
+    tmp_path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     logs = tmp_path / "logs"
     with pytest.raises(LocalLogError):
         log_path(logs, run_id)
-    # Through the command: the request schema refuses it before any file is named.
+    # Through the command, with the default log dir: the request schema
+    # refuses it before any file is named.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(LOG_DIR_VARIABLE, raising=False)
     code = run_local(settings_in(tmp_path), {**SMALL, "run_id": run_id}, 2, as_json=True)
     assert code == 2
-    assert not logs.exists() and not (tmp_path / "local-runs").exists()
+    assert not logs.exists() and not logs_in(tmp_path).exists()
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_the_log_is_under_var_in_the_current_folder_unless_the_setting_moves_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, state = tmp_path / "here", tmp_path / "state"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.delenv(LOG_DIR_VARIABLE, raising=False)
+    assert log_dir() == logs_in(here)
+    assert run_local(settings_in(state), SMALL, 2, as_json=True) == 0
+    assert types_in(logs_in(here) / "local-small.jsonl")[-1] == ev.RUN_SUCCEEDED
+    assert not (state / "local-runs").exists() and not logs_in(state).exists()
+    # The setting, relative to the current folder or absolute.
+    assert log_dir({LOG_DIR_VARIABLE: "logs"}) == here / "logs"
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv(LOG_DIR_VARIABLE, str(elsewhere))
+    assert run_local(settings_in(state), {**SMALL, "run_id": "moved"}, 2, as_json=True) == 0
+    assert types_in(elsewhere / "moved.jsonl")[-1] == ev.RUN_SUCCEEDED
+    assert sorted(p.name for p in logs_in(here).iterdir()) == ["local-small.jsonl"]
+    capsys.readouterr()
 
 
 def test_a_run_id_names_only_a_file_in_the_log_dir(tmp_path: Path) -> None:
@@ -285,7 +328,7 @@ def test_the_same_run_id_with_another_request_is_refused(
     code, _ = run_here(tmp_path, SMALL, capsys)
     assert code == 0
     other = {**SMALL, "ga": {**SMALL["ga"], "seed": 12}}
-    assert run_local(settings_in(tmp_path), other, 2, as_json=True) == 2
+    assert run_local(settings_in(tmp_path), other, 2, as_json=True, logs=logs_in(tmp_path)) == 2
     assert "another request" in capsys.readouterr().err
 
 
@@ -294,11 +337,11 @@ def test_a_corrupt_line_is_a_clear_error_and_the_log_is_kept(
 ) -> None:
     code, _ = run_here(tmp_path, SMALL, capsys)
     assert code == 0
-    path = log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"])
+    path = log_path(logs_in(tmp_path), SMALL["run_id"])
     lines = path.read_bytes().splitlines(keepends=True)
     broken = b"".join([lines[0], b'{"specversion": "1.0", "not": "an event"}\n', *lines[1:]])
     path.write_bytes(broken)
-    assert run_local(settings_in(tmp_path), SMALL, 2, as_json=True) == 2
+    assert run_local(settings_in(tmp_path), SMALL, 2, as_json=True, logs=logs_in(tmp_path)) == 2
     assert f"{path}:2" in capsys.readouterr().err
     assert path.read_bytes() == broken
 
@@ -306,10 +349,26 @@ def test_a_corrupt_line_is_a_clear_error_and_the_log_is_kept(
 def test_a_second_run_with_the_same_id_at_once_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log = LocalLog(log_path(log_dir(settings_in(tmp_path)), SMALL["run_id"]))
+    log = LocalLog(log_path(logs_in(tmp_path), SMALL["run_id"]))
     with log.held():
-        assert run_local(settings_in(tmp_path), SMALL, 2, as_json=True) == 2
+        assert run_local(settings_in(tmp_path), SMALL, 2, as_json=True, logs=log.path.parent) == 2
         assert "in use by another run" in capsys.readouterr().err
     assert log.path.read_bytes() == b""  # the refused run wrote nothing
     code, result = run_here(tmp_path, SMALL, capsys)  # free again: it runs
     assert (code, result["status"]) == (0, "succeeded")
+
+
+def test_the_run_command_writes_its_log_where_log_dir_says(tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({**SMALL, "run_id": "cli-log-dir"}))
+    env = {**os.environ, "THUNDERHELM_DATA_ROOT": str(tmp_path)}
+    env["THUNDERHELM_ARTIFACT_DIR"] = str(tmp_path / "artifacts")
+    env.pop(LOG_DIR_VARIABLE, None)
+    args = ["run", "--file", str(request), "--pool-size", "2", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "thunderhelm.streams.cli", *args, "--log-dir", "chosen"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert types_in(tmp_path / "chosen" / "cli-log-dir.jsonl")[-1] == ev.RUN_SUCCEEDED
+    assert not logs_in(tmp_path).exists()

@@ -51,7 +51,8 @@ def _blobs(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run(settings: Settings, request: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> Any:
-    assert run_local(settings, request, 2, as_json=True) == 0
+    logs = settings.artifact_dir.parent / "logs"  # a log per test, not the checkout's var/
+    assert run_local(settings, request, 2, as_json=True, logs=logs) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
@@ -62,7 +63,7 @@ def csv_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     settings = Settings(data_root=root, artifact_dir=root / "artifacts", pool_size=2)
     out = io.StringIO()  # module scope: capsys is per test
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        assert run_local(settings, CSV_REQUEST, 2, as_json=True) == 0
+        assert run_local(settings, CSV_REQUEST, 2, as_json=True, logs=root / "logs") == 0
     result = json.loads(out.getvalue().strip().splitlines()[-1])
     dataset = load_dataset(CSV_REQUEST["dataset"], data_root=root, text_dir=root)
     return {"root": root, "x": x, "y": y, "result": result, "dataset": dataset}

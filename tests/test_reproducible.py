@@ -27,10 +27,11 @@ REQUEST: dict[str, Any] = {
 def _run(pool_size: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     settings = Settings(
         data_root=tmp_path,
-        artifact_dir=tmp_path / f"pool-{pool_size}" / "artifacts",  # a log per run
+        artifact_dir=tmp_path / f"pool-{pool_size}" / "artifacts",
         pool_size=pool_size,
     )
-    assert run_local(settings, REQUEST, pool_size, as_json=True) == 0
+    logs = tmp_path / f"pool-{pool_size}" / "logs"  # a log per run: the second must not resume
+    assert run_local(settings, REQUEST, pool_size, as_json=True, logs=logs) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     result: dict[str, Any] = json.loads(lines[-1])
     return result

@@ -48,8 +48,16 @@ def test_settings_from_env() -> None:
     assert s.jaeger_query_url == "http://127.0.0.1:26686"
     assert s.kafka_auto_create_topics
     assert ServicesSettings.from_env({}).kafka_port == 9092
-    with pytest.raises(ServicesError, match="THUNDERHELM_KAFKA_PORT"):
+    with pytest.raises(ServicesError, match="THUNDERHELM_KAFKA_PORT: must be an integer"):
         ServicesSettings.from_env({"THUNDERHELM_KAFKA_PORT": "x"})
+    with pytest.raises(ServicesError, match=r"THUNDERHELM_KAFKA_PORT: .* got '70000'"):
+        ServicesSettings.from_env({"THUNDERHELM_KAFKA_PORT": "70000"})
+    with pytest.raises(ServicesError, match="THUNDERHELM_SERVICES_START_TIMEOUT: must be a finite"):
+        ServicesSettings.from_env({"THUNDERHELM_SERVICES_START_TIMEOUT": "soon"})
+    assert ServicesSettings.from_env({"THUNDERHELM_KAFKA_HEAP": "1g"}).kafka_heap_max == "1g"
+    assert (
+        ServicesSettings.from_env({"THUNDERHELM_SERVICES_START_TIMEOUT": "5"}).start_timeout_s == 5
+    )
 
 
 def test_cluster_id_is_like_kafka_storage_random_uuid() -> None:

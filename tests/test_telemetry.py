@@ -137,6 +137,8 @@ def test_worker_logging_config_keeps_faust_formatters_and_adds_the_ids() -> None
         ({}, None),
         ({"OTEL_METRICS_EXPORTER": "none"}, None),
         ({"OTEL_METRICS_EXPORTER": "otlp"}, "http://127.0.0.1:4318/v1/metrics"),
+        ({"OTEL_METRICS_EXPORTER": "prometheus, otlp"}, "http://127.0.0.1:4318/v1/metrics"),
+        ({"OTEL_METRICS_EXPORTER": "prometheus"}, None),
         (
             {"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"},
             "http://c:4318/v1/metrics",
@@ -152,7 +154,7 @@ def test_worker_logging_config_keeps_faust_formatters_and_adds_the_ids() -> None
         ({"OTEL_METRICS_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, None),
     ],
 )
-def test_metrics_are_off_unless_asked_for(env: dict[str, str], endpoint: str | None) -> None:
+def test_otlp_metrics_are_off_unless_asked_for(env: dict[str, str], endpoint: str | None) -> None:
     assert metrics.exporter_endpoint(env) == endpoint
 
 

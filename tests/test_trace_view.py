@@ -97,3 +97,42 @@ def test_durations(us: int, text: str) -> None:
 
 def test_an_empty_trace_renders_a_line() -> None:
     assert trace_view.render({"traceID": "abc", "spans": []}) == "trace abc: no spans"
+
+
+def test_a_recorded_run_trace_is_complete_and_its_first_spans_are_not() -> None:
+    trace = recorded("jaeger_run_trace.json")
+    assert trace_view.is_complete(trace)
+    first = {**trace, "spans": sorted(trace["spans"], key=lambda s: s["startTime"])[:2]}
+    assert not trace_view.is_complete(first)
+
+
+def test_fetch_trace_waits_past_a_partial_trace_until_the_run_ended() -> None:
+    """Jaeger (a loopback HTTP server here) first has two spans, then the rest."""
+    import http.server
+    import threading
+
+    whole = recorded("jaeger_run_trace.json")
+    partial = {**whole, "spans": sorted(whole["spans"], key=lambda s: s["startTime"])[:2]}
+    answers = [partial, partial, whole]
+
+    class Jaeger(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"data": [answers.pop(0) if len(answers) > 1 else answers[0]]})
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jaeger)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        got = trace_view.fetch_trace(base, whole["traceID"], wait_s=20)
+        assert got is not None and len(got["spans"]) == len(whole["spans"])
+        answers[:] = [partial]
+        cut = trace_view.fetch_trace(base, whole["traceID"], wait_s=0)
+        assert cut is not None and len(cut["spans"]) == 2
+    finally:
+        server.shutdown()

@@ -390,27 +390,24 @@ def test_an_event_of_the_wrong_shape_is_dead_lettered_at_validate() -> None:
         await h.event(record)
         return h
 
-    h = run(go())
-    (dead,) = h.app.producer.dead
-    headers = dict(dead[2])
+    headers = only_dead_letter(run(go()))
     assert headers["dlq.stage"] == b"validate"
     assert b"generation" in headers["dlq.error.message"]
 
 
+def only_dead_letter(h: Harness) -> dict[str, bytes]:
+    """The headers of the one dead letter the harness wrote."""
+    (dead,) = h.app.producer.dead
+    return dict(dead[2])
+
+
 def test_an_event_whose_time_is_not_rfc3339_is_dead_lettered_at_validate() -> None:
     # The saga's deadline is read from the accepted event's time: it must parse.
-    async def go() -> Harness:
-        h = Harness()
-        record = json.dumps(
-            {"specversion": "1.0", "id": "x", "source": "t", "type": ev.RUN_ACCEPTED}
-            | {"time": "yesterday", "data": {"run_id": "r-2", "request": request("r-2")}}
-        ).encode()
-        await h.event(record, b"r-2")
-        return h
-
-    h = run(go())
-    (dead,) = h.app.producer.dead
-    headers = dict(dead[2])
+    h = Harness()
+    accepted = {"specversion": "1.0", "id": "x", "source": "t", "type": ev.RUN_ACCEPTED}
+    data = {"run_id": "r-2", "request": request("r-2")}
+    run(h.event(json.dumps(accepted | {"time": "yesterday", "data": data}).encode(), b"r-2"))
+    headers = only_dead_letter(h)
     assert headers["dlq.stage"] == b"validate"
     assert b"not RFC 3339" in headers["dlq.error.message"]
     assert h.worker.state_of("r-2") is None
@@ -487,3 +484,13 @@ def test_a_flat_record_from_an_older_changelog_still_reads() -> None:
     assert h.worker.store.get("r-1") == accepted
     assert h.worker.store.partition("r-1") == PARTITION
     assert [s.run_id for s, _ in h.worker.store.live()] == ["r-1"]
+
+
+def test_a_state_stored_before_the_fold_kept_the_deadline_gets_it() -> None:
+    h = Harness()
+    accepted = saga.evolve(None, _accepted())
+    assert accepted is not None and accepted.deadline == ACCEPTED_AT + 600.0
+    older = {k: v for k, v in accepted.to_dict().items() if k != "deadline"}
+    h.table[b"r-1"] = {"state": older, "partition": PARTITION}
+    assert h.worker.store.get("r-1") == accepted
+    assert [s for s, _ in h.worker.store.live()] == [accepted]

@@ -35,19 +35,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from thunderhelm.ga.core.genome import (
-    Genome,
-    SearchSpace,
-    Wiring,
-    genome_from_dict,
-    genome_key,
-    genome_to_dict,
-    materialise,
-    random_genome,
-    wiring_from_dict,
-    wiring_to_dict,
-)
+from thunderhelm.ga.core.genome import Genome, genome_from_dict, genome_key, genome_to_dict
 from thunderhelm.ga.core.operators import (
+    DEFAULT_MUTATION_RATE,
     FAILED,
     crossover,
     make_unique,
@@ -56,6 +46,8 @@ from thunderhelm.ga.core.operators import (
     select_elites,
     tournament_select,
 )
+from thunderhelm.ga.core.space import SearchSpace, random_genome
+from thunderhelm.ga.core.wiring import Wiring, materialise, wiring_from_dict, wiring_to_dict
 
 STATE_VERSION = 1
 RNG_SCHEME = "sha256(thunderhelm.ga/v1|seed|purpose|generation|index)[:8]"
@@ -107,9 +99,9 @@ class GAConfig:
     population: int = 8
     generations: int = 4
     tournament_size: int = 3
-    temperature: float = 1.0
-    crossover_rate: float = 0.9
-    mutation_rate: float = 0.2
+    temperature: float = 0.5  # of rank-based selection: see tournament_probabilities
+    crossover_rate: float = 0.9  # uniform crossover: see operators.crossover
+    mutation_rate: float = DEFAULT_MUTATION_RATE
     elite: int = 1
     seed: int = 0
     space: SearchSpace = field(default_factory=SearchSpace)

@@ -14,14 +14,8 @@ import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
-from thunderhelm.ga.core.genome import (
-    Genome,
-    SearchSpace,
-    Unit,
-    genome_key,
-    random_level,
-    random_unit,
-)
+from thunderhelm.ga.core.genome import SCALAR_GENES, Genome, Unit, genome_key
+from thunderhelm.ga.core.space import SearchSpace, new_uid, random_level, random_unit
 
 FAILED = -math.inf
 DEFAULT_UNIQUE_ATTEMPTS = 8
@@ -36,11 +30,15 @@ def sanitize_fitness(value: float) -> float:
 
 
 def tournament_probabilities(fitnesses: Sequence[float], temperature: float) -> list[float]:
-    """Softmax of ``fitness / temperature`` over one tournament's contestants.
+    """Weights ``exp(-rank / temperature)`` over one tournament's contestants, normalised.
 
+    Rank 0 is the best contestant; tied contestants share their mean rank. Ranks
+    rather than raw fitness make the temperature mean the same on every task: an
+    accuracy spread of 0.05 and a loss spread of 5 select alike. At the default
+    0.5 the best of three distinct contestants wins with probability 0.87.
     Temperature 0 puts all the weight on the best (shared equally between ties),
-    which is the limit of the softmax as the temperature falls. Failed contestants
-    get weight 0; when every contestant failed the choice is uniform.
+    the limit as the temperature falls; a high one approaches a uniform pick.
+    Failed contestants get weight 0; when every contestant failed the choice is uniform.
     """
     if temperature < 0 or math.isnan(temperature):
         raise ValueError("temperature must be >= 0")
@@ -53,10 +51,21 @@ def tournament_probabilities(fitnesses: Sequence[float], temperature: float) -> 
     if temperature == 0:
         weights = [1.0 if f == best else 0.0 for f in clean]
     else:
-        # Subtracting the best keeps exp() in range; the best always weighs 1.
-        weights = [math.exp((f - best) / temperature) if f != FAILED else 0.0 for f in clean]
+        # Measured from the best's rank, so the best always weighs 1 (ties included).
+        top = _mean_rank(best, clean)
+        weights = [
+            0.0 if f == FAILED else math.exp((top - _mean_rank(f, clean)) / temperature)
+            for f in clean
+        ]
     total = sum(weights)
     return [w / total for w in weights]
+
+
+def _mean_rank(value: float, values: Sequence[float]) -> float:
+    """0 for the best of ``values``; ties share the mean of the ranks they span."""
+    better = sum(v > value for v in values)
+    tied = sum(v == value for v in values)
+    return better + (tied - 1) / 2
 
 
 def tournament_select(
@@ -112,18 +121,28 @@ def select_elites(
 
 
 def crossover(rng: random.Random, a: Genome, b: Genome) -> tuple[Genome, Genome]:
-    """Single-point crossover at a level boundary.
+    """Uniform crossover: each scalar gene, and the level at each depth, from either parent.
 
-    The genome is read as ``levels..., scalar genes``; a cut ``c`` in
-    ``1..max(len)`` gives ``a[:c] + b[c:]`` with ``b``'s scalar genes, and the
-    mirror child. Each child keeps at least one level of its head parent and has
-    no more levels than the longer parent, so children of in-bounds parents stay
-    in bounds.
+    Every scalar gene (learning rate, epochs, affinity, ...) and every level
+    position both parents have comes from ``b`` with probability 1/2. The first
+    child has ``a``'s number of levels, the second ``b``'s and takes each
+    choice the other way, so children of in-bounds parents stay in bounds.
+    Units keep their ids, so an inherited unit keeps the edges it had wherever
+    its sources came along too (see ``wiring``).
     """
-    cut = rng.randint(1, max(len(a.levels), len(b.levels)))
-    first = replace(b, levels=a.levels[:cut] + b.levels[cut:])
-    second = replace(a, levels=b.levels[:cut] + a.levels[cut:])
-    return first, second
+    from_b_gene = {name: rng.random() < 0.5 for name in SCALAR_GENES}
+    from_b_level = [rng.random() < 0.5 for _ in range(max(len(a.levels), len(b.levels)))]
+
+    def child(head: Genome, other: Genome) -> Genome:
+        # A drawn choice takes ``other``'s value: b's for the first child, a's for the mirror.
+        levels = tuple(
+            other.levels[k] if k < len(other.levels) and from_b_level[k] else level
+            for k, level in enumerate(head.levels)
+        )
+        genes = {name: getattr(other if from_b_gene[name] else head, name) for name in SCALAR_GENES}
+        return replace(head, levels=levels, **genes)
+
+    return child(a, b), child(b, a)
 
 
 # --- mutation --------------------------------------------------------------------------
@@ -203,7 +222,7 @@ def _resize_unit(rng: random.Random, g: Genome, space: SearchSpace) -> Genome | 
         # Multiplicative steps: a 4-neuron unit moves by ones, a 32-neuron one by eights.
         step = max(1, unit.neurons // 2)
         neurons = _changed_int(rng, unit.neurons, space.min_neurons, space.max_neurons, step)
-        return None if neurons is None else Unit(neurons, unit.activation)
+        return None if neurons is None else Unit(neurons, unit.activation, unit.uid)
 
     return _edit_unit(rng, g, edit)
 
@@ -211,7 +230,7 @@ def _resize_unit(rng: random.Random, g: Genome, space: SearchSpace) -> Genome | 
 def _change_activation(rng: random.Random, g: Genome, space: SearchSpace) -> Genome | None:
     def edit(unit: Unit) -> Unit | None:
         options = [a for a in space.activations if a != unit.activation]
-        return Unit(unit.neurons, rng.choice(options)) if options else None
+        return Unit(unit.neurons, rng.choice(options), unit.uid) if options else None
 
     return _edit_unit(rng, g, edit)
 
@@ -252,16 +271,23 @@ def _change_batch_size(rng: random.Random, g: Genome, space: SearchSpace) -> Gen
     return replace(g, batch_size=rng.choice(options)) if options else None
 
 
-def _reseed_wiring(rng: random.Random, g: Genome, space: SearchSpace) -> Genome | None:
-    seed = rng.getrandbits(32)
-    while seed == g.wiring_seed:
-        seed = rng.getrandbits(32)
-    return replace(g, wiring_seed=seed)
+def _rewire_unit(rng: random.Random, g: Genome, space: SearchSpace) -> Genome | None:
+    """A new id for one unit: re-draws its own edges and nobody else's."""
+
+    def edit(unit: Unit) -> Unit:
+        uid = new_uid(rng)
+        while uid == unit.uid:
+            uid = new_uid(rng)
+        return Unit(unit.neurons, unit.activation, uid)
+
+    return _edit_unit(rng, g, edit)
 
 
 # The order is part of the replay contract: each aspect consumes rng in turn.
 # ``affinity_first`` is absent on purpose: with a single input node it cannot
-# change the wiring, so mutating it would only make look-alike duplicates.
+# change the wiring, so mutating it would only make look-alike duplicates; so is
+# ``wiring_seed``, which only names units built without ids (``rewire_unit``
+# re-draws one unit's edges instead of every edge at once).
 MUTATION_ASPECTS: tuple[tuple[str, Aspect], ...] = (
     ("add_level", _add_level),
     ("remove_level", _remove_level),
@@ -276,8 +302,12 @@ MUTATION_ASPECTS: tuple[tuple[str, Aspect], ...] = (
     ("change_weight_decay", _change_weight_decay),
     ("change_epochs", _change_epochs),
     ("change_batch_size", _change_batch_size),
-    ("reseed_wiring", _reseed_wiring),
+    ("rewire_unit", _rewire_unit),
 )
+
+
+# Per aspect: the classic one-over-the-number-of-genes rate.
+DEFAULT_MUTATION_RATE = round(1 / len(MUTATION_ASPECTS), 2)
 
 
 def mutate(
@@ -290,9 +320,12 @@ def mutate(
 ) -> Genome:
     """Apply each mutation aspect with probability ``rate``.
 
+    At the default rate (``DEFAULT_MUTATION_RATE``, about one over the number
+    of aspects) a child that changes at all usually changes in one aspect: a
+    small step from a good parent, not a jump to a random neighbour.
     With ``force`` the result is guaranteed to differ from ``genome``: if no
-    aspect fired, aspects are tried in a random order until one applies (the
-    wiring reseed always can).
+    aspect fired, aspects are tried in a random order until one applies
+    (``rewire_unit`` always can).
     """
     if not 0.0 <= rate <= 1.0:
         raise ValueError("mutation rate must be in [0, 1]")

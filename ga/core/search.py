@@ -21,7 +21,7 @@ from thunderhelm.ga.core.engine import (
     merge_results,
     pending,
 )
-from thunderhelm.ga.core.genome import to_network
+from thunderhelm.ga.core.network import to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 
 # Trains each network (docs/network-spec.md) and returns one result per network,

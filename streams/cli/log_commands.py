@@ -84,7 +84,7 @@ def trace(
         str | None, typer.Option(help="Jaeger query base URL (THUNDERHELM_JAEGER_UI)")
     ] = None,
     wait: Annotated[
-        float, typer.Option(min=0, help="seconds to wait for the trace to reach Jaeger")
+        float, typer.Option(min=0, help="seconds to wait for the whole run in Jaeger")
     ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print Jaeger's trace JSON")] = False,
     color: Annotated[Color, typer.Option(help="colour the plain tree")] = Color.auto,

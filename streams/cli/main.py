@@ -20,7 +20,8 @@ from thunderhelm.streams.cli import (
     ops_commands,
     run_commands,
 )
-from thunderhelm.streams.cli.base import CliState, ThunderhelmGroup
+from thunderhelm.streams.cli.base import CliState, ThunderhelmGroup, state
+from thunderhelm.streams.cli.exits import CliError
 
 app = typer.Typer(
     cls=ThunderhelmGroup,
@@ -42,7 +43,12 @@ def _setup(ctx: typer.Context) -> None:
         return
     from thunderhelm.streams.observability import logs
 
-    logs.configure_logging(logging.INFO)
+    # A bad setting is reported by the command that reads it; logging falls back to text.
+    try:
+        log_format = state(ctx).settings.log_format
+    except CliError:
+        log_format = "text"
+    logs.configure_logging(logging.INFO, log_format)
     # A command reports a failure in one line of its own; the client library's
     # notes (reconnects, bootstrap errors) would only repeat it.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

@@ -51,6 +51,9 @@ def _services(
     kafka, jaeger = not jaeger_only, not kafka_only
     try:
         settings = commands.ServicesSettings.from_env()
+    except commands.ServicesError as exc:
+        fail(ExitCode.USAGE, f"bad setting: {exc}")
+    try:
         if action == "start":
             result = commands.start(settings, kafka=kafka, jaeger=jaeger, fresh=fresh)
         elif action == "stop":

@@ -14,6 +14,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -243,6 +244,14 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="progress to stderr; last stdout line: the result")
     ] = False,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="folder of the local event logs (default: THUNDERHELM_LOCAL_LOG_DIR, "
+            "else var/local-runs/ here)",
+        ),
+    ] = None,
 ) -> None:
     """Exit 0 when the run succeeded, 1 when it failed, 130 when Ctrl-C cancelled it."""
     from thunderhelm.streams.execution.local_run import run_local
@@ -254,7 +263,7 @@ def run(
     cli = state(ctx)
     settings = cli.settings
     if not cli.rich(as_json):
-        finish(run_local(settings, request, pool_size, as_json))
+        finish(run_local(settings, request, pool_size, as_json, log_dir))
         return
     from thunderhelm.streams.cli.progress import RunProgress
 
@@ -270,6 +279,7 @@ def run(
             request,
             pool_size,
             as_json,
+            log_dir,
             progress=on_generation,
             candidates=view.candidate,
         )

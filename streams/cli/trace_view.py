@@ -228,21 +228,42 @@ async def find_trace_id(settings: Settings, run_id: str) -> str | None:
     return fallback
 
 
+# A run's trace is whole once its terminal event was processed; until then the
+# worker's batch exporter may still be sending spans.
+_TERMINAL_TYPES = frozenset(
+    f"thunderhelm.run.{name}" for name in ("succeeded", "failed", "cancelled")
+)
+
+
+def is_complete(trace: Mapping[str, Any]) -> bool:
+    """Whether the trace holds the span that processed the run's terminal event."""
+    for span in trace.get("spans") or []:
+        for tag in span.get("tags") or []:
+            if tag.get("key") == "cloudevents.event_type" and tag.get("value") in _TERMINAL_TYPES:
+                return True
+    return False
+
+
 def fetch_trace(jaeger: str, trace_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
-    """The trace from Jaeger's v1 API, polling up to `wait_s` while it is not there yet."""
+    """The trace from Jaeger's v1 API.
+
+    Polls up to `wait_s` until the trace is complete (`is_complete`); at the
+    deadline it returns what Jaeger has so far, or None when it has nothing.
+    """
     deadline = time.monotonic() + wait_s
+    found: dict[str, Any] | None = None
     while True:
         try:
             with urllib.request.urlopen(f"{jaeger}/api/traces/{trace_id}", timeout=10) as resp:
                 body = json.load(resp)
             for trace in body.get("data") or []:
                 if trace.get("spans"):
-                    return dict(trace)
+                    found = dict(trace)
         except urllib.error.HTTPError as exc:
             if exc.code != 404:
                 raise
-        if time.monotonic() >= deadline:
-            return None
+        if (found is not None and is_complete(found)) or time.monotonic() >= deadline:
+            return found
         time.sleep(1.0)
 
 

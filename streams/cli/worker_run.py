@@ -36,7 +36,7 @@ def run_worker(settings: Settings) -> int:
         loop=loop,
         loglevel="INFO",
         redirect_stdouts=False,
-        logging_config=logs.worker_logging_config(),
+        logging_config=logs.worker_logging_config(settings.log_format),
     )
     try:
         worker.execute_from_commandline()

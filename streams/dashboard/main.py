@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from thunderhelm.streams.dashboard.server import serve
 from thunderhelm.streams.dashboard.settings import DashboardSettings
 from thunderhelm.streams.observability import telemetry
@@ -12,9 +10,11 @@ from thunderhelm.streams.worker.settings import Settings
 
 def main(settings: Settings, host: str | None, port: int | None) -> int:
     dash = DashboardSettings.from_env()
-    dash = replace(dash, host=host or dash.host, port=dash.port if port is None else port)
+    dash = dash.model_copy(
+        update={"host": host or dash.host, "port": dash.port if port is None else port}
+    )
     # A cancel from the page is a command like the CLI's: traced under the CLI's name.
-    telemetry.configure(replace(settings, service_name="thunderhelm-dashboard"))
+    telemetry.configure(settings.model_copy(update={"service_name": "thunderhelm-dashboard"}))
     try:
         return serve(settings, dash)
     finally:

@@ -17,10 +17,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from thunderhelm.streams.devservices import processes
 from thunderhelm.streams.devservices.processes import ServicesError
+from thunderhelm.streams.worker.settings_source import MappingEnvSource, settings_error
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 
@@ -31,15 +34,31 @@ def _default_cache_dir() -> Path:
     return base / "thunderhelm"
 
 
-_PORT_ENV: dict[str, str] = {
-    "kafka_port": "THUNDERHELM_KAFKA_PORT",
-    "kafka_controller_port": "THUNDERHELM_KAFKA_CONTROLLER_PORT",
-    "jaeger_otlp_grpc_port": "THUNDERHELM_JAEGER_OTLP_GRPC_PORT",
-    "jaeger_otlp_http_port": "THUNDERHELM_JAEGER_OTLP_HTTP_PORT",
-    "jaeger_query_port": "THUNDERHELM_JAEGER_QUERY_PORT",
-    "jaeger_query_grpc_port": "THUNDERHELM_JAEGER_QUERY_GRPC_PORT",
-    "jaeger_metrics_port": "THUNDERHELM_JAEGER_METRICS_PORT",
-}
+class _ServicesEnv(BaseSettings):
+    """The variables `ServicesSettings.from_env` reads, parsed and checked by pydantic-settings.
+
+    Only these fields come from the environment; the rest of `ServicesSettings`
+    (host, folders of the checkout, stop and build timeouts) are set in code.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="THUNDERHELM_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
+
+    cache_dir: Path | None = None
+    state_dir: Path | None = None
+    kafka_heap_max: str | None = Field(None, validation_alias="THUNDERHELM_KAFKA_HEAP")
+    kafka_auto_create_topics: bool | None = None
+    start_timeout_s: float | None = Field(
+        None, gt=0, allow_inf_nan=False, validation_alias="THUNDERHELM_SERVICES_START_TIMEOUT"
+    )
+    kafka_port: int | None = Field(None, ge=1, le=65_535)
+    kafka_controller_port: int | None = Field(None, ge=1, le=65_535)
+    jaeger_otlp_grpc_port: int | None = Field(None, ge=1, le=65_535)
+    jaeger_otlp_http_port: int | None = Field(None, ge=1, le=65_535)
+    jaeger_query_port: int | None = Field(None, ge=1, le=65_535)
+    jaeger_query_grpc_port: int | None = Field(None, ge=1, le=65_535)
+    jaeger_metrics_port: int | None = Field(None, ge=1, le=65_535)
 
 
 @dataclass(frozen=True)
@@ -71,24 +90,16 @@ class ServicesSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServicesSettings:
         """Build settings from ``THUNDERHELM_*`` environment variables (unset means default)."""
-        env = os.environ if env is None else env
-        changes: dict[str, Any] = {}
-        if value := env.get("THUNDERHELM_CACHE_DIR"):
-            changes["cache_dir"] = Path(value).expanduser()
-        if value := env.get("THUNDERHELM_STATE_DIR"):
-            changes["state_dir"] = Path(value).expanduser()
-        if value := env.get("THUNDERHELM_KAFKA_HEAP"):
-            changes["kafka_heap_max"] = value
-        if value := env.get("THUNDERHELM_KAFKA_AUTO_CREATE_TOPICS"):
-            changes["kafka_auto_create_topics"] = value.strip().lower() in {"1", "true", "yes"}
-        if value := env.get("THUNDERHELM_SERVICES_START_TIMEOUT"):
-            changes["start_timeout_s"] = float(value)
-        for name, var in _PORT_ENV.items():
-            if value := env.get(var):
-                try:
-                    changes[name] = int(value)
-                except ValueError:
-                    raise ServicesError(f"{var}={value!r} is not a port number") from None
+        environ = dict(os.environ if env is None else env)
+        try:
+            sources = (MappingEnvSource(_ServicesEnv, environ),)
+            parsed = _ServicesEnv(_build_sources=(sources, {}))  # type: ignore[call-arg]  # as Settings
+        except ValidationError as exc:
+            raise ServicesError(str(settings_error(exc, _ServicesEnv, environ))) from None
+        changes = {k: v for k, v in parsed.model_dump(exclude_none=True).items()}
+        for name in ("cache_dir", "state_dir"):
+            if name in changes:
+                changes[name] = changes[name].expanduser()
         return replace(cls(), **changes)
 
     @property

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.context import Context
 
@@ -21,6 +21,7 @@ from thunderhelm.ga.core.engine import GAState, initial_state
 from thunderhelm.ga.pool.interpreter_pool import CancelToken, InterpreterPool, PoolStats
 from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
 from thunderhelm.ga.training.evaluators import PoolEvaluator
+from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import steps
 from thunderhelm.streams.observability import metrics
@@ -33,8 +34,56 @@ log = logging.getLogger(__name__)
 POOL_NICENESS = 10
 
 
+ENDED_TYPES = {
+    "succeeded": ev.RUN_SUCCEEDED,
+    "failed": ev.RUN_FAILED,
+    "cancelled": ev.RUN_CANCELLED,
+}
+
+
 class StepInterrupted(Exception):
     """A generation stopped early (cancel or budget); the saga decides what follows."""
+
+
+class StepExecutor(Protocol):
+    """What `step_event` needs of an executor (RunExecutor, or a fake in tests)."""
+
+    def initial_ga_state(self, state: saga.RunState) -> dict[str, Any]: ...
+
+    async def run_generation(
+        self,
+        state: saga.RunState,
+        context: Context | None,
+        report: steps.Report | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def finish(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]: ...
+
+
+async def step_event(
+    executor: StepExecutor,
+    state: saga.RunState,
+    action: saga.Start | saga.RunGeneration | saga.Finish,
+    context: Context | None,
+    report: steps.Report | None = None,
+) -> saga.NewEvent:
+    """Carry out one step the saga asked for; the event that records it done.
+
+    The worker appends it to run-events and `thunderhelm run` to its local
+    log, so both write the same events for the same steps. `report` gets each
+    candidate's outcome as its training ends (in the training thread).
+    """
+    match action:
+        case saga.Start():
+            data = {"run_id": state.run_id, "ga_state": executor.initial_ga_state(state)}
+            return saga.NewEvent(ev.RUN_STARTED, data)
+        case saga.RunGeneration():
+            data = await executor.run_generation(state, context, report)
+            return saga.NewEvent(ev.GENERATION_COMPLETED, data)
+        case saga.Finish():
+            result = await executor.finish(state, action)
+            data = {"run_id": state.run_id, "result": result}
+            return saga.NewEvent(ENDED_TYPES[action.status], data)
 
 
 class RunExecutor:

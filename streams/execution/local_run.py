@@ -9,13 +9,17 @@ again with the same run id folds its log and goes on from its last completed
 generation. Output: a progress bar per generation, then a table of the best
 candidate, and with `--json` the result `data` of the contract as the last
 line on stdout.
+
+The logs live in `var/local-runs/` under the folder the command runs in (or
+`THUNDERHELM_LOCAL_LOG_DIR`): they are the working state of runs started
+there, not something the worker or the dashboard reads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -36,12 +40,12 @@ from thunderhelm.schemas.envelope import utc_now_iso
 from thunderhelm.schemas.requests import RunRequest
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import RetryPolicy
-from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted
+from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted, step_event
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
 from thunderhelm.streams.worker.event_writer import event_envelope
 from thunderhelm.streams.worker.records import to_domain
 from thunderhelm.streams.worker.settings import Settings
-from thunderhelm.streams.worker.step_runner import ENDED_TYPES, with_retries
+from thunderhelm.streams.worker.step_runner import with_retries
 
 SOURCE = "thunderhelm/local-run"
 # Called after each generation with (generations done, generations in all, best so far).
@@ -54,9 +58,17 @@ INTERRUPT_REASON = "interrupted (Ctrl-C)"
 SIGNAL_TICK_S = 0.05  # how late a Ctrl-C may reach the cancel token
 
 
-def log_dir(settings: Settings) -> Path:
-    """Where local run logs live: next to the artifacts (the state folder by default)."""
-    return settings.artifact_dir.parent / "local-runs"
+LOG_DIR_VARIABLE = "THUNDERHELM_LOCAL_LOG_DIR"
+DEFAULT_LOG_DIR = Path("var", "local-runs")
+
+
+def log_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where local run logs live: `THUNDERHELM_LOCAL_LOG_DIR`, else `var/local-runs/` here.
+
+    Absolute, so the path in messages is the one the run used whatever
+    folder the user is in later.
+    """
+    return Path.cwd() / Path(env.get(LOG_DIR_VARIABLE) or DEFAULT_LOG_DIR)
 
 
 def _bar(done: int, total: int, width: int = 24) -> str:
@@ -176,12 +188,7 @@ class LocalRun:
                 case saga.PublishResult():
                     return action.result
                 case saga.Start():
-                    ga_state = self.executor.initial_ga_state(state)
-                    self.append(
-                        saga.NewEvent(
-                            ev.RUN_STARTED, {"run_id": state.run_id, "ga_state": ga_state}
-                        )
-                    )
+                    self.append(asyncio.run(step_event(self.executor, state, action, None)))
                 case saga.RunGeneration() | saga.Finish():
                     began = time.time()
                     done = self.perform(state, action)
@@ -195,24 +202,17 @@ class LocalRun:
     def perform(
         self, state: saga.RunState, action: saga.RunGeneration | saga.Finish
     ) -> saga.NewEvent | None:
-        """The step's event, as StepRunner makes it; None if cancel or budget stopped it."""
+        """The step's event (`step_event`, as the worker's); None if cancel or budget stopped it."""
         run_id = state.run_id
         try:
-            if isinstance(action, saga.RunGeneration):
-                data = awake(
-                    with_retries(
-                        lambda: self.executor.run_generation(state, None, self.candidate),
-                        run_id,
-                        RetryPolicy(),
-                    ),
-                    self.interrupt.keep_cancelling,
-                )
-                return saga.NewEvent(ev.GENERATION_COMPLETED, data)
-            result = awake(
-                with_retries(lambda: self.executor.finish(state, action), run_id, RetryPolicy()),
+            return awake(
+                with_retries(
+                    lambda: step_event(self.executor, state, action, None, self.candidate),
+                    run_id,
+                    RetryPolicy(),
+                ),
                 self.interrupt.keep_cancelling,
             )
-            return saga.NewEvent(ENDED_TYPES[action.status], {"run_id": run_id, "result": result})
         except StepInterrupted:
             return None  # the saga's next decision ends the run
         except Exception as exc:
@@ -246,6 +246,7 @@ def run_local(
     progress: ProgressHook | None = None,
     candidates: CandidateHook | None = None,
 ) -> int:
+    """Run (or resume) one request to its end; `logs` overrides `log_dir()`. Exit code back."""
     try:
         request = RunRequest.model_validate(raw).model_dump(mode="json")
     except ValidationError as exc:
@@ -255,7 +256,7 @@ def run_local(
     out = sys.stderr if as_json else sys.stdout
     run_id = request["run_id"]
     try:
-        log = LocalLog(log_path(logs or log_dir(settings), run_id))
+        log = LocalLog(log_path(logs or log_dir(), run_id))
         with log.held():
             hooks = (progress, candidates)
             return _run_logged(settings, request, log, pool_size, as_json, out, hooks)
@@ -281,7 +282,7 @@ def _run_logged(
             file=sys.stderr,
         )
         return 2
-    local = dataclasses.replace(settings, pool_size=pool_size or settings.pool_size)
+    local = settings.model_copy(update={"pool_size": pool_size or settings.pool_size})
     executor = RunExecutor(local)
     progress, on_candidate = hooks
     run = LocalRun(

@@ -28,14 +28,11 @@ from thunderhelm.ga.core.engine import (
     merge_results,
     pending,
 )
-from thunderhelm.ga.core.genome import (
-    SearchSpace,
-    genome_from_dict,
-    genome_key,
-    to_network,
-    wiring_from_dict,
-)
+from thunderhelm.ga.core.genome import genome_from_dict, genome_key
+from thunderhelm.ga.core.network import to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
+from thunderhelm.ga.core.space import SearchSpace
+from thunderhelm.ga.core.wiring import wiring_from_dict
 from thunderhelm.ga.training.artifact import write_artifact
 from thunderhelm.ga.training.datasets import PreparedDataset
 from thunderhelm.ga.training.evaluators import Fitness
@@ -51,6 +48,10 @@ Evaluate = Callable[..., Sequence[Mapping[str, Any]]]
 SETTLED_STATUSES = frozenset({"ok", "nan"})
 # Gets each newly trained candidate's `candidate-completed` data.
 Report = Callable[[dict[str, Any]], None]
+
+
+# The operator defaults a request that names none gets: the engine's own.
+DEFAULT_GA = GAConfig()
 
 
 def ga_config(request: Mapping[str, Any]) -> GAConfig:
@@ -73,9 +74,9 @@ def ga_config(request: Mapping[str, Any]) -> GAConfig:
         population=int(ga.get("population", 8)),
         generations=int(ga.get("generations", 4)),
         tournament_size=int(ga.get("tournament_size", 3)),
-        temperature=float(ga.get("temperature", 1.0)),
-        crossover_rate=float(ga.get("crossover_rate", 0.9)),
-        mutation_rate=float(ga.get("mutation_rate", 0.2)),
+        temperature=float(ga.get("temperature", DEFAULT_GA.temperature)),
+        crossover_rate=float(ga.get("crossover_rate", DEFAULT_GA.crossover_rate)),
+        mutation_rate=float(ga.get("mutation_rate", DEFAULT_GA.mutation_rate)),
         elite=int(ga.get("elite", 1)),
         seed=int(ga.get("seed", 0)),
         space=search_space,
@@ -287,7 +288,7 @@ def _candidate_span(
         if metrics.get("status") == "ok"
         else f"{metrics.get('status')}: {metrics.get('error')}"
     )
-    meters.candidate_trained(ended - started, str(metrics.get("status")))
+    meters.candidate_trained(ended - started, str(metrics.get("status")), metrics)
     telemetry.record_span(
         telemetry.CANDIDATE_SPAN.format(generation=generation, index=index),
         context=context,

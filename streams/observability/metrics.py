@@ -1,17 +1,22 @@
-"""Run, training, pool and dead-letter metrics, exported over OTLP when asked for.
+"""Run, training, pool and dead-letter metrics: Prometheus by default, OTLP when asked for.
 
-Jaeger stores traces only, so metrics are off unless `OTEL_METRICS_EXPORTER`
-is `otlp`; the endpoint is `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or
-`OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/metrics`, and the export interval the
-SDK's own `OTEL_METRIC_EXPORT_INTERVAL`. The recording functions below use
-only the OpenTelemetry API: without a configured SDK they cost a no-op call,
-and instruments created before `configure` start recording once it runs.
-Instrument names and attributes live here and nowhere else.
+The worker serves them in the Prometheus text format at `/metrics` on its web
+port (OpenTelemetry's Prometheus exporter, `THUNDERHELM_METRICS=false` turns
+it off). Jaeger stores traces only, so OTLP export is off unless
+`OTEL_METRICS_EXPORTER` lists `otlp`; the endpoint is
+`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` +
+`/v1/metrics`, and the export interval the SDK's own
+`OTEL_METRIC_EXPORT_INTERVAL`. The recording functions below use only the
+OpenTelemetry API: without a configured SDK they cost a no-op call, and
+instruments created before `configure` start recording once it runs.
+Instrument names and attributes live here and nowhere else (docs/operations.md
+lists them with their Prometheus names).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -44,16 +49,43 @@ _meter = metrics.get_meter(METER_NAME)
 _runs = _meter.create_counter(
     "thunderhelm.runs", unit="{run}", description="Runs that ended, by outcome"
 )
+# Bucket bounds for Prometheus (OTel's defaults are tuned for milliseconds).
+SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+ACCURACY = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
+LOSS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
 _run_duration = _meter.create_histogram(
-    "thunderhelm.run.duration", unit="s", description="Run duration, acceptance to end"
+    "thunderhelm.run.duration",
+    unit="s",
+    description="Run duration, acceptance to end",
+    explicit_bucket_boundaries_advisory=SECONDS,
+)
+_generations = _meter.create_counter(
+    "thunderhelm.generations", unit="{generation}", description="Generations completed"
 )
 _generation_duration = _meter.create_histogram(
-    "thunderhelm.generation.duration", unit="s", description="Wall time of one generation"
+    "thunderhelm.generation.duration",
+    unit="s",
+    description="Wall time of one generation",
+    explicit_bucket_boundaries_advisory=SECONDS,
 )
 _training_duration = _meter.create_histogram(
     "thunderhelm.candidate.training.duration",
     unit="s",
     description="Training time of one candidate, measured inside its interpreter",
+    explicit_bucket_boundaries_advisory=SECONDS,
+)
+_candidate_accuracy = _meter.create_histogram(
+    "thunderhelm.candidate.accuracy",
+    unit="1",
+    description="Validation accuracy of each trained candidate",
+    explicit_bucket_boundaries_advisory=ACCURACY,
+)
+_candidate_loss = _meter.create_histogram(
+    "thunderhelm.candidate.loss",
+    unit="1",
+    description="Validation loss of each trained candidate",
+    explicit_bucket_boundaries_advisory=LOSS,
 )
 _dead_letters = _meter.create_counter(
     "thunderhelm.dead_letters", unit="{record}", description="Inputs dead-lettered, by stage"
@@ -62,6 +94,7 @@ _dead_letters = _meter.create_counter(
 _lock = threading.Lock()
 _pool_sources: list[PoolStatsSource] = []
 _lag: dict[tuple[str, int], int] = {}
+_active_runs: list[int] = []  # the last count reported; empty until the worker reports
 _provider: Any = None
 
 
@@ -108,6 +141,19 @@ _meter.create_observable_gauge(
     unit="{task}",
     description="Tasks waiting for a pool interpreter",
 )
+
+
+def _active_observations(options: CallbackOptions) -> Iterable[Observation]:
+    with _lock:
+        return [Observation(n) for n in _active_runs]
+
+
+_meter.create_observable_gauge(
+    "thunderhelm.runs.active",
+    [_active_observations],
+    unit="{run}",
+    description="Runs in progress that this worker drives",
+)
 _meter.create_observable_gauge(
     "messaging.kafka.consumer.lag",
     [_lag_observations],
@@ -128,11 +174,26 @@ def run_ended(outcome: str, duration_s: float | None) -> None:
 
 
 def generation_completed(duration_s: float) -> None:
+    _generations.add(1)
     _generation_duration.record(max(0.0, duration_s))
 
 
-def candidate_trained(duration_s: float, status: str) -> None:
+def candidate_trained(
+    duration_s: float, status: str, scores: Mapping[str, Any] | None = None
+) -> None:
+    """One candidate's training ended; `scores` (its metrics) gives accuracy and loss."""
     _training_duration.record(max(0.0, duration_s), {"thunderhelm.status": status})
+    scores = scores or {}
+    for key, histogram in (("val_accuracy", _candidate_accuracy), ("val_loss", _candidate_loss)):
+        value = scores.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            histogram.record(float(value))
+
+
+def runs_active(count: int) -> None:
+    """How many runs in progress this worker drives now (its reconciler's view)."""
+    with _lock:
+        _active_runs[:] = [max(0, count)]
 
 
 def dead_lettered(stage: str, error_class: str, count: int = 1) -> None:
@@ -163,7 +224,8 @@ def exporter_endpoint(environ: Mapping[str, str]) -> str | None:
     """The OTLP/HTTP metrics URL, or None when metrics export is off (the default)."""
     if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
-    if environ.get("OTEL_METRICS_EXPORTER", "none").strip().lower() != "otlp":
+    exporters = {e.strip().lower() for e in environ.get("OTEL_METRICS_EXPORTER", "").split(",")}
+    if "otlp" not in exporters:
         return None
     explicit = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
     if explicit:
@@ -172,20 +234,34 @@ def exporter_endpoint(environ: Mapping[str, str]) -> str | None:
     return f"{base}/v1/metrics"
 
 
-def configure(resource: Resource, environ: Mapping[str, str] | None = None) -> bool:
-    """Install the SDK meter provider with an OTLP/HTTP exporter; False when off."""
+def configure(
+    resource: Resource, environ: Mapping[str, str] | None = None, *, prometheus: bool = True
+) -> bool:
+    """Install the SDK meter provider: the Prometheus reader and/or OTLP; False when neither."""
     global _provider
-    endpoint = exporter_endpoint(os.environ if environ is None else environ)
-    if endpoint is None or _provider is not None:
-        return _provider is not None
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    if _provider is not None:
+        return True
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint))
-    _provider = MeterProvider(resource=resource, metric_readers=[reader])
+    readers: list[MetricReader] = []
+    if prometheus:
+        from thunderhelm.streams.observability import prometheus as exposition
+
+        readers.append(exposition.reader())
+    endpoint = exporter_endpoint(env)
+    if endpoint is not None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint)))
+        log.info("exporting metrics to %s", endpoint)
+    if not readers:
+        return False
+    _provider = MeterProvider(resource=resource, metric_readers=readers)
     metrics.set_meter_provider(_provider)
-    log.info("exporting metrics to %s", endpoint)
     return True
 
 
@@ -199,6 +275,9 @@ def shutdown() -> None:
     if _provider is not None:
         _provider.shutdown()
         _provider = None
+        from thunderhelm.streams.observability import prometheus as exposition
+
+        exposition.forget()
 
 
 def run_status(status: str, data: Mapping[str, Any]) -> None:

@@ -90,7 +90,7 @@ def configure(settings: Settings) -> None:
     trace.set_tracer_provider(provider)
     from thunderhelm.streams.observability import metrics
 
-    metrics.configure(resource)
+    metrics.configure(resource, prometheus=settings.metrics)
 
 
 def flush(timeout_ms: int = 5000) -> None:

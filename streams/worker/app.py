@@ -15,6 +15,8 @@ from typing import Any
 
 import faust
 
+from thunderhelm.streams.observability import metrics as meters
+from thunderhelm.streams.observability import prometheus
 from thunderhelm.streams.worker.settings import Settings
 
 
@@ -79,6 +81,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def reconcile() -> None:
         await service.reconciler.reconcile()
+        meters.runs_active(service.active_runs())
+
+    @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    async def heartbeat() -> None:
+        await service.health.heartbeat()
 
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def on_started() -> None:
@@ -95,8 +102,25 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        # The container's healthcheck: the worker answers on its web port.
-        return web.json({"status": "ok", "app": settings.app_id})
+        # Liveness: the process answers and its event loop keeps time.
+        status, body = service.health.liveness()
+        return web.json({**body, "app": settings.app_id}, status=status)
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        # Readiness: partitions assigned, producer started, pool warm; 503 says what is not.
+        status, body = service.health.readiness()
+        return web.json({**body, "app": settings.app_id}, status=status)
+
+    @app.page("/metrics")
+    async def scrape(web: Any, request: Any) -> Any:
+        if not prometheus.enabled():
+            return web.json({"error": "metrics are off (THUNDERHELM_METRICS)"}, status=404)
+        # Fresh at every scrape (the timer keeps it current for OTLP export).
+        meters.runs_active(service.active_runs())
+        body, content_type = prometheus.exposition(request.headers.get("Accept"))
+        # The content type carries a charset, which aiohttp refuses in `content_type=`.
+        return web.bytes(body, headers={"Content-Type": content_type})
 
     @app.page("/runs/{run_id}/")
     async def run_view(web: Any, request: Any, run_id: str) -> Any:

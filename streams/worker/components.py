@@ -12,6 +12,7 @@ from thunderhelm.streams.worker.command_handler import CommandHandler
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
 from thunderhelm.streams.worker.event_handler import EventHandler
 from thunderhelm.streams.worker.event_writer import EventWriter
+from thunderhelm.streams.worker.health import Health, consumer_check, pool_check, producer_check
 from thunderhelm.streams.worker.ownership import Ownership
 from thunderhelm.streams.worker.reconciler import Reconciler
 from thunderhelm.streams.worker.run_store import RunStore
@@ -40,6 +41,13 @@ class RunWorker:
         )
         self.events = EventHandler(app, self.store, self.runner, self.dead_letters)
         self.reconciler = Reconciler(app, self.store, self.runner, self.ownership)
+        self.health = Health(
+            {
+                "kafka_consumer": consumer_check(app),
+                "kafka_producer": producer_check(app),
+                "interpreter_pool": pool_check(self.executor),
+            }
+        )
 
     async def start(self) -> None:
         await asyncio.to_thread(self.executor.start)
@@ -49,3 +57,8 @@ class RunWorker:
 
     def state_of(self, run_id: str) -> saga.RunState | None:
         return self.store.get(run_id)
+
+    def active_runs(self) -> int:
+        """Runs in progress whose partition this worker owns (standby copies excluded)."""
+        owned = self.ownership.active()
+        return sum(1 for _state, partition in self.store.live() if partition in owned)

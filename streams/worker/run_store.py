@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from thunderhelm.streams.domain import saga
+from thunderhelm.streams.worker.dead_letters import InputRejected
+from thunderhelm.streams.worker.records import epoch_seconds
 
 
 class RunStore:
@@ -49,12 +51,19 @@ class RunStore:
 
 # A changelog written before state and partition were kept apart holds flat
 # records: the state's fields with `_partition` (and `_result_published`,
-# which `settled` now says) among them. They are read as they are.
+# which `settled` now says) among them. They are read as they are. One
+# written before the fold kept the deadline gets it as the fold makes it.
 
 
 def _state_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
     state: Mapping[str, Any] = record.get("state", record)
-    return state
+    if "deadline" in state or not state.get("accepted_at") or state.get("request") is None:
+        return state
+    try:
+        began = epoch_seconds(state["accepted_at"])
+    except InputRejected:  # not a time: the run goes on without a deadline, as it did
+        return state
+    return {**state, "deadline": began + saga.timeout_s(state["request"])}
 
 
 def _partition_of(record: Mapping[str, Any]) -> int | None:

@@ -1,21 +1,31 @@
-"""Worker and client settings, read once from environment variables.
+"""Worker and client settings, read once from environment variables (pydantic-settings).
 
 Every knob has a default that works on a developer machine where
-`thunderhelm services start` runs Kafka and Jaeger on loopback.
+`thunderhelm services start` runs Kafka and Jaeger on loopback; a bad value
+stops start-up with a `SettingsError` that names the variable.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from thunderhelm.schemas.limits import Limits
+from thunderhelm.streams.worker.settings_source import (
+    ComputedDefaults,
+    MappingEnvSource,
+    SettingsError,
+    settings_error,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+__all__ = ["REPO_ROOT", "Settings", "SettingsError", "default_state_dir", "default_text_dir"]
 
 
 def default_text_dir() -> Path:
@@ -49,58 +59,91 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
     return home / ".local" / "state" / "thunderhelm"
 
 
-class SettingsError(ValueError):
-    """An environment variable holds a value the worker cannot use."""
+def _computed(env: Mapping[str, str]) -> dict[str, Any]:
+    """Defaults that depend on other variables; the environment's own values win."""
+    state = default_state_dir(env)
+    exporter = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    try:
+        limits = Limits.from_env(env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return {
+        "data_root": state / "data",
+        "artifact_dir": state / "artifacts",
+        "text_dir": default_text_dir(),
+        "tracing": exporter != "none" and env.get("OTEL_SDK_DISABLED", "").strip() != "true",
+        "limits": limits,
+    }
 
 
-class _Numbers(BaseModel):
-    """The numeric settings as the environment spells them, with their bounds."""
+class Settings(BaseSettings):
+    """Every worker and client knob; `THUNDERHELM_<NAME>` sets attribute `<name>`.
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    The OpenTelemetry ones use the SDK's own variables (`OTEL_SERVICE_NAME`,
+    `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`, `OTEL_TRACES_EXPORTER`,
+    `OTEL_SDK_DISABLED`). Empty variables count as unset.
+    """
 
-    partitions: int = Field(4, ge=1, le=10_000, alias="THUNDERHELM_PARTITIONS")
-    replication: int = Field(1, ge=1, le=32, alias="THUNDERHELM_REPLICATION")
-    pool_size: int = Field(0, ge=0, le=4096, alias="THUNDERHELM_POOL_SIZE")
-    web_port: int = Field(6066, ge=0, le=65_535, alias="THUNDERHELM_WEB_PORT")
-    session_timeout_s: float = Field(
-        10.0, gt=0, le=3600, allow_inf_nan=False, alias="THUNDERHELM_SESSION_TIMEOUT_S"
+    model_config = SettingsConfigDict(
+        env_prefix="THUNDERHELM_",
+        frozen=True,
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
     )
 
-
-def _numbers(env: Mapping[str, str]) -> _Numbers:
-    """Parse and bound the numeric settings; the error names each bad variable."""
-    try:
-        return _Numbers.model_validate(env)
-    except ValidationError as exc:
-        reasons = [
-            f"{err['loc'][0]}={env.get(str(err['loc'][0]))!r}: {err['msg']}" for err in exc.errors()
-        ]
-        raise SettingsError("; ".join(reasons)) from None
-
-
-@dataclass(frozen=True)
-class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = "thunderhelm."
-    partitions: int = 4
-    replication: int = 1
+    partitions: int = Field(4, ge=1, le=10_000)
+    replication: int = Field(1, ge=1, le=32)
     app_id: str = "thunderhelm-worker"
-    otlp_endpoint: str = "http://127.0.0.1:4318"
+    otlp_endpoint: str = Field(
+        "http://127.0.0.1:4318",
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
     jaeger_ui: str = "http://127.0.0.1:16686"
-    service_name: str = "thunderhelm-worker"
+    service_name: str = Field("thunderhelm-worker", validation_alias="OTEL_SERVICE_NAME")
     tracing: bool = True
-    data_root: Path = field(default_factory=lambda: default_state_dir(os.environ) / "data")
-    text_dir: Path = REPO_ROOT / "data" / "shakespeare"
-    artifact_dir: Path = field(default_factory=lambda: default_state_dir(os.environ) / "artifacts")
-    pool_size: int = 0  # 0: one interpreter per core
-    web_port: int = 6066
+    data_root: Path = Field(default_factory=lambda: default_state_dir(os.environ) / "data")
+    text_dir: Path = Field(default_factory=default_text_dir)
+    artifact_dir: Path = Field(default_factory=lambda: default_state_dir(os.environ) / "artifacts")
+    pool_size: int = Field(0, ge=0, le=4096)  # 0: one interpreter per core
+    web_port: int = Field(6066, ge=0, le=65_535)
     # The address the web server binds; 0.0.0.0 in a container, so that a
     # published port reaches it.
     web_host: str = "127.0.0.1"
     # Operator limits on requests (THUNDERHELM_LIMIT_*), see schemas/limits.py.
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = Field(default_factory=Limits)
     # How fast the group notices a dead worker and hands its runs to another.
-    session_timeout_s: float = 10.0
+    session_timeout_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
+    # Prometheus metrics at /metrics on the web port (docs/operations.md).
+    metrics: bool = True
+    # `json`: one JSON object per log line, with trace_id and span_id.
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("otlp_endpoint", "jaeger_ui")
+    @classmethod
+    def _no_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword arguments first, then the process environment, then the
+        # defaults computed from it; no .env or secret files.
+        return (init_settings, *cls._sources(os.environ))
+
+    @classmethod
+    def _sources(cls, env: Mapping[str, str]) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (MappingEnvSource(cls, env), ComputedDefaults(cls, _computed(env)))
 
     @property
     def run_requests(self) -> str:
@@ -139,31 +182,14 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings `environ` (default: the process environment) describes.
+
+        Raises `SettingsError` naming each bad variable, its value and what it must be.
+        """
         env = dict(os.environ if environ is None else environ)
-        numbers = _numbers({k: v.strip() for k, v in env.items() if k.startswith("THUNDERHELM_")})
-        state = default_state_dir(env)
-        exporter = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
-        endpoint = env.get(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            env.get("OTEL_EXPORTER_OTLP_ENDPOINT", cls.otlp_endpoint),
-        )
-        return cls(
-            bootstrap_servers=env.get("THUNDERHELM_BOOTSTRAP_SERVERS", cls.bootstrap_servers),
-            topic_prefix=env.get("THUNDERHELM_TOPIC_PREFIX", cls.topic_prefix),
-            partitions=numbers.partitions,
-            replication=numbers.replication,
-            app_id=env.get("THUNDERHELM_APP_ID", cls.app_id),
-            otlp_endpoint=endpoint.rstrip("/"),
-            jaeger_ui=env.get("THUNDERHELM_JAEGER_UI", cls.jaeger_ui).rstrip("/"),
-            service_name=env.get("OTEL_SERVICE_NAME", cls.service_name),
-            tracing=exporter != "none" and env.get("OTEL_SDK_DISABLED", "") != "true",
-            data_root=Path(env.get("THUNDERHELM_DATA_ROOT") or state / "data"),
-            text_dir=Path(env.get("THUNDERHELM_TEXT_DIR", str(default_text_dir()))),
-            artifact_dir=Path(env.get("THUNDERHELM_ARTIFACT_DIR") or state / "artifacts"),
-            pool_size=numbers.pool_size,
-            web_port=numbers.web_port,
-            web_host=env.get("THUNDERHELM_WEB_HOST", cls.web_host),
-            limits=Limits.from_env(env),
-            session_timeout_s=numbers.session_timeout_s,
-        )
+        try:
+            # _build_sources: pydantic-settings' own argument, unseen through dataclass_transform.
+            return cls(_build_sources=(cls._sources(env), {}))  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise settings_error(exc, cls, env) from None

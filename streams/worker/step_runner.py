@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,34 +20,40 @@ from opentelemetry.context import Context
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.domain.retry import RetryPolicy, next_delay
-from thunderhelm.streams.execution.executor import StepInterrupted
+from thunderhelm.streams.domain.retry import Classifier, Draw, RetryPolicy, next_delay
+from thunderhelm.streams.execution.executor import StepInterrupted, step_event
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.event_writer import EventWriter
 from thunderhelm.streams.worker.ownership import Ownership
+from thunderhelm.streams.worker.retry_errors import is_retryable
 from thunderhelm.streams.worker.run_store import RunStore
 
 log = logging.getLogger(__name__)
 
-ENDED_TYPES = {
-    "succeeded": ev.RUN_SUCCEEDED,
-    "failed": ev.RUN_FAILED,
-    "cancelled": ev.RUN_CANCELLED,
-}
 CANDIDATE_WRITE_TIMEOUT_S = 30.0
 
 
 async def with_retries[T](
-    attempt: Callable[[], Awaitable[T]], run_id: str, policy: RetryPolicy
+    attempt: Callable[[], Awaitable[T]],
+    run_id: str,
+    policy: RetryPolicy,
+    *,
+    retryable: Classifier = is_retryable,
+    draw: Draw | None = None,
 ) -> T:
-    """Run `attempt`, retrying transient failures per the retry policy."""
+    """Run `attempt`, retrying transient failures per the retry policy.
+
+    `draw` is the jitter's randomness (a fresh unseeded RNG by default: the
+    delays of two workers should differ).
+    """
+    jitter = draw if draw is not None else random.Random().random
     tries = 0
     while True:
         tries += 1
         try:
             return await attempt()
         except Exception as exc:
-            delay = next_delay(exc, tries, policy)
+            delay = next_delay(exc, tries, policy, retryable=retryable, draw=jitter)
             if delay is None:
                 raise
             log.warning(
@@ -76,6 +83,7 @@ class StepRunner:
         store: RunStore,
         ownership: Ownership,
         policy: RetryPolicy | None = None,
+        draw: Draw | None = None,  # the backoff jitter's RNG; seeded in tests
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.executor = executor
@@ -83,6 +91,7 @@ class StepRunner:
         self.store = store
         self.ownership = ownership
         self.policy = policy or RetryPolicy()
+        self.draw = draw if draw is not None else random.Random().random
         self.clock = clock  # wall time for the saga's budget (seconds since the epoch)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # When this worker last saw each run move; the reconciler's idle clocks.
@@ -95,7 +104,7 @@ class StepRunner:
         self.last_progress[run_id] = time.monotonic()
 
     async def retried[T](self, attempt: Callable[[], Awaitable[T]], run_id: str) -> T:
-        return await with_retries(attempt, run_id, self.policy)
+        return await with_retries(attempt, run_id, self.policy, draw=self.draw)
 
     async def act(self, state: saga.RunState, *, now: float | None = None) -> None:
         """Ask the saga for the run's next step at `now` (default: the clock) and carry it out."""
@@ -111,9 +120,8 @@ class StepRunner:
             case saga.PublishResult():
                 await self.publish(state, context)
             case saga.Start():
-                ga_state = self.executor.initial_ga_state(state)
-                data = {"run_id": state.run_id, "ga_state": ga_state}
-                await self.writer.append(state.run_id, saga.NewEvent(ev.RUN_STARTED, data), context)
+                started = await step_event(self.executor, state, action, context)
+                await self.writer.append(state.run_id, started, context)
             case saga.RunGeneration() | saga.Finish():
                 if self.appended.get(state.run_id, -1) >= state.generation and isinstance(
                     action, saga.RunGeneration
@@ -191,13 +199,13 @@ class StepRunner:
     async def perform(
         self, state: saga.RunState, action: saga.Action, context: Context | None
     ) -> saga.NewEvent:
-        if isinstance(action, saga.RunGeneration):
-            report = self.candidate_reporter(state, context)
-            data = await self.executor.run_generation(state, context, report)
-            return saga.NewEvent(ev.GENERATION_COMPLETED, data)
-        assert isinstance(action, saga.Finish)
-        result = await self.executor.finish(state, action)
-        return saga.NewEvent(ENDED_TYPES[action.status], {"run_id": state.run_id, "result": result})
+        assert isinstance(action, saga.RunGeneration | saga.Finish)
+        report = (
+            self.candidate_reporter(state, context)
+            if isinstance(action, saga.RunGeneration)
+            else None
+        )
+        return await step_event(self.executor, state, action, context, report)
 
     def candidate_reporter(
         self, state: saga.RunState, context: Context | None

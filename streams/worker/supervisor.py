@@ -209,4 +209,14 @@ class Supervisor:
 def main(command: Sequence[str] | None = None) -> int:
     """`thunderhelm worker`: supervise the real worker; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if command is None:
+        # A bad setting would end every child at start-up, restarted forever:
+        # say which variable is wrong, once, and stop.
+        from thunderhelm.streams.worker.settings import Settings, SettingsError
+
+        try:
+            Settings.from_env()
+        except SettingsError as exc:
+            print(f"thunderhelm worker: {exc}", file=sys.stderr, flush=True)
+            return 2
     return Supervisor(worker_command() if command is None else command).run()
