@@ -14,6 +14,7 @@ from thunderhelm.schemas.envelope import SCHEMA_VERSION, STRUCTURED_CONTENT_TYPE
 from thunderhelm.schemas.event_data import EVENT_DATA
 from thunderhelm.schemas.requests import CANCEL_REQUESTED, RUN_ID_PATTERN, RUN_REQUESTED
 from thunderhelm.schemas.results import RUN_RESULT
+from thunderhelm.schemas.tasks import CANDIDATE_TASK, CANDIDATE_TRAINED
 
 SCHEMA_DIR = "../schemas/json"  # relative to docs/
 KAFKA_BINDING = "0.5.0"
@@ -43,12 +44,29 @@ CHANNELS: dict[str, tuple[str, str, list[str]]] = {
         "the input's headers, then `dlq.*` headers.",
         [DEAD_LETTER_HEADERS],
     ),
+    "runCommands": (
+        "thunderhelm.run-commands",
+        "Internal: run-requests records the intake admitted, unchanged, and the outcomes "
+        "of candidates any worker trained, for the run's owner to append to its log.",
+        [RUN_REQUESTED, CANCEL_REQUESTED, CANDIDATE_TRAINED],
+    ),
+    "candidateTasks": (
+        "thunderhelm.candidate-tasks",
+        "Internal: candidates of running generations, for any worker with a free "
+        "interpreter; keyed `<run id>/<generation>/<index>` so they spread over partitions.",
+        [CANDIDATE_TASK],
+    ),
+}
+_KEYS = {
+    "deadLetters": "the input's key.",
+    "candidateTasks": "`<run id>/<generation>/<index>`.",
 }
 OPERATIONS: dict[str, tuple[str, str, str]] = {
     "sendCommand": ("send", "runRequests", "Start or cancel a run."),
     "receiveRunEvents": ("receive", "runEvents", "Follow runs; fold a run's events."),
     "receiveRunResults": ("receive", "runResults", "Read the result of finished runs."),
     "receiveDeadLetters": ("receive", "deadLetters", "Inspect or re-drive failed inputs."),
+    "trainCandidates": ("receive", "candidateTasks", "Workers train the candidates of every run."),
 }
 
 
@@ -126,7 +144,7 @@ def document() -> dict[str, Any]:
         cid: {
             "address": topic,
             "description": f"{text} Key: "
-            + ("the input's key." if cid == "deadLetters" else "the run id.")
+            + _KEYS.get(cid, "the run id.")
             + " The prefix `thunderhelm.` is `THUNDERHELM_TOPIC_PREFIX`.",
             "messages": {
                 message_id(n): {"$ref": f"#/components/messages/{message_id(n)}"} for n in names

@@ -24,6 +24,12 @@ from thunderhelm.schemas.requests import (
     RunRequest,
 )
 from thunderhelm.schemas.results import RUN_RESULT, RunResult
+from thunderhelm.schemas.tasks import (
+    CANDIDATE_TASK,
+    CANDIDATE_TRAINED,
+    CandidateTask,
+    CandidateTrained,
+)
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ENVELOPE = "cloudevent"
@@ -59,6 +65,16 @@ ENTRIES: tuple[Entry, ...] = (
         for kind, model in EVENT_DATA.items()
     ),
     Entry(RUN_RESULT, RunResult, "`data` of the one record per finished run on run-results."),
+    Entry(
+        CANDIDATE_TASK,
+        CandidateTask,
+        "`data` of a candidate to train, on the internal candidate-tasks topic.",
+    ),
+    Entry(
+        CANDIDATE_TRAINED,
+        CandidateTrained,
+        "`data` of a trained candidate's outcome for the run's owner, on run-commands.",
+    ),
     Entry(
         DEAD_LETTER_HEADERS,
         DeadLetterHeaders,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from thunderhelm.schemas.events import (
     CANCEL_RECORDED,
     CANDIDATE_COMPLETED,
+    CANDIDATES_DISPATCHED,
     EVENT_DEAD_LETTERED,
     GENERATION_COMPLETED,
     RUN_ACCEPTED,
@@ -69,6 +70,17 @@ class CandidateCompleted(_EventData):
     duration_s: float | None = Field(default=None, ge=0)
 
 
+class CandidatesDispatched(_EventData):
+    """The owner put the generation's untrained candidates on candidate-tasks.
+
+    Any worker may train them; their outcomes come back as `candidate-completed`.
+    """
+
+    generation: int = Field(ge=0)
+    candidates: list[int] = Field(description="indices of the candidates put on candidate-tasks")
+    topic: str = Field(min_length=1, description="where the tasks went")
+
+
 class GenerationCompleted(_EventData):
     generation: int = Field(ge=0)
     fitnesses: list[float | None]
@@ -107,6 +119,7 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     RUN_ACCEPTED: RunAccepted,
     RUN_REJECTED: RunRejected,
     RUN_STARTED: RunStarted,
+    CANDIDATES_DISPATCHED: CandidatesDispatched,
     CANDIDATE_COMPLETED: CandidateCompleted,
     GENERATION_COMPLETED: GenerationCompleted,
     RUN_SUCCEEDED: RunEnded,

@@ -11,6 +11,7 @@ from __future__ import annotations
 RUN_ACCEPTED = "thunderhelm.run.accepted"
 RUN_REJECTED = "thunderhelm.run.rejected"
 RUN_STARTED = "thunderhelm.run.started"
+CANDIDATES_DISPATCHED = "thunderhelm.run.candidates-dispatched"
 CANDIDATE_COMPLETED = "thunderhelm.run.candidate-completed"
 GENERATION_COMPLETED = "thunderhelm.run.generation-completed"
 RUN_SUCCEEDED = "thunderhelm.run.succeeded"
@@ -26,6 +27,7 @@ EVENT_TYPES = frozenset(
         RUN_ACCEPTED,
         RUN_REJECTED,
         RUN_STARTED,
+        CANDIDATES_DISPATCHED,
         CANDIDATE_COMPLETED,
         GENERATION_COMPLETED,
         RUN_SUCCEEDED,

@@ -118,7 +118,9 @@ async def test_request_becomes_events_result_and_trace(worker: WorkerProcess) ->
     assert [t for t in event_types(events) if t != ev.CANDIDATE_COMPLETED] == [
         ev.RUN_ACCEPTED,
         ev.RUN_STARTED,
+        ev.CANDIDATES_DISPATCHED,
         ev.GENERATION_COMPLETED,
+        ev.CANDIDATES_DISPATCHED,
         ev.GENERATION_COMPLETED,
         ev.RUN_SUCCEEDED,
     ], worker.log_path.read_text()[-4000:]

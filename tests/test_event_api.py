@@ -110,7 +110,14 @@ def test_asyncapi_names_the_topics_and_every_schema() -> None:
     doc = asyncapi()
     s = Settings()
     addresses = {c["address"] for c in doc["channels"].values()}
-    assert addresses == {s.run_requests, s.run_events, s.run_results, s.dead_letters}
+    assert addresses == {
+        s.run_requests,
+        s.run_events,
+        s.run_results,
+        s.dead_letters,
+        s.run_commands,
+        s.candidate_tasks,
+    }
     files = {r for r in _refs(doc) if not r.startswith("#")}
     for ref in files:
         assert (ASYNCAPI.parent / ref).resolve().is_file(), ref

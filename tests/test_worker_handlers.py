@@ -28,7 +28,8 @@ from thunderhelm.streams.worker.event_writer import event_envelope, result_envel
 from thunderhelm.streams.worker.records import to_domain
 from thunderhelm.streams.worker.settings import Settings
 
-SETTINGS = Settings(topic_prefix="unit")
+# The in-process path (the owner trains every candidate); fan-out has its own tests.
+SETTINGS = Settings(topic_prefix="unit", fanout=False)
 PARTITION = 1
 
 

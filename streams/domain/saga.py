@@ -65,7 +65,16 @@ class CancelRun:
     time: str
 
 
-Command = StartRun | CancelRun
+@dataclass(frozen=True)
+class RecordOutcome:
+    """A worker trained one of the run's candidates (a candidate-tasks task)."""
+
+    command_id: str
+    run_id: str
+    data: Mapping[str, Any]  # `candidate-completed` data, validated by the edge
+
+
+Command = StartRun | CancelRun | RecordOutcome
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,9 @@ class RunState:
     # Outcomes of the current generation's candidates, by index (as text:
     # the state is stored as JSON): one per candidate, the first one folded.
     outcomes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The current generation's candidates put on candidate-tasks for any
+    # worker to train; the run waits until each has an outcome.
+    dispatched: tuple[int, ...] = ()
     version: int = 0  # events applied
     seen_ids: tuple[str, ...] = ()
     cancel_reason: str | None = None
@@ -132,6 +144,7 @@ class RunState:
             "best": self.best,
             "history": list(self.history),
             "outcomes": {k: dict(v) for k, v in self.outcomes.items()},
+            "dispatched": list(self.dispatched),
             "version": self.version,
             "seen_ids": list(self.seen_ids),
             "cancel_reason": self.cancel_reason,
@@ -155,6 +168,7 @@ class RunState:
             best=raw.get("best"),
             history=tuple(raw.get("history", ())),
             outcomes={str(k): v for k, v in (raw.get("outcomes") or {}).items()},
+            dispatched=tuple(int(i) for i in raw.get("dispatched") or ()),
             version=int(raw.get("version", 0)),
             seen_ids=tuple(raw.get("seen_ids", ())),
             cancel_reason=raw.get("cancel_reason"),
@@ -207,6 +221,19 @@ def decide(state: RunState | None, command: Command) -> list[NewEvent]:
                 return []
             data = {"run_id": command.run_id, "reason": command.reason}
             return [NewEvent(ev.CANCEL_RECORDED, data, command.command_id)]
+        case RecordOutcome():
+            if state is None or not awaits(state, command.data):
+                return []  # late, duplicated or for another generation: nothing new
+            return [NewEvent(ev.CANDIDATE_COMPLETED, command.data, command.command_id)]
+
+
+def awaits(state: RunState, outcome: Mapping[str, Any]) -> bool:
+    """Whether `outcome` is the first for a candidate of the running generation."""
+    return (
+        state.status == "running"
+        and int(outcome["generation"]) == state.generation
+        and str(outcome["index"]) not in state.outcomes
+    )
 
 
 def reject(run_id: str, reasons: list[str], command_id: str) -> NewEvent:
@@ -269,11 +296,13 @@ def _apply(state: RunState, event: Event) -> RunState:
             return _accepted(event, cancel_reason=state.cancel_reason)
         case ev.RUN_STARTED if state.status == "accepted":
             return replace(state, status="running", ga_state=data["ga_state"])
-        case ev.CANDIDATE_COMPLETED if (
+        case ev.CANDIDATES_DISPATCHED if (
             state.status == "running"
             and int(data["generation"]) == state.generation
-            and str(data["index"]) not in state.outcomes
+            and not state.dispatched
         ):
+            return replace(state, dispatched=tuple(int(i) for i in data["candidates"]))
+        case ev.CANDIDATE_COMPLETED if awaits(state, data):
             # Training is deterministic, so a second outcome for the same
             # candidate (a redelivery, a step run again) says nothing new.
             outcomes = {**state.outcomes, str(data["index"]): dict(data)}
@@ -295,6 +324,7 @@ def _apply(state: RunState, event: Event) -> RunState:
                 best=data.get("best", state.best),
                 history=(*state.history, summary),
                 outcomes={},
+                dispatched=(),
             )
         case ev.CANCEL_RECORDED if state.cancel_reason is None:
             return replace(state, cancel_reason=str(data["reason"]))
@@ -375,7 +405,14 @@ def react(state: RunState, now: float) -> Action | None:
         return Finish("failed", "BudgetExceeded", f"reached max_evaluations={max_evaluations}")
     if state.generation >= state.total_generations:
         return Finish("succeeded")
+    if waiting_for_candidates(state):
+        return None  # workers are training them; each outcome folds in and asks again
     return RunGeneration(state.generation, done_candidates(state))
+
+
+def waiting_for_candidates(state: RunState) -> bool:
+    """Whether a dispatched candidate of the current generation has no outcome yet."""
+    return any(str(index) not in state.outcomes for index in state.dispatched)
 
 
 def done_candidates(state: RunState) -> tuple[int, ...]:

@@ -10,9 +10,13 @@ a per-run cancel token and the deadline the kernel checks between batches.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import socket
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from opentelemetry.context import Context
@@ -23,7 +27,7 @@ from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
 from thunderhelm.ga.training.evaluators import PoolEvaluator
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.execution import steps
+from thunderhelm.streams.execution import candidates, steps
 from thunderhelm.streams.observability import metrics
 from thunderhelm.streams.worker.settings import Settings
 
@@ -32,6 +36,10 @@ log = logging.getLogger(__name__)
 # loop: on a saturated machine commands and events are still read promptly,
 # and training gets every cycle the loop leaves (bench/stream.py measures it).
 POOL_NICENESS = 10
+# Who trained a candidate, as its outcome says (the scale benchmark counts shares by it).
+WORKER_NAME = f"{socket.gethostname()}/{os.getpid()}"
+# Datasets of other runs' tasks kept loaded: a worker helps a few runs at a time.
+TASK_DATASETS_KEPT = 4
 
 
 ENDED_TYPES = {
@@ -92,6 +100,7 @@ class RunExecutor:
         self.pool: InterpreterPool | None = None
         self._lock = threading.Lock()
         self._datasets: dict[str, PreparedDataset] = {}
+        self._task_datasets: dict[str, PreparedDataset] = {}  # by spec, oldest first
         self._cancels: dict[str, CancelToken] = {}
 
     def start(self) -> None:
@@ -168,6 +177,54 @@ class RunExecutor:
 
     async def finish(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
         return await asyncio.to_thread(self.finish_now, state, action)
+
+    # --- a generation spread over workers (streams/execution/candidates.py) -------------
+
+    async def generation_tasks(self, state: saga.RunState) -> list[dict[str, Any]]:
+        """`candidate.task` data for the generation's candidates the log has no outcome for."""
+        return await asyncio.to_thread(self._generation_tasks, state)
+
+    def _generation_tasks(self, state: saga.RunState) -> list[dict[str, Any]]:
+        assert state.request is not None and state.ga_state is not None
+        dataset = self._dataset(state)
+        return candidates.generation_tasks(
+            state.request,
+            GAState.from_dict(state.ga_state),
+            dataset.n_features,
+            dataset.n_classes,
+            run_id=state.run_id,
+            deadline=state.deadline or (time.time() + 3600.0),
+            traceparent=state.traceparent,
+            known=state.outcomes,
+        )
+
+    def train_task(self, task: Mapping[str, Any], context: Context | None) -> dict[str, Any]:
+        """Train one candidate task on the pool, in this thread; its `candidate.trained` data."""
+        dataset = self._task_dataset(task["dataset"])
+        with PoolEvaluator(
+            self._pool(),
+            dataset,
+            deadline_s=max(1.0, float(task["deadline"]) - time.time()),
+            fitness=steps.fitness_of(task),
+        ) as evaluator:
+            return candidates.train_task(task, evaluator, context, WORKER_NAME)
+
+    def _task_dataset(self, spec: Mapping[str, Any]) -> PreparedDataset:
+        """The dataset a task names, loaded once per spec (the newest few are kept)."""
+        key = json.dumps(spec, sort_keys=True)
+        with self._lock:
+            cached = self._task_datasets.pop(key, None)
+            if cached is not None:
+                self._task_datasets[key] = cached  # most recently used last
+                return cached
+        dataset = load_dataset(
+            spec, data_root=self.settings.data_root, text_dir=self.settings.text_dir
+        )
+        with self._lock:
+            self._task_datasets[key] = dataset
+            while len(self._task_datasets) > TASK_DATASETS_KEPT:
+                self._task_datasets.pop(next(iter(self._task_datasets)))
+        return dataset
 
     def use_dataset(self, run_id: str, dataset: PreparedDataset) -> None:
         """Hand over a dataset already loaded for `run_id` (spares loading it again)."""

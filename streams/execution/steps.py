@@ -140,13 +140,13 @@ def run_generation(
 
         def scored(position: int, result: Mapping[str, Any]) -> None:
             index, genome = todo[position]
-            metrics = _metrics(result)
+            metrics = candidate_metrics(result)
             score = sanitize_fitness(float(result.get("fitness", FAILED)))
             evaluated[index] = Evaluation(score, metrics)
             key, seed = genome_key(genome), seeds[position]
             outcome = candidate_data(generation, index, key, seed, score, metrics)
             candidates[index] = candidate_summary(outcome)
-            _candidate_span(gen_context, generation, index, networks[position], metrics)
+            candidate_span(gen_context, generation, index, networks[position], metrics)
             if report is not None and metrics.get("status") in SETTLED_STATUSES:
                 report(outcome)
 
@@ -239,7 +239,7 @@ def training_summary(candidates: Sequence[Mapping[str, Any]], wall_s: float) -> 
     }
 
 
-def _metrics(result: Mapping[str, Any]) -> dict[str, Any]:
+def candidate_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
     keep = (
         "status",
         "val_accuracy",
@@ -259,7 +259,7 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _candidate_span(
+def candidate_span(
     context: Context,
     generation: int,
     index: int,

@@ -38,6 +38,7 @@ from thunderhelm.schemas.requests import (
     CancelRequest,
     RunRequest,
 )
+from thunderhelm.schemas.tasks import CANDIDATE_TRAINED, CandidateTrained
 from thunderhelm.streams.worker.dead_letters import Failure, InputRejected, Origin, classify
 
 Headers = Sequence[tuple[str, bytes]]
@@ -60,7 +61,7 @@ class Admitted:
     """A screened command: its envelope and its validated content."""
 
     envelope: CloudEvent
-    command: RunRequest | CancelRequest | InvalidRequest
+    command: RunRequest | CancelRequest | InvalidRequest | CandidateTrained
 
 
 def run_id_in(data: Any) -> str | None:
@@ -84,9 +85,18 @@ def run_id_of_key(key: bytes | None) -> str | None:
 
 
 def screen_command(
-    key: bytes | None, value: bytes | None, headers: Headers, limits: Limits
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    limits: Limits,
+    *,
+    internal: bool = False,
 ) -> Admitted | Failure:
-    """The command a run-requests record carries, or why it must be dead-lettered."""
+    """The command a run-requests record carries, or why it must be dead-lettered.
+
+    `internal`: the record is on run-commands, where workers also send the
+    outcomes of candidates they trained (never accepted from run-requests).
+    """
     stage = "decode"
     try:
         size = record_bytes(key, value, headers)
@@ -99,6 +109,8 @@ def screen_command(
         for name, _ in headers:
             if name.startswith(FORWARD_PREFIX):
                 raise InputRejected("validate", f"header {name!r} is reserved for the intake")
+        if internal and command.type == CANDIDATE_TRAINED:
+            return Admitted(command, CandidateTrained.model_validate(command.data))
         if command.type not in COMMAND_TYPES:
             raise InputRejected("validate", f"unknown command type {command.type!r}")
         content: RunRequest | CancelRequest | InvalidRequest

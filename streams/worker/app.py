@@ -11,6 +11,7 @@ report back by appending to run-events.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -90,9 +91,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def on_started() -> None:
         await service.start()
-        # Commands are admitted once the pool is warm: warming interpreters
-        # up is the heaviest work of a start and would share the cores.
-        await intake.run()
+        # Commands are admitted and tasks taken once the pool is warm: warming
+        # interpreters up is the heaviest work of a start and would share the cores.
+        if settings.fanout:
+            await asyncio.gather(intake.run(), service.trainer.run())
+        else:
+            await intake.run()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrower
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:

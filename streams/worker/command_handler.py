@@ -17,6 +17,7 @@ from opentelemetry.trace import Span
 
 from thunderhelm.schemas.envelope import utc_now_iso
 from thunderhelm.schemas.requests import CancelRequest, RunRequest
+from thunderhelm.schemas.tasks import CandidateTrained
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.admission import (
@@ -49,6 +50,9 @@ def command_of(admitted: Admitted, span: Span) -> tuple[str, saga.Command | saga
         case CancelRequest():
             cancel = saga.CancelRun(envelope.id, content.run_id, content.reason, utc_now_iso())
             return content.run_id, cancel
+        case CandidateTrained():
+            data = content.model_dump(mode="json", exclude_unset=True)
+            return content.run_id, saga.RecordOutcome(envelope.id, content.run_id, data)
 
 
 @dataclass
@@ -66,7 +70,9 @@ class CommandHandler:
         # The input as the user wrote it, and where on run-requests it was.
         original, origin = unwrap_forwarded(pairs(message.headers))
         with consumed(self.app, message, dict(pairs(message.headers))) as span:
-            screened = screen_command(message.key, message.value, original, self.settings.limits)
+            screened = screen_command(
+                message.key, message.value, original, self.settings.limits, internal=True
+            )
             if isinstance(screened, Failure):
                 await self.dead_letters.dead_letter(event, screened, span, original, origin)
                 return

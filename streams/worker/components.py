@@ -8,6 +8,7 @@ from typing import Any
 
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.executor import RunExecutor
+from thunderhelm.streams.worker.candidate_trainer import CandidateTrainer
 from thunderhelm.streams.worker.command_handler import CommandHandler
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
 from thunderhelm.streams.worker.event_handler import EventHandler
@@ -34,13 +35,22 @@ class RunWorker:
         self.store = RunStore(table, writable)
         self.ownership = Ownership(app, settings.run_events)
         self.writer = EventWriter(settings, topics, self.store)
-        self.runner = StepRunner(self.executor, self.writer, self.store, self.ownership)
+        self.runner = StepRunner(
+            self.executor, self.writer, self.store, self.ownership, fanout=settings.fanout
+        )
         self.dead_letters = DeadLetterWriter(settings, app, self.writer)
         self.commands = CommandHandler(
             settings, app, self.store, self.writer, self.runner, self.dead_letters
         )
         self.events = EventHandler(app, self.store, self.runner, self.dead_letters)
         self.reconciler = Reconciler(app, self.store, self.runner, self.ownership)
+        self.trainer = CandidateTrainer(
+            settings,
+            self.pool_size,
+            lambda task, context: self.executor.train_task(task, context),
+            self.writer.produce,
+            self.dead_letters.dead_letter_record,
+        )
         self.health = Health(
             {
                 "kafka_consumer": consumer_check(app),
@@ -51,6 +61,11 @@ class RunWorker:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.executor.start)
+
+    def pool_size(self) -> int:
+        """Interpreters this worker trains on (0 until the pool is warm)."""
+        stats = self.executor.pool_stats()
+        return 0 if stats is None else int(stats.size)
 
     def stop(self) -> None:
         self.executor.close()

@@ -83,6 +83,20 @@ class DeadLetterWriter:
             if run_id is not None and origin.topic != self.settings.run_events:
                 await self.note(run_id, failure, origin)
 
+    async def dead_letter_record(self, record: Any, failure: Failure, origin: Origin) -> None:
+        """Dead-letter a record read outside Faust (a candidate task); waits for the ack."""
+        original = list(record.headers or ())
+        self.log.dead_letter(origin, failure)
+        meters.dead_lettered(failure.stage, failure.error_class)
+        with telemetry.dead_letter_span(
+            failure.stage, failure.error_class, failure.message, dict(original)
+        ):
+            headers = dead_letter_headers(original, failure, origin, telemetry.inject_headers())
+            sent = await self.app.producer.send(
+                self.settings.dead_letters, record.key, record.value, None, None, headers
+            )
+            await sent
+
     async def note(self, run_id: str, failure: Failure, origin: Origin) -> None:
         """A `dead-lettered` event in the log of a run this worker knows (else nothing)."""
         if self.writer.store.get(run_id) is None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from opentelemetry.context import Context
 
+from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import encode_event, structured_headers
 from thunderhelm.schemas.envelope import (
     JSON_CONTENT_TYPE,
@@ -25,6 +26,7 @@ from thunderhelm.schemas.envelope import (
 )
 from thunderhelm.schemas.event_data import validated_data
 from thunderhelm.schemas.results import RUN_RESULT, validated_result
+from thunderhelm.schemas.tasks import CANDIDATE_TASK, CandidateTask
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.run_store import RunStore
@@ -68,6 +70,11 @@ def result_envelope(state: saga.RunState) -> CloudEvent:
     return record.model_copy(update={"id": f"{state.run_id}/result"})
 
 
+def validated_task(task: Mapping[str, Any]) -> dict[str, Any]:
+    """A candidate task checked against `CandidateTask`; raises `ValidationError`."""
+    return CandidateTask.model_validate(task).model_dump(mode="json", exclude_unset=True)
+
+
 class EventWriter:
     def __init__(self, settings: Settings, topics: Mapping[str, Any], store: RunStore) -> None:
         self.settings = settings
@@ -93,11 +100,59 @@ class EventWriter:
         await self.produce(self.settings.run_results, state.run_id, encode_event(record), context)
 
     async def produce(
-        self, topic: str, key: str | None, value: bytes, context: Context | None
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        context: Context | None,
+        partition: int | None = None,
     ) -> None:
+        await (await self.send(topic, key, value, context, partition))  # the broker's ack
+
+    async def send(
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        context: Context | None,
+        partition: int | None = None,
+    ) -> Awaitable[Any]:
+        """Hand a record to the producer; await the result for the broker's ack."""
         with telemetry.produce_span(topic, key, context):
             headers = structured_headers(telemetry.inject_headers().items())
-            pending = await self.topics[topic].send(
-                key=None if key is None else key.encode(), value=value, headers=headers
+            where = {} if partition is None else {"partition": partition}
+            pending: Awaitable[Any] = await self.topics[topic].send(
+                key=None if key is None else key.encode(), value=value, headers=headers, **where
             )
-            await pending  # the broker's ack
+        return pending
+
+    async def dispatch(
+        self, state: saga.RunState, tasks: list[dict[str, Any]], context: Context | None
+    ) -> saga.NewEvent:
+        """Put a generation's candidate tasks on candidate-tasks; the event that records it.
+
+        Each task goes to partition `index mod partitions`, so a generation's
+        tasks spread evenly over the partitions and so over the workers that
+        hold them. Every ack is awaited before the event is made: a worker
+        killed before then dispatches the generation again on resume.
+        """
+        topic = self.settings.candidate_tasks
+        partitions = self.settings.partitions
+        pending = []
+        for task in tasks:
+            data = validated_task(task)
+            key = f"{state.run_id}/{data['generation']}/{data['index']}"
+            record = envelope(state.run_id, CANDIDATE_TASK, data, None, None)
+            value = encode_event(record)
+            pending.append(
+                await self.send(topic, key, value, context, int(data["index"]) % partitions)
+            )
+        for ack in pending:
+            await ack
+        data = {
+            "run_id": state.run_id,
+            "generation": state.generation,
+            "candidates": sorted(int(t["index"]) for t in tasks),
+            "topic": topic,
+        }
+        return saga.NewEvent(ev.CANDIDATES_DISPATCHED, data)

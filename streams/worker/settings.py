@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
     # Prometheus metrics at /metrics on the web port (docs/operations.md).
     metrics: bool = True
+    # Put each generation's candidates on candidate-tasks so every worker's
+    # pool trains them; off: the run's owner trains them all itself.
+    fanout: bool = True
     # `json`: one JSON object per log line, with trace_id and span_id.
     log_format: Literal["text", "json"] = "text"
 
@@ -167,6 +170,16 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}run-commands"
 
     @property
+    def candidate_tasks(self) -> str:
+        """Internal: candidates to train, taken by any worker with a free interpreter."""
+        return f"{self.topic_prefix}candidate-tasks"
+
+    @property
+    def trainer_group(self) -> str:
+        """The consumer group on candidate-tasks: every worker is one member."""
+        return f"{self.app_id}-candidates"
+
+    @property
     def intake_group(self) -> str:
         """The intake's consumer group on run-requests (Faust's group is `app_id`)."""
         return f"{self.app_id}-intake"
@@ -179,6 +192,7 @@ class Settings(BaseSettings):
             self.run_results,
             self.dead_letters,
             self.run_commands,
+            self.candidate_tasks,
         )
 
     @classmethod

@@ -85,8 +85,11 @@ class StepRunner:
         policy: RetryPolicy | None = None,
         draw: Draw | None = None,  # the backoff jitter's RNG; seeded in tests
         clock: Callable[[], float] = time.time,
+        fanout: bool = False,
     ) -> None:
         self.executor = executor
+        # Spread each generation's candidates over every worker (candidate-tasks).
+        self.fanout = fanout
         self.writer = writer
         self.store = store
         self.ownership = ownership
@@ -99,6 +102,10 @@ class StepRunner:
         # The generation each run's last step appended, until its event is folded:
         # the candidates' outcomes ahead of it on the log must not start it again.
         self.appended: dict[str, int] = {}
+        # The generation whose candidates this worker put on candidate-tasks,
+        # until its `candidates-dispatched` is folded: outcomes folded before
+        # it must not dispatch the generation a second time.
+        self.dispatching: dict[str, int] = {}
 
     def touch(self, run_id: str) -> None:
         self.last_progress[run_id] = time.monotonic()
@@ -127,6 +134,12 @@ class StepRunner:
                     action, saga.RunGeneration
                 ):
                     return  # this worker wrote the generation's event; its fold comes next
+                if (
+                    isinstance(action, saga.RunGeneration)
+                    and self.dispatching.get(state.run_id) == state.generation
+                    and not state.dispatched
+                ):
+                    return  # the generation's tasks are out; their event's fold comes next
                 self.appended.pop(state.run_id, None)
                 if busy := self.tasks.get(state.run_id):
                     if isinstance(action, saga.Finish) and action.status == "cancelled":
@@ -162,6 +175,7 @@ class StepRunner:
                 await self.retried(lambda: self.writer.append(run_id, new, context), run_id)
                 if new.type == ev.GENERATION_COMPLETED:
                     self.appended[run_id] = state.generation
+                    self.dispatching.pop(run_id, None)
         except asyncio.CancelledError:
             raise
         except StepInterrupted as why:
@@ -200,6 +214,11 @@ class StepRunner:
         self, state: saga.RunState, action: saga.Action, context: Context | None
     ) -> saga.NewEvent:
         assert isinstance(action, saga.RunGeneration | saga.Finish)
+        if self.fanout and isinstance(action, saga.RunGeneration):
+            tasks = await self.executor.generation_tasks(state)
+            if tasks:  # none: every candidate has its outcome; breed the next generation here
+                self.dispatching[state.run_id] = state.generation
+                return await self.writer.dispatch(state, tasks, context)
         report = (
             self.candidate_reporter(state, context)
             if isinstance(action, saga.RunGeneration)

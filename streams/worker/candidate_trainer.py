@@ -1,0 +1,201 @@
+"""Every worker's share of every run: it trains candidate tasks while its pool has room.
+
+Each worker is one member of a consumer group on candidate-tasks. It takes a
+task only when an interpreter is free, and pauses its partitions while the
+pool is full, so nothing waits in a busy worker's buffers and the records it
+has not taken stay where a rebalance can hand them to another worker. A
+trained candidate's outcome goes to the run's owner as a `candidate.trained`
+command on run-commands; the task's offset is committed only after that
+write is acknowledged, so a worker killed mid-training leaves the task to be
+taken again (only tasks without an outcome are trained twice; a duplicate
+outcome is dropped by the owner's fold). A malformed task is dead-lettered
+with its reason, and the trainer goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from opentelemetry.context import Context
+
+from thunderhelm.schemas.codec import decode_record, encode_event
+from thunderhelm.schemas.tasks import CANDIDATE_TASK, CANDIDATE_TRAINED, CandidateTrained
+from thunderhelm.streams.execution.candidates import settled
+from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.dead_letters import Failure, InputRejected, Origin, classify
+from thunderhelm.streams.worker.event_writer import envelope, validated_task
+from thunderhelm.streams.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+type Record = ConsumerRecord[bytes, bytes]
+RETRY_DELAY_S = 1.0
+# A task is a network description and a dataset spec: small.
+MAX_TASK_BYTES = 1024 * 1024
+
+# Produce (topic, key, value, trace context) and await the broker's ack.
+Send = Callable[[str, str | None, bytes, Context | None], Awaitable[None]]
+DeadLetter = Callable[[Record, Failure, Origin], Awaitable[None]]
+Train = Callable[[dict[str, Any], Context | None], dict[str, Any]]
+
+
+class Offsets:
+    """Tasks of one partition finish in any order; the committed offset passes only finished ones.
+
+    `take` says whether a record is new: after a rebalance the consumer reads
+    from the committed offset again, and a task this worker is training or
+    has trained (but not yet committed past) must not be trained again.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[TopicPartition, set[int]] = {}
+        self._done: dict[TopicPartition, set[int]] = {}
+
+    def take(self, tp: TopicPartition, offset: int) -> bool:
+        if offset in self._open.get(tp, ()) or offset in self._done.get(tp, ()):
+            return False
+        self._open.setdefault(tp, set()).add(offset)
+        return True
+
+    def release(self, tp: TopicPartition, offset: int) -> None:
+        """Give up a task unfinished: it is read (and taken) again after the next rebalance."""
+        self._open[tp].discard(offset)
+
+    def finish(self, tp: TopicPartition, offset: int) -> int:
+        """Mark `offset` done; the offset now safe to commit for `tp`."""
+        self._open[tp].discard(offset)
+        done = self._done.setdefault(tp, set())
+        done.add(offset)
+        open_ = self._open[tp]
+        safe = min(open_) if open_ else max(done) + 1
+        # Finished offsets below the safe point are committed: forget them.
+        self._done[tp] = {o for o in done if o >= safe}
+        return safe
+
+    def in_flight(self) -> int:
+        return sum(len(v) for v in self._open.values())
+
+
+class CandidateTrainer:
+    """Takes candidate tasks while the pool has a free interpreter; trains them; reports back."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        slots: Callable[[], int],
+        train: Train,
+        send: Send,
+        dead_letter: DeadLetter,
+    ) -> None:
+        self.settings = settings
+        self.slots = slots  # free interpreters are counted against this (the pool's size)
+        self.train = train
+        self.send = send
+        self.dead_letter = dead_letter
+        self.offsets = Offsets()
+        self.trained = 0  # tasks this worker trained (the scale benchmark reads the log instead)
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Train tasks until cancelled; broker outages are waited out."""
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Uncommitted tasks are taken again by this or another worker.
+                log.exception("candidate trainer stopped unexpectedly; starting again")
+                await asyncio.sleep(RETRY_DELAY_S)
+
+    async def _run_once(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=s.trainer_group,
+            client_id=f"{s.app_id}-trainer",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(max(1.0, s.session_timeout_s / 4) * 1000),
+            max_partition_fetch_bytes=MAX_TASK_BYTES,
+            # A training can take minutes: the consumer still polls while it runs.
+            max_poll_interval_ms=3_600_000,
+        )
+        await consumer.start()
+        self.offsets = Offsets()  # a new member starts from the committed offsets
+        try:
+            consumer.subscribe([s.candidate_tasks])
+            log.info("candidate trainer reading %s", s.candidate_tasks)
+            while True:
+                free = self.slots() - len(self._running)
+                if free <= 0:
+                    # Full: fetch nothing more, so untaken tasks stay free for others.
+                    consumer.pause(*consumer.assignment())
+                    await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                consumer.resume(*consumer.paused())
+                batch = await consumer.getmany(timeout_ms=500, max_records=free)
+                for tp, records in batch.items():
+                    for record in records:
+                        if self.offsets.take(tp, record.offset):
+                            self._start(consumer, tp, record)
+        finally:
+            for task in list(self._running):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    def _start(self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Record) -> None:
+        task = asyncio.get_running_loop().create_task(self._handle(consumer, tp, record))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _handle(self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Record) -> None:
+        try:
+            await self._train_one(record)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("candidate task %s@%d failed; it is taken again", tp, record.offset)
+            await asyncio.sleep(RETRY_DELAY_S)
+            self.offsets.release(tp, record.offset)
+            return
+        safe = self.offsets.finish(tp, record.offset)
+        try:
+            await consumer.commit({tp: OffsetAndMetadata(safe, "")})
+        except (CommitFailedError, KafkaError) as exc:
+            # The partition moved: its new holder starts at the last commit,
+            # and the owner's fold drops the outcome it may send again.
+            log.warning("candidate task commit on %s failed: %s", tp, exc)
+
+    async def _train_one(self, record: Record) -> None:
+        headers = list(record.headers or ())
+        origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
+        try:
+            event = decode_record(record.value, dict(headers))
+            if event.type != CANDIDATE_TASK:
+                raise InputRejected("validate", f"unknown task type {event.type!r}")
+            task = validated_task(event.data)
+        except Exception as exc:
+            await self.dead_letter(record, classify(exc, "validate"), origin)
+            return
+        if time.time() > float(task["deadline"]):
+            log.info("candidate %s/%s: past its run's deadline", task["run_id"], task["index"])
+            return
+        context = telemetry.context_from_traceparent(task.get("traceparent"))
+        outcome = await asyncio.to_thread(self.train, task, context)
+        self.trained += 1
+        if not settled(outcome):
+            return  # the clock stopped it: the run's deadline decides what happens
+        data = CandidateTrained.model_validate(outcome).model_dump(mode="json", exclude_unset=True)
+        command = envelope(task["run_id"], CANDIDATE_TRAINED, data, None, None)
+        await self.send(self.settings.run_commands, task["run_id"], encode_event(command), context)
