@@ -15,8 +15,10 @@ from pydantic import ValidationError
 
 from thunderhelm.ga.core.engine import GAState, candidate_training_seed, initial_state, pending
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.envelope import CloudEvent
 from thunderhelm.schemas.limits import Limits
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED, CandidateTask
+from thunderhelm.streams.cli.client import Observed, describe
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import candidates, steps
 from thunderhelm.streams.worker.admission import Admitted, screen_command
@@ -158,3 +160,18 @@ def test_offsets_commit_only_past_finished_tasks_and_refuse_a_task_taken_twice()
     offsets.take(tp, 8)
     offsets.release(tp, 8)
     assert offsets.take(tp, 8)  # given up: taken again
+
+
+def test_watch_says_where_a_candidate_trained_and_how_many_went_out() -> None:
+    def line(kind: str, data: dict[str, Any]) -> str:
+        envelope = CloudEvent(specversion="1.0", id="e", source="t", type=kind, data=data)
+        return describe(Observed("run-events", envelope, None))
+
+    dispatched = {"run_id": "fan-1", "generation": 0, "candidates": [0, 2, 3], "topic": "t"}
+    assert line(ev.CANDIDATES_DISPATCHED, dispatched) == (
+        "generation 1: 3 candidates out to every worker"
+    )
+    trained = line(ev.CANDIDATE_COMPLETED, {**outcome(2), "worker": "host/41"})
+    assert (
+        trained.startswith("generation 1: candidate 2  fitness 0.5000") and "on host/41" in trained
+    )

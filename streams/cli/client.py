@@ -156,10 +156,14 @@ def describe(observed: Observed) -> str:
     if e.type == ev.CANDIDATE_COMPLETED:
         fitness = data.get("fitness")
         shown = "failed" if fitness is None else f"{fitness:.4f}"
+        where = f"  on {data['worker']}" if data.get("worker") else ""
         return (
             f"generation {data['generation'] + 1}: candidate {data['index']}"
-            f"  fitness {shown}  ({data.get('duration_s') or 0:.1f}s)"
+            f"  fitness {shown}  ({data.get('duration_s') or 0:.1f}s){where}"
         )
+    if e.type == ev.CANDIDATES_DISPATCHED:
+        count = len(data.get("candidates") or ())
+        return f"generation {data['generation'] + 1}: {count} candidates out to every worker"
     if e.type == ev.RUN_REJECTED:
         return f"rejected: {'; '.join(data.get('reasons', []))}"
     if e.type in ev.TERMINAL_TYPES:
