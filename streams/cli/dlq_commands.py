@@ -8,6 +8,10 @@ lines in a pipe, JSON with `--json` (shapes in docs/cli.md).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -80,14 +84,14 @@ PartitionOpt = Annotated[
 
 
 def _filter(
-    stage: Stage | None,
-    error: str | None,
-    topic: str | None,
-    since: int | None,
-    until: int | None,
-    partition: int | None,
-    records: list[tuple[int, int]] | None = None,
+    stage: StageOpt = None,
+    error: ErrorOpt = None,
+    topic: TopicOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    partition: PartitionOpt = None,
 ) -> Any:
+    """The `Filter` the filter options select; its parameters declare those options."""
     from thunderhelm.streams.cli.dead_letters import Filter
 
     return Filter(
@@ -97,8 +101,31 @@ def _filter(
         since_ms=since,
         until_ms=until,
         partition=partition,
-        records=frozenset(records or ()),
     )
+
+
+def _filtered(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the filter options in place of its `wanted` parameter.
+
+    Typer reads the options from the signature; `command` is called with the
+    `Filter` they make as `wanted`.
+    """
+    options = inspect.signature(_filter, eval_str=True).parameters
+    signature = inspect.signature(command, eval_str=True)
+    params: list[inspect.Parameter] = []
+    for param in signature.parameters.values():
+        if param.name == "wanted":
+            params += [option.replace(kind=param.kind) for option in options.values()]
+        else:
+            params.append(param)
+
+    @functools.wraps(command)
+    def with_filter(*args: Any, **kwargs: Any) -> None:
+        chosen = {name: kwargs.pop(name) for name in options}
+        command(*args, wanted=_filter(**chosen), **kwargs)
+
+    with_filter.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return with_filter
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> Any:
@@ -137,20 +164,16 @@ def _show_rows(ctx: typer.Context, rows: list[dict[str, Any]], footer: str) -> N
 
 
 @dlq_app.command(name="list", help="List dead letters, oldest first.")
+@_filtered
 def list_(
     ctx: typer.Context,
-    stage: StageOpt = None,
-    error: ErrorOpt = None,
-    topic: TopicOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    partition: PartitionOpt = None,
+    *,
+    wanted: Any,
     limit: Annotated[int, typer.Option(min=0, help="at most this many (0: all)")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     from thunderhelm.streams.cli import dead_letters as dl
 
-    wanted = _filter(stage, error, topic, since, until, partition)
     found = asyncio.run(dl.read_dead_letters(state(ctx).settings, wanted))
     shown = found if limit == 0 else found[:limit]
     rows = [dl.summary(letter) for letter in shown]
@@ -181,18 +204,15 @@ def show(
 
 
 @dlq_app.command(help="Produce dead letters to their original topic again.")
+@_filtered
 def redrive(
     ctx: typer.Context,
     records: Annotated[
         list[str] | None,
         typer.Argument(metavar="[PARTITION:OFFSET]...", help="records to re-drive"),
     ] = None,
-    stage: StageOpt = None,
-    error: ErrorOpt = None,
-    topic: TopicOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    partition: PartitionOpt = None,
+    *,
+    wanted: Any,
     all_: Annotated[
         bool, typer.Option("--all", help="every dead letter (no selector needed)")
     ] = False,
@@ -205,7 +225,7 @@ def redrive(
     from thunderhelm.streams.cli import dead_letters as dl
 
     chosen = [_record(text) for text in records or ()]
-    wanted = _filter(stage, error, topic, since, until, partition, chosen)
+    wanted = dataclasses.replace(wanted, records=frozenset(chosen))
     if not (wanted.selects_something or all_):
         fail(ExitCode.USAGE, "say which records: PARTITION:OFFSET, a filter, or --all")
     settings = state(ctx).settings

@@ -83,24 +83,21 @@ def start(
     _services(ctx, "start", kafka_only, jaeger_only, as_json, fresh)
 
 
-@services_app.command(help="Stop the services this tool started (idempotent).")
-def stop(
-    ctx: typer.Context,
-    kafka_only: KafkaOnly = False,
-    jaeger_only: JaegerOnly = False,
-    as_json: ServicesJson = False,
-) -> None:
-    _services(ctx, "stop", kafka_only, jaeger_only, as_json)
+def _services_command(action: str, help_text: str) -> None:
+    """Add `services ACTION`, whose only options are the ones every services command has."""
+
+    @services_app.command(name=action, help=help_text)
+    def command(
+        ctx: typer.Context,
+        kafka_only: KafkaOnly = False,
+        jaeger_only: JaegerOnly = False,
+        as_json: ServicesJson = False,
+    ) -> None:
+        _services(ctx, action, kafka_only, jaeger_only, as_json)
 
 
-@services_app.command(help="Show each service; exit 3 if one is not running.")
-def status(
-    ctx: typer.Context,
-    kafka_only: KafkaOnly = False,
-    jaeger_only: JaegerOnly = False,
-    as_json: ServicesJson = False,
-) -> None:
-    _services(ctx, "status", kafka_only, jaeger_only, as_json)
+_services_command("stop", "Stop the services this tool started (idempotent).")
+_services_command("status", "Show each service; exit 3 if one is not running.")
 
 
 def worker(

@@ -19,11 +19,11 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -44,6 +44,8 @@ class PoolStatsLike(Protocol):
 
 
 PoolStatsSource = Callable[[], PoolStatsLike | None]
+# A gauge's attributes as a hashable key: (name, value) pairs.
+AttributeKey = tuple[tuple[str, str], ...]
 
 _meter = metrics.get_meter(METER_NAME)
 _runs = _meter.create_counter(
@@ -54,38 +56,34 @@ SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 
 ACCURACY = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
 LOSS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
-_run_duration = _meter.create_histogram(
-    "thunderhelm.run.duration",
-    unit="s",
-    description="Run duration, acceptance to end",
-    explicit_bucket_boundaries_advisory=SECONDS,
-)
+
+def _histogram(name: str, description: str, bounds: Sequence[float], unit: str = "s") -> Histogram:
+    """A histogram with the bucket bounds given (in seconds unless `unit` says otherwise)."""
+    return _meter.create_histogram(
+        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=bounds
+    )
+
+
+_run_duration = _histogram("thunderhelm.run.duration", "Run duration, acceptance to end", SECONDS)
 _generations = _meter.create_counter(
     "thunderhelm.generations", unit="{generation}", description="Generations completed"
 )
-_generation_duration = _meter.create_histogram(
-    "thunderhelm.generation.duration",
-    unit="s",
-    description="Wall time of one generation",
-    explicit_bucket_boundaries_advisory=SECONDS,
+_generation_duration = _histogram(
+    "thunderhelm.generation.duration", "Wall time of one generation", SECONDS
 )
-_training_duration = _meter.create_histogram(
+_training_duration = _histogram(
     "thunderhelm.candidate.training.duration",
-    unit="s",
-    description="Training time of one candidate, measured inside its interpreter",
-    explicit_bucket_boundaries_advisory=SECONDS,
+    "Training time of one candidate, measured inside its interpreter",
+    SECONDS,
 )
-_candidate_accuracy = _meter.create_histogram(
+_candidate_accuracy = _histogram(
     "thunderhelm.candidate.accuracy",
+    "Validation accuracy of each trained candidate",
+    ACCURACY,
     unit="1",
-    description="Validation accuracy of each trained candidate",
-    explicit_bucket_boundaries_advisory=ACCURACY,
 )
-_candidate_loss = _meter.create_histogram(
-    "thunderhelm.candidate.loss",
-    unit="1",
-    description="Validation loss of each trained candidate",
-    explicit_bucket_boundaries_advisory=LOSS,
+_candidate_loss = _histogram(
+    "thunderhelm.candidate.loss", "Validation loss of each trained candidate", LOSS, unit="1"
 )
 _dead_letters = _meter.create_counter(
     "thunderhelm.dead_letters", unit="{record}", description="Inputs dead-lettered, by stage"
@@ -93,8 +91,9 @@ _dead_letters = _meter.create_counter(
 
 _lock = threading.Lock()
 _pool_sources: list[PoolStatsSource] = []
-_lag: dict[tuple[str, int], int] = {}
-_active_runs: list[int] = []  # the last count reported; empty until the worker reports
+# Gauges whose values the worker reports: the last value for each set of attributes.
+_lag: dict[AttributeKey, int] = {}
+_active_runs: dict[AttributeKey, int] = {}  # one unattributed count, once the worker reports
 _provider: Any = None
 
 
@@ -110,17 +109,6 @@ def _pool_observations(field: str) -> Callable[[CallbackOptions], Iterable[Obser
         return [Observation(total)]
 
     return observe
-
-
-def _lag_observations(options: CallbackOptions) -> Iterable[Observation]:
-    with _lock:
-        lags = dict(_lag)
-    return [
-        Observation(
-            lag, {"messaging.destination.name": topic, "messaging.destination.partition.id": str(p)}
-        )
-        for (topic, p), lag in lags.items()
-    ]
 
 
 _meter.create_observable_gauge(
@@ -143,20 +131,28 @@ _meter.create_observable_gauge(
 )
 
 
-def _active_observations(options: CallbackOptions) -> Iterable[Observation]:
-    with _lock:
-        return [Observation(n) for n in _active_runs]
+def _reported_observations(
+    values: Mapping[AttributeKey, int],
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    """The callback of a gauge that observes `values`, as last reported."""
+
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        with _lock:
+            reported = list(values.items())
+        return [Observation(value, dict(attributes)) for attributes, value in reported]
+
+    return observe
 
 
 _meter.create_observable_gauge(
     "thunderhelm.runs.active",
-    [_active_observations],
+    [_reported_observations(_active_runs)],
     unit="{run}",
     description="Runs in progress that this worker drives",
 )
 _meter.create_observable_gauge(
     "messaging.kafka.consumer.lag",
-    [_lag_observations],
+    [_reported_observations(_lag)],
     unit="{message}",
     description="High watermark minus the next offset, as of the last record processed",
 )
@@ -193,7 +189,7 @@ def candidate_trained(
 def runs_active(count: int) -> None:
     """How many runs in progress this worker drives now (its reconciler's view)."""
     with _lock:
-        _active_runs[:] = [max(0, count)]
+        _active_runs[()] = max(0, count)
 
 
 def dead_lettered(stage: str, error_class: str, count: int = 1) -> None:
@@ -201,8 +197,12 @@ def dead_lettered(stage: str, error_class: str, count: int = 1) -> None:
 
 
 def consumer_lag(topic: str, partition: int, lag: int) -> None:
+    attributes = (
+        ("messaging.destination.name", topic),
+        ("messaging.destination.partition.id", str(partition)),
+    )
     with _lock:
-        _lag[(topic, partition)] = max(0, lag)
+        _lag[attributes] = max(0, lag)
 
 
 def observe_pool(source: PoolStatsSource) -> None:

@@ -12,15 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import PydanticBaseSettingsSource, SettingsConfigDict
 
 from thunderhelm.schemas.limits import Limits
 from thunderhelm.streams.worker.settings_source import (
     ComputedDefaults,
+    EnvSettings,
     MappingEnvSource,
     SettingsError,
-    settings_error,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def _computed(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-class Settings(BaseSettings):
+class Settings(EnvSettings):
     """Every worker and client knob; `THUNDERHELM_<NAME>` sets attribute `<name>`.
 
     The OpenTelemetry ones use the SDK's own variables (`OTEL_SERVICE_NAME`,
@@ -84,13 +84,7 @@ class Settings(BaseSettings):
     `OTEL_SDK_DISABLED`). Empty variables count as unset.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="THUNDERHELM_",
-        frozen=True,
-        extra="ignore",
-        validate_by_name=True,
-        validate_by_alias=True,
-    )
+    model_config = SettingsConfigDict(env_prefix="THUNDERHELM_")
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = "thunderhelm."
@@ -132,20 +126,8 @@ class Settings(BaseSettings):
         return url.rstrip("/")
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Keyword arguments first, then the process environment, then the
-        # defaults computed from it; no .env or secret files.
-        return (init_settings, *cls._sources(os.environ))
-
-    @classmethod
     def _sources(cls, env: Mapping[str, str]) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment, then the defaults computed from it.
         return (MappingEnvSource(cls, env), ComputedDefaults(cls, _computed(env)))
 
     @property
@@ -194,16 +176,3 @@ class Settings(BaseSettings):
             self.run_commands,
             self.candidate_tasks,
         )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """The settings `environ` (default: the process environment) describes.
-
-        Raises `SettingsError` naming each bad variable, its value and what it must be.
-        """
-        env = dict(os.environ if environ is None else environ)
-        try:
-            # _build_sources: pydantic-settings' own argument, unseen through dataclass_transform.
-            return cls(_build_sources=(cls._sources(env), {}))  # type: ignore[call-arg]
-        except ValidationError as exc:
-            raise settings_error(exc, cls, env) from None

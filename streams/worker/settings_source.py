@@ -4,19 +4,26 @@ pydantic-settings reads `os.environ`; our callers (and tests) also hand in an
 environment of their own (`Settings.from_env(env)`), so the environment is a
 source built from a mapping. A bad value must end a start-up with one line
 that names the variable, its value and what it should be, so pydantic's
-errors are rewritten here into a `SettingsError` of that shape.
+errors are rewritten here into a `SettingsError` of that shape. `EnvSettings`
+is the base both settings classes build on.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Self, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import AliasChoices, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 
 class SettingsError(ValueError):
@@ -126,3 +133,50 @@ def settings_error(
         field = settings_cls.model_fields[name]
         reasons.append(f"{variable}: must be {_expectation(field, error)}, got {raw!r}")
     return SettingsError("; ".join(reasons))
+
+
+class EnvSettings(BaseSettings):
+    """Frozen settings read from keyword arguments and an environment, nothing else.
+
+    A subclass sets its `env_prefix` in `model_config` (the rest of the
+    configuration is inherited) and, where some defaults depend on other
+    variables, adds sources by overriding `_sources`.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword arguments first, then the process environment (and what
+        # `_sources` adds); no .env or secret files.
+        return (init_settings, *cls._sources(os.environ))
+
+    @classmethod
+    def _sources(cls, env: Mapping[str, str]) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Where values come from after keyword arguments, given the environment `env`."""
+        return (MappingEnvSource(cls, env),)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """The settings `environ` (default: the process environment) describes.
+
+        Raises `SettingsError` naming each bad variable, its value and what it must be.
+        """
+        env = dict(os.environ if environ is None else environ)
+        try:
+            # _build_sources: pydantic-settings' own argument, unseen through dataclass_transform.
+            return cls(_build_sources=(cls._sources(env), {}))  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise settings_error(exc, cls, env) from None
