@@ -1,9 +1,8 @@
 """Invariants of one run's event log, checked by tests and the fault benchmark.
 
 The raw log, not just the fold, must hold them: one terminal event,
-generations strictly increasing, one outcome per candidate of a generation,
-nothing after the terminal event (notes about dead-lettered inputs excepted:
-they record, they do not change the run).
+generations strictly increasing, nothing after the terminal event (notes about
+dead-lettered inputs excepted: they record, they do not change the run).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ def violations(events: Sequence[saga.Event]) -> list[str]:
     problems: list[str] = []
     terminal_at: int | None = None
     last_generation = -1
-    outcomes: set[tuple[int, int]] = set()
     for position, event in enumerate(events):
         if event.type == ev.EVENT_DEAD_LETTERED:
             continue
@@ -32,11 +30,6 @@ def violations(events: Sequence[saga.Event]) -> list[str]:
                     f"#{position} generation {generation} after generation {last_generation}"
                 )
             last_generation = max(last_generation, generation)
-        if event.type == ev.CANDIDATE_COMPLETED:
-            candidate = (int(event.data["generation"]), int(event.data["index"]))
-            if candidate in outcomes:
-                problems.append(f"#{position} a second outcome of candidate {candidate}")
-            outcomes.add(candidate)
         if event.type in ev.TERMINAL_TYPES:
             terminal_at = position
     if terminal_at is None:

@@ -8,6 +8,7 @@ measured inside the interpreters, and saves the best model as an artifact.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -126,10 +127,17 @@ def run_generation(
         to_network(g, n_features, n_classes, seed) for (_, g), seed in zip(todo, seeds, strict=True)
     ]
     began = time.time()
-    with telemetry.internal_span(
-        telemetry.GENERATION_SPAN.format(generation=generation),
-        context,
-        {"thunderhelm.generation": generation, "thunderhelm.candidates": len(networks)},
+    # Every outcome already in (the generation was spread over workers, whose
+    # trainings have their own generation span): only breed, under no span.
+    only_breeding = not networks and bool(known)
+    with (
+        contextlib.nullcontext(trace.INVALID_SPAN)
+        if only_breeding
+        else telemetry.internal_span(
+            telemetry.GENERATION_SPAN.format(generation=generation),
+            context,
+            {"thunderhelm.generation": generation, "thunderhelm.candidates": len(networks)},
+        )
     ) as span:
         gen_context = trace.set_span_in_context(span)
         evaluated: dict[int, Evaluation] = {}

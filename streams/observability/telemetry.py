@@ -189,6 +189,21 @@ def internal_span(
         yield span
 
 
+def start_generation_span(generation: int, context: Context | None, candidates: int) -> Span:
+    """A generation spread over workers: started when its tasks go out, ended by the caller
+    once its last outcome is in; the tasks carry it, so their trainings nest under it."""
+    return tracer().start_span(
+        GENERATION_SPAN.format(generation=generation),
+        context=context,
+        kind=SpanKind.INTERNAL,
+        attributes={
+            "thunderhelm.generation": generation,
+            "thunderhelm.candidates": candidates,
+            "thunderhelm.fanout": True,
+        },
+    )
+
+
 def record_span(
     name: str,
     *,

@@ -16,7 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import Span
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
@@ -106,6 +108,8 @@ class StepRunner:
         # until its `candidates-dispatched` is folded: outcomes folded before
         # it must not dispatch the generation a second time.
         self.dispatching: dict[str, int] = {}
+        # Each run's dispatched generation's span, ended when the generation completes.
+        self.generation_spans: dict[str, Span] = {}
 
     def touch(self, run_id: str) -> None:
         self.last_progress[run_id] = time.monotonic()
@@ -176,6 +180,11 @@ class StepRunner:
                 if new.type == ev.GENERATION_COMPLETED:
                     self.appended[run_id] = state.generation
                     self.dispatching.pop(run_id, None)
+                    if (span := self.generation_spans.pop(run_id, None)) is not None:
+                        span.set_attribute(
+                            "thunderhelm.best_fitness", new.data["best_fitness"] or 0.0
+                        )
+                        span.end()
         except asyncio.CancelledError:
             raise
         except StepInterrupted as why:
@@ -218,13 +227,32 @@ class StepRunner:
             tasks = await self.executor.generation_tasks(state)
             if tasks:  # none: every candidate has its outcome; breed the next generation here
                 self.dispatching[state.run_id] = state.generation
-                return await self.writer.dispatch(state, tasks, context)
+                return await self.dispatch(state, tasks, context)
         report = (
             self.candidate_reporter(state, context)
             if isinstance(action, saga.RunGeneration)
             else None
         )
         return await step_event(self.executor, state, action, context, report)
+
+    async def dispatch(
+        self, state: saga.RunState, tasks: list[dict[str, Any]], context: Context | None
+    ) -> saga.NewEvent:
+        """Put the tasks out under the generation's span (their trainings nest under it)."""
+        span = telemetry.start_generation_span(state.generation, context, len(tasks))
+        traceparent = telemetry.traceparent_of(span)
+        for task in tasks:
+            task["traceparent"] = traceparent
+        try:
+            new = await self.writer.dispatch(state, tasks, trace.set_span_in_context(span))
+        except BaseException:
+            span.end()
+            raise
+        stale = self.generation_spans.pop(state.run_id, None)
+        if stale is not None:
+            stale.end()
+        self.generation_spans[state.run_id] = span
+        return new
 
     def candidate_reporter(
         self, state: saga.RunState, context: Context | None
