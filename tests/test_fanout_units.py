@@ -175,3 +175,12 @@ def test_watch_says_where_a_candidate_trained_and_how_many_went_out() -> None:
     assert (
         trained.startswith("generation 1: candidate 2  fitness 0.5000") and "on host/41" in trained
     )
+
+
+def test_tasks_spread_so_each_partition_gets_about_the_same_training_time() -> None:
+    costs = [90, 10, 10, 10, 40, 40, 50, 30]
+    where = candidates.spread(costs, 2)
+    loads = [sum(c for c, p in zip(costs, where, strict=True) if p == part) for part in (0, 1)]
+    assert sorted(loads) == [140, 140]
+    assert candidates.spread([5, 5, 5, 5], 4) == [0, 1, 2, 3]
+    assert candidates.spread([], 3) == []

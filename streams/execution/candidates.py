@@ -17,7 +17,7 @@ from opentelemetry.context import Context
 
 from thunderhelm.ga.core.engine import GAState, candidate_training_seed, pending
 from thunderhelm.ga.core.genome import genome_key
-from thunderhelm.ga.core.network import to_network
+from thunderhelm.ga.core.network import param_count, to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 from thunderhelm.streams.execution import steps
 
@@ -76,6 +76,28 @@ def train_task(
     if context is not None:
         steps.candidate_span(context, generation, index, task["network"], metrics)
     return {"run_id": task["run_id"], **outcome, "worker": worker}
+
+
+def task_cost(task: Mapping[str, Any]) -> int:
+    """How long a task trains, roughly: its network's weights times its epochs."""
+    network = task["network"]
+    return param_count(network) * int(network["epochs"])
+
+
+def spread(costs: Sequence[int], partitions: int) -> list[int]:
+    """A partition per task, so that every partition gets about the same training time.
+
+    Workers hold partitions, not tasks, and a generation ends with its slowest
+    worker: the costliest task goes first to the least loaded partition
+    (longest processing time first), not by index.
+    """
+    load = [0] * partitions
+    chosen = [0] * len(costs)
+    for position in sorted(range(len(costs)), key=lambda p: (-costs[p], p)):
+        target = min(range(partitions), key=lambda p: (load[p], p))
+        chosen[position] = target
+        load[target] += costs[position]
+    return chosen
 
 
 def settled(outcome: Mapping[str, Any]) -> bool:

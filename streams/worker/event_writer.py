@@ -28,6 +28,7 @@ from thunderhelm.schemas.event_data import validated_data
 from thunderhelm.schemas.results import RUN_RESULT, validated_result
 from thunderhelm.schemas.tasks import CANDIDATE_TASK, CandidateTask
 from thunderhelm.streams.domain import saga
+from thunderhelm.streams.execution.candidates import spread, task_cost
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.run_store import RunStore
 from thunderhelm.streams.worker.settings import Settings
@@ -131,22 +132,20 @@ class EventWriter:
     ) -> saga.NewEvent:
         """Put a generation's candidate tasks on candidate-tasks; the event that records it.
 
-        Each task goes to partition `index mod partitions`, so a generation's
-        tasks spread evenly over the partitions and so over the workers that
-        hold them. Every ack is awaited before the event is made: a worker
-        killed before then dispatches the generation again on resume.
+        The tasks are spread over the partitions by their training cost
+        (`candidates.spread`), so the workers that hold them get about equal
+        work. Every ack is awaited before the event is made: a worker killed
+        before then dispatches the generation again on resume.
         """
         topic = self.settings.candidate_tasks
-        partitions = self.settings.partitions
+        where = spread([task_cost(t) for t in tasks], self.settings.partitions)
         pending = []
-        for task in tasks:
+        for task, partition in zip(tasks, where, strict=True):
             data = validated_task(task)
             key = f"{state.run_id}/{data['generation']}/{data['index']}"
             record = envelope(state.run_id, CANDIDATE_TASK, data, None, None)
             value = encode_event(record)
-            pending.append(
-                await self.send(topic, key, value, context, int(data["index"]) % partitions)
-            )
+            pending.append(await self.send(topic, key, value, context, partition))
         for ack in pending:
             await ack
         data = {

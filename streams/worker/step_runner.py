@@ -206,11 +206,15 @@ class StepRunner:
         # awaiting its ack; that fold saw the step busy and did nothing. Its
         # candidates' outcomes move only the version: they are no reason to
         # act, or the generation would be run (and appended) a second time.
+        # A dispatch's own event, and the outcomes that followed it, may have
+        # been folded while the dispatch awaited its ack: then the last
+        # outcome's fold found this step busy, and only this act goes on.
         moved_on = latest is not None and (
             latest.generation,
             latest.status,
             latest.cancel_reason,
-        ) != (state.generation, state.status, state.cancel_reason)
+            latest.dispatched,
+        ) != (state.generation, state.status, state.cancel_reason, state.dispatched)
         if (
             latest is not None
             and not latest.terminal
