@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import dlq, faults, kernel, pool, quality, soak, stream, tracing
+from bench import dlq, faults, kernel, pool, quality, scale, soak, stream, tracing
 from bench.common import Options
 from bench.report import DEFAULT_OUT, write_result
 
@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, Runner] = {
     "tracing": tracing.run,
     "soak": soak.run,
     "stream": stream.run,
+    "scale": scale.run,
 }
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)

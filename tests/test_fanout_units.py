@@ -24,6 +24,7 @@ from thunderhelm.streams.execution import candidates, steps
 from thunderhelm.streams.worker.admission import Admitted, screen_command
 from thunderhelm.streams.worker.candidate_trainer import Offsets
 from thunderhelm.streams.worker.dead_letters import Failure
+from thunderhelm.streams.worker.event_handler import last_outcome
 from thunderhelm.streams.worker.event_writer import validated_task
 
 REQUEST: dict[str, Any] = {
@@ -184,3 +185,10 @@ def test_tasks_spread_so_each_partition_gets_about_the_same_training_time() -> N
     assert sorted(loads) == [140, 140]
     assert candidates.spread([5, 5, 5, 5], 4) == [0, 1, 2, 3]
     assert candidates.spread([], 3) == []
+
+
+def test_only_the_last_awaited_outcome_calls_for_a_decision() -> None:
+    state = dispatched(running(), [0, 1])
+    assert not last_outcome(state) and not last_outcome(record(state, 0))
+    assert last_outcome(record(record(state, 0), 1))
+    assert not last_outcome(record(running(), 0))  # not spread: the owner's own step runs

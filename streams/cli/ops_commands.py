@@ -145,7 +145,18 @@ def dashboard(
     finish(dash.main(state(ctx).settings, host, port))
 
 
-BENCHMARKS = ("pool", "kernel", "quality", "faults", "dlq", "tracing", "soak", "all")
+BENCHMARKS = (
+    "pool",
+    "kernel",
+    "quality",
+    "faults",
+    "dlq",
+    "tracing",
+    "soak",
+    "stream",
+    "scale",
+    "all",
+)
 
 
 def bench(

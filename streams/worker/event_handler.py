@@ -45,6 +45,11 @@ def fold(
     return after, True
 
 
+def last_outcome(state: saga.RunState | None) -> bool:
+    """Whether a spread generation has every outcome in (it can now be bred)."""
+    return state is not None and bool(state.dispatched) and not saga.waiting_for_candidates(state)
+
+
 @dataclass
 class EventHandler:
     app: Any
@@ -70,11 +75,11 @@ class EventHandler:
                     span.set_attribute("thunderhelm.duplicate", after is not None)
                     if after is None or not after.terminal or after.settled:
                         return
-                if domain.type == ev.CANDIDATE_COMPLETED:
-                    # An outcome never calls for a decision: its own step is
-                    # running, or the worker is reading the log back after a
-                    # takeover, with more outcomes of the generation still to
-                    # come. The reconciler resumes the run once it is idle.
+                if domain.type == ev.CANDIDATE_COMPLETED and not last_outcome(after):
+                    # An outcome calls for a decision only when it is the last
+                    # one a spread generation waits for (whichever of the
+                    # command agent and this one folds it). Otherwise its own
+                    # step is running, or more outcomes are still to come.
                     return
                 stage = "execute"
                 assert after is not None
