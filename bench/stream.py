@@ -33,6 +33,9 @@ from bench.common import Options
 from bench.dlq import create_topics
 from bench.report import bar
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import encode_event
+from thunderhelm.schemas.requests import RUN_REQUESTED
+from thunderhelm.streams.cli.client import command_event
 from thunderhelm.streams.devservices.worker_process import (
     BOOTSTRAP,
     WorkerProcess,
@@ -48,15 +51,7 @@ BUSY_RUNS = 3  # long runs that keep every interpreter busy throughout
 
 
 def _command(data: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "source": "bench/stream",
-            "type": "thunderhelm.run.requested",
-            "data": data,
-        }
-    ).encode()
+    return encode_event(command_event(RUN_REQUESTED, data, None))
 
 
 def busy_run(run_id: str, quick: bool) -> dict[str, Any]:

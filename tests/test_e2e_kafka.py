@@ -175,7 +175,11 @@ def _jaeger_spans(trace_id: str, timeout_s: float = 30.0) -> list[tuple[str, str
                     (sp["operationName"], procs[sp["processID"]]["serviceName"])
                     for sp in tr["spans"]
                 ]
-            if any(n.startswith("train candidate") for n, _ in spans):
+            # Trainings end before their generation's span (ended by its last outcome).
+            names = [n for n, _ in spans]
+            if any(n.startswith("train candidate") for n in names) and any(
+                n.startswith("generation ") for n in names
+            ):
                 return spans
         except Exception as exc:  # 404 until the spans arrive
             last = exc

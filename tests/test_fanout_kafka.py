@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -18,9 +19,14 @@ import pytest
 
 from tests.kafka_helpers import WorkerProcess, collect
 from tests.test_faults import events, request, results, send, start, wait_for
+from thunderhelm.ga.core.engine import initial_state
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import encode_event
+from thunderhelm.schemas.tasks import CANDIDATE_TASK
+from thunderhelm.streams.cli.client import command_event
 from thunderhelm.streams.devservices.worker_process import fresh_env
 from thunderhelm.streams.domain.invariants import violations
+from thunderhelm.streams.execution import candidates, steps
 from thunderhelm.streams.execution.local_run import run_local
 from thunderhelm.streams.worker.settings import Settings
 
@@ -87,23 +93,47 @@ def test_a_malformed_task_is_dead_lettered_and_the_trainer_goes_on(tmp_path: Pat
             "data": {"run_id": "x", "network": "import os"},
         }
     ).encode()
+    # Well-formed, but its file is not under this worker's data root.
+    (untrainable,) = candidates.generation_tasks(
+        {**request("x", epochs=2), "ga": {"population": 1, "generations": 1, "seed": 1}},
+        initial_state(steps.ga_config({"ga": {"population": 1, "generations": 1, "seed": 1}})),
+        4,
+        2,
+        run_id="x",
+        deadline=time.time() + 600,
+        traceparent=None,
+        known={},
+    )
+    missing = encode_event(
+        command_event(
+            CANDIDATE_TASK, {**untrainable, "dataset": {"name": "csv", "path": "no.csv"}}, None
+        )
+    )
     run = request(f"after-{uuid.uuid4().hex[:6]}", generations=1, epochs=2)
     try:
         asyncio.run(send(s.candidate_tasks, "x/0/0", bad))
+        asyncio.run(send(s.candidate_tasks, "x/0/1", missing))
         start(worker, run)
         records = asyncio.run(
             collect(
                 [s.dead_letters, s.run_results],
-                lambda seen: {r.topic for r in seen} == {s.dead_letters, s.run_results},
+                lambda seen: (
+                    len([r for r in seen if r.topic == s.dead_letters]) == 2
+                    and any(r.topic == s.run_results for r in seen)
+                ),
                 timeout_s=120,
             )
         )
     finally:
         worker.stop()
-    (letter,) = [r for r in records if r.topic == s.dead_letters]
+    letters = {r.value: r for r in records if r.topic == s.dead_letters}
+    letter, unloadable = letters[bad], letters[missing]
     headers = {k: v.decode() for k, v in letter.headers}
     assert letter.value == bad
     assert headers["dlq.original.topic"] == s.candidate_tasks
     assert headers["dlq.stage"] == "validate" and "network" in headers["dlq.error.message"]
+    why = {k: v.decode() for k, v in unloadable.headers}
+    assert unloadable.value == missing and why["dlq.stage"] == "execute", why
+    assert why["dlq.error.class"] == "DatasetError", why
     (result,) = [json.loads(r.value)["data"] for r in records if r.topic == s.run_results]
     assert result["status"] == "succeeded"

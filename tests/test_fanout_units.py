@@ -158,9 +158,6 @@ def test_offsets_commit_only_past_finished_tasks_and_refuse_a_task_taken_twice()
     assert offsets.finish(tp, 5) == 6
     assert offsets.finish(tp, 6) == 8
     assert offsets.in_flight() == 0
-    offsets.take(tp, 8)
-    offsets.release(tp, 8)
-    assert offsets.take(tp, 8)  # given up: taken again
 
 
 def test_watch_says_where_a_candidate_trained_and_how_many_went_out() -> None:

@@ -23,8 +23,9 @@ def run_worker(settings: Settings) -> int:
     # thread's stack in the worker's log instead of nothing.
     faulthandler.enable(all_threads=True)
     # The main interpreter's GIL passes between the event loop and the
-    # threads that wait on the pool every 1 ms instead of 5: a burst of
-    # bookkeeping in those threads delays a command by less (bench stream).
+    # threads that wait on the pool every 1 ms instead of 5, so a burst of
+    # bookkeeping in those threads holds a command up for less time. (bench
+    # stream's accept p99 moved within its run-to-run noise; see RESULTS.md.)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     from thunderhelm.streams.observability import logs, telemetry

@@ -24,6 +24,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.streams.domain.messages import CancelRun as CancelRun
+from thunderhelm.streams.domain.messages import Command as Command
+from thunderhelm.streams.domain.messages import Event as Event
+from thunderhelm.streams.domain.messages import NewEvent as NewEvent
+from thunderhelm.streams.domain.messages import RecordOutcome as RecordOutcome
+from thunderhelm.streams.domain.messages import StartRun as StartRun
 
 Status = Literal[
     "cancel-pending", "accepted", "running", "succeeded", "failed", "cancelled", "rejected"
@@ -34,56 +40,6 @@ TERMINAL: frozenset[Status] = frozenset({"succeeded", "failed", "cancelled", "re
 SEEN_IDS_KEPT = 64
 # budget.timeout_s when a request leaves it out; schemas/requests.py has the same default.
 DEFAULT_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True)
-class Event:
-    """A lifecycle event as the domain sees it (the envelope minus transport)."""
-
-    id: str
-    type: str
-    run_id: str
-    time: str  # RFC 3339, as written on the log
-    data: Mapping[str, Any]
-    causation_id: str | None = None
-    at: float = field(kw_only=True)  # `time` in seconds since the epoch
-
-
-@dataclass(frozen=True)
-class StartRun:
-    command_id: str
-    request: Mapping[str, Any]
-    time: str
-    traceparent: str | None = None
-
-
-@dataclass(frozen=True)
-class CancelRun:
-    command_id: str
-    run_id: str
-    reason: str
-    time: str
-
-
-@dataclass(frozen=True)
-class RecordOutcome:
-    """A worker trained one of the run's candidates (a candidate-tasks task)."""
-
-    command_id: str
-    run_id: str
-    data: Mapping[str, Any]  # `candidate-completed` data, validated by the edge
-
-
-Command = StartRun | CancelRun | RecordOutcome
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event `decide` asks the edge to append (the edge assigns id and time)."""
-
-    type: str
-    data: Mapping[str, Any]
-    causation_id: str | None = None
 
 
 @dataclass(frozen=True)

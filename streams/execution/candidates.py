@@ -19,9 +19,8 @@ from thunderhelm.ga.core.engine import GAState, candidate_training_seed, pending
 from thunderhelm.ga.core.genome import genome_key
 from thunderhelm.ga.core.network import param_count, to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
-from thunderhelm.streams.execution import steps
+from thunderhelm.streams.execution import outcomes, steps
 
-UNSETTLED_STATUSES = frozenset({"timeout", "cancelled"})
 # Trains a list of networks on the pool: one result per network, in order.
 Train = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
 
@@ -67,14 +66,14 @@ def train_task(
 ) -> dict[str, Any]:
     """Train one task's network; its `candidate.trained` data (a span records the training)."""
     (result,) = train([dict(task["network"])])
-    metrics = steps.candidate_metrics(result)
+    metrics = outcomes.candidate_metrics(result)
     score = sanitize_fitness(float(result.get("fitness", FAILED)))
     generation, index = int(task["generation"]), int(task["index"])
-    outcome = steps.candidate_data(
+    outcome = outcomes.candidate_data(
         generation, index, str(task["genome_key"]), int(task["seed"]), score, metrics
     )
     if context is not None:
-        steps.candidate_span(context, generation, index, task["network"], metrics)
+        outcomes.candidate_span(context, generation, index, task["network"], metrics)
     return {"run_id": task["run_id"], **outcome, "worker": worker}
 
 
@@ -98,12 +97,3 @@ def spread(costs: Sequence[int], partitions: int) -> list[int]:
         chosen[position] = target
         load[target] += costs[position]
     return chosen
-
-
-def settled(outcome: Mapping[str, Any]) -> bool:
-    """Whether an outcome is the candidate's own, not the clock's or a cancel's.
-
-    Only those go on the log: a timed-out training says when the clock struck,
-    and the run's deadline ends such a run anyway.
-    """
-    return (outcome.get("metrics") or {}).get("status") not in UNSETTLED_STATUSES

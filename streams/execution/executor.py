@@ -280,11 +280,9 @@ class RunExecutor:
         if cached is not None:
             return cached
         assert state.request is not None
-        dataset = load_dataset(
-            state.request["dataset"],
-            data_root=self.settings.data_root,
-            text_dir=self.settings.text_dir,
-        )
+        # Through the by-spec cache: this worker's trainer takes the run's own
+        # tasks too, and must not load the same dataset a second time.
+        dataset = self._task_dataset(state.request["dataset"])
         with self._lock:
             self._datasets[state.run_id] = dataset
         return dataset

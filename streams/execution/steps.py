@@ -37,16 +37,13 @@ from thunderhelm.ga.core.wiring import wiring_from_dict
 from thunderhelm.ga.training.artifact import write_artifact
 from thunderhelm.ga.training.datasets import PreparedDataset
 from thunderhelm.ga.training.evaluators import Fitness
+from thunderhelm.streams.execution import outcomes
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 
 # `evaluate(networks)` or `evaluate(networks, on_result)`: a result per network,
 # in order; `on_result(position, result)` is called as each one is in.
 Evaluate = Callable[..., Sequence[Mapping[str, Any]]]
-# A candidate's outcome goes on the log only when its training ran to its end:
-# a timed-out or cancelled one depends on when the clock or the cancel struck,
-# so a resumed step trains it again instead of folding a chance result.
-SETTLED_STATUSES = frozenset({"ok", "nan"})
 # Gets each newly trained candidate's `candidate-completed` data.
 Report = Callable[[dict[str, Any]], None]
 
@@ -143,19 +140,19 @@ def run_generation(
         evaluated: dict[int, Evaluation] = {}
         candidates: dict[int, dict[str, Any]] = {}
         for key, outcome in known.items():
-            evaluated[int(key)] = evaluation_of(outcome)
-            candidates[int(key)] = candidate_summary(outcome)
+            evaluated[int(key)] = outcomes.evaluation_of(outcome)
+            candidates[int(key)] = outcomes.candidate_summary(outcome)
 
         def scored(position: int, result: Mapping[str, Any]) -> None:
             index, genome = todo[position]
-            metrics = candidate_metrics(result)
+            metrics = outcomes.candidate_metrics(result)
             score = sanitize_fitness(float(result.get("fitness", FAILED)))
             evaluated[index] = Evaluation(score, metrics)
             key, seed = genome_key(genome), seeds[position]
-            outcome = candidate_data(generation, index, key, seed, score, metrics)
-            candidates[index] = candidate_summary(outcome)
-            candidate_span(gen_context, generation, index, networks[position], metrics)
-            if report is not None and metrics.get("status") in SETTLED_STATUSES:
+            outcome = outcomes.candidate_data(generation, index, key, seed, score, metrics)
+            candidates[index] = outcomes.candidate_summary(outcome)
+            outcomes.candidate_span(gen_context, generation, index, networks[position], metrics)
+            if report is not None and metrics.get("status") in outcomes.SETTLED_STATUSES:
                 report(outcome)
 
         if networks:
@@ -172,7 +169,7 @@ def run_generation(
     listed = [candidates[i] for i in sorted(candidates)]
     data = {
         "generation": generation,
-        "fitnesses": [_finite(f) for f in fitnesses],
+        "fitnesses": [outcomes.finite(f) for f in fitnesses],
         "candidates": listed,
         "evaluations": new_state.evaluations,
         "best_fitness": best_fitness,
@@ -184,39 +181,6 @@ def run_generation(
     }
     meters.generation_completed(time.time() - began)
     return GenerationOutcome(new_state, data)
-
-
-def candidate_data(
-    generation: int, index: int, key: str, seed: int, score: float, metrics: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The `candidate-completed` data of one trained candidate (the caller adds run_id)."""
-    started, ended = metrics.get("started_at"), metrics.get("ended_at")
-    duration = (
-        round(max(0.0, ended - started), 4)
-        if isinstance(started, float) and isinstance(ended, float)
-        else None
-    )
-    return {
-        "generation": generation,
-        "index": index,
-        "genome_key": key,
-        "fitness": _finite(score),
-        "metrics": dict(metrics),
-        "seed": seed,
-        "duration_s": duration,
-    }
-
-
-def evaluation_of(outcome: Mapping[str, Any]) -> Evaluation:
-    """The GA's view of a folded `candidate-completed` outcome (null fitness: failed)."""
-    fitness = outcome.get("fitness")
-    score = FAILED if fitness is None else sanitize_fitness(float(fitness))
-    return Evaluation(score, dict(outcome.get("metrics") or {}))
-
-
-def candidate_summary(outcome: Mapping[str, Any]) -> dict[str, Any]:
-    """A candidate's entry in `generation-completed`'s `candidates`, as it always was."""
-    return {"index": int(outcome["index"]), "fitness": outcome.get("fitness"), **outcome["metrics"]}
 
 
 def training_summary(candidates: Sequence[Mapping[str, Any]], wall_s: float) -> dict[str, Any]:
@@ -245,66 +209,6 @@ def training_summary(candidates: Sequence[Mapping[str, Any]], wall_s: float) -> 
         ),
         "parallelism": round(total / wall_s, 3) if wall_s > 0 else None,
     }
-
-
-def candidate_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
-    keep = (
-        "status",
-        "val_accuracy",
-        "val_loss",
-        "train_loss",
-        "params",
-        "epochs_run",
-        "started_at",
-        "ended_at",
-        "error",
-        "interpreter",
-    )
-    return {k: result.get(k) for k in keep if k in result}
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def candidate_span(
-    context: Context,
-    generation: int,
-    index: int,
-    network: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-) -> None:
-    started, ended = metrics.get("started_at"), metrics.get("ended_at")
-    if not isinstance(started, float) or not isinstance(ended, float):
-        return
-    attributes = {
-        "thunderhelm.generation": generation,
-        "thunderhelm.candidate": index,
-        "thunderhelm.status": str(metrics.get("status")),
-        "thunderhelm.epochs": int(metrics.get("epochs_run") or 0),
-        "thunderhelm.params": int(metrics.get("params") or 0),
-        "thunderhelm.units": len(network.get("units", ())),
-    }
-    for key in ("val_accuracy", "val_loss", "train_loss"):
-        value = metrics.get(key)
-        if isinstance(value, float):
-            attributes[f"thunderhelm.{key}"] = value
-    if metrics.get("interpreter") is not None:
-        attributes["thunderhelm.interpreter"] = str(metrics["interpreter"])
-    error = (
-        None
-        if metrics.get("status") == "ok"
-        else f"{metrics.get('status')}: {metrics.get('error')}"
-    )
-    meters.candidate_trained(ended - started, str(metrics.get("status")), metrics)
-    telemetry.record_span(
-        telemetry.CANDIDATE_SPAN.format(generation=generation, index=index),
-        context=context,
-        start_ns=int(started * 1e9),
-        end_ns=int(ended * 1e9),
-        attributes=attributes,
-        error=error,
-    )
 
 
 def best_network(

@@ -28,10 +28,11 @@ from opentelemetry.context import Context
 
 from thunderhelm.schemas.codec import decode_record, encode_event
 from thunderhelm.schemas.tasks import CANDIDATE_TASK, CANDIDATE_TRAINED, CandidateTrained
-from thunderhelm.streams.execution.candidates import settled
+from thunderhelm.streams.execution.outcomes import settled
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.dead_letters import Failure, InputRejected, Origin, classify
 from thunderhelm.streams.worker.event_writer import envelope, validated_task
+from thunderhelm.streams.worker.group_consumer import group_consumer, keep_running
 from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,6 @@ class Offsets:
         self._open.setdefault(tp, set()).add(offset)
         return True
 
-    def release(self, tp: TopicPartition, offset: int) -> None:
-        """Give up a task unfinished: it is read (and taken) again after the next rebalance."""
-        self._open[tp].discard(offset)
-
     def finish(self, tp: TopicPartition, offset: int) -> int:
         """Mark `offset` done; the offset now safe to commit for `tp`."""
         self._open[tp].discard(offset)
@@ -101,31 +98,18 @@ class CandidateTrainer:
         self.send = send
         self.dead_letter = dead_letter
         self.offsets = Offsets()
-        self.trained = 0  # tasks this worker trained (the scale benchmark reads the log instead)
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Train tasks until cancelled; broker outages are waited out."""
-        while True:
-            try:
-                await self._run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Uncommitted tasks are taken again by this or another worker.
-                log.exception("candidate trainer stopped unexpectedly; starting again")
-                await asyncio.sleep(RETRY_DELAY_S)
+        await keep_running(self._run_once, "candidate trainer")
 
     async def _run_once(self) -> None:
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            group_id=s.trainer_group,
-            client_id=f"{s.app_id}-trainer",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(max(1.0, s.session_timeout_s / 4) * 1000),
+        consumer = group_consumer(
+            s,
+            s.trainer_group,
+            "trainer",
             max_partition_fetch_bytes=MAX_TASK_BYTES,
             # A training can take minutes: the consumer still polls while it runs.
             max_poll_interval_ms=3_600_000,
@@ -164,11 +148,13 @@ class CandidateTrainer:
             await self._train_one(record)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("candidate task %s@%d failed; it is taken again", tp, record.offset)
-            await asyncio.sleep(RETRY_DELAY_S)
-            self.offsets.release(tp, record.offset)
-            return
+        except Exception as exc:
+            # A task this worker cannot train (its dataset will not load here,
+            # say) is dead-lettered with the reason rather than retried forever;
+            # the run's deadline ends a run that waits for it.
+            log.exception("candidate task %s@%d could not be trained", tp, record.offset)
+            origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
+            await self.dead_letter(record, classify(exc, "execute"), origin)
         safe = self.offsets.finish(tp, record.offset)
         try:
             await consumer.commit({tp: OffsetAndMetadata(safe, "")})
@@ -193,9 +179,20 @@ class CandidateTrainer:
             return
         context = telemetry.context_from_traceparent(task.get("traceparent"))
         outcome = await asyncio.to_thread(self.train, task, context)
-        self.trained += 1
         if not settled(outcome):
             return  # the clock stopped it: the run's deadline decides what happens
         data = CandidateTrained.model_validate(outcome).model_dump(mode="json", exclude_unset=True)
         command = envelope(task["run_id"], CANDIDATE_TRAINED, data, None, None)
-        await self.send(self.settings.run_commands, task["run_id"], encode_event(command), context)
+        value = encode_event(command)
+        while True:  # the outcome must reach the owner before the task is committed
+            try:
+                await self.send(self.settings.run_commands, task["run_id"], value, context)
+                return
+            except KafkaError as exc:
+                log.warning(
+                    "outcome of candidate %s/%s not sent (%s); sending again",
+                    task["run_id"],
+                    task["index"],
+                    exc,
+                )
+                await asyncio.sleep(RETRY_DELAY_S)

@@ -101,14 +101,9 @@ class EventWriter:
         await self.produce(self.settings.run_results, state.run_id, encode_event(record), context)
 
     async def produce(
-        self,
-        topic: str,
-        key: str | None,
-        value: bytes,
-        context: Context | None,
-        partition: int | None = None,
+        self, topic: str, key: str | None, value: bytes, context: Context | None
     ) -> None:
-        await (await self.send(topic, key, value, context, partition))  # the broker's ack
+        await (await self.send(topic, key, value, context))  # the broker's ack
 
     async def send(
         self,

@@ -41,6 +41,7 @@ from thunderhelm.streams.worker.dead_letters import (
     ThrottledLog,
     dead_letter_headers,
 )
+from thunderhelm.streams.worker.group_consumer import group_consumer, keep_running
 from thunderhelm.streams.worker.intake_offsets import (
     InOrderCommits,
     Rebalance,
@@ -118,27 +119,12 @@ class Intake:
 
     async def run(self) -> None:
         """Read run-requests until cancelled; broker outages and surprises are waited out."""
-        while True:
-            try:
-                await self._run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Uncommitted batches are read again by the next consumer.
-                log.exception("intake stopped unexpectedly; starting again")
-                await asyncio.sleep(RETRY_DELAY_S)
+        await keep_running(self._run_once, "intake")
 
     async def _run_once(self) -> None:
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            group_id=s.intake_group,
-            client_id=f"{s.app_id}-intake",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(max(1.0, s.session_timeout_s / 4) * 1000),
-            max_partition_fetch_bytes=MAX_REQUEST_BYTES,
+        consumer = group_consumer(
+            s, s.intake_group, "intake", max_partition_fetch_bytes=MAX_REQUEST_BYTES
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap_servers,

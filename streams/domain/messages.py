@@ -1,0 +1,61 @@
+"""What flows into and out of the run saga: events, commands, and events to append.
+
+Plain frozen dataclasses with no behaviour; `saga` re-exports them, so callers
+write `saga.Event`, `saga.StartRun` and so on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """A lifecycle event as the domain sees it (the envelope minus transport)."""
+
+    id: str
+    type: str
+    run_id: str
+    time: str  # RFC 3339, as written on the log
+    data: Mapping[str, Any]
+    causation_id: str | None = None
+    at: float = field(kw_only=True)  # `time` in seconds since the epoch
+
+
+@dataclass(frozen=True)
+class StartRun:
+    command_id: str
+    request: Mapping[str, Any]
+    time: str
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelRun:
+    command_id: str
+    run_id: str
+    reason: str
+    time: str
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """A worker trained one of the run's candidates (a candidate-tasks task)."""
+
+    command_id: str
+    run_id: str
+    data: Mapping[str, Any]  # `candidate-completed` data, validated by the edge
+
+
+Command = StartRun | CancelRun | RecordOutcome
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event `decide` asks the edge to append (the edge assigns id and time)."""
+
+    type: str
+    data: Mapping[str, Any]
+    causation_id: str | None = None

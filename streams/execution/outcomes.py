@@ -1,0 +1,129 @@
+"""One trained candidate's outcome: its `candidate-completed` data, metrics and span.
+
+The in-process generation step (`steps.run_generation`) and a worker training
+a task from candidate-tasks (`candidates.train_task`) both build a candidate's
+outcome here, so the log reads the same whoever trained it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.context import Context
+
+from thunderhelm.ga.core.engine import Evaluation
+from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
+from thunderhelm.streams.observability import metrics as meters
+from thunderhelm.streams.observability import telemetry
+
+# A candidate's outcome goes on the log only when its training ran to its end:
+# a timed-out or cancelled one depends on when the clock or the cancel struck,
+# so a resumed step trains it again instead of folding a chance result.
+SETTLED_STATUSES = frozenset({"ok", "nan"})
+# A task's outcome must always reach its run's owner, which waits for it: all
+# but those the clock or a cancel decided go on the log.
+UNSETTLED_STATUSES = frozenset({"timeout", "cancelled"})
+
+
+def settled(outcome: Mapping[str, Any]) -> bool:
+    """Whether an outcome is the candidate's own, not the clock's or a cancel's.
+
+    Only those go on the log: a timed-out training says when the clock struck,
+    and the run's deadline ends such a run anyway.
+    """
+    return (outcome.get("metrics") or {}).get("status") not in UNSETTLED_STATUSES
+
+
+def candidate_data(
+    generation: int, index: int, key: str, seed: int, score: float, metrics: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The `candidate-completed` data of one trained candidate (the caller adds run_id)."""
+    started, ended = metrics.get("started_at"), metrics.get("ended_at")
+    duration = (
+        round(max(0.0, ended - started), 4)
+        if isinstance(started, float) and isinstance(ended, float)
+        else None
+    )
+    return {
+        "generation": generation,
+        "index": index,
+        "genome_key": key,
+        "fitness": finite(score),
+        "metrics": dict(metrics),
+        "seed": seed,
+        "duration_s": duration,
+    }
+
+
+def evaluation_of(outcome: Mapping[str, Any]) -> Evaluation:
+    """The GA's view of a folded `candidate-completed` outcome (null fitness: failed)."""
+    fitness = outcome.get("fitness")
+    score = FAILED if fitness is None else sanitize_fitness(float(fitness))
+    return Evaluation(score, dict(outcome.get("metrics") or {}))
+
+
+def candidate_summary(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """A candidate's entry in `generation-completed`'s `candidates`, as it always was."""
+    return {"index": int(outcome["index"]), "fitness": outcome.get("fitness"), **outcome["metrics"]}
+
+
+def candidate_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
+    keep = (
+        "status",
+        "val_accuracy",
+        "val_loss",
+        "train_loss",
+        "params",
+        "epochs_run",
+        "started_at",
+        "ended_at",
+        "error",
+        "interpreter",
+    )
+    return {k: result.get(k) for k in keep if k in result}
+
+
+def finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def candidate_span(
+    context: Context,
+    generation: int,
+    index: int,
+    network: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+) -> None:
+    started, ended = metrics.get("started_at"), metrics.get("ended_at")
+    if not isinstance(started, float) or not isinstance(ended, float):
+        return
+    attributes = {
+        "thunderhelm.generation": generation,
+        "thunderhelm.candidate": index,
+        "thunderhelm.status": str(metrics.get("status")),
+        "thunderhelm.epochs": int(metrics.get("epochs_run") or 0),
+        "thunderhelm.params": int(metrics.get("params") or 0),
+        "thunderhelm.units": len(network.get("units", ())),
+    }
+    for key in ("val_accuracy", "val_loss", "train_loss"):
+        value = metrics.get(key)
+        if isinstance(value, float):
+            attributes[f"thunderhelm.{key}"] = value
+    if metrics.get("interpreter") is not None:
+        attributes["thunderhelm.interpreter"] = str(metrics["interpreter"])
+    error = (
+        None
+        if metrics.get("status") == "ok"
+        else f"{metrics.get('status')}: {metrics.get('error')}"
+    )
+    meters.candidate_trained(ended - started, str(metrics.get("status")), metrics)
+    telemetry.record_span(
+        telemetry.CANDIDATE_SPAN.format(generation=generation, index=index),
+        context=context,
+        start_ns=int(started * 1e9),
+        end_ns=int(ended * 1e9),
+        attributes=attributes,
+        error=error,
+    )

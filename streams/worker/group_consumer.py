@@ -1,0 +1,51 @@
+"""The worker's own aiokafka consumers (intake, candidate trainer): made and kept alive alike.
+
+Both read outside Faust, in a consumer group of their own, commit by hand
+after their writes are acknowledged, and start again from the committed
+offsets when anything unexpected stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from thunderhelm.streams.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+RESTART_DELAY_S = 1.0
+
+
+def group_consumer(
+    settings: Settings, group_id: str, role: str, **options: Any
+) -> AIOKafkaConsumer:
+    """A manually committed consumer in `group_id` that notices dead members as Faust's does."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id,
+        client_id=f"{settings.app_id}-{role}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(max(1.0, settings.session_timeout_s / 4) * 1000),
+        **options,
+    )
+
+
+async def keep_running(run_once: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run `run_once` until cancelled, starting it again whenever it fails.
+
+    What it read but did not commit is read again by the next consumer.
+    """
+    while True:
+        try:
+            await run_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s stopped unexpectedly; starting again", what)
+            await asyncio.sleep(RESTART_DELAY_S)
