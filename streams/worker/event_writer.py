@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.context import Context
@@ -103,24 +103,12 @@ class EventWriter:
     async def produce(
         self, topic: str, key: str | None, value: bytes, context: Context | None
     ) -> None:
-        await (await self.send(topic, key, value, context))  # the broker's ack
-
-    async def send(
-        self,
-        topic: str,
-        key: str | None,
-        value: bytes,
-        context: Context | None,
-        partition: int | None = None,
-    ) -> Awaitable[Any]:
-        """Hand a record to the producer; await the result for the broker's ack."""
         with telemetry.produce_span(topic, key, context):
             headers = structured_headers(telemetry.inject_headers().items())
-            where = {} if partition is None else {"partition": partition}
-            pending: Awaitable[Any] = await self.topics[topic].send(
-                key=None if key is None else key.encode(), value=value, headers=headers, **where
+            pending = await self.topics[topic].send(
+                key=None if key is None else key.encode(), value=value, headers=headers
             )
-        return pending
+            await pending  # the broker's ack
 
     async def dispatch(
         self, state: saga.RunState, tasks: list[dict[str, Any]], context: Context | None
@@ -135,12 +123,20 @@ class EventWriter:
         topic = self.settings.candidate_tasks
         where = spread([task_cost(t) for t in tasks], self.settings.partitions)
         pending = []
-        for task, partition in zip(tasks, where, strict=True):
-            data = validated_task(task)
-            key = f"{state.run_id}/{data['generation']}/{data['index']}"
-            record = envelope(state.run_id, CANDIDATE_TASK, data, None, None)
-            value = encode_event(record)
-            pending.append(await self.send(topic, key, value, context, partition))
+        # One producer span for the generation's tasks, not one per task: a
+        # task's training nests under the generation through its own traceparent.
+        with telemetry.produce_span(topic, None, context) as span:
+            span.set_attribute("messaging.batch.message_count", len(tasks))
+            headers = structured_headers(telemetry.inject_headers().items())
+            for task, partition in zip(tasks, where, strict=True):
+                data = validated_task(task)
+                key = f"{state.run_id}/{data['generation']}/{data['index']}"
+                value = encode_event(envelope(state.run_id, CANDIDATE_TASK, data, None, None))
+                pending.append(
+                    await self.topics[topic].send(
+                        key=key.encode(), value=value, headers=headers, partition=partition
+                    )
+                )
         for ack in pending:
             await ack
         data = {
