@@ -379,6 +379,37 @@ def test_a_cancel_ends_the_run_cancelled() -> None:
     assert h.on(SETTINGS.run_results)[0]["data"]["status"] == "cancelled"
 
 
+def test_an_ending_appended_but_not_yet_folded_is_not_appended_again() -> None:
+    """An event folded between the ending's ack and the ending's own fold (a
+    candidate's outcome from another worker, say) asks the saga again while the
+    state still reads `running`: the run must not end a second time."""
+
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
+        await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
+        for _ in range(200):  # fold everything but the ending
+            pending = [t for t in h.worker.runner.tasks.values() if not t.done()]
+            if pending:
+                await asyncio.gather(*pending)
+                continue
+            if ev.RUN_CANCELLED in h.types():
+                break
+            name, key, value = h.sent[h.read]
+            h.read += 1
+            if name == SETTINGS.run_events:
+                await h.event(value, key or b"")
+        state = h.worker.state_of("r-1")
+        assert state is not None and not state.terminal
+        await h.worker.runner.act(state)
+        await h.settle()
+        return h
+
+    h = run(go())
+    assert h.types().count(ev.RUN_CANCELLED) == 1
+    assert len(h.on(SETTINGS.run_results)) == 1
+
+
 def test_an_event_of_the_wrong_shape_is_dead_lettered_at_validate() -> None:
     async def go() -> Harness:
         h = Harness()

@@ -110,6 +110,10 @@ class StepRunner:
         self.dispatching: dict[str, int] = {}
         # Each run's dispatched generation's span, ended when the generation completes.
         self.generation_spans: dict[str, Span] = {}
+        # Runs whose terminal event this worker appended, until its result is
+        # published: an event folded before the ending (a late outcome) still
+        # reads `running` and must not end the run a second time.
+        self.ended: set[str] = set()
 
     def touch(self, run_id: str) -> None:
         self.last_progress[run_id] = time.monotonic()
@@ -134,6 +138,8 @@ class StepRunner:
                 started = await step_event(self.executor, state, action, context)
                 await self.writer.append(state.run_id, started, context)
             case saga.RunGeneration() | saga.Finish():
+                if state.run_id in self.ended:
+                    return  # this worker wrote the run's ending; its fold comes next
                 if self.appended.get(state.run_id, -1) >= state.generation and isinstance(
                     action, saga.RunGeneration
                 ):
@@ -154,6 +160,7 @@ class StepRunner:
 
     async def publish(self, state: saga.RunState, context: Context | None) -> None:
         """Write the result of a finished run once, then settle its stored state."""
+        self.ended.discard(state.run_id)  # the ending is folded
         stored = self.store.get(state.run_id)
         if state.settled or (stored is not None and stored.settled):
             return
@@ -177,6 +184,8 @@ class StepRunner:
             new = await self.retried(lambda: self.perform(state, action, context), run_id)
             if self.still_current(state):
                 await self.retried(lambda: self.writer.append(run_id, new, context), run_id)
+                if new.type in ev.TERMINAL_TYPES:
+                    self.ended.add(run_id)
                 if new.type == ev.GENERATION_COMPLETED:
                     self.appended[run_id] = state.generation
                     self.dispatching.pop(run_id, None)
@@ -198,6 +207,7 @@ class StepRunner:
             failed = saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": result})
             with contextlib.suppress(Exception):
                 await self.writer.append(run_id, failed, context)
+                self.ended.add(run_id)
         finally:
             self.tasks.pop(run_id, None)
             self.touch(run_id)
