@@ -178,7 +178,7 @@ class StepRunner:
         self.last_progress.pop(state.run_id, None)
 
     def launch(self, state: saga.RunState, action: saga.Action, context: Context | None) -> None:
-        log.info("run %s: launching %s", state.run_id, describe(action))
+        log.debug("run %s: launching %s", state.run_id, describe(action))
         self.touch(state.run_id)
         step = self._step(state, action, context)
         self.tasks[state.run_id] = asyncio.get_running_loop().create_task(step)
