@@ -46,8 +46,8 @@ CHANNELS: dict[str, tuple[str, str, list[str]]] = {
     ),
     "runCommands": (
         "thunderhelm.run-commands",
-        "Internal: run-requests records the intake admitted, unchanged (and, from "
-        "workers of the previous release, candidates' outcomes).",
+        "Internal: run-requests records the intake admitted, unchanged, and the outcomes "
+        "of candidates any worker trained, for the run's owner to append to its log.",
         [RUN_REQUESTED, CANCEL_REQUESTED, CANDIDATE_TRAINED],
     ),
     "candidateTasks": (
@@ -55,13 +55,6 @@ CHANNELS: dict[str, tuple[str, str, list[str]]] = {
         "Internal: candidates of running generations, for any worker with a free "
         "interpreter; keyed `<run id>/<generation>/<index>` so they spread over partitions.",
         [CANDIDATE_TASK],
-    ),
-    "candidateOutcomes": (
-        "thunderhelm.candidate-outcomes",
-        "Internal: the outcome of each candidate any worker trained, for the run's owner "
-        "to append to its log; a lane apart from run-commands so requests never wait "
-        "behind a generation's outcomes.",
-        [CANDIDATE_TRAINED],
     ),
 }
 _KEYS = {

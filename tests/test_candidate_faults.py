@@ -36,9 +36,9 @@ def outcomes(records: Records, worker: WorkerProcess, run_id: str) -> list[tuple
 
 
 def trained(worker: WorkerProcess, run_id: str) -> Counter[tuple[int, int]]:
-    """How often each candidate of the run was trained, from the outcomes on candidate-outcomes."""
+    """How often each candidate of the run was trained, from the outcomes sent on run-commands."""
     s = worker.settings
-    records = asyncio.run(collect([s.candidate_outcomes], lambda _: False, timeout_s=3))
+    records = asyncio.run(collect([s.run_commands], lambda _: False, timeout_s=3))
     counts: Counter[tuple[int, int]] = Counter()
     for record in records:
         command = decode_record(record.value, {})

@@ -117,7 +117,6 @@ def test_asyncapi_names_the_topics_and_every_schema() -> None:
         s.dead_letters,
         s.run_commands,
         s.candidate_tasks,
-        s.candidate_outcomes,
     }
     files = {r for r in _refs(doc) if not r.startswith("#")}
     for ref in files:

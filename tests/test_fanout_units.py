@@ -17,7 +17,6 @@ from thunderhelm.ga.core.engine import GAState, candidate_training_seed, initial
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.envelope import CloudEvent
 from thunderhelm.schemas.limits import Limits
-from thunderhelm.schemas.requests import RUN_REQUESTED
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED, CandidateTask
 from thunderhelm.streams.cli.client import Observed, describe
 from thunderhelm.streams.domain import saga
@@ -133,7 +132,7 @@ def test_tasks_cover_the_untrained_candidates_and_read_back_strictly() -> None:
         CandidateTask.model_validate({**tasks[0], "command": "rm -rf /"})
 
 
-def test_an_outcome_is_taken_from_internal_topics_only() -> None:
+def test_an_outcome_is_taken_from_run_commands_only() -> None:
     value = json.dumps(
         {
             "specversion": "1.0",
@@ -147,27 +146,6 @@ def test_an_outcome_is_taken_from_internal_topics_only() -> None:
     assert isinstance(from_users, Failure) and "unknown command type" in from_users.message
     internal = screen_command(b"fan-1", value, [], Limits(), internal=True)
     assert isinstance(internal, Admitted)
-    lane = screen_command(b"fan-1", value, [], Limits(), internal=True, outcomes=True)
-    assert isinstance(lane, Admitted)
-
-
-def test_candidate_outcomes_carries_nothing_but_outcomes() -> None:
-    """A run request written to candidate-outcomes is dead-lettered, not started:
-    that lane is for outcomes, and the run-commands agent screens requests."""
-    request = {"run_id": "fan-2", "dataset": {"name": "spirals"}, "ga": {"population": 4}}
-    value = json.dumps(
-        {
-            "specversion": "1.0",
-            "id": "q-1",
-            "source": "tests",
-            "type": RUN_REQUESTED,
-            "data": request,
-        }
-    ).encode()
-    refused = screen_command(b"fan-2", value, [], Limits(), internal=True, outcomes=True)
-    assert isinstance(refused, Failure) and refused.stage == "validate"
-    assert CANDIDATE_TRAINED in refused.message
-    assert isinstance(screen_command(b"fan-2", value, [], Limits(), internal=True), Admitted)
 
 
 def test_offsets_commit_only_past_finished_tasks_and_refuse_a_task_taken_twice() -> None:

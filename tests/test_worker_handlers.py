@@ -379,29 +379,6 @@ def test_a_cancel_ends_the_run_cancelled() -> None:
     assert h.on(SETTINGS.run_results)[0]["data"]["status"] == "cancelled"
 
 
-def test_a_run_starts_in_the_background_and_once() -> None:
-    """The command agent appends `run.accepted` and goes on: the start (the
-    initial population and `run.started`) is a step of its own, launched once
-    even when the saga is asked again before `run.started` is folded."""
-
-    async def go() -> Harness:
-        h = Harness()
-        await h.command(request(), "thunderhelm.run.requested", "c-1")
-        assert h.types() == [ev.RUN_ACCEPTED]  # the agent did not wait for the start
-        assert "r-1" in h.worker.runner.tasks
-        accepted = h.worker.state_of("r-1")
-        assert accepted is not None and accepted.status == "accepted"
-        await h.worker.runner.act(accepted)  # asked again while the start runs
-        await asyncio.gather(*h.worker.runner.tasks.values())
-        await h.worker.runner.act(accepted)  # and after it wrote `run.started`, before its fold
-        await h.settle()
-        return h
-
-    h = run(go())
-    assert h.types().count(ev.RUN_STARTED) == 1
-    assert h.types()[-1] == ev.RUN_SUCCEEDED
-
-
 def test_an_ending_appended_but_not_yet_folded_is_not_appended_again() -> None:
     """An event folded between the ending's ack and the ending's own fold (a
     candidate's outcome from another worker, say) asks the saga again while the

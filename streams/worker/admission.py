@@ -91,13 +91,11 @@ def screen_command(
     limits: Limits,
     *,
     internal: bool = False,
-    outcomes: bool = False,
 ) -> Admitted | Failure:
     """The command a run-requests record carries, or why it must be dead-lettered.
 
-    `internal`: the record is on a worker-only topic, where the outcomes of
-    candidates workers trained are taken (never from run-requests).
-    `outcomes`: the record is on candidate-outcomes, which carries nothing else.
+    `internal`: the record is on run-commands, where workers also send the
+    outcomes of candidates they trained (never accepted from run-requests).
     """
     stage = "decode"
     try:
@@ -113,10 +111,6 @@ def screen_command(
                 raise InputRejected("validate", f"header {name!r} is reserved for the intake")
         if internal and command.type == CANDIDATE_TRAINED:
             return Admitted(command, CandidateTrained.model_validate(command.data))
-        if outcomes:
-            raise InputRejected(
-                "validate", f"only {CANDIDATE_TRAINED} is taken here, not {command.type!r}"
-            )
         if command.type not in COMMAND_TYPES:
             raise InputRejected("validate", f"unknown command type {command.type!r}")
         content: RunRequest | CancelRequest | InvalidRequest

@@ -74,11 +74,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         async for event in stream.events():
             await service.commands.handle(event)
 
-    @app.agent(topics[settings.candidate_outcomes], name="candidate-outcomes")
-    async def on_outcome(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await service.outcomes.handle(event)
-
     @app.agent(topics[settings.run_events], name="run-events")
     async def on_event(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():

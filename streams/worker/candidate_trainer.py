@@ -5,7 +5,7 @@ task only when an interpreter is free, and pauses its partitions while the
 pool is full, so nothing waits in a busy worker's buffers and the records it
 has not taken stay where a rebalance can hand them to another worker. A
 trained candidate's outcome goes to the run's owner as a `candidate.trained`
-command on candidate-outcomes; the task's offset is committed only after that
+command on run-commands; the task's offset is committed only after that
 write is acknowledged, so a worker killed mid-training leaves the task to be
 taken again (only tasks without an outcome are trained twice; a duplicate
 outcome is dropped by the owner's fold). A malformed task is dead-lettered
@@ -186,7 +186,7 @@ class CandidateTrainer:
         value = encode_event(command)
         while True:  # the outcome must reach the owner before the task is committed
             try:
-                await self.send(self.settings.candidate_outcomes, task["run_id"], value, context)
+                await self.send(self.settings.run_commands, task["run_id"], value, context)
                 return
             except KafkaError as exc:
                 log.warning(

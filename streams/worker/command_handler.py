@@ -63,8 +63,6 @@ class CommandHandler:
     writer: EventWriter
     runner: StepRunner
     dead_letters: DeadLetterWriter
-    # On candidate-outcomes: candidates' outcomes only, in a lane of their own.
-    outcomes: bool = False
 
     async def handle(self, event: Any) -> None:  # a faust.EventT[bytes]
         self.dead_letters.hold(event)
@@ -73,12 +71,7 @@ class CommandHandler:
         original, origin = unwrap_forwarded(pairs(message.headers))
         with consumed(self.app, message, dict(pairs(message.headers))) as span:
             screened = screen_command(
-                message.key,
-                message.value,
-                original,
-                self.settings.limits,
-                internal=True,
-                outcomes=self.outcomes,
+                message.key, message.value, original, self.settings.limits, internal=True
             )
             if isinstance(screened, Failure):
                 await self.dead_letters.dead_letter(event, screened, span, original, origin)

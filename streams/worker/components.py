@@ -42,9 +42,6 @@ class RunWorker:
         self.commands = CommandHandler(
             settings, app, self.store, self.writer, self.runner, self.dead_letters
         )
-        self.outcomes = CommandHandler(
-            settings, app, self.store, self.writer, self.runner, self.dead_letters, outcomes=True
-        )
         self.events = EventHandler(app, self.store, self.runner, self.dead_letters)
         self.reconciler = Reconciler(app, self.store, self.runner, self.ownership)
         self.trainer = CandidateTrainer(

@@ -157,15 +157,6 @@ class Settings(EnvSettings):
         return f"{self.topic_prefix}candidate-tasks"
 
     @property
-    def candidate_outcomes(self) -> str:
-        """Internal: trained candidates' outcomes, for the owner of each run.
-
-        A lane apart from run-commands: a generation's outcomes arrive in bursts,
-        and a run request must not queue behind them.
-        """
-        return f"{self.topic_prefix}candidate-outcomes"
-
-    @property
     def trainer_group(self) -> str:
         """The consumer group on candidate-tasks: every worker is one member."""
         return f"{self.app_id}-candidates"
@@ -184,5 +175,4 @@ class Settings(EnvSettings):
             self.dead_letters,
             self.run_commands,
             self.candidate_tasks,
-            self.candidate_outcomes,
         )

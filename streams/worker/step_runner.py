@@ -114,8 +114,6 @@ class StepRunner:
         # published: an event folded before the ending (a late outcome) still
         # reads `running` and must not end the run a second time.
         self.ended: set[str] = set()
-        # Runs whose `run.started` this worker is writing or wrote, until it is folded.
-        self.starting: set[str] = set()
 
     def touch(self, run_id: str) -> None:
         self.last_progress[run_id] = time.monotonic()
@@ -126,8 +124,6 @@ class StepRunner:
     async def act(self, state: saga.RunState, *, now: float | None = None) -> None:
         """Ask the saga for the run's next step at `now` (default: the clock) and carry it out."""
         now = self.clock() if now is None else now
-        if state.status != "accepted":
-            self.starting.discard(state.run_id)  # its `run.started` is folded
         context = telemetry.context_from_traceparent(state.traceparent)
         with telemetry.decision_span(state.run_id, state.status, context) as decision:
             action = saga.react(state, now)
@@ -139,12 +135,8 @@ class StepRunner:
             case saga.PublishResult():
                 await self.publish(state, context)
             case saga.Start():
-                # In the background, like a generation: the command agent that
-                # accepted the run goes on to the next command at once.
-                if state.run_id in self.starting or state.run_id in self.tasks:
-                    return  # its `run.started` is being written, or is on its way back
-                self.starting.add(state.run_id)
-                self.launch(state, action, context)
+                started = await step_event(self.executor, state, action, context)
+                await self.writer.append(state.run_id, started, context)
             case saga.RunGeneration() | saga.Finish():
                 if state.run_id in self.ended:
                     return  # this worker wrote the run's ending; its fold comes next
@@ -178,7 +170,7 @@ class StepRunner:
         self.last_progress.pop(state.run_id, None)
 
     def launch(self, state: saga.RunState, action: saga.Action, context: Context | None) -> None:
-        log.debug("run %s: launching %s", state.run_id, describe(action))
+        log.info("run %s: launching %s", state.run_id, describe(action))
         self.touch(state.run_id)
         step = self._step(state, action, context)
         self.tasks[state.run_id] = asyncio.get_running_loop().create_task(step)
@@ -187,12 +179,11 @@ class StepRunner:
         self, state: saga.RunState, action: saga.Action, context: Context | None
     ) -> None:
         run_id = state.run_id
-        interrupted = written = False
+        interrupted = False
         try:
             new = await self.retried(lambda: self.perform(state, action, context), run_id)
             if self.still_current(state):
                 await self.retried(lambda: self.writer.append(run_id, new, context), run_id)
-                written = True
                 if new.type in ev.TERMINAL_TYPES:
                     self.ended.add(run_id)
                 if new.type == ev.GENERATION_COMPLETED:
@@ -220,8 +211,6 @@ class StepRunner:
         finally:
             self.tasks.pop(run_id, None)
             self.touch(run_id)
-            if isinstance(action, saga.Start) and not written:
-                self.starting.discard(run_id)  # nothing written: a later act may start it
         latest = self.store.get(run_id)
         # The step's own event may have been folded while this task was still
         # awaiting its ack; that fold saw the step busy and did nothing. Its
@@ -247,8 +236,6 @@ class StepRunner:
     async def perform(
         self, state: saga.RunState, action: saga.Action, context: Context | None
     ) -> saga.NewEvent:
-        if isinstance(action, saga.Start):
-            return await step_event(self.executor, state, action, context)
         assert isinstance(action, saga.RunGeneration | saga.Finish)
         if self.fanout and isinstance(action, saga.RunGeneration):
             tasks = await self.executor.generation_tasks(state)
