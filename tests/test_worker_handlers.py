@@ -410,6 +410,53 @@ def test_an_ending_appended_but_not_yet_folded_is_not_appended_again() -> None:
     assert len(h.on(SETTINGS.run_results)) == 1
 
 
+def test_an_outcome_after_an_unfolded_ending_is_not_appended() -> None:
+    """A candidate's outcome (another worker trained it) read while the run's
+    ending is written but not yet folded: nothing follows the terminal event."""
+
+    async def fold_until(h: Harness, done: Any) -> None:
+        for _ in range(200):
+            pending = [t for t in h.worker.runner.tasks.values() if not t.done()]
+            if pending:
+                await asyncio.gather(*pending)
+                continue
+            if done():
+                return
+            name, key, value = h.sent[h.read]
+            h.read += 1
+            if name == SETTINGS.run_events:
+                await h.event(value, key or b"")
+
+    def status() -> str | None:
+        state = h.worker.state_of("r-1")
+        return None if state is None else state.status
+
+    async def go() -> Harness:
+        await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
+        await fold_until(h, lambda: status() == "running")
+        await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
+        await fold_until(h, lambda: ev.RUN_CANCELLED in h.types())  # all but the ending
+        state = h.worker.state_of("r-1")
+        assert state is not None and state.status == "running"
+        outcome = {
+            "run_id": "r-1",
+            "generation": state.generation,
+            "index": 0,
+            "genome_key": "g0",
+            "fitness": 0.5,
+            "metrics": {"status": "ok", "val_accuracy": 0.5},
+            "seed": 1,
+            "worker": "other/1",
+        }
+        await h.command(outcome, "thunderhelm.candidate.trained", "o-1")
+        await h.settle()
+        return h
+
+    h = Harness()
+    types = run(go()).types()
+    assert types[-1] == ev.RUN_CANCELLED and ev.CANDIDATE_COMPLETED not in types
+
+
 def test_an_event_of_the_wrong_shape_is_dead_lettered_at_validate() -> None:
     async def go() -> Harness:
         h = Harness()

@@ -95,6 +95,11 @@ class CommandHandler:
         span.set_attribute("thunderhelm.run_id", run_id)
         if isinstance(command, saga.NewEvent):
             decided = [command]
+        elif run_id in self.runner.ended:
+            # This worker wrote the run's ending and has not folded it yet: the
+            # stored state still reads as live, but the run takes nothing more
+            # (as `decide` on the terminal state would say).
+            decided = []
         else:
             decided = saga.decide(self.store.get(run_id), command)
         state = None
