@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -209,16 +210,15 @@ def _busy(worker: WorkerProcess, quick: bool) -> Callable[[], None]:
     return lambda: asyncio.run(submit())
 
 
-def run(opts: Options) -> dict[str, Any]:
-    seconds = QUICK_SECONDS if opts.quick else SECONDS
-    pool = opts.pool_size or 2
-    result: dict[str, Any] = {"rates": list(RATES), "seconds_per_rate": seconds, "pool_size": pool}
+def measure(pool: int, seconds: float, quick: bool) -> dict[str, Any]:
+    """Latencies at each rate on one worker with `pool` interpreters kept busy."""
+    result: dict[str, Any] = {"pool_size": pool}
     with tempfile.TemporaryDirectory() as tmp:
         env = fresh_env(Path(tmp), THUNDERHELM_POOL_SIZE=str(pool), OTEL_TRACES_EXPORTER="none")
         worker = WorkerProcess(env, Path(tmp) / "worker.log")
         worker.start()
         try:
-            _busy(worker, opts.quick)()
+            _busy(worker, quick)()
             for rate in RATES:
                 hops = asyncio.run(accept_latencies(worker, rate, seconds))
                 relay = asyncio.run(relay_latencies(rate, seconds))
@@ -234,8 +234,22 @@ def run(opts: Options) -> dict[str, Any]:
         finally:
             worker.stop()
     a99, r99 = result["accept_p99_ms_20rps"], result["relay_p99_ms_20rps"]
-    ratio = a99 / r99 if r99 > 0 else float("inf")
-    result["accept_over_relay_p99_20rps"] = round(ratio, 2)
+    result["accept_over_relay_p99_20rps"] = round(a99 / r99 if r99 > 0 else float("inf"), 2)
+    return result
+
+
+def run(opts: Options) -> dict[str, Any]:
+    seconds = QUICK_SECONDS if opts.quick else SECONDS
+    cores = os.cpu_count() or 1
+    pool = opts.pool_size or cores  # the worker's default: one interpreter per core
+    result: dict[str, Any] = {"rates": list(RATES), "seconds_per_rate": seconds}
+    result.update(measure(pool, seconds, opts.quick))
+    # Side by side in the same run: one core left to the event loop, the broker
+    # clients and the consumer thread (THUNDERHELM_POOL_SIZE=cores-1).
+    kept = measure(pool - 1, seconds, opts.quick) if pool > 1 else None
+    result["one_core_kept"] = kept
+    a99, r99 = result["accept_p99_ms_20rps"], result["relay_p99_ms_20rps"]
+    ratio = result["accept_over_relay_p99_20rps"]
     result["summary"] = (
         f"One worker, pool of {pool} (threads at nice +{POOL_NICENESS}), saturated by "
         f"{BUSY_RUNS} long runs; small valid runs offered at each rate for {seconds:.0f} s, "
@@ -243,7 +257,8 @@ def run(opts: Options) -> dict[str, Any]:
         "run's `run.accepted`, split at the CreateTime of the command the intake forwarded "
         "(intake: request to run-commands; agent: run-commands to run.accepted); the relay's: "
         "send time to the CreateTime of the relayed record (aiokafka consume -> produce with "
-        "acks=all, in this process, same broker, same rate)."
+        "acks=all, in this process, same broker, same rate). `one_core_kept`: the same with "
+        f"a pool of {pool - 1}, measured in the same run."
     )
     result["bars"] = [
         bar(
@@ -263,4 +278,13 @@ def run(opts: Options) -> dict[str, Any]:
             None,
         ),
     ]
+    if kept is not None:
+        k99, kr99 = kept["accept_p99_ms_20rps"], kept["relay_p99_ms_20rps"]
+        result["bars"].append(
+            bar(
+                f"the 20 requests/s bar with one core kept (pool of {pool - 1}, informational)",
+                f"{k99} ms vs {kr99} ms ({kept['accept_over_relay_p99_20rps']:.1f}x)",
+                None,
+            )
+        )
     return result

@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
     @app.agent(topics[settings.run_commands], name="run-commands")
     async def on_command(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await service.commands.handle(event)
+            await service.commands.submit(event)
 
     @app.agent(topics[settings.run_events], name="run-events")
     async def on_event(stream: faust.StreamT[bytes]) -> None:

@@ -6,11 +6,12 @@ the typed request it yields goes to the saga's `decide`. The events the
 decision asks for are appended to run-events and folded into the run's state
 at once, so a second start arriving before run-events is read back finds the
 run already accepted; the run-events agent later reads them as duplicates.
+Commands of different runs are handled side by side (`run_lanes.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -31,6 +32,7 @@ from thunderhelm.streams.worker.dead_letters import Failure, classify
 from thunderhelm.streams.worker.event_handler import fold
 from thunderhelm.streams.worker.event_writer import EventWriter
 from thunderhelm.streams.worker.records import consumed, pairs, to_domain
+from thunderhelm.streams.worker.run_lanes import RunLanes
 from thunderhelm.streams.worker.run_store import RunStore
 from thunderhelm.streams.worker.settings import Settings
 from thunderhelm.streams.worker.step_runner import StepRunner
@@ -63,9 +65,17 @@ class CommandHandler:
     writer: EventWriter
     runner: StepRunner
     dead_letters: DeadLetterWriter
+    lanes: RunLanes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lanes = RunLanes(self.dead_letters.acks)
+
+    async def submit(self, event: Any) -> None:  # a faust.EventT[bytes]
+        """The agent's entry: queue the command behind its run's (the record key's) lane."""
+        await self.lanes.submit(event, event.message.key, lambda: self.handle(event))
 
     async def handle(self, event: Any) -> None:  # a faust.EventT[bytes]
-        self.dead_letters.hold(event)
+        """Handle one command now (its lane's turn has come)."""
         message = event.message
         # The input as the user wrote it, and where on run-requests it was.
         original, origin = unwrap_forwarded(pairs(message.headers))

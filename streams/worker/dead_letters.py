@@ -159,10 +159,10 @@ class AckableEvent(Protocol):
 Send = Callable[[], Awaitable[Awaitable[Any]]]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Slot:
     event: AckableEvent
-    done: bool
+    pending: int  # unfinished work that holds the input's ack: handlings, writes
 
 
 class OrderedAcks:
@@ -178,12 +178,19 @@ class OrderedAcks:
     that partition is held too (`hold`) and released behind it. The input's
     offset is therefore committed only after its dead-letter write, and every
     earlier one on the partition, is acknowledged.
+
+    The same order holds for inputs handled off the agent's loop (`track`):
+    an input is acked once all its work is done and every earlier input of
+    its partition is acked.
     """
 
     def __init__(self, max_in_flight: int = 2000, retry_delay_s: float = 1.0) -> None:
         self.max_in_flight = max_in_flight
         self.retry_delay_s = retry_delay_s
         self._slots: dict[Hashable, deque[_Slot]] = {}
+        # The slot of each input still queued, by identity (an input's work may
+        # add to its slot while later inputs queue behind it).
+        self._open: dict[int, _Slot] = {}
         self._in_flight = 0
         self._room = asyncio.Event()
         self._retries: set[asyncio.Task[None]] = set()
@@ -194,10 +201,21 @@ class OrderedAcks:
 
     def hold(self, event: AckableEvent) -> None:
         """Call first for every input: behind an in-flight write its ack waits its turn."""
-        slots = self._slots.get(event.message.tp)
-        if slots:
-            event.message.incref()
-            slots.append(_Slot(event, done=True))
+        if self._slots.get(event.message.tp) and id(event) not in self._open:
+            self._slot(event).pending -= 1  # nothing to wait for but its turn
+
+    def track(self, event: AckableEvent) -> Callable[[], None]:
+        """Hold the input's ack until the returned release is called (and its turn comes)."""
+        slot = self._slot(event)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._release(slot)
+
+        return release
 
     async def write(self, event: AckableEvent, send: Send) -> None:
         """Start the dead-letter write `send`; the input is acked once the broker has it.
@@ -208,14 +226,7 @@ class OrderedAcks:
         while self._in_flight >= self.max_in_flight:
             self._room.clear()
             await self._room.wait()
-        queue = self._slots.setdefault(event.message.tp, deque())
-        if queue and queue[-1].event is event:
-            slot = queue[-1]  # held on entry: it now waits for its own write
-            slot.done = False
-        else:
-            event.message.incref()
-            slot = _Slot(event, done=False)
-            queue.append(slot)
+        slot = self._slot(event)
         self._in_flight += 1
         try:
             future = asyncio.ensure_future(await send())
@@ -223,6 +234,17 @@ class OrderedAcks:
             self._retry_later(slot, send, exc)
             return
         future.add_done_callback(lambda f: self._on_sent(slot, send, f))
+
+    def _slot(self, event: AckableEvent) -> _Slot:
+        """The input's queued slot, with one more piece of work pending on it."""
+        slot = self._open.get(id(event))
+        if slot is None:
+            event.message.incref()  # the stream's own ack after the handler is not the last
+            slot = _Slot(event, pending=0)
+            self._slots.setdefault(event.message.tp, deque()).append(slot)
+            self._open[id(event)] = slot
+        slot.pending += 1
+        return slot
 
     def _on_sent(self, slot: _Slot, send: Send, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
@@ -252,13 +274,18 @@ class OrderedAcks:
         task.add_done_callback(self._retries.discard)
 
     def _complete(self, slot: _Slot) -> None:
-        slot.done = True
         self._in_flight -= 1
         self._room.set()
+        self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        slot.pending -= 1
         tp = slot.event.message.tp
         queue = self._slots.get(tp)
-        while queue and queue[0].done:
-            queue.popleft().event.ack()
+        while queue and queue[0].pending == 0:
+            head = queue.popleft()
+            del self._open[id(head.event)]
+            head.event.ack()
         if queue is not None and not queue:
             del self._slots[tp]
 
