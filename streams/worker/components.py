@@ -10,6 +10,7 @@ from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.executor import RunExecutor
 from thunderhelm.streams.worker.candidate_trainer import CandidateTrainer
 from thunderhelm.streams.worker.command_handler import CommandHandler
+from thunderhelm.streams.worker.control_pressure import ControlPressure
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
 from thunderhelm.streams.worker.event_handler import EventHandler
 from thunderhelm.streams.worker.event_writer import EventWriter
@@ -39,14 +40,15 @@ class RunWorker:
             self.executor, self.writer, self.store, self.ownership, fanout=settings.fanout
         )
         self.dead_letters = DeadLetterWriter(settings, app, self.writer)
+        self.pressure = ControlPressure(settings.control_lag_ms)
         self.commands = CommandHandler(
             settings, app, self.store, self.writer, self.runner, self.dead_letters
         )
-        self.events = EventHandler(app, self.store, self.runner, self.dead_letters)
+        self.events = EventHandler(app, self.store, self.runner, self.dead_letters, self.pressure)
         self.reconciler = Reconciler(app, self.store, self.runner, self.ownership)
         self.trainer = CandidateTrainer(
             settings,
-            self.pool_size,
+            lambda: self.pressure.training_slots(self.pool_size()),
             lambda task, context: self.executor.train_task(task, context),
             self.writer.produce,
             self.dead_letters.dead_letter_record,

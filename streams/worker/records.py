@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,6 +35,14 @@ def observe_lag(app: Any, message: Any) -> None:
         return
     if high is not None:
         meters.consumer_lag(message.topic, message.partition, high - message.offset - 1)
+
+
+def waited(message: Any) -> float:
+    """Seconds from the record's CreateTime (its producer's clock) until now; 0: unknown."""
+    stamp = getattr(message, "timestamp", None)
+    if not isinstance(stamp, int | float) or stamp <= 0:
+        return 0.0
+    return max(0.0, time.time() - float(stamp))
 
 
 @contextmanager

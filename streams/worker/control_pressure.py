@@ -1,0 +1,64 @@
+"""Whether the worker's control plane is behind, and how many trainings it may run meanwhile.
+
+`bench stream` measured what keeps run requests waiting while the pool is
+saturated: not the cores (both interpreters of a pool of 2 pinned to one core
+answered as slowly as before) but how many trainings run at once. A pool of
+2 that took one task at a time answered requests in p99 27-40 ms instead of
+120-240 ms. So the candidate trainer holds one interpreter back while the
+run-events agent finds records that waited too long (`observe`: the time
+from a record's CreateTime until the agent took it) and for `hold_s` after
+the last one; calm again, it trains on every interpreter. Run-events
+records are written by the run's owner, as a rule this worker, so the wait
+is read off one clock; Faust delivers them interleaved with run-commands,
+so they wait alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+HOLD_S = 30.0  # long beside a burst of requests, short beside a search
+
+
+class ControlPressure:
+    def __init__(
+        self,
+        threshold_ms: int,
+        hold_s: float = HOLD_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold_s = threshold_ms / 1000.0  # 0: never hold an interpreter back
+        self.hold_s = hold_s
+        self.clock = clock
+        self._until = float("-inf")
+        self._holding = False
+
+    def observe(self, waited_s: float) -> None:
+        """A record waited `waited_s` between its write and its agent."""
+        if self.threshold_s <= 0 or waited_s <= self.threshold_s:
+            return
+        self._until = self.clock() + self.hold_s
+        if not self._holding:
+            self._holding = True
+            log.info(
+                "control plane behind (a record waited %.0f ms): "
+                "one interpreter held back from training for at least %.0f s",
+                waited_s * 1000,
+                self.hold_s,
+            )
+
+    def behind(self) -> bool:
+        if self._holding and self.clock() >= self._until:
+            self._holding = False
+            log.info("control plane caught up: training on every interpreter again")
+        return self._holding
+
+    def training_slots(self, pool_size: int) -> int:
+        """Trainings to run at once: one fewer than the pool while behind (never none)."""
+        if pool_size > 1 and self.behind():
+            return pool_size - 1
+        return pool_size
