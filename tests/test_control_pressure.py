@@ -1,15 +1,20 @@
 """Holding an interpreter back from training while the control plane is behind.
 
-The rule alone on a fake clock, then through the worker's parts: a run-events
-record that waited too long lowers the trainer's slots.
+The rule alone on a fake clock, then through the worker's parts: a user's
+request that waited too long lowers the trainer's slots, a late candidate
+outcome does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Any
 
-from tests.test_worker_handlers import Event, Harness, Message
+from tests.test_worker_handlers import SETTINGS, Event, Harness, Message, request
+from thunderhelm.schemas.requests import RUN_REQUESTED
+from thunderhelm.schemas.tasks import CANDIDATE_TRAINED
 from thunderhelm.streams.worker.control_pressure import ControlPressure
 from thunderhelm.streams.worker.settings import Settings
 
@@ -52,23 +57,49 @@ def test_a_threshold_of_zero_never_holds_back() -> None:
 
 
 def test_the_setting_names_the_threshold() -> None:
-    assert Settings.from_env({}).control_lag_ms == 25
+    assert Settings.from_env({}).control_lag_ms == 50
     assert Settings.from_env({"THUNDERHELM_CONTROL_LAG_MS": "0"}).control_lag_ms == 0
 
 
-def test_a_run_events_record_that_waited_lowers_the_trainers_slots() -> None:
-    async def go() -> tuple[list[int], list[int]]:
+def command(data: dict[str, Any], kind: str, waited_s: float, offset: int) -> Event:
+    value = json.dumps(
+        {"specversion": "1.0", "id": f"c-{offset}", "source": "t", "type": kind, "data": data}
+    ).encode()
+    message = Message(
+        SETTINGS.run_commands,
+        str(data["run_id"]).encode(),
+        value,
+        offset=offset,
+        timestamp=time.time() - waited_s,
+    )
+    return Event(message)
+
+
+def outcome(run_id: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "generation": 0,
+        "index": 0,
+        "genome_key": "g0",
+        "fitness": 0.5,
+        "metrics": {"status": "ok", "val_accuracy": 0.5},
+        "seed": 1,
+    }
+
+
+def test_a_users_request_that_waited_lowers_the_trainers_slots() -> None:
+    async def go() -> list[int]:
         h = Harness()
         slots = h.worker.trainer.slots
         h.worker.pool_size = lambda: 2  # type: ignore[method-assign]  # a warm pool of two
-        before = [slots()]
-        fresh = Event(Message("run-events", b"r-1", b"{}", timestamp=time.time()))
-        await h.worker.events.handle(fresh)  # undecodable: dead-lettered, but it came on time
-        before.append(slots())
-        late = Event(Message("run-events", b"r-1", b"{}", offset=1, timestamp=time.time() - 1))
-        await h.worker.events.handle(late)
-        return before, [slots()]
+        seen = [slots()]
+        await h.worker.commands.handle(command(request("r-1"), RUN_REQUESTED, 0.0, 0))
+        seen.append(slots())  # on time
+        late_outcome = command(outcome("r-1"), CANDIDATE_TRAINED, 1.0, 1)
+        await h.worker.commands.handle(late_outcome)
+        seen.append(slots())  # a late outcome is no user waiting
+        await h.worker.commands.handle(command(request("r-2"), RUN_REQUESTED, 1.0, 2))
+        seen.append(slots())
+        return seen
 
-    on_time, late = asyncio.run(go())
-    assert on_time == [2, 2]
-    assert late == [1]
+    assert asyncio.run(go()) == [2, 2, 2, 1]

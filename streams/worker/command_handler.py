@@ -27,11 +27,12 @@ from thunderhelm.streams.worker.admission import (
     screen_command,
     unwrap_forwarded,
 )
+from thunderhelm.streams.worker.control_pressure import ControlPressure
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
 from thunderhelm.streams.worker.dead_letters import Failure, classify
 from thunderhelm.streams.worker.event_handler import fold
 from thunderhelm.streams.worker.event_writer import EventWriter
-from thunderhelm.streams.worker.records import consumed, pairs, to_domain
+from thunderhelm.streams.worker.records import consumed, pairs, to_domain, waited
 from thunderhelm.streams.worker.run_lanes import RunLanes
 from thunderhelm.streams.worker.run_store import RunStore
 from thunderhelm.streams.worker.settings import Settings
@@ -65,6 +66,7 @@ class CommandHandler:
     writer: EventWriter
     runner: StepRunner
     dead_letters: DeadLetterWriter
+    pressure: ControlPressure
     lanes: RunLanes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +88,10 @@ class CommandHandler:
             if isinstance(screened, Failure):
                 await self.dead_letters.dead_letter(event, screened, span, original, origin)
                 return
+            if not isinstance(screened.command, CandidateTrained):
+                # A user's request: how long it waited says whether training
+                # must make room (control_pressure.py).
+                self.pressure.observe(waited(message))
             span.set_attribute("cloudevents.event_id", screened.envelope.id)
             span.set_attribute("cloudevents.event_type", screened.envelope.type)
             stage = "decide"

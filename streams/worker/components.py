@@ -42,9 +42,9 @@ class RunWorker:
         self.dead_letters = DeadLetterWriter(settings, app, self.writer)
         self.pressure = ControlPressure(settings.control_lag_ms)
         self.commands = CommandHandler(
-            settings, app, self.store, self.writer, self.runner, self.dead_letters
+            settings, app, self.store, self.writer, self.runner, self.dead_letters, self.pressure
         )
-        self.events = EventHandler(app, self.store, self.runner, self.dead_letters, self.pressure)
+        self.events = EventHandler(app, self.store, self.runner, self.dead_letters)
         self.reconciler = Reconciler(app, self.store, self.runner, self.ownership)
         self.trainer = CandidateTrainer(
             settings,

@@ -4,13 +4,14 @@
 saturated: not the cores (both interpreters of a pool of 2 pinned to one core
 answered as slowly as before) but how many trainings run at once. A pool of
 2 that took one task at a time answered requests in p99 27-40 ms instead of
-120-240 ms. So the candidate trainer holds one interpreter back while the
-run-events agent finds records that waited too long (`observe`: the time
-from a record's CreateTime until the agent took it) and for `hold_s` after
-the last one; calm again, it trains on every interpreter. Run-events
-records are written by the run's owner, as a rule this worker, so the wait
-is read off one clock; Faust delivers them interleaved with run-commands,
-so they wait alike.
+120-240 ms. So the candidate trainer holds one interpreter back while
+users' requests (run-commands records other than candidate outcomes) wait
+too long before their agent takes them (`observe`: the time from the
+record's CreateTime until then), and for `hold_s` after the last one; calm
+again, it trains on every interpreter. Only users' requests count: a
+generation's burst of outcomes waits too, and is no reason to train slower.
+The CreateTime is the forwarding intake's clock, which may be another
+host's; a clock behind this one's makes requests look late.
 """
 
 from __future__ import annotations

@@ -17,10 +17,9 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
-from thunderhelm.streams.worker.control_pressure import ControlPressure
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
 from thunderhelm.streams.worker.dead_letters import classify
-from thunderhelm.streams.worker.records import consumed, to_domain, waited
+from thunderhelm.streams.worker.records import consumed, to_domain
 from thunderhelm.streams.worker.run_store import RunStore
 from thunderhelm.streams.worker.step_runner import StepRunner
 
@@ -57,12 +56,10 @@ class EventHandler:
     store: RunStore
     runner: StepRunner
     dead_letters: DeadLetterWriter
-    pressure: ControlPressure
 
     async def handle(self, event: Any) -> None:  # a faust.EventT[bytes]
         self.dead_letters.hold(event)
         message = event.message
-        self.pressure.observe(waited(message))
         headers = dict(event.headers or {})
         with consumed(self.app, message, headers) as span:
             stage = "decode"

@@ -117,10 +117,10 @@ class Settings(EnvSettings):
     # Put each generation's candidates on candidate-tasks so every worker's
     # pool trains them; off: the run's owner trains them all itself.
     fanout: bool = True
-    # A record that waited longer than this before its agent took it makes
-    # the candidate trainer hold one interpreter back for a while
+    # A user's request that waited longer than this before its agent took it
+    # makes the candidate trainer hold one interpreter back for a while
     # (streams/worker/control_pressure.py); 0: always train on every interpreter.
-    control_lag_ms: int = Field(25, ge=0, le=60_000)
+    control_lag_ms: int = Field(50, ge=0, le=60_000)
     # `json`: one JSON object per log line, with trace_id and span_id.
     log_format: Literal["text", "json"] = "text"
 
