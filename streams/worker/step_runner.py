@@ -183,9 +183,7 @@ class StepRunner:
         try:
             new = await self.retried(lambda: self.perform(state, action, context), run_id)
             if self.still_current(state):
-                await self.retried(lambda: self.writer.append(run_id, new, context), run_id)
-                if new.type in ev.TERMINAL_TYPES:
-                    self.ended.add(run_id)
+                await self.append_step_event(run_id, new, context)
                 if new.type == ev.GENERATION_COMPLETED:
                     self.appended[run_id] = state.generation
                     self.dispatching.pop(run_id, None)
@@ -206,8 +204,7 @@ class StepRunner:
             result = self.executor.failure_result(state, exc)
             failed = saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": result})
             with contextlib.suppress(Exception):
-                await self.writer.append(run_id, failed, context)
-                self.ended.add(run_id)
+                await self.append_step_event(run_id, failed, context, retry=False)
         finally:
             self.tasks.pop(run_id, None)
             self.touch(run_id)
@@ -232,6 +229,28 @@ class StepRunner:
             and self.ownership.owns(self.store.partition(run_id))
         ):
             await self.act(latest)
+
+    async def append_step_event(
+        self, run_id: str, new: saga.NewEvent, context: Context | None, *, retry: bool = True
+    ) -> None:
+        """Append a step's event; an ending counts as written from before its write starts.
+
+        Commands are handled side by side with steps: a candidate outcome
+        decided while the ending awaits its ack would otherwise be appended
+        after it.
+        """
+        ending = new.type in ev.TERMINAL_TYPES
+        if ending:
+            self.ended.add(run_id)
+        try:
+            if retry:
+                await self.retried(lambda: self.writer.append(run_id, new, context), run_id)
+            else:
+                await self.writer.append(run_id, new, context)
+        except BaseException:
+            if ending:
+                self.ended.discard(run_id)  # not written: the run may still end
+            raise
 
     async def perform(
         self, state: saga.RunState, action: saga.Action, context: Context | None
