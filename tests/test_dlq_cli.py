@@ -55,9 +55,14 @@ async def cli(settings: Settings, *argv: str) -> tuple[int, str]:
 async def wait_committed(settings: Settings, topic: str, timeout_s: float = 60.0) -> None:
     """Until the worker has committed every record now on `topic`.
 
-    run-requests is read by the intake's group, every other topic by Faust's.
+    run-requests is read by the intake's group, run-commands by the command
+    reader's, every other topic by Faust's.
     """
-    group = settings.intake_group if topic == settings.run_requests else settings.app_id
+    groups = {
+        settings.run_requests: settings.intake_group,
+        settings.run_commands: settings.command_group,
+    }
+    group = groups.get(topic, settings.app_id)
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await consumer.start()

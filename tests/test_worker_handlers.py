@@ -183,9 +183,7 @@ class Harness:
         self.table: dict[bytes, Any] = {}
         topics = {name: Topic(name, self.sent) for name in SETTINGS.topics}
         self.executor = Executor()
-        self.worker = RunWorker(
-            SETTINGS, self.app, topics, self.table, lambda: True, executor=self.executor
-        )
+        self.worker = RunWorker(SETTINGS, self.app, topics, self.table, executor=self.executor)
         self.read = 0  # how much of `sent` the run-events agent has consumed
 
     def on(self, topic: str) -> list[dict[str, Any]]:

@@ -2,9 +2,11 @@
 
 Users' records on run-requests are screened by the intake (streams/worker/intake.py),
 a batch at a time outside Faust's per-record loop: bad ones go to
-dead-letters, admitted commands to the internal run-commands topic. Agents
-stay thin: each record goes to its handler (streams/worker/command_handler.py,
-event_handler.py; wired in components.py). Nothing here awaits a
+dead-letters, admitted commands to the internal run-commands topic, which the
+command reader (command_reader.py) reads the same way on the worker Faust
+made the run's owner. Faust keeps the group, the run-state table and the
+run-events agent. Handlers stay thin: each record goes to its handler
+(streams/worker/command_handler.py, event_handler.py; wired in components.py). Nothing here awaits a
 generation: generations run as background tasks on the interpreter pool and
 report back by appending to run-events.
 """
@@ -65,14 +67,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         default=None,
         partitions=settings.partitions,
         key_type=bytes,  # raw run-id bytes; values are JSON (the state's dict)
+        # The changelog partition from the key, as for every topic here, not
+        # from the event in hand: commands are handled outside Faust's events.
+        use_partitioner=True,
     )
-    service = RunWorker(settings, app, topics, runs, lambda: faust.current_event() is not None)
+    service = RunWorker(settings, app, topics, runs)
     intake = Intake(settings, service.dead_letters.note)
-
-    @app.agent(topics[settings.run_commands], name="run-commands")
-    async def on_command(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await service.commands.submit(event)
 
     @app.agent(topics[settings.run_events], name="run-events")
     async def on_event(stream: faust.StreamT[bytes]) -> None:
@@ -93,16 +93,22 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         await service.start()
         # Commands are admitted and tasks taken once the pool is warm: warming
         # interpreters up is the heaviest work of a start and would share the cores.
+        readers = [intake.run(), service.command_reader.run()]
         if settings.fanout:
-            await asyncio.gather(intake.run(), service.trainer.run())
-        else:
-            await intake.run()
+            readers.append(service.trainer.run())
+        await asyncio.gather(*readers)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrower
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        service.command_reader.pause()
         service.reconciler.on_revoked(
             {tp.partition for tp in revoked if tp.topic == settings.run_events}
         )
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's signal type is narrower
+    async def on_rebalanced(app: faust.App, **kwargs: Any) -> None:
+        # The tables of what Faust assigned are recovered: their runs' commands can be decided.
+        service.command_reader.resume()
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.executor import RunExecutor
 from thunderhelm.streams.worker.candidate_trainer import CandidateTrainer
 from thunderhelm.streams.worker.command_handler import CommandHandler
+from thunderhelm.streams.worker.command_reader import CommandReader
 from thunderhelm.streams.worker.control_pressure import ControlPressure
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
 from thunderhelm.streams.worker.event_handler import EventHandler
@@ -29,11 +30,10 @@ class RunWorker:
         app: Any,
         topics: Mapping[str, Any],
         table: MutableMapping[bytes, Any],
-        writable: Callable[[], bool],
         executor: Any = None,  # a RunExecutor; a fake in unit tests
     ) -> None:
         self.executor = executor if executor is not None else RunExecutor(settings)
-        self.store = RunStore(table, writable)
+        self.store = RunStore(table)
         self.ownership = Ownership(app, settings.run_events)
         self.writer = EventWriter(settings, topics, self.store)
         self.runner = StepRunner(
@@ -44,6 +44,7 @@ class RunWorker:
         self.commands = CommandHandler(
             settings, app, self.store, self.writer, self.runner, self.dead_letters, self.pressure
         )
+        self.command_reader = CommandReader(settings, self.ownership.active, self.commands.submit)
         self.events = EventHandler(app, self.store, self.runner, self.dead_letters)
         self.reconciler = Reconciler(app, self.store, self.runner, self.ownership)
         self.trainer = CandidateTrainer(

@@ -136,7 +136,7 @@ class Intake:
         commits = InOrderCommits(consumer)
         await _start(producer, consumer)
         try:
-            inherited = await faust_group_offsets(s)
+            inherited = await faust_group_offsets(s, s.run_requests)
             consumer.subscribe([s.run_requests], listener=Rebalance(consumer, commits, inherited))
             partitions = await producer.partitions_for(s.dead_letters)
             self._dead_letter_partitions = sorted(partitions)

@@ -105,21 +105,19 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._consumer.seek(tp, offset)
 
 
-async def faust_group_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    """run-requests offsets committed by Faust's group (left by workers before the intake)."""
+async def faust_group_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    """`topic`'s offsets committed by Faust's group, left by workers that read it in Faust."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
         await admin.start()
         offsets = await admin.list_consumer_group_offsets(settings.app_id)
     except KafkaError as exc:
-        log.warning("intake could not read Faust's group offsets: %s", exc)
+        log.warning("could not read Faust's group offsets: %s", exc)
         return {}
     finally:
         await admin.close()
     return {
-        tp: meta.offset
-        for tp, meta in offsets.items()
-        if tp.topic == settings.run_requests and meta.offset >= 0
+        tp: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0
     }
 
 

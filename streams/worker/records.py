@@ -29,6 +29,8 @@ def pairs(headers: Any) -> list[tuple[str, bytes]]:
 
 def observe_lag(app: Any, message: Any) -> None:
     """Consumer lag of the record's partition as of this record (a metric only)."""
+    if getattr(message, "lag_observed", False):
+        return  # read outside Faust, whose reader reported it
     try:
         high = app.consumer.highwater(message.tp)
     except Exception:  # no consumer yet, or no fetch seen: nothing to report

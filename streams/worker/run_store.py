@@ -7,7 +7,7 @@ side by side in the stored record and never mixed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 from thunderhelm.streams.domain import saga
@@ -16,14 +16,10 @@ from thunderhelm.streams.worker.records import epoch_seconds
 
 
 class RunStore:
-    def __init__(
-        self, table: MutableMapping[bytes, Any], writable: Callable[[], bool] = lambda: True
-    ) -> None:
-        # A Faust table in the worker (writable only while a record is being
-        # handled: the write goes to that record's changelog partition); a
-        # dict in unit tests.
+    def __init__(self, table: MutableMapping[bytes, Any]) -> None:
+        # A Faust table in the worker (its changelog partition follows the
+        # key, so it takes writes from any task); a dict in unit tests.
         self.table = table
-        self.writable = writable
 
     def get(self, run_id: str) -> saga.RunState | None:
         record = self.table.get(run_id.encode())
@@ -34,7 +30,7 @@ class RunStore:
         return None if record is None else _partition_of(record)
 
     def put(self, state: saga.RunState, partition: int | None) -> None:
-        """Store a run's state; a Faust table takes writes only while it handles a record."""
+        """Store a run's state."""
         self.table[state.run_id.encode()] = {"state": state.to_dict(), "partition": partition}
 
     def replace_state(self, state: saga.RunState) -> None:

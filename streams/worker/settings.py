@@ -166,6 +166,11 @@ class Settings(EnvSettings):
         return f"{self.app_id}-candidates"
 
     @property
+    def command_group(self) -> str:
+        """The command reader's group on run-commands: it commits only, never joins."""
+        return f"{self.app_id}-commands"
+
+    @property
     def intake_group(self) -> str:
         """The intake's consumer group on run-requests (Faust's group is `app_id`)."""
         return f"{self.app_id}-intake"

@@ -165,7 +165,7 @@ class StepRunner:
         if state.settled or (stored is not None and stored.settled):
             return
         await self.writer.publish_result(state, context)
-        if stored is not None and stored.terminal and self.store.writable():
+        if stored is not None and stored.terminal:
             self.store.replace_state(saga.settled(stored))
         self.last_progress.pop(state.run_id, None)
 

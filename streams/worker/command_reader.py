@@ -1,0 +1,311 @@
+"""run-commands, read a batch at a time by the worker that owns each run.
+
+Faust hands records to an agent one at a time, several event-loop turns
+each. With the interpreter pool on every core, each of those turns waits
+behind the loop's other work: `bench stream` measured Faust's delivery as the
+run-commands agent's whole share of a request's latency (p99 55-126 ms),
+while the intake's plain consumer in the same process took 15-25 ms for the
+hop before it. So run-commands is read like run-requests: with a plain
+aiokafka consumer, a batch per turn, and each command handed to its run's
+lane (`run_lanes.py`) at once.
+
+Ownership stays Faust's. A run's commands are decided where its state is:
+on the worker that Faust assigned the run's run-events partition (the same
+partition number: every topic here is keyed by run id). The reader assigns
+itself every run-commands partition and fetches only the ones whose
+run-events partition this worker owns, and only once Faust has recovered
+their state (`resume`, on Faust's rebalance-complete signal; `pause` on its
+revocation). A partition gained is read from the group's committed offset
+(or Faust's, where a worker before this reader left one); a partition lost is
+paused and its handled prefix committed.
+
+Offsets: a command is acked once its handling, and any dead letter it made,
+is done, in offset order (`OrderedAcks` in the lanes); the reader commits,
+per partition, up to the first command still in hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from thunderhelm.streams.observability import metrics as meters
+from thunderhelm.streams.worker.group_consumer import keep_running
+from thunderhelm.streams.worker.intake_offsets import Record, faust_group_offsets
+from thunderhelm.streams.worker.intake_writes import RETRY_DELAY_S
+from thunderhelm.streams.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS_PER_BATCH = 500
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+COMMIT_INTERVAL_S = 1.0
+# How long a fetch waits for records before the reader looks at ownership again.
+POLL_MS = 200
+
+
+@dataclass(eq=False)
+class CommandMessage:
+    """A run-commands record as the handlers read it (the fields of a Faust message)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: float | None  # CreateTime in seconds, as Faust gives it
+    lag_observed: ClassVar[bool] = True  # the reader reports its consumer lag per batch
+    on_done: Callable[[CommandMessage], None] = field(repr=False)
+    refs: int = 1  # the reader's own; the lanes add theirs (`OrderedAcks`)
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    def incref(self, n: int = 1) -> None:
+        self.refs += n
+
+
+@dataclass(eq=False)
+class CommandEvent:
+    """One command in hand: acked (`ack`) by each holder of a reference, done at zero."""
+
+    message: CommandMessage
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        return dict(self.message.headers)
+
+    def ack(self) -> bool:
+        message = self.message
+        message.refs -= 1
+        if message.refs == 0:
+            message.on_done(message)
+            return True
+        return False
+
+
+@dataclass
+class _Partition:
+    """Where the reader stands on one partition it reads."""
+
+    next_offset: int  # after the last record handed over
+    committed: int  # the last offset committed
+    in_hand: set[int] = field(default_factory=set)  # handed over, not yet done
+
+    def done(self, message: CommandMessage) -> None:
+        self.in_hand.discard(message.offset)
+
+    def commit_point(self) -> int:
+        return min(self.in_hand) if self.in_hand else self.next_offset
+
+
+Submit = Callable[[CommandEvent], Awaitable[None]]
+
+
+class CommandReader:
+    def __init__(self, settings: Settings, owned: Callable[[], set[int]], submit: Submit) -> None:
+        self.settings = settings
+        self.owned = owned  # run-events partitions Faust assigned this worker (active only)
+        self.submit = submit
+        self._ready = False
+        # Bumped by each pause: a reader that sees it moved starts every
+        # partition again from its committed offset, whatever came back.
+        self._epoch = 0
+        self._seen_epoch = 0
+        self._reading: dict[TopicPartition, _Partition] = {}
+        self._last_commit = 0.0
+
+    def pause(self) -> None:
+        """Faust is moving partitions: read nothing until its state is recovered."""
+        self._ready = False
+        self._epoch += 1
+
+    def resume(self) -> None:
+        """Faust recovered the state of what it assigned: follow its assignment again."""
+        self._ready = True
+
+    @property
+    def reading(self) -> set[int]:
+        return {tp.partition for tp in self._reading}
+
+    async def run(self) -> None:
+        """Read run-commands until cancelled; broker outages and surprises are waited out."""
+        await keep_running(self._run_once, "command reader")
+
+    async def _run_once(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=s.command_group,
+            client_id=f"{s.app_id}-commands",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_REQUEST_BYTES,
+        )
+        await _start(consumer)
+        self._reading = {}
+        try:
+            inherited = await faust_group_offsets(s, s.run_commands)
+            partitions = await _partitions(s, s.run_commands)
+            every = [TopicPartition(s.run_commands, p) for p in sorted(partitions)]
+            consumer.assign(every)
+            consumer.pause(*every)
+            log.info("command reader ready on %s (%d partitions)", s.run_commands, len(every))
+            while True:
+                await self._follow_ownership(consumer, set(every), inherited)
+                batch = await consumer.getmany(
+                    timeout_ms=POLL_MS, max_records=MAX_RECORDS_PER_BATCH
+                )
+                for tp, records in batch.items():
+                    await self._hand_over(tp, records)
+                    _observe_lag(consumer, tp, records)
+                await self._maybe_commit(consumer)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._commit(consumer, set(self._reading))
+            self._reading = {}
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _follow_ownership(
+        self,
+        consumer: AIOKafkaConsumer,
+        every: set[TopicPartition],
+        inherited: dict[TopicPartition, int],
+    ) -> None:
+        topic = self.settings.run_commands
+        wanted = {TopicPartition(topic, p) for p in self.owned()} & every if self._ready else set()
+        lost = set(self._reading) - wanted
+        if self._seen_epoch != self._epoch:
+            # Partitions moved since the last look (even if the same came back):
+            # what another worker may have handled meanwhile is read from the
+            # committed offsets, never skipped.
+            self._seen_epoch = self._epoch
+            lost = set(self._reading)
+        if lost:
+            consumer.pause(*lost)
+            await self._commit(consumer, lost)
+            for tp in lost:
+                # Commands of it still in hand finish; their acks no longer move
+                # this reader's offsets (the partition's new owner reads them again).
+                del self._reading[tp]
+            lost_partitions = sorted(tp.partition for tp in lost)
+            log.info("command reader stops reading partitions %s", lost_partitions)
+        for tp in wanted - set(self._reading):
+            committed = await consumer.committed(tp)
+            if committed is None and tp in inherited:
+                committed = inherited[tp]
+                log.info("command reader starts %s at %d, where Faust's group left", tp, committed)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+                start = await consumer.position(tp)
+            else:
+                consumer.seek(tp, committed)
+                start = committed
+            self._reading[tp] = _Partition(next_offset=start, committed=start)
+            consumer.resume(tp)
+            log.info("command reader reads partition %d from offset %d", tp.partition, start)
+
+    async def _hand_over(self, tp: TopicPartition, records: list[Record]) -> None:
+        for record in records:
+            at = self._reading.get(tp)
+            if at is None or self._epoch != self._seen_epoch:
+                # Partitions are moving: the rest is read again from the
+                # committed offset, here or by the partition's new owner.
+                return
+            at.in_hand.add(record.offset)
+            at.next_offset = record.offset + 1
+            event = CommandEvent(
+                CommandMessage(
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers or ()),
+                    timestamp=record.timestamp / 1000.0 if record.timestamp else None,
+                    on_done=at.done,
+                )
+            )
+            try:
+                await self.submit(event)
+            finally:
+                event.ack()  # the reader's own reference; the lanes hold theirs
+
+    async def _maybe_commit(self, consumer: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        if now - self._last_commit >= COMMIT_INTERVAL_S:
+            self._last_commit = now
+            await self._commit(consumer, set(self._reading))
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> None:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp in tps:
+            at = self._reading.get(tp)
+            if at is not None and (point := at.commit_point()) > at.committed:
+                offsets[tp] = OffsetAndMetadata(point, "")
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            # Not committed: after a crash these commands are read again,
+            # which the saga's de-duplication absorbs.
+            log.warning("command reader commit failed (%s); will try again", exc)
+            return
+        for tp, meta in offsets.items():
+            if (at := self._reading.get(tp)) is not None:
+                at.committed = meta.offset
+
+
+def _observe_lag(consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]) -> None:
+    high = consumer.highwater(tp)
+    if high is not None and records:
+        meters.consumer_lag(tp.topic, tp.partition, high - records[-1].offset - 1)
+
+
+async def _partitions(settings: Settings, topic: str) -> set[int]:
+    """The topic's partitions, waiting until the broker knows the topic."""
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        try:
+            await admin.start()
+            described = await admin.describe_topics([topic])
+        except KafkaError as exc:
+            log.warning("command reader waiting for the broker: %s", exc)
+            described = []
+        finally:
+            await admin.close()
+        found = {
+            int(part["partition"])
+            for meta in described
+            if meta.get("topic") == topic and not meta.get("error_code")
+            for part in meta.get("partitions", ())
+        }
+        if found:
+            return found
+        log.warning("command reader waiting for topic %s", topic)
+        await asyncio.sleep(RETRY_DELAY_S)
+
+
+async def _start(consumer: AIOKafkaConsumer) -> None:
+    """Start the consumer, waiting for the broker as long as it takes."""
+    while True:
+        try:
+            await consumer.start()
+            return
+        except KafkaError as exc:
+            log.warning("command reader waiting for the broker: %s", exc)
+            await asyncio.sleep(RETRY_DELAY_S)

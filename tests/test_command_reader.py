@@ -1,0 +1,161 @@
+"""The command reader against the real broker: ownership, offsets, reading again after a move."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from tests.kafka_helpers import BOOTSTRAP, fresh_env
+from thunderhelm.streams.worker.command_reader import CommandEvent, CommandReader
+from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.worker.topics import ensure_topics
+
+pytestmark = [pytest.mark.kafka]
+
+
+@pytest.fixture
+async def settings(tmp_path: Path) -> Settings:
+    s = Settings.from_env(fresh_env(tmp_path))  # two partitions
+    await ensure_topics(s)
+    return s
+
+
+class Handler:
+    """Takes each command as the lanes do (one more reference) and acks it when told."""
+
+    def __init__(self) -> None:
+        self.taken: list[CommandEvent] = []
+
+    async def submit(self, event: CommandEvent) -> None:
+        event.message.incref()
+        self.taken.append(event)
+
+    def offsets(self, partition: int) -> list[int]:
+        return [e.message.offset for e in self.taken if e.message.partition == partition]
+
+    def finish(self, partition: int, below: int | None = None) -> None:
+        for event in self.taken:
+            m = event.message
+            if m.partition == partition and (below is None or m.offset < below) and m.refs:
+                event.ack()
+
+
+@contextlib.asynccontextmanager
+async def running(reader: CommandReader) -> AsyncIterator[None]:
+    task = asyncio.create_task(reader.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def produce(settings: Settings, partition: int, count: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    await producer.start()
+    try:
+        for n in range(count):
+            await producer.send_and_wait(
+                settings.run_commands, f"c-{n}".encode(), key=b"r", partition=partition
+            )
+    finally:
+        await producer.stop()
+
+
+async def committed(settings: Settings) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.command_group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items()}
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        met = check()
+        if not isinstance(met, bool):
+            met = await met
+        if met:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+async def test_reads_only_what_it_owns_once_ready_and_commits_only_what_is_done(
+    settings: Settings,
+) -> None:
+    await produce(settings, 0, 4)
+    await produce(settings, 1, 3)
+    handler = Handler()
+    owned = {0}
+    reader = CommandReader(settings, lambda: owned, handler.submit)
+    async with running(reader):
+        await asyncio.sleep(2.0)
+        assert handler.taken == [], "read before Faust's state was recovered"
+        reader.resume()
+        await until(lambda: len(handler.offsets(0)) == 4)
+        assert handler.offsets(1) == [], "read a partition another worker owns"
+
+        handler.finish(0, below=2)  # offsets 0 and 1 done, 2 and 3 still in hand
+        await until(lambda: _committed_is(settings, 0, 2))
+        await asyncio.sleep(1.5)
+        assert (await committed(settings)).get(0) == 2, "committed past a command in hand"
+
+        handler.finish(0)
+        await until(lambda: _committed_is(settings, 0, 4))
+
+        owned = {1}  # partition 0 moved to another worker, 1 came here
+        await until(lambda: handler.offsets(1) == [0, 1, 2])
+        await produce(settings, 0, 1)
+        await asyncio.sleep(1.5)
+        assert handler.offsets(0) == [0, 1, 2, 3], "read a partition it no longer owns"
+
+
+async def test_after_a_move_it_reads_again_from_the_committed_offset(settings: Settings) -> None:
+    await produce(settings, 0, 3)
+    handler = Handler()
+    reader = CommandReader(settings, lambda: {0}, handler.submit)
+    reader.resume()
+    async with running(reader):
+        await until(lambda: handler.offsets(0) == [0, 1, 2])
+        handler.finish(0, below=1)
+        await until(lambda: _committed_is(settings, 0, 1))
+        # A rebalance that gives the same partition back: what was in hand may
+        # have been handled by another worker meanwhile, or not at all.
+        reader.pause()
+        reader.resume()
+        await until(lambda: handler.offsets(0) == [0, 1, 2, 1, 2])
+
+
+async def test_a_new_group_starts_where_faust_group_left(settings: Settings) -> None:
+    await produce(settings, 0, 5)
+    # Workers before the reader committed run-commands in Faust's group.
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=settings.app_id)
+    await consumer.start()
+    try:
+        tp = TopicPartition(settings.run_commands, 0)
+        consumer.assign([tp])
+        await consumer.commit({tp: OffsetAndMetadata(3, "")})
+    finally:
+        await consumer.stop()
+    handler = Handler()
+    reader = CommandReader(settings, lambda: {0}, handler.submit)
+    reader.resume()
+    async with running(reader):
+        await until(lambda: handler.offsets(0) == [3, 4])
+
+
+async def _committed_is(settings: Settings, partition: int, offset: int) -> bool:
+    return (await committed(settings)).get(partition) == offset
