@@ -42,6 +42,7 @@ def fresh_env(tmp: Path, **extra: str) -> dict[str, str]:
         THUNDERHELM_WEB_PORT=str(free_port()),
         THUNDERHELM_ARTIFACT_DIR=str(tmp / "artifacts"),
         THUNDERHELM_DATA_ROOT=str(tmp / "data"),
+        THUNDERHELM_FAUST_DIR=str(tmp / "faust"),
         THUNDERHELM_PARTITIONS="2",
         THUNDERHELM_POOL_SIZE="2",
         OTEL_SERVICE_NAME="thunderhelm-worker",

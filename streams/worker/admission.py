@@ -2,11 +2,11 @@
 
 The intake (`streams/worker/intake.py`) screens every record users produce to
 run-requests and either dead-letters it or forwards it to the internal
-run-commands topic, where the Faust agent drives the saga. Both sides screen
+run-commands topic, where the run's owner drives the saga. Both sides screen
 with `screen_command`, so they agree on what is admissible: a record is
 dead-lettered when it cannot be read as a command (size, bytes, envelope,
 type) or is an invalid request that names no run. An invalid request that
-names its run is admitted: the agent answers it with `run.rejected` and the
+names its run is admitted: the run's owner answers it with `run.rejected` and the
 reasons, so the user sees why. The screen validates a command once and hands
 on what it found (`Admitted`): the typed request, cancel or rejection.
 
@@ -14,7 +14,7 @@ A forwarded record carries the input's key and value unchanged and its
 headers with two changes, both undone by `unwrap_forwarded`: the input's
 own `traceparent`/`tracestate` move to `thunderhelm.intake.*` (the forwarded
 record's `traceparent` is the intake's span), and the input's partition,
-offset and timestamp are added, so a record the agent dead-letters later is
+offset and timestamp are added, so a record the owner dead-letters later is
 reported against the run-requests record it came from.
 """
 

@@ -28,10 +28,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
     from thunderhelm.streams.worker.components import RunWorker
     from thunderhelm.streams.worker.intake import Intake
 
+    # Faust makes its folder but not the ones above it.
+    settings.faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
+        datadir=str(settings.faust_dir / settings.app_id),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,

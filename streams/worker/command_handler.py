@@ -1,4 +1,4 @@
-"""The run-commands agent's work: record each admitted command as events and act on them.
+"""A run-commands record's work: record each admitted command as events and act on them.
 
 A command is screened once here (`admission.screen_command`: anyone may write
 to run-commands, and a record the intake admitted must read the same here);
@@ -72,11 +72,11 @@ class CommandHandler:
     def __post_init__(self) -> None:
         self.lanes = RunLanes(self.dead_letters.acks)
 
-    async def submit(self, event: Any) -> None:  # a faust.EventT[bytes]
-        """The agent's entry: queue the command behind its run's (the record key's) lane."""
+    async def submit(self, event: Any) -> None:  # a command_reader.CommandEvent
+        """The command reader's entry: queue the command behind its run's lane (the record key)."""
         await self.lanes.submit(event, event.message.key, lambda: self.handle(event))
 
-    async def handle(self, event: Any) -> None:  # a faust.EventT[bytes]
+    async def handle(self, event: Any) -> None:  # a command_reader.CommandEvent
         """Handle one command now (its lane's turn has come)."""
         message = event.message
         # The input as the user wrote it, and where on run-requests it was.

@@ -6,7 +6,7 @@ answered as slowly as before) but how many trainings run at once. A pool of
 2 that took one task at a time answered requests in p99 27-40 ms instead of
 120-240 ms. So the candidate trainer holds one interpreter back while
 users' requests (run-commands records other than candidate outcomes) wait
-too long before their agent takes them (`observe`: the time from the
+too long before the command reader takes them (`observe`: the time from the
 record's CreateTime until then), and for `hold_s` after the last one; calm
 again, it trains on every interpreter. Only users' requests count: a
 generation's burst of outcomes waits too, and is no reason to train slower.
@@ -39,7 +39,7 @@ class ControlPressure:
         self._holding = False
 
     def observe(self, waited_s: float) -> None:
-        """A record waited `waited_s` between its write and its agent."""
+        """A record waited `waited_s` between its write and its handling."""
         if self.threshold_s <= 0 or waited_s <= self.threshold_s:
             return
         self._until = self.clock() + self.hold_s

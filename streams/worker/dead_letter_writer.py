@@ -46,7 +46,7 @@ class DeadLetterWriter:
 
     async def dead_letter(
         self,
-        event: Any,  # a faust.EventT[bytes]
+        event: Any,  # a faust.EventT[bytes] or a command_reader.CommandEvent
         failure: Failure,
         span: Span,
         original: list[tuple[str, bytes]] | None = None,

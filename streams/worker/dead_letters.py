@@ -147,7 +147,7 @@ class AckableMessage(Protocol):
 
 
 class AckableEvent(Protocol):
-    """The part of a Faust event this module touches."""
+    """The part of an input event (Faust's, or the command reader's) this module touches."""
 
     @property
     def message(self) -> AckableMessage: ...

@@ -6,7 +6,7 @@ cores, whatever the handler does), which made a flood of bad records as slow
 as the slowest part of the worker. The intake reads run-requests with a plain
 aiokafka consumer instead: it screens each record (`admission.py`), appends
 dead letters to per-partition producer batches, forwards admitted commands to
-run-commands (where the Faust agent drives the saga), awaits every write's
+run-commands (where the run's owner drives the saga, `command_reader.py`), awaits every write's
 acknowledgement (`intake_writes.py`) and only then commits the batch's
 offsets, in order (`intake_offsets.py`). A crash before the commit means the
 batch is read again: a dead letter may be written twice, never lost, and a

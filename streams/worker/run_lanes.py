@@ -4,15 +4,15 @@ Handling a command waits on the broker: each event it appends is awaited
 until acknowledged (a start writes two, `run.accepted` and `run.started`),
 and with the interpreter pool using every core an ack takes milliseconds.
 Handled one at a time, a burst of commands queued behind those round trips:
-`bench stream` measured the run-commands agent's share of a request's
+`bench stream` measured the run-commands handling's share of a request's
 latency at p99 200-900 ms while the event loop sat idle half the time.
 
-So the agent hands each command to its run's lane and reads on. A lane is a
+So the command reader hands each command to its run's lane and reads on. A lane is a
 chain of tasks: a command starts once the one before it for the same run is
 done, so `decide` always reads the state its predecessor left. Each input's
-Faust ack is held until it is handled and acked in offset order
+ack is held until it is handled and acked in offset order
 (`OrderedAcks.track`), so a crash reads every unhandled command again. The
-number of commands in flight is bounded: at the bound the agent waits, and
+number of commands in flight is bounded: at the bound the reader waits, and
 the topic's lag is the back-pressure.
 """
 

@@ -70,6 +70,7 @@ def _computed(env: Mapping[str, str]) -> dict[str, Any]:
     return {
         "data_root": state / "data",
         "artifact_dir": state / "artifacts",
+        "faust_dir": state / "faust",
         "text_dir": default_text_dir(),
         "tracing": exporter != "none" and env.get("OTEL_SDK_DISABLED", "").strip() != "true",
         "limits": limits,
@@ -103,6 +104,9 @@ class Settings(EnvSettings):
     data_root: Path = Field(default_factory=lambda: default_state_dir(os.environ) / "data")
     text_dir: Path = Field(default_factory=default_text_dir)
     artifact_dir: Path = Field(default_factory=lambda: default_state_dir(os.environ) / "artifacts")
+    # Faust's own folder (it keeps table metadata there even with the memory
+    # store); one subfolder per app id. Never the current directory.
+    faust_dir: Path = Field(default_factory=lambda: default_state_dir(os.environ) / "faust")
     pool_size: int = Field(0, ge=0, le=4096)  # 0: one interpreter per core
     web_port: int = Field(6066, ge=0, le=65_535)
     # The address the web server binds; 0.0.0.0 in a container, so that a
