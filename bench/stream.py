@@ -113,7 +113,7 @@ async def accept_latencies(
 
     `intake`: send to the CreateTime of the command the intake forwarded to
     run-commands; `agent`: from there to the CreateTime of `run.accepted`
-    (the run-commands agent's share).
+    (the share of the run's owner: command reader, lane and handler).
     """
     s = worker.settings
     tag = uuid.uuid4().hex[:6]
@@ -257,11 +257,12 @@ def run(opts: Options) -> dict[str, Any]:
         f"{BUSY_RUNS} long runs; small valid runs offered at each rate for {seconds:.0f} s, "
         "each of which the worker also trains. Latency: send time to the CreateTime of the "
         "run's `run.accepted`, split at the CreateTime of the command the intake forwarded "
-        "(intake: request to run-commands; agent: run-commands to run.accepted); the relay's: "
+        "(intake: request to run-commands; agent: run-commands to run.accepted, the command "
+        "reader and handler on the run's owner); the relay's: "
         "send time to the CreateTime of the relayed record (aiokafka consume -> produce with "
         "acks=all, in this process, same broker, same rate). `without_holdback`: the same "
         "worker with THUNDERHELM_CONTROL_LAG_MS=0 (every interpreter trains whatever the "
-        "agents' lag), measured in the same run."
+        "readers' lag), measured in the same run."
     )
     result["bars"] = [
         bar(
@@ -272,7 +273,7 @@ def run(opts: Options) -> dict[str, Any]:
         bar(
             "where the tail is at 20 requests/s (informational)",
             f"intake p99 {result['intake_p99_ms_20rps']} ms, "
-            f"run-commands agent p99 {result['agent_p99_ms_20rps']} ms",
+            f"run's owner (command reader and handler) p99 {result['agent_p99_ms_20rps']} ms",
             None,
         ),
         bar(

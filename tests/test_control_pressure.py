@@ -57,7 +57,7 @@ def test_a_threshold_of_zero_never_holds_back() -> None:
 
 
 def test_the_setting_names_the_threshold() -> None:
-    assert Settings.from_env({}).control_lag_ms == 50
+    assert Settings.from_env({}).control_lag_ms == 15
     assert Settings.from_env({"THUNDERHELM_CONTROL_LAG_MS": "0"}).control_lag_ms == 0
 
 
