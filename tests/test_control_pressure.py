@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from tests.test_worker_handlers import SETTINGS, Event, Harness, Message, request
@@ -41,6 +42,16 @@ def test_a_late_record_holds_one_interpreter_back_until_the_hold_ends() -> None:
     assert pressure.training_slots(4) == 3
     clock.now += 1.0
     assert pressure.training_slots(4) == 4
+
+
+def test_a_late_record_on_an_idle_pool_is_no_reason_to_hold_back() -> None:
+    busy = False
+    pressure = ControlPressure(threshold_ms=25, busy=lambda: busy, clock=Clock())
+    pressure.observe(5.0)  # the first request after a start, say: nothing was training
+    assert pressure.training_slots(2) == 2
+    busy = True
+    pressure.observe(5.0)
+    assert pressure.training_slots(2) == 1
 
 
 def test_a_pool_of_one_always_trains() -> None:
@@ -92,14 +103,29 @@ def test_a_users_request_that_waited_lowers_the_trainers_slots() -> None:
         h = Harness()
         slots = h.worker.trainer.slots
         h.worker.pool_size = lambda: 2  # type: ignore[method-assign]  # a warm pool of two
+        busy = False
+        h.worker.pressure.busy = lambda: busy
         seen = [slots()]
+        await h.worker.commands.handle(command(request("r-0"), RUN_REQUESTED, 1.0, 9))
+        seen.append(slots())  # late, but nothing was training
         await h.worker.commands.handle(command(request("r-1"), RUN_REQUESTED, 0.0, 0))
         seen.append(slots())  # on time
         late_outcome = command(outcome("r-1"), CANDIDATE_TRAINED, 1.0, 1)
         await h.worker.commands.handle(late_outcome)
         seen.append(slots())  # a late outcome is no user waiting
+        busy = True
         await h.worker.commands.handle(command(request("r-2"), RUN_REQUESTED, 1.0, 2))
         seen.append(slots())
         return seen
 
-    assert asyncio.run(go()) == [2, 2, 2, 1]
+    assert asyncio.run(go()) == [2, 2, 2, 2, 1]
+
+
+def test_the_pool_counts_as_saturated_with_all_but_one_interpreter_training() -> None:
+    h = Harness()
+    found: list[bool] = []
+    for size, busy in ((2, 0), (2, 1), (2, 2), (4, 2), (4, 3), (1, 1)):
+        stats = SimpleNamespace(size=size, busy=busy)
+        h.executor.pool_stats = lambda stats=stats: stats  # type: ignore[attr-defined]
+        found.append(h.worker.pool_saturated())
+    assert found == [False, True, True, False, True, False]

@@ -40,7 +40,7 @@ class RunWorker:
             self.executor, self.writer, self.store, self.ownership, fanout=settings.fanout
         )
         self.dead_letters = DeadLetterWriter(settings, app, self.writer)
-        self.pressure = ControlPressure(settings.control_lag_ms)
+        self.pressure = ControlPressure(settings.control_lag_ms, self.pool_saturated)
         self.commands = CommandHandler(
             settings, app, self.store, self.writer, self.runner, self.dead_letters, self.pressure
         )
@@ -69,6 +69,11 @@ class RunWorker:
         """Interpreters this worker trains on (0 until the pool is warm)."""
         stats = self.executor.pool_stats()
         return 0 if stats is None else int(stats.size)
+
+    def pool_saturated(self) -> bool:
+        """Whether the pool trains on all its interpreters but at most one (held back or not)."""
+        stats = self.executor.pool_stats()
+        return stats is not None and stats.size > 1 and stats.busy >= stats.size - 1
 
     def stop(self) -> None:
         self.executor.close()

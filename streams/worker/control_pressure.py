@@ -10,6 +10,9 @@ too long before the command reader takes them (`observe`: the time from the
 record's CreateTime until then), and for `hold_s` after the last one; calm
 again, it trains on every interpreter. Only users' requests count: a
 generation's burst of outcomes waits too, and is no reason to train slower.
+And only while the pool is training on (all but at most one of) its
+interpreters: a request that waited on an idle pool, as the first one after
+a worker starts does, is no reason either.
 The CreateTime is the forwarding intake's clock, which may be another
 host's; a clock behind this one's makes requests look late.
 """
@@ -29,10 +32,12 @@ class ControlPressure:
     def __init__(
         self,
         threshold_ms: int,
+        busy: Callable[[], bool] = lambda: True,
         hold_s: float = HOLD_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threshold_s = threshold_ms / 1000.0  # 0: never hold an interpreter back
+        self.busy = busy  # whether the pool is training on all but at most one interpreter
         self.hold_s = hold_s
         self.clock = clock
         self._until = float("-inf")
@@ -40,7 +45,7 @@ class ControlPressure:
 
     def observe(self, waited_s: float) -> None:
         """A record waited `waited_s` between its write and its handling."""
-        if self.threshold_s <= 0 or waited_s <= self.threshold_s:
+        if self.threshold_s <= 0 or waited_s <= self.threshold_s or not self.busy():
             return
         self._until = self.clock() + self.hold_s
         if not self._holding:
