@@ -136,10 +136,6 @@ class CommandReader:
         """Faust recovered the state of what it assigned: follow its assignment again."""
         self._ready = True
 
-    @property
-    def reading(self) -> set[int]:
-        return {tp.partition for tp in self._reading}
-
     async def run(self) -> None:
         """Read run-commands until cancelled; broker outages and surprises are waited out."""
         await keep_running(self._run_once, "command reader")
