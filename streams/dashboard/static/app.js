@@ -395,10 +395,15 @@ async function renderLetters(query) {
   } }, "Redrive selected");
   show(h("h1", { text: "Dead letters" }),
     h("div", { className: "filters" }, stage, error, topic, h("button", { id: "dlq-apply", onclick: apply }, "Filter"),
-      h("button", { id: "dlq-reload", onclick: () => renderLetters(query) }, "Reload"), redrive),
+      h("button", { id: "dlq-reload", onclick: () => loadLetters(query, body, detail, result) }, "Reload"), redrive),
     result, h("table", { id: "letters" }, h("thead", {}, h("tr", {},
       ["", "record", "dead-lettered at", "stage", "error", "original", "attempt", "key", "message"].map((c) => h("th", { text: c })))), body),
     detail);
+  await loadLetters(query, body, detail, result);
+}
+
+// The rows shown stay until the new ones arrive: reading the topic takes a moment.
+async function loadLetters(query, body, detail, result) {
   let letters;
   try { letters = await api("/api/dead-letters?" + query.toString()); }
   catch (e) { result.textContent = e.message; return; }
