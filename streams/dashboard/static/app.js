@@ -402,21 +402,26 @@ async function renderLetters(query) {
   await loadLetters(query, body, detail, result);
 }
 
-// The rows shown stay until the new ones arrive: reading the topic takes a moment.
+// The rows shown stay until the new ones arrive (reading the topic takes a
+// moment), and a dead letter already shown keeps its row, checkbox included:
+// a record at a partition and offset never changes.
 async function loadLetters(query, body, detail, result) {
   let letters;
   try { letters = await api("/api/dead-letters?" + query.toString()); }
   catch (e) { result.textContent = e.message; return; }
-  body.replaceChildren(...letters.map((dl) => {
-    const id = `${dl.partition}:${dl.offset}`;
-    return h("tr", { "data-record": id },
-      h("td", {}, h("input", { type: "checkbox", "data-partition": dl.partition, "data-offset": dl.offset })),
-      h("td", {}, h("button", { className: "show", text: id, onclick: () => showLetter(dl.partition, dl.offset, detail) })),
-      h("td", { text: dl.dead_lettered_at }), h("td", { text: dl.stage }), h("td", { className: "error-class", text: dl.error_class }),
-      h("td", { text: dl.original }), h("td", { className: "attempt", text: dl.attempt }),
-      h("td", { className: "key", text: dl.key.text !== undefined ? dl.key.text : (dl.key.base64 !== undefined ? "base64:" + dl.key.base64 : "–") }),
-      h("td", { className: "message", text: dl.error_message }));
-  }));
+  const shown = new Map([...body.children].map((tr) => [tr.dataset.record, tr]));
+  body.replaceChildren(...letters.map((dl) => shown.get(`${dl.partition}:${dl.offset}`) || letterRow(dl, detail)));
+}
+
+function letterRow(dl, detail) {
+  const id = `${dl.partition}:${dl.offset}`;
+  return h("tr", { "data-record": id },
+    h("td", {}, h("input", { type: "checkbox", "data-partition": dl.partition, "data-offset": dl.offset })),
+    h("td", {}, h("button", { className: "show", text: id, onclick: () => showLetter(dl.partition, dl.offset, detail) })),
+    h("td", { text: dl.dead_lettered_at }), h("td", { text: dl.stage }), h("td", { className: "error-class", text: dl.error_class }),
+    h("td", { text: dl.original }), h("td", { className: "attempt", text: dl.attempt }),
+    h("td", { className: "key", text: dl.key.text !== undefined ? dl.key.text : (dl.key.base64 !== undefined ? "base64:" + dl.key.base64 : "–") }),
+    h("td", { className: "message", text: dl.error_message }));
 }
 
 async function showLetter(partition, offset, into) {
