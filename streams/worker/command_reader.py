@@ -40,7 +40,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from thunderhelm.streams.observability import metrics as meters
-from thunderhelm.streams.worker.group_consumer import keep_running
+from thunderhelm.streams.worker.group_consumer import keep_running, start_when_up
 from thunderhelm.streams.worker.intake_offsets import Record, faust_group_offsets
 from thunderhelm.streams.worker.intake_writes import RETRY_DELAY_S
 from thunderhelm.streams.worker.settings import Settings
@@ -150,7 +150,7 @@ class CommandReader:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_REQUEST_BYTES,
         )
-        await _start(consumer)
+        await start_when_up(consumer, "command reader")
         self._reading = {}
         try:
             inherited = await faust_group_offsets(s, s.run_commands)
@@ -294,14 +294,3 @@ async def _partitions(settings: Settings, topic: str) -> set[int]:
             return found
         log.warning("command reader waiting for topic %s", topic)
         await asyncio.sleep(RETRY_DELAY_S)
-
-
-async def _start(consumer: AIOKafkaConsumer) -> None:
-    """Start the consumer, waiting for the broker as long as it takes."""
-    while True:
-        try:
-            await consumer.start()
-            return
-        except KafkaError as exc:
-            log.warning("command reader waiting for the broker: %s", exc)
-            await asyncio.sleep(RETRY_DELAY_S)

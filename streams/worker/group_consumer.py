@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from thunderhelm.streams.worker.settings import Settings
 
@@ -34,6 +35,17 @@ def group_consumer(
         heartbeat_interval_ms=int(max(1.0, settings.session_timeout_s / 4) * 1000),
         **options,
     )
+
+
+async def start_when_up(client: Any, role: str) -> None:
+    """Start an aiokafka client, waiting for the broker as long as it takes."""
+    while True:
+        try:
+            await client.start()
+            return
+        except KafkaError as exc:
+            log.warning("%s waiting for the broker: %s", role, exc)
+            await asyncio.sleep(RESTART_DELAY_S)
 
 
 async def keep_running(run_once: Callable[[], Awaitable[None]], what: str) -> None:

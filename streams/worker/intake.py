@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from opentelemetry.trace import Span
 
@@ -41,14 +40,14 @@ from thunderhelm.streams.worker.dead_letters import (
     ThrottledLog,
     dead_letter_headers,
 )
-from thunderhelm.streams.worker.group_consumer import group_consumer, keep_running
+from thunderhelm.streams.worker.group_consumer import group_consumer, keep_running, start_when_up
 from thunderhelm.streams.worker.intake_offsets import (
     InOrderCommits,
     Rebalance,
     Record,
     faust_group_offsets,
 )
-from thunderhelm.streams.worker.intake_writes import RETRY_DELAY_S, Item, Writes
+from thunderhelm.streams.worker.intake_writes import Item, Writes
 from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,8 @@ class Intake:
             max_request_size=MAX_REQUEST_BYTES,
         )
         commits = InOrderCommits(consumer)
-        await _start(producer, consumer)
+        await start_when_up(producer, "intake")
+        await start_when_up(consumer, "intake")
         try:
             inherited = await faust_group_offsets(s, s.run_requests)
             consumer.subscribe([s.run_requests], listener=Rebalance(consumer, commits, inherited))
@@ -239,15 +239,3 @@ def _observe_lag(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Re
         high = consumer.highwater(tp)
         if high is not None and records:
             meters.consumer_lag(tp.topic, tp.partition, high - records[-1].offset - 1)
-
-
-async def _start(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
-    """Start both clients, waiting for the broker as long as it takes."""
-    for client in (producer, consumer):
-        while True:
-            try:
-                await client.start()
-                break
-            except KafkaError as exc:
-                log.warning("intake waiting for the broker: %s", exc)
-                await asyncio.sleep(RETRY_DELAY_S)
