@@ -43,7 +43,6 @@ from thunderhelm.streams.devservices.worker_process import (
     collect,
     fresh_env,
 )
-from thunderhelm.streams.execution.executor import POOL_NICENESS
 
 RATES = (20, 100)
 SECONDS = 10.0  # per rate
@@ -210,8 +209,10 @@ def _busy(worker: WorkerProcess, quick: bool) -> Callable[[], None]:
     return lambda: asyncio.run(submit())
 
 
-def measure(pool: int, seconds: float, quick: bool, **settings: str) -> dict[str, Any]:
-    """Latencies at each rate on one worker with `pool` interpreters kept busy."""
+def measure(
+    pool: int, seconds: float, quick: bool, rates: tuple[int, ...] = RATES, **settings: str
+) -> dict[str, Any]:
+    """Latencies at each of `rates` on one worker with `pool` interpreters kept busy."""
     result: dict[str, Any] = {"pool_size": pool, **settings}
     with tempfile.TemporaryDirectory() as tmp:
         env = fresh_env(
@@ -221,7 +222,7 @@ def measure(pool: int, seconds: float, quick: bool, **settings: str) -> dict[str
         worker.start()
         try:
             _busy(worker, quick)()
-            for rate in RATES:
+            for rate in rates:
                 hops = asyncio.run(accept_latencies(worker, rate, seconds))
                 relay = asyncio.run(relay_latencies(rate, seconds))
                 for name in ("accept", "intake", "agent"):
@@ -246,14 +247,18 @@ def run(opts: Options) -> dict[str, Any]:
     pool = opts.pool_size or cores  # the worker's default: one interpreter per core
     result: dict[str, Any] = {"rates": list(RATES), "seconds_per_rate": seconds}
     result.update(measure(pool, seconds, opts.quick))
-    # Side by side in the same run: the same worker that never holds an
-    # interpreter back from training (streams/worker/control_pressure.py).
-    plain = measure(pool, seconds, opts.quick, THUNDERHELM_CONTROL_LAG_MS="0")
+    # Side by side in the same run, at 20/s: the same worker that never holds
+    # an interpreter back from training (streams/worker/control_pressure.py),
+    # and one whose pool threads are only niced, not SCHED_IDLE.
+    plain = measure(pool, seconds, opts.quick, (20,), THUNDERHELM_CONTROL_LAG_MS="0")
     result["without_holdback"] = plain
+    niced = measure(pool, seconds, opts.quick, (20,), THUNDERHELM_POOL_PRIORITY="low")
+    result["pool_priority_low"] = niced
     a99, r99 = result["accept_p99_ms_20rps"], result["relay_p99_ms_20rps"]
     ratio = result["accept_over_relay_p99_20rps"]
     result["summary"] = (
-        f"One worker, pool of {pool} (threads at nice +{POOL_NICENESS}), saturated by "
+        f"One worker, pool of {pool} (threads under SCHED_IDLE, the default "
+        f"THUNDERHELM_POOL_PRIORITY=idle), saturated by "
         f"{BUSY_RUNS} long runs; small valid runs offered at each rate for {seconds:.0f} s, "
         "each of which the worker also trains. Latency: send time to the CreateTime of the "
         "run's `run.accepted`, split at the CreateTime of the command the intake forwarded "
@@ -262,7 +267,9 @@ def run(opts: Options) -> dict[str, Any]:
         "send time to the CreateTime of the relayed record (aiokafka consume -> produce with "
         "acks=all, in this process, same broker, same rate). `without_holdback`: the same "
         "worker with THUNDERHELM_CONTROL_LAG_MS=0 (every interpreter trains whatever the "
-        "readers' lag), measured in the same run."
+        "readers' lag), and `pool_priority_low`: the same worker with "
+        "THUNDERHELM_POOL_PRIORITY=low (pool threads at nice +10, not SCHED_IDLE), "
+        "both at 20/s in the same run."
     )
     result["bars"] = [
         bar(
@@ -287,6 +294,14 @@ def run(opts: Options) -> dict[str, Any]:
         bar(
             "the same without holding an interpreter back (informational)",
             f"{p99} ms vs {pr99} ms ({plain['accept_over_relay_p99_20rps']:.1f}x)",
+            None,
+        )
+    )
+    n99, nr99 = niced["accept_p99_ms_20rps"], niced["relay_p99_ms_20rps"]
+    result["bars"].append(
+        bar(
+            "the same with the pool only niced, not SCHED_IDLE (informational)",
+            f"{n99} ms vs {nr99} ms ({niced['accept_over_relay_p99_20rps']:.1f}x)",
             None,
         )
     )

@@ -28,6 +28,8 @@ from thunderhelm.ga.pool.interpreter_pool import (
     TaskRefusedError,
     dataset_arg,
 )
+from thunderhelm.streams.execution.executor import RunExecutor
+from thunderhelm.streams.worker.settings import Settings
 
 T = "thunderhelm.ga.pool.selftest:"
 SELFTEST = [
@@ -387,3 +389,36 @@ def test_pool_threads_run_at_the_niceness_asked_for() -> None:
         assert _thread_nice_values().count(base + 7) == pool.size
     with InterpreterPool(1):
         assert base + 7 not in _thread_nice_values()
+
+
+def _idle_threads() -> int:
+    return sum(
+        os.sched_getscheduler(int(task.name)) == os.SCHED_IDLE
+        for task in Path("/proc/self/task").iterdir()
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="needs SCHED_IDLE (Linux)")
+def test_an_idle_pool_trains_under_sched_idle_and_the_caller_does_not() -> None:
+    with InterpreterPool(2, allowed=SELFTEST, idle=True) as pool:
+        assert _idle_threads() == pool.size
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the calling thread keeps its policy
+        assert pool.submit(T + "echo", ("idle",)).result(timeout=10) == "idle"
+    with InterpreterPool(1, niceness=3):
+        assert _idle_threads() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="needs SCHED_IDLE (Linux)")
+@pytest.mark.parametrize(
+    ("priority", "nice", "idle"), [("idle", 10, 1), ("low", 10, 0), ("normal", 0, 0)]
+)
+def test_the_worker_setting_picks_the_pool_priority(priority: str, nice: int, idle: int) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    executor = RunExecutor(Settings.model_validate({"pool_size": 1, "pool_priority": priority}))
+    executor.start()
+    try:
+        assert _idle_threads() == idle
+        lowered = _thread_nice_values().count(base + nice) if nice else 0
+        assert lowered == (1 if nice else 0)
+    finally:
+        executor.close()

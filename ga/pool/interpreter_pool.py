@@ -95,11 +95,16 @@ class InterpreterPool:
         allowed: Iterable[str] = DEFAULT_ALLOWED,
         history: int = 256,
         niceness: int = 0,
+        idle: bool = False,
     ) -> None:
         check_python()
         # Added to each pool thread's nice value (Linux schedules threads one
         # by one): a positive one lets the host's event loop win a busy CPU.
         self.niceness = niceness
+        # SCHED_IDLE where the OS has it: the threads run only on CPU time no
+        # other thread of the host wants, and a waking thread takes a CPU from
+        # them at once instead of queueing beside them (bench/stream.py).
+        self.idle = idle
         size = (os.cpu_count() or 1) if size is None else size
         if size < 1:
             raise ValueError("pool size must be at least 1")

@@ -47,6 +47,7 @@ class SlotOwner(Protocol):
 
     allowed: tuple[str, ...]
     niceness: int
+    idle: bool
 
     def slot_started(self, slot: "Slot", error: BaseException | None) -> None: ...
 
@@ -76,8 +77,8 @@ class Slot:
 
     def _main(self) -> None:
         pool = self.pool
-        if pool.niceness:
-            _lower_priority(pool.niceness)
+        if pool.niceness or pool.idle:
+            _lower_priority(pool.niceness, pool.idle)
         try:
             self.interp = new_interpreter(import_path(), pool.allowed)
         except BaseException as exc:
@@ -185,10 +186,17 @@ def import_path() -> tuple[str, ...]:
     return tuple(p for p in sys.path if isinstance(p, str))
 
 
-def _lower_priority(niceness: int) -> None:
-    """Raise this thread's nice value by `niceness` (best effort: Linux names threads by id)."""
+def _lower_priority(niceness: int, idle: bool) -> None:
+    """Raise this thread's nice value by `niceness`, then move it to SCHED_IDLE if `idle`.
+
+    Best effort, one step at a time: Linux names threads by id; elsewhere, or
+    where a sandbox refuses the policy, the pool keeps what it could get.
+    """
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+        if niceness:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+        if idle:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
     except (OSError, AttributeError):
         pass  # no per-thread priorities here: the pool runs at the process's

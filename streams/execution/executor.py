@@ -32,10 +32,16 @@ from thunderhelm.streams.observability import metrics
 from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
-# The pool's threads run at this much lower priority than the worker's event
-# loop: on a saturated machine commands and events are still read promptly,
-# and training gets every cycle the loop leaves (bench/stream.py measures it).
-POOL_NICENESS = 10
+# The pool's threads run at lower priority than the worker's event loop: on a
+# saturated machine commands and events are still read promptly, and training
+# gets every cycle the loop leaves (bench/stream.py measures it). `idle` also
+# sets `low`'s nice value, which is what it falls back to where SCHED_IDLE is
+# refused. Per setting: (nice value added, SCHED_IDLE).
+POOL_PRIORITIES: dict[str, tuple[int, bool]] = {
+    "idle": (10, True),
+    "low": (10, False),
+    "normal": (0, False),
+}
 # Who trained a candidate, as its outcome says (the scale benchmark counts shares by it).
 WORKER_NAME = f"{socket.gethostname()}/{os.getpid()}"
 # Datasets of other runs' tasks kept loaded: a worker helps a few runs at a time.
@@ -105,8 +111,14 @@ class RunExecutor:
 
     def start(self) -> None:
         if self.pool is None:
-            self.pool = InterpreterPool(self.settings.pool_size or None, niceness=POOL_NICENESS)
-            log.info("interpreter pool ready: %d interpreters", self.pool.size)
+            priority = self.settings.pool_priority
+            niceness, idle = POOL_PRIORITIES[priority]
+            self.pool = InterpreterPool(
+                self.settings.pool_size or None, niceness=niceness, idle=idle
+            )
+            log.info(
+                "interpreter pool ready: %d interpreters, priority %s", self.pool.size, priority
+            )
             metrics.observe_pool(self.pool_stats)
 
     def pool_stats(self) -> PoolStats | None:

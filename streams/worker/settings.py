@@ -108,6 +108,10 @@ class Settings(EnvSettings):
     # store); one subfolder per app id. Never the current directory.
     faust_dir: Path = Field(default_factory=lambda: default_state_dir(os.environ) / "faust")
     pool_size: int = Field(0, ge=0, le=4096)  # 0: one interpreter per core
+    # How the pool's threads yield to the event loop (and the rest of the
+    # host): `idle` trains only on CPU time nothing else wants (SCHED_IDLE,
+    # falling back to `low`), `low` at nice +10, `normal` as the worker.
+    pool_priority: Literal["idle", "low", "normal"] = "idle"
     web_port: int = Field(6066, ge=0, le=65_535)
     # The address the web server binds; 0.0.0.0 in a container, so that a
     # published port reaches it.
