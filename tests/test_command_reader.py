@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from tests.kafka_helpers import BOOTSTRAP, fresh_env
+from thunderhelm.streams.worker import command_reader
 from thunderhelm.streams.worker.command_reader import CommandEvent, CommandReader
 from thunderhelm.streams.worker.settings import Settings
 from thunderhelm.streams.worker.topics import ensure_topics
@@ -159,3 +160,26 @@ async def test_a_new_group_starts_where_faust_group_left(settings: Settings) -> 
 
 async def _committed_is(settings: Settings, partition: int, offset: int) -> bool:
     return (await committed(settings)).get(partition) == offset
+
+
+async def test_partitions_added_later_are_read_once_faust_assigns_them(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(command_reader, "NEW_PARTITIONS_CHECK_S", 0.5)
+    await produce(settings, 0, 2)
+    handler = Handler()
+    reader = CommandReader(settings, lambda: {0, 2}, handler.submit)
+    reader.resume()
+    async with running(reader):
+        await until(lambda: handler.offsets(0) == [0, 1])
+        handler.finish(0)
+        await until(lambda: _committed_is(settings, 0, 2))
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            await admin.create_partitions({settings.run_commands: NewPartitions(total_count=3)})
+        finally:
+            await admin.close()
+        await produce(settings, 2, 2)
+        await until(lambda: handler.offsets(2) == [0, 1])
+        assert handler.offsets(0) == [0, 1], "read again what was committed"

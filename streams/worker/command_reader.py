@@ -39,8 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from thunderhelm.streams.observability import metrics as meters
-from thunderhelm.streams.worker.group_consumer import keep_running, start_when_up
+from thunderhelm.streams.worker.group_consumer import keep_running, observe_lag, start_when_up
 from thunderhelm.streams.worker.intake_offsets import Record, faust_group_offsets
 from thunderhelm.streams.worker.intake_writes import RETRY_DELAY_S
 from thunderhelm.streams.worker.settings import Settings
@@ -52,6 +51,10 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 COMMIT_INTERVAL_S = 1.0
 # How long a fetch waits for records before the reader looks at ownership again.
 POLL_MS = 200
+# How often, at most, the reader asks the broker for run-commands' partitions
+# while Faust assigns this worker one the reader does not know (an operator
+# added partitions after the reader started).
+NEW_PARTITIONS_CHECK_S = 10.0
 
 
 @dataclass(eq=False)
@@ -126,6 +129,7 @@ class CommandReader:
         self._seen_epoch = 0
         self._reading: dict[TopicPartition, _Partition] = {}
         self._last_commit = 0.0
+        self._next_partitions_check = 0.0
 
     def pause(self) -> None:
         """Faust is moving partitions: read nothing until its state is recovered."""
@@ -160,13 +164,18 @@ class CommandReader:
             consumer.pause(*every)
             log.info("command reader ready on %s (%d partitions)", s.run_commands, len(every))
             while True:
+                if await self._topic_grew(partitions):
+                    # Start again on the larger topic: what is in hand is read
+                    # again from the committed offsets, as after a move.
+                    log.info("run-commands gained partitions; the command reader starts again")
+                    return
                 await self._follow_ownership(consumer, set(every), inherited)
                 batch = await consumer.getmany(
                     timeout_ms=POLL_MS, max_records=MAX_RECORDS_PER_BATCH
                 )
                 for tp, records in batch.items():
                     await self._hand_over(tp, records)
-                    _observe_lag(consumer, tp, records)
+                observe_lag(consumer, batch)
                 await self._maybe_commit(consumer)
         finally:
             with contextlib.suppress(Exception):
@@ -174,6 +183,16 @@ class CommandReader:
             self._reading = {}
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    async def _topic_grew(self, known: set[int]) -> bool:
+        """Whether run-commands now has partitions beyond `known` that Faust assigns here."""
+        if not self._ready or set(self.owned()) <= known:
+            return False
+        now = time.monotonic()
+        if now < self._next_partitions_check:
+            return False
+        self._next_partitions_check = now + NEW_PARTITIONS_CHECK_S
+        return bool(await _partitions(self.settings, self.settings.run_commands) - known)
 
     async def _follow_ownership(
         self,
@@ -264,12 +283,6 @@ class CommandReader:
         for tp, meta in offsets.items():
             if (at := self._reading.get(tp)) is not None:
                 at.committed = meta.offset
-
-
-def _observe_lag(consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]) -> None:
-    high = consumer.highwater(tp)
-    if high is not None and records:
-        meters.consumer_lag(tp.topic, tp.partition, high - records[-1].offset - 1)
 
 
 async def _partitions(settings: Settings, topic: str) -> set[int]:

@@ -1,4 +1,4 @@
-"""The worker's own aiokafka consumers (intake, candidate trainer): made and kept alive alike.
+"""The worker's own aiokafka consumers (intake, command reader, candidate trainer), made alike.
 
 Both read outside Faust, in a consumer group of their own, commit by hand
 after their writes are acknowledged, and start again from the committed
@@ -14,7 +14,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 
+from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,3 +63,11 @@ async def keep_running(run_once: Callable[[], Awaitable[None]], what: str) -> No
         except Exception:
             log.exception("%s stopped unexpectedly; starting again", what)
             await asyncio.sleep(RESTART_DELAY_S)
+
+
+def observe_lag(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
+    """Each fetched partition's consumer lag after this batch (a metric only)."""
+    for tp, records in batch.items():
+        high = consumer.highwater(tp)
+        if high is not None and records:
+            meters.consumer_lag(tp.topic, tp.partition, high - records[-1].offset - 1)

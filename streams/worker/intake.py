@@ -27,7 +27,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from opentelemetry.trace import Span
 
@@ -40,7 +40,12 @@ from thunderhelm.streams.worker.dead_letters import (
     ThrottledLog,
     dead_letter_headers,
 )
-from thunderhelm.streams.worker.group_consumer import group_consumer, keep_running, start_when_up
+from thunderhelm.streams.worker.group_consumer import (
+    group_consumer,
+    keep_running,
+    observe_lag,
+    start_when_up,
+)
 from thunderhelm.streams.worker.intake_offsets import (
     InOrderCommits,
     Rebalance,
@@ -147,7 +152,7 @@ class Intake:
                 if batch:
                     # The next batch is screened while this one's writes are in flight.
                     await commits.add(self.route(batch, producer), batch)
-                    _observe_lag(consumer, batch)
+                    observe_lag(consumer, batch)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(commits.drain(), DRAIN_TIMEOUT_S)
@@ -232,10 +237,3 @@ class Intake:
             self.settings.run_commands,
             Item(record.key, record.value, forward_headers(headers, origin, trace_headers)),
         )
-
-
-def _observe_lag(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:
-    for tp, records in batch.items():
-        high = consumer.highwater(tp)
-        if high is not None and records:
-            meters.consumer_lag(tp.topic, tp.partition, high - records[-1].offset - 1)
