@@ -13,19 +13,12 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from tests.clock import Clock
 from tests.test_worker_handlers import SETTINGS, Event, Harness, Message, request
 from thunderhelm.schemas.requests import RUN_REQUESTED
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED
 from thunderhelm.streams.worker.control_pressure import ControlPressure
 from thunderhelm.streams.worker.settings import Settings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_late_record_holds_one_interpreter_back_until_the_hold_ends() -> None:

@@ -6,20 +6,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from tests.clock import Clock
 from thunderhelm.streams.worker.health import (
     Health,
     consumer_check,
     pool_check,
     producer_check,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_liveness_fails_when_the_loop_stops_ticking() -> None:
