@@ -60,16 +60,32 @@ async def running(reader: CommandReader) -> AsyncIterator[None]:
             await task
 
 
-async def produce(settings: Settings, partition: int, count: int) -> None:
+def nothing_to_fold(partition: int) -> int:
+    return 0  # run-events stays empty in these tests unless one writes to it
+
+
+async def produce(settings: Settings, partition: int, count: int, topic: str | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
     await producer.start()
     try:
         for n in range(count):
             await producer.send_and_wait(
-                settings.run_commands, f"c-{n}".encode(), key=b"r", partition=partition
+                topic or settings.run_commands, f"c-{n}".encode(), key=b"r", partition=partition
             )
     finally:
         await producer.stop()
+
+
+async def commit_as_faust(settings: Settings, topic: str, partition: int, offset: int) -> None:
+    """Commit `offset` in Faust's group, as a worker's run-events agent would."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=settings.app_id)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.commit({tp: OffsetAndMetadata(offset, "")})
+    finally:
+        await consumer.stop()
 
 
 async def committed(settings: Settings) -> dict[int, int]:
@@ -101,7 +117,7 @@ async def test_reads_only_what_it_owns_once_ready_and_commits_only_what_is_done(
     await produce(settings, 1, 3)
     handler = Handler()
     owned = {0}
-    reader = CommandReader(settings, lambda: owned, handler.submit)
+    reader = CommandReader(settings, lambda: owned, handler.submit, nothing_to_fold)
     async with running(reader):
         await asyncio.sleep(2.0)
         assert handler.taken == [], "read before Faust's state was recovered"
@@ -127,7 +143,7 @@ async def test_reads_only_what_it_owns_once_ready_and_commits_only_what_is_done(
 async def test_after_a_move_it_reads_again_from_the_committed_offset(settings: Settings) -> None:
     await produce(settings, 0, 3)
     handler = Handler()
-    reader = CommandReader(settings, lambda: {0}, handler.submit)
+    reader = CommandReader(settings, lambda: {0}, handler.submit, nothing_to_fold)
     reader.resume()
     async with running(reader):
         await until(lambda: handler.offsets(0) == [0, 1, 2])
@@ -143,16 +159,9 @@ async def test_after_a_move_it_reads_again_from_the_committed_offset(settings: S
 async def test_a_new_group_starts_where_faust_group_left(settings: Settings) -> None:
     await produce(settings, 0, 5)
     # Workers before the reader committed run-commands in Faust's group.
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=settings.app_id)
-    await consumer.start()
-    try:
-        tp = TopicPartition(settings.run_commands, 0)
-        consumer.assign([tp])
-        await consumer.commit({tp: OffsetAndMetadata(3, "")})
-    finally:
-        await consumer.stop()
+    await commit_as_faust(settings, settings.run_commands, 0, 3)
     handler = Handler()
-    reader = CommandReader(settings, lambda: {0}, handler.submit)
+    reader = CommandReader(settings, lambda: {0}, handler.submit, nothing_to_fold)
     reader.resume()
     async with running(reader):
         await until(lambda: handler.offsets(0) == [3, 4])
@@ -166,9 +175,10 @@ async def test_partitions_added_later_are_read_once_faust_assigns_them(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(command_reader, "NEW_PARTITIONS_CHECK_S", 0.5)
+    s = settings
     await produce(settings, 0, 2)
     handler = Handler()
-    reader = CommandReader(settings, lambda: {0, 2}, handler.submit)
+    reader = CommandReader(settings, lambda: {0, 2}, handler.submit, nothing_to_fold)
     reader.resume()
     async with running(reader):
         await until(lambda: handler.offsets(0) == [0, 1])
@@ -177,9 +187,55 @@ async def test_partitions_added_later_are_read_once_faust_assigns_them(
         admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
         await admin.start()
         try:
-            await admin.create_partitions({settings.run_commands: NewPartitions(total_count=3)})
+            await admin.create_partitions(
+                {topic: NewPartitions(total_count=3) for topic in (s.run_commands, s.run_events)}
+            )
         finally:
             await admin.close()
         await produce(settings, 2, 2)
         await until(lambda: handler.offsets(2) == [0, 1])
         assert handler.offsets(0) == [0, 1], "read again what was committed"
+
+
+async def test_a_gained_partition_is_read_once_its_run_events_are_folded(
+    settings: Settings,
+) -> None:
+    # The worker before appended three events to run-events partition 0 and
+    # was killed before its agent folded (and committed) them.
+    await produce(settings, 0, 3, topic=settings.run_events)
+    await produce(settings, 0, 2)
+    folded: dict[int, int] = {}
+    handler = Handler()
+    reader = CommandReader(settings, lambda: {0}, handler.submit, lambda p: folded.get(p, 0))
+    reader.resume()
+    async with running(reader):
+        await asyncio.sleep(2.0)
+        assert handler.taken == [], "decided commands before the log was folded"
+        folded[0] = 2
+        await asyncio.sleep(1.0)
+        assert handler.taken == [], "decided commands with an event still unfolded"
+        folded[0] = 3
+        await until(lambda: handler.offsets(0) == [0, 1])
+
+
+async def test_what_faust_committed_needs_no_folding_and_the_wait_has_an_end(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await produce(settings, 0, 3, topic=settings.run_events)
+    await produce(settings, 1, 2, topic=settings.run_events)
+    await commit_as_faust(settings, settings.run_events, 0, 3)  # folded by the worker before
+    await produce(settings, 0, 1)
+    await produce(settings, 1, 1)
+    monkeypatch.setattr(command_reader, "CATCH_UP_WAIT_S", 4.0)
+    handler = Handler()
+    reader = CommandReader(settings, lambda: {0, 1}, handler.submit, nothing_to_fold)
+    reader.resume()
+    began = time.monotonic()
+    async with running(reader):
+        await until(lambda: handler.offsets(0) == [0])
+        assert handler.offsets(1) == [], "read before its run-events were folded"
+        assert time.monotonic() - began < 4.0
+        # Partition 1's events are never folded here (an agent that is stuck):
+        # its commands are read after the wait, not never.
+        await until(lambda: handler.offsets(1) == [0], timeout_s=15.0)
+        assert time.monotonic() - began >= 4.0

@@ -571,3 +571,22 @@ def test_a_state_stored_before_the_fold_kept_the_deadline_gets_it() -> None:
     h.table[b"r-1"] = {"state": older, "partition": PARTITION}
     assert h.worker.store.get("r-1") == accepted
     assert [s for s, _ in h.worker.store.live()] == [accepted]
+
+
+def test_the_events_agent_marks_what_it_folded_even_a_dead_letter() -> None:
+    # A partition's new owner reads its commands only once this mark reaches
+    # what the log held (command_reader.py).
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(), "thunderhelm.run.requested", "c-1")
+        accepted = next(v for name, _, v in h.sent if name == SETTINGS.run_events)
+        events = h.worker.events
+        assert events.folded_to(PARTITION) == 0
+        await events.handle(Event(Message(SETTINGS.run_events, b"r-1", accepted, offset=4)))
+        assert events.folded_to(PARTITION) == 5
+        await events.handle(Event(Message(SETTINGS.run_events, b"r-1", b"not json", offset=5)))
+        assert events.folded_to(PARTITION) == 6
+        assert events.folded_to(PARTITION + 1) == 0
+        return h
+
+    assert only_dead_letter(run(go()))["dlq.stage"] == b"decode"

@@ -16,8 +16,12 @@ itself every run-commands partition and fetches only the ones whose
 run-events partition this worker owns, and only once Faust has recovered
 their state (`resume`, on Faust's rebalance-complete signal; `pause` on its
 revocation). A partition gained is read from the group's committed offset
-(or Faust's, where a worker before this reader left one); a partition lost is
-paused and its handled prefix committed.
+(or Faust's, where a worker before this reader left one), once the
+run-events agent has folded what that partition of run-events held when the
+reader took it: the worker before may have appended events it never folded
+(it was killed), and a command decided without them could be decided again
+(a candidate's outcome appended twice). A partition lost is paused and its
+handled prefix committed.
 
 Offsets: a command is acked once its handling, and any dead letter it made,
 is done, in offset order (`OrderedAcks` in the lanes); the reader commits,
@@ -55,6 +59,11 @@ POLL_MS = 200
 # while Faust assigns this worker one the reader does not know (an operator
 # added partitions after the reader started).
 NEW_PARTITIONS_CHECK_S = 10.0
+# The longest a gained partition waits for the run-events agent to fold what
+# was on the log; then its commands are read anyway (the saga's de-duplication
+# still holds), with a warning.
+CATCH_UP_WAIT_S = 30.0
+END_OFFSETS_TIMEOUT_S = 10.0
 
 
 @dataclass(eq=False)
@@ -118,10 +127,19 @@ Submit = Callable[[CommandEvent], Awaitable[None]]
 
 
 class CommandReader:
-    def __init__(self, settings: Settings, owned: Callable[[], set[int]], submit: Submit) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        owned: Callable[[], set[int]],
+        submit: Submit,
+        folded_to: Callable[[int], int],
+    ) -> None:
         self.settings = settings
         self.owned = owned  # run-events partitions Faust assigned this worker (active only)
         self.submit = submit
+        self.folded_to = folded_to  # run-events partition -> the offset folded up to
+        # Gained partitions waiting for the fold: run-events offset to reach, since when.
+        self._catching_up: dict[int, tuple[int, float]] = {}
         self._ready = False
         # Bumped by each pause: a reader that sees it moved starts every
         # partition again from its committed offset, whatever came back.
@@ -209,6 +227,7 @@ class CommandReader:
             # committed offsets, never skipped.
             self._seen_epoch = self._epoch
             lost = set(self._reading)
+            self._catching_up = {}
         if lost:
             consumer.pause(*lost)
             await self._commit(consumer, lost)
@@ -218,7 +237,11 @@ class CommandReader:
                 del self._reading[tp]
             lost_partitions = sorted(tp.partition for tp in lost)
             log.info("command reader stops reading partitions %s", lost_partitions)
-        for tp in wanted - set(self._reading):
+        gained = wanted - set(self._reading)
+        await self._note_targets({tp.partition for tp in gained})
+        for tp in gained:
+            if not self._caught_up(tp.partition):
+                continue
             committed = await consumer.committed(tp)
             if committed is None and tp in inherited:
                 committed = inherited[tp]
@@ -232,6 +255,38 @@ class CommandReader:
             self._reading[tp] = _Partition(next_offset=start, committed=start)
             consumer.resume(tp)
             log.info("command reader reads partition %d from offset %d", tp.partition, start)
+
+    async def _note_targets(self, partitions: set[int]) -> None:
+        """For each partition just gained, the run-events offset to fold before reading it."""
+        new = partitions - set(self._catching_up)
+        if not new:
+            return
+        now = time.monotonic()
+        for partition, target in (await unfolded_ends(self.settings, new)).items():
+            self._catching_up[partition] = (target, now)
+            if target > self.folded_to(partition):
+                log.info(
+                    "command reader waits for run-events partition %d to be folded to %d",
+                    partition,
+                    target,
+                )
+
+    def _caught_up(self, partition: int) -> bool:
+        """Whether the run-events agent has folded what the partition held when it came here."""
+        target, since = self._catching_up[partition]
+        if self.folded_to(partition) >= target:
+            return True
+        if time.monotonic() - since >= CATCH_UP_WAIT_S:
+            log.warning(
+                "run-events partition %d not folded to %d after %.0f s (at %d); "
+                "reading its commands anyway",
+                partition,
+                target,
+                CATCH_UP_WAIT_S,
+                self.folded_to(partition),
+            )
+            return True
+        return False
 
     async def _hand_over(self, tp: TopicPartition, records: list[Record]) -> None:
         for record in records:
@@ -307,3 +362,28 @@ async def _partitions(settings: Settings, topic: str) -> set[int]:
             return found
         log.warning("command reader waiting for topic %s", topic)
         await asyncio.sleep(RETRY_DELAY_S)
+
+
+async def unfolded_ends(settings: Settings, partitions: set[int]) -> dict[int, int]:
+    """Per run-events partition, the offset its new owner must fold to (0: nothing to wait for).
+
+    Its end offset, unless Faust's group committed that far: records before
+    the committed offset were folded by the worker before, and their state
+    came back with the runs table.
+    """
+    tps = [TopicPartition(settings.run_events, p) for p in sorted(partitions)]
+    committed = await faust_group_offsets(settings, settings.run_events)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        await consumer.start()
+        consumer.assign(tps)
+        # aiokafka waits for ever on a partition the broker does not know.
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), END_OFFSETS_TIMEOUT_S)
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("command reader could not read run-events' end offsets: %s", exc)
+        ends = {}
+    finally:
+        await consumer.stop()
+    return {
+        tp.partition: end if (end := ends.get(tp, 0)) > committed.get(tp, 0) else 0 for tp in tps
+    }

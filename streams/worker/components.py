@@ -44,8 +44,10 @@ class RunWorker:
         self.commands = CommandHandler(
             settings, app, self.store, self.writer, self.runner, self.dead_letters, self.pressure
         )
-        self.command_reader = CommandReader(settings, self.ownership.active, self.commands.submit)
         self.events = EventHandler(app, self.store, self.runner, self.dead_letters)
+        self.command_reader = CommandReader(
+            settings, self.ownership.active, self.commands.submit, self.events.folded_to
+        )
         self.reconciler = Reconciler(app, self.store, self.runner, self.ownership)
         self.trainer = CandidateTrainer(
             settings,

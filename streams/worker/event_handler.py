@@ -10,7 +10,7 @@ candidate's outcome is folded and stored, and nothing more.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from thunderhelm.schemas import events as ev
@@ -57,7 +57,24 @@ class EventHandler:
     runner: StepRunner
     dead_letters: DeadLetterWriter
 
+    # Per run-events partition, the offset after the last record handled here:
+    # a partition's new owner decides its runs' commands only once it has
+    # folded what was on the log when it took the partition (command_reader.py).
+    folded: dict[int, int] = field(default_factory=dict)
+
+    def folded_to(self, partition: int) -> int:
+        return self.folded.get(partition, 0)
+
     async def handle(self, event: Any) -> None:  # a faust.EventT[bytes]
+        try:
+            await self._handle(event)
+        finally:
+            message = event.message
+            self.folded[message.partition] = max(
+                self.folded.get(message.partition, 0), message.offset + 1
+            )
+
+    async def _handle(self, event: Any) -> None:
         self.dead_letters.hold(event)
         message = event.message
         headers = dict(event.headers or {})
