@@ -20,6 +20,7 @@ import faust
 
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import prometheus
+from thunderhelm.streams.worker.runs_table import RunsTable
 from thunderhelm.streams.worker.settings import Settings
 
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         datadir=str(settings.faust_dir / settings.app_id),
         key_serializer="raw",
         value_serializer="raw",
+        Table=RunsTable,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         producer_acks=-1,
@@ -70,8 +72,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         default=None,
         partitions=settings.partitions,
         key_type=bytes,  # raw run-id bytes; values are JSON (the state's dict)
-        # The changelog partition from the key, as for every topic here, not
-        # from the event in hand: commands are handled outside Faust's events.
+        # The changelog partition from the key (RunsTable), as for every topic
+        # here, not from the event in hand: commands are handled outside
+        # Faust's events.
         use_partitioner=True,
     )
     service = RunWorker(settings, app, topics, runs)
