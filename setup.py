@@ -43,6 +43,7 @@ def _runtime_rpaths() -> list[str]:
 # The repository keeps the required top-level folders; they install as
 # subpackages of the one top-level package `thunderhelm`.
 LAYERS = ("streams", "ga", "schemas")
+DATA_FOLDERS = ("streams/dashboard/static",)
 
 
 def _packages() -> dict[str, str]:
@@ -52,6 +53,10 @@ def _packages() -> dict[str, str]:
         for init in sorted(Path(layer).rglob("__init__.py")):
             folder = init.parent.as_posix()
             mapping["thunderhelm." + folder.replace("/", ".")] = folder
+    # Folders of data files (no __init__.py) are listed too: setuptools warns,
+    # a screen per folder, about package data outside the `packages` it knows.
+    for folder in DATA_FOLDERS:
+        mapping["thunderhelm." + folder.replace("/", ".")] = folder
     return mapping
 
 

@@ -4,7 +4,7 @@
 # where to see it in the dashboard and how to use the model it found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --no-browser
 .venv/bin/thunderhelm services start
 mkdir -p var
 .venv/bin/thunderhelm worker >var/worker.log 2>&1 &

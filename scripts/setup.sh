@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv at the repo root with Python 3.13 and install thunderhelm (with
 # its compiled training kernel) plus the dev tools. Safe to run again.
+#   bash scripts/setup.sh [--no-browser]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,8 @@ if [ ! -f "$specs/schemas/3.0.0.json" ] && command -v npm >/dev/null 2>&1; then
 fi
 # The dashboard's browser tests drive Debian's Chromium through its chromedriver
 # (never a downloaded browser); install both where apt-get can, and say so where not.
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+# `--no-browser` (the demo) skips them: only the tests need a browser.
+if [ "${1:-}" != "--no-browser" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     echo "installing chromium and chromium-driver for the browser tests"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \

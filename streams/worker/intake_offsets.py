@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 type Record = ConsumerRecord[bytes, bytes]
 # Routed batches whose acks may be outstanding at once.
 MAX_BATCHES_IN_FLIGHT = 4
+# Tries at reading Faust's group offsets before the reader starts again.
+GROUP_OFFSETS_ATTEMPTS = 10
 
 
 class InOrderCommits:
@@ -106,19 +108,32 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 async def faust_group_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
-    """`topic`'s offsets committed by Faust's group, left by workers that read it in Faust."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        await admin.start()
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
-    except KafkaError as exc:
-        log.warning("could not read Faust's group offsets: %s", exc)
-        return {}
-    finally:
-        await admin.close()
-    return {
-        tp: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0
-    }
+    """`topic`'s offsets committed by Faust's group, left by workers that read it in Faust.
+
+    Asked again while the broker fails to answer (a busy broker times out the
+    group coordinator lookup), and raised if it never does: answering "none"
+    would start a new group at the log's beginning and handle again every
+    command the workers before had handled.
+    """
+    for attempt in range(1, GROUP_OFFSETS_ATTEMPTS + 1):
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        try:
+            await admin.start()
+            offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        except KafkaError as exc:
+            if attempt == GROUP_OFFSETS_ATTEMPTS:
+                raise
+            log.warning("could not read Faust's group offsets (%s); asking again", exc)
+            await asyncio.sleep(min(0.5 * attempt, 2.0))
+            continue
+        finally:
+            await admin.close()
+        return {
+            tp: meta.offset
+            for tp, meta in offsets.items()
+            if tp.topic == topic and meta.offset >= 0
+        }
+    raise AssertionError("unreachable")
 
 
 async def commit(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:
