@@ -104,6 +104,19 @@ class FitnessSettings(_Strict):
     param_penalty: float = Field(default=0.0, ge=0.0, le=1.0, description="per million params")
 
 
+class FinalModelSettings(_Strict):
+    deliver: Literal["auto", "ensemble", "single"] = Field(
+        default="auto",
+        description=(
+            "auto: the average of the best networks unless the best alone is better on "
+            "validation; ensemble or single: always that"
+        ),
+    )
+    ensemble_size: int = Field(
+        default=5, ge=2, le=8, description="networks averaged (the search's best, distinct)"
+    )
+
+
 class Budget(_Strict):
     timeout_s: float = Field(default=600.0, gt=0.0, le=7 * 24 * 3600.0)
     max_evaluations: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -119,6 +132,7 @@ class RunRequest(_Strict):
     search_space: SearchSpaceSettings = SearchSpaceSettings()
     fitness: FitnessSettings = FitnessSettings()
     budget: Budget = Budget()
+    final_model: FinalModelSettings = FinalModelSettings()
 
     @field_validator("run_id")
     @classmethod

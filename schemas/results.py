@@ -24,6 +24,34 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+class ModelFigures(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accuracy: float
+    loss: float = Field(description="mean cross-entropy")
+
+
+class ModelMember(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    generation: int | None
+    index: int | None
+    fitness: float | None
+    weight: float = Field(description="share of the averaged probabilities")
+
+
+class DeliveredModel(BaseModel):
+    """The model the artifact holds: one network or an ensemble of the search's best."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["single", "ensemble"]
+    members: list[ModelMember]
+    validation: ModelFigures
+    test: ModelFigures = Field(description="on the test split the search never saw")
+    why: str = Field(description="why this model was delivered rather than the other")
+
+
 class RunResult(BaseModel):
     """`data` of a record on run-results (the contract's result format)."""
 
@@ -36,6 +64,13 @@ class RunResult(BaseModel):
     evaluations: int
     duration_s: float
     artifact: str | None
+    model: DeliveredModel | None = Field(
+        default=None, description="the delivered model (with the artifact)"
+    )
+    stopped_by: Literal["generations", "timeout_s", "max_evaluations"] | None = Field(
+        default=None,
+        description="what ended a succeeded run: its generations or one of its budgets",
+    )
     error: ErrorInfo | None = None
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from thunderhelm.ga.core.engine import (
+    LEADERS_KEPT,
     RNG_SCHEME,
     Evaluation,
     GAConfig,
@@ -186,6 +187,38 @@ def test_elites_carry_over_and_best_never_gets_worse() -> None:
         assert state.best is not None
         assert state.population[0] == state.best.genome
         assert state.best.wiring == materialise(state.best.genome)
+
+
+def test_leaders_are_the_runs_fittest_distinct_networks_with_where_they_were_trained() -> None:
+    history: list[GAState] = []
+    trained: dict[tuple[int, int], float] = {}  # (generation, index) -> fitness, as trained
+
+    def evaluate(networks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        state = history[-1] if history else initial_state(CONFIG)
+        results = [fake_train(n) for n in networks]
+        for (index, _), result in zip(pending(state), results, strict=True):
+            trained[(state.generation, index)] = result["fitness"]
+        return results
+
+    run_search(CONFIG, 4, 3, evaluate, on_generation=history.append)
+    for state in history:
+        leaders = state.leaders
+        assert 0 < len(leaders) <= LEADERS_KEPT
+        assert len({genome_key(b.genome) for b in leaders}) == len(leaders)
+        assert [b.fitness for b in leaders] == sorted((b.fitness for b in leaders), reverse=True)
+        assert state.best is not None and genome_key(leaders[0].genome) == genome_key(
+            state.best.genome
+        )
+        for leader in leaders:
+            assert trained[(leader.generation, leader.index)] == leader.fitness
+            assert leader.wiring == materialise(leader.genome)
+    finished = [f for f in trained.values() if f > -math.inf]
+    top = sorted(finished, reverse=True)[:LEADERS_KEPT]
+    assert [b.fitness for b in history[-1].leaders] == top
+    again = GAState.from_dict(json.loads(as_json(history[-1])))
+    assert again.leaders == history[-1].leaders
+    older = {k: v for k, v in history[-1].to_dict().items() if k != "leaders"}
+    assert GAState.from_dict(older).leaders == ()  # a state from before the archive
 
 
 def test_complete_generation_records_history_and_failures() -> None:

@@ -179,23 +179,37 @@ def test_max_evaluations_ends_the_run_at_the_budget(
 ) -> None:
     request = {**SMALL, "budget": {"max_evaluations": 3}}
     code, result = run_here(tmp_path, request, capsys)
-    assert code == 1
-    assert result["status"] == "failed"
-    assert result["error"] == {"class": "BudgetExceeded", "message": "reached max_evaluations=3"}
-    # The saga checks the budget between generations: one generation of 5, then it stops.
+    # The saga checks the budget between generations: one generation of 5,
+    # then it stops and delivers the best it found.
+    assert code == 0 and result["status"] == "succeeded", result
+    assert result["stopped_by"] == "max_evaluations" and result["error"] is None
     assert (result["generations"], result["evaluations"]) == (1, 5)
+    assert Path(result["artifact"]).is_file() and result["model"]["test"]["accuracy"] > 0
     path = log_path(logs_in(tmp_path), SMALL["run_id"])
-    assert types_in(path)[-2:] == [ev.GENERATION_COMPLETED, ev.RUN_FAILED]
+    assert types_in(path)[-2:] == [ev.GENERATION_COMPLETED, ev.RUN_SUCCEEDED]
 
 
-def test_a_timeout_fails_the_run_as_the_saga_decides(
+def test_a_timeout_with_nothing_found_fails_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     request = {**SLOW, "budget": {"timeout_s": 0.5}}
     code, result = run_here(tmp_path, request, capsys)
     assert code == 1 and result["status"] == "failed"
     assert result["error"]["class"] == "TimeoutError"
-    assert result["generations"] < SLOW["ga"]["generations"]
+    assert result["generations"] == 0 and result["artifact"] is None
+
+
+def test_a_run_stopped_by_its_time_budget_delivers_the_best_it_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Far more generations than fit in the budget: the clock ends the run.
+    request = {**SMALL, "ga": {**SMALL["ga"], "generations": 1000}, "budget": {"timeout_s": 6}}
+    code, result = run_here(tmp_path, request, capsys)
+    assert code == 0 and result["status"] == "succeeded", result
+    assert result["stopped_by"] == "timeout_s"
+    assert 0 < result["generations"] < 1000
+    assert Path(result["artifact"]).is_file()
+    assert result["best"]["metrics"]["test_accuracy"] is not None
 
 
 def test_a_killed_run_resumes_from_its_log_to_the_same_result(

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import thunderhelm
-from thunderhelm.ga.training.artifact import FORMAT_VERSION, ArtifactError
+from thunderhelm.ga.training.artifact import FORMAT_VERSION, ArtifactError, Ensemble, Model
 from thunderhelm.ga.training.datasets import load_dataset
 from thunderhelm.streams.cli.main import main as cli
 from thunderhelm.streams.execution.local_run import run_local
@@ -81,9 +81,16 @@ def test_the_result_names_a_complete_versioned_artifact(csv_run: dict[str, Any])
     assert set(manifest["metrics"]) == {"validation", "test"}
     # The search selected on validation; the test figures are reported beside it.
     best = result["best"]["metrics"]
-    assert best["val_accuracy"] == pytest.approx(manifest["metrics"]["validation"]["accuracy"])
-    assert best["test_accuracy"] == manifest["metrics"]["test"]["accuracy"]
+    (first, *_) = manifest["members"]  # the search's best network comes first
+    assert best["val_accuracy"] == pytest.approx(first["metrics"]["validation"]["accuracy"])
+    assert best["test_accuracy"] == first["metrics"]["test"]["accuracy"]
     assert best["test_accuracy"] > 0.5  # four blobs; chance is 0.25
+    # The result's `model` is the delivered one: the manifest's own figures.
+    delivered = result["model"]
+    assert delivered["kind"] == manifest["kind"]
+    assert len(delivered["members"]) == len(manifest["members"])
+    assert delivered["test"]["accuracy"] == manifest["metrics"]["test"]["accuracy"]
+    assert result["stopped_by"] == "generations"
 
 
 def test_load_model_predicts_on_raw_inputs(csv_run: dict[str, Any]) -> None:
@@ -94,7 +101,7 @@ def test_load_model_predicts_on_raw_inputs(csv_run: dict[str, Any]) -> None:
     assert proba.shape == (len(raw), 4)
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     accuracy = float(np.mean(model.predict(raw) == ds.y_test))
-    assert accuracy == csv_run["result"]["best"]["metrics"]["test_accuracy"]
+    assert accuracy == csv_run["result"]["model"]["test"]["accuracy"]
     # Without its preprocessing the same network is far worse: the scaling matters.
     unscaled = model.evaluate(raw, ds.y_test, standardized=True)["accuracy"]
     assert unscaled < accuracy - 0.2
@@ -113,7 +120,7 @@ def test_predict_command_reproduces_the_test_accuracy(
     assert cli(["predict", artifact, "--input", str(tmp_path / "test.csv"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rows"] == len(ds.test_rows)
-    assert out["accuracy"] == csv_run["result"]["best"]["metrics"]["test_accuracy"]
+    assert out["accuracy"] == csv_run["result"]["model"]["test"]["accuracy"]
     assert all(p in LABELS for p in out["predictions"])
     # CSV out, from an .npz input without labels.
     np.savez(tmp_path / "raw.npz", x=x[ds.test_rows[:5]])
@@ -150,7 +157,9 @@ def test_unknown_format_versions_are_refused(csv_run: dict[str, Any], tmp_path: 
     manifest = json.loads((copy / "model.json").read_text())
     manifest["format_version"] = FORMAT_VERSION + 1
     (copy / "model.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"format version 2 is not supported.*reads version 1"):
+    with pytest.raises(
+        ArtifactError, match=r"format version 3 is not supported.*reads versions 1, 2"
+    ):
         thunderhelm.load_model(copy)
 
 
@@ -158,9 +167,9 @@ def test_mismatched_weights_are_refused(csv_run: dict[str, Any], tmp_path: Path)
     copy = _copy_artifact(csv_run, tmp_path / "broken")
     with np.load(copy / "model.npz") as archive:
         arrays = {k: archive[k] for k in archive.files}
-    arrays["output.b"] = arrays["output.b"][:-1]
+    arrays["m0/output.b"] = arrays["m0/output.b"][:-1]
     np.savez(copy / "model.npz", **arrays)
-    with pytest.raises(ArtifactError, match=r"tensor output\.b should be"):
+    with pytest.raises(ArtifactError, match=r"tensor m0/output\.b should be"):
         thunderhelm.load_model(copy / "model.json")
 
 
@@ -248,3 +257,142 @@ def test_onnx_graph_covers_every_activation_and_skip_wiring(tmp_path: Path) -> N
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_proba,) = session.run(None, {"input": raw})
     assert np.max(np.abs(onnx_proba - model.predict_proba(raw))) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(csv_run: dict[str, Any]) -> dict[str, Any]:
+    root = csv_run["root"]
+    request = {
+        **CSV_REQUEST,
+        "run_id": "artifact-ensemble",
+        "final_model": {"deliver": "ensemble", "ensemble_size": 3},
+    }
+    settings = Settings(data_root=root, artifact_dir=root / "artifacts", pool_size=2)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert run_local(settings, request, 2, as_json=True, logs=root / "logs") == 0
+    return {**csv_run, "result": json.loads(out.getvalue().strip().splitlines()[-1])}
+
+
+def test_an_ensemble_artifact_averages_its_members(
+    ensemble_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = ensemble_run["result"]
+    model = thunderhelm.load_model(result["artifact"])
+    assert isinstance(model, Ensemble)
+    assert len(model.members) == 3 and model.weights == pytest.approx((1 / 3,) * 3)
+    assert result["model"]["kind"] == "ensemble" and len(result["model"]["members"]) == 3
+    # The search's best network is the first member, retrained as it was scored.
+    best = result["best"]
+    assert result["model"]["members"][0]["fitness"] == best["fitness"]
+    members = model.manifest["members"]
+    assert members[0]["search"]["genome"] == {
+        k: v for k, v in best["genome"].items() if k != "wiring"
+    }
+    assert len({json.dumps(m["search"]["genome"], sort_keys=True) for m in members}) == 3
+    ds = ensemble_run["dataset"]
+    raw = ensemble_run["x"][ds.test_rows]
+    averaged = np.mean([m.predict_proba(raw) for m in model.members], axis=0)
+    assert np.allclose(model.predict_proba(raw), averaged, atol=1e-6)
+    accuracy = float(np.mean(model.predict(raw) == ds.y_test))
+    assert accuracy == result["model"]["test"]["accuracy"]
+    assert model.evaluate(raw, ds.y_test)["accuracy"] == accuracy
+    rows = ["a,b,c,direction"] + [
+        ",".join([*(repr(float(v)) for v in ensemble_run["x"][i]), LABELS[ensemble_run["y"][i]]])
+        for i in ds.test_rows
+    ]
+    (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
+    assert (
+        cli(["predict", result["artifact"], "--input", str(tmp_path / "test.csv"), "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["accuracy"] == accuracy
+
+
+def test_an_ensemble_exports_to_one_onnx_graph_that_agrees(
+    ensemble_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnxruntime
+
+    artifact = ensemble_run["result"]["artifact"]
+    out = tmp_path / "ensemble.onnx"
+    assert cli(["export", artifact, "--onnx", str(out)]) == 0
+    capsys.readouterr()
+    ds = ensemble_run["dataset"]
+    raw = ensemble_run["x"][ds.test_rows].astype(np.float32)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (onnx_proba,) = session.run(None, {"input": raw})
+    ours = thunderhelm.load_model(artifact).predict_proba(raw)
+    assert np.max(np.abs(onnx_proba - ours)) < 1e-4
+    single = thunderhelm.load_model(artifact).members[0].predict_proba(raw)  # type: ignore[union-attr]
+    assert np.max(np.abs(onnx_proba - single)) > 1e-3, "the graph is not the first member alone"
+
+
+def test_a_version_1_artifact_still_loads(ensemble_run: dict[str, Any], tmp_path: Path) -> None:
+    """Version 1 held one network at the manifest's top level, its tensors unprefixed."""
+    source = Path(ensemble_run["result"]["artifact"]).parent
+    manifest = json.loads((source / "model.json").read_text())
+    first = manifest.pop("members")[0]
+    old = {
+        **{k: v for k, v in manifest.items() if k not in ("kind", "selection")},
+        "format_version": 1,
+        "network": first["network"],
+        "tensors": [{**t, "name": t["name"].removeprefix("m0/")} for t in first["tensors"]],
+        "training": first["training"],
+    }
+    target = tmp_path / "v1"
+    target.mkdir()
+    (target / "model.json").write_text(json.dumps(old))
+    with np.load(source / "model.npz") as archive:
+        arrays = {
+            k.removeprefix("m0/"): archive[k] for k in archive.files if not k.startswith("m1/")
+        }
+    np.savez(target / "model.npz", **{k: v for k, v in arrays.items() if "/" not in k})
+    model = thunderhelm.load_model(target)
+    assert isinstance(model, Model)
+    ds = ensemble_run["dataset"]
+    raw = ensemble_run["x"][ds.test_rows]
+    ensemble = thunderhelm.load_model(source)
+    assert isinstance(ensemble, Ensemble)
+    assert np.array_equal(model.predict_proba(raw), ensemble.members[0].predict_proba(raw))
+
+
+def _fixed_model(logits_of_row: np.ndarray, labels: tuple[str, ...]) -> Model:
+    """A network that ignores its input and always outputs `logits_of_row` (1 feature)."""
+    from thunderhelm.ga.training.candidate import parse_spec
+
+    network = {
+        "n_inputs": 1, "n_outputs": len(labels), "units": [], "output_inputs": [0],
+        "learning_rate": 0.01, "weight_decay": 0.0, "epochs": 1, "batch_size": 8, "seed": 0,
+    }  # fmt: skip
+    spec = parse_spec(json.dumps(network))
+    tensors = {
+        "output.W": np.zeros((len(labels), 1), dtype=np.float32),
+        "output.b": np.asarray(logits_of_row, dtype=np.float32),
+    }
+    one = np.ones(1, dtype=np.float32)
+    return Model(spec, tensors, one * 0, one, labels)
+
+
+def test_auto_delivers_the_ensemble_unless_the_best_alone_is_better_on_validation() -> None:
+    from types import SimpleNamespace
+
+    from thunderhelm.streams.execution.final_model import choose
+
+    labels = ("a", "b")
+    y_val = np.array([0, 0, 0, 1])
+    data: Any = SimpleNamespace(x_val=np.zeros((4, 1), np.float32), y_val=y_val)
+    sure_a = _fixed_model(np.array([3.0, 0.0]), labels)  # right on 3 of 4
+    sure_b = _fixed_model(np.array([0.0, 3.0]), labels)  # right on 1 of 4
+    leaning_a = _fixed_model(np.array([1.0, 0.0]), labels)
+    request: dict[str, Any] = {"final_model": {"deliver": "auto"}}
+    chosen, why = choose(request, [sure_a, sure_b, sure_b], data)
+    assert chosen is sure_a and why["chosen"] == "single"
+    chosen, why = choose(request, [sure_a, leaning_a, sure_a], data)
+    assert isinstance(chosen, Ensemble) and why["chosen"] == "ensemble"
+    forced, _ = choose({"final_model": {"deliver": "ensemble"}}, [sure_a, sure_b], data)
+    assert isinstance(forced, Ensemble)
+    # By the run's fitness: on validation loss the average of a sure and a
+    # leaning network beats the sure one alone when the sure one is wrong.
+    loss_request = {"final_model": {"deliver": "auto"}, "fitness": {"name": "val_loss"}}
+    chosen, why = choose(loss_request, [sure_a, leaning_a], data)
+    assert why["chosen"] == "ensemble", why

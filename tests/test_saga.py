@@ -24,6 +24,9 @@ _ids = itertools.count()
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, when the helpers' events happen
 DEADLINE = T0 + 60.0  # REQUEST's budget.timeout_s after acceptance
 TIMEOUT = saga.Finish("failed", "TimeoutError", "run exceeded its budget.timeout_s")
+# Out of time with a generation done: the run delivers the best it found.
+TIME_SPENT = saga.Finish("succeeded", stopped_by="timeout_s")
+DONE = saga.Finish("succeeded", stopped_by="generations")
 
 
 def event(kind: str, at: float = T0, **data: Any) -> saga.Event:
@@ -45,15 +48,16 @@ def started(at: float = T0) -> saga.Event:
     return event(ev.RUN_STARTED, at=at, ga_state={"generation": 0})
 
 
-def generation(k: int) -> saga.Event:
+def generation(k: int, *, failed: bool = False) -> saga.Event:
+    """Generation `k` completed; `failed`: every candidate failed, so nothing is best."""
     return event(
         ev.GENERATION_COMPLETED,
         generation=k,
-        fitnesses=[0.5],
+        fitnesses=[None if failed else 0.5],
         candidates=[],
         ga_state={"generation": k + 1},
         evaluations=(k + 1) * 4,
-        best={"fitness": 0.5 + k},
+        best=None if failed else {"fitness": 0.5 + k},
     )
 
 
@@ -80,7 +84,7 @@ def test_happy_path_folds_to_succeeded_and_reacts_at_each_step() -> None:
     assert s is not None and saga.react(s, T0) == saga.RunGeneration(1)
     s = saga.evolve(s, generation(1))
     assert s is not None and s.generation == 2 and s.evaluations == 8
-    assert saga.react(s, T0) == saga.Finish("succeeded")
+    assert saga.react(s, T0) == DONE
     s = saga.evolve(s, terminal(ev.RUN_SUCCEEDED))
     assert s is not None and s.status == "succeeded"
     assert isinstance(saga.react(s, T0), saga.PublishResult)
@@ -150,16 +154,20 @@ _DONE = [*_RUNNING, generation(0), generation(1)]
         ([accepted()], DEADLINE + 1, TIMEOUT),  # out of time before it started
         (_RUNNING, DEADLINE, saga.RunGeneration(0)),  # at the deadline is still in time
         (_RUNNING, DEADLINE + 1, TIMEOUT),
-        (_DONE, T0, saga.Finish("succeeded")),
-        (_DONE, DEADLINE + 1, TIMEOUT),  # the last generation came in too late
+        (_DONE, T0, DONE),
+        (_DONE, DEADLINE + 1, TIME_SPENT),  # the last generation came in too late
         ([*_RUNNING, event(ev.CANCEL_RECORDED, reason="x")], DEADLINE + 1,
          saga.Finish("cancelled", "Cancelled", "x")),  # a recorded cancel wins over the clock
         ([*_DONE, terminal(ev.RUN_FAILED)], DEADLINE + 1,
          saga.PublishResult({"run_id": "r1", "status": "failed"})),  # ended: publish, whenever
         ([accepted(request=BUDGETED), started()], T0, saga.RunGeneration(0)),
         ([accepted(request=BUDGETED), started(), generation(0)], T0,
+         saga.Finish("succeeded", stopped_by="max_evaluations")),
+        ([accepted(request=BUDGETED), started(), generation(0)], DEADLINE + 1, TIME_SPENT),
+        # Budgets spent with nothing to deliver: the run fails and says which.
+        ([accepted(request=BUDGETED), started(), generation(0, failed=True)], T0,
          saga.Finish("failed", "BudgetExceeded", "reached max_evaluations=4")),
-        ([accepted(request=BUDGETED), started(), generation(0)], DEADLINE + 1, TIMEOUT),
+        ([*_RUNNING, generation(0, failed=True)], DEADLINE + 1, TIMEOUT),
         ([accepted(T0 + 100), started()], DEADLINE + 1, saga.RunGeneration(0)),  # accepted later
     ],
 )  # fmt: skip
@@ -173,7 +181,7 @@ def test_react_times_out_exactly_when_now_passes_the_deadline() -> None:
     state = fold(accepted(), started(at=T0 + 30), generation(0))
     assert state is not None and state.deadline == DEADLINE  # fixed at acceptance
     assert saga.react(state, DEADLINE) == saga.RunGeneration(1)
-    assert saga.react(state, math.nextafter(DEADLINE, math.inf)) == TIMEOUT
+    assert saga.react(state, math.nextafter(DEADLINE, math.inf)) == TIME_SPENT
     assert not saga.timed_out(state, DEADLINE) and saga.timed_out(state, DEADLINE + 1e-3)
 
 

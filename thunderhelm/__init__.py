@@ -18,10 +18,11 @@ small processes.
 __version__ = "0.1.0"
 
 
-def load_model(path: "str | PathLike[str]") -> "Model":
+def load_model(path: "str | PathLike[str]") -> "Predictor":
     """Load a run's model artifact (its folder, model.json or model.npz).
 
-    The returned model has `predict`/`predict_proba` on raw numpy inputs;
+    The returned model (one network, or an ensemble of several whose
+    probabilities are averaged) has `predict`/`predict_proba` on raw numpy inputs;
     see docs/artifact.md. numpy is imported here, not with the package.
     """
     from pathlib import Path
@@ -35,4 +36,4 @@ TYPE_CHECKING = False  # typing's own flag without importing typing
 if TYPE_CHECKING:
     from os import PathLike
 
-    from thunderhelm.ga.training.artifact import Model
+    from thunderhelm.ga.training.artifact import Predictor

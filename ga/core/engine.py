@@ -50,6 +50,8 @@ from thunderhelm.ga.core.space import SearchSpace, random_genome
 from thunderhelm.ga.core.wiring import Wiring, materialise, wiring_from_dict, wiring_to_dict
 
 STATE_VERSION = 1
+# Candidates the GA state keeps as the run's leaders (see `GAState.leaders`).
+LEADERS_KEPT = 8
 RNG_SCHEME = "sha256(thunderhelm.ga/v1|seed|purpose|generation|index)[:8]"
 _TRAINING_SEED_MASK = 0x7FFF_FFFF  # fits a signed 32-bit int for any training backend
 
@@ -198,6 +200,10 @@ class GAState:
     best: Best | None = None
     evaluations: int = 0
     cache: Mapping[str, Evaluation] = field(default_factory=dict)
+    # The fittest distinct candidates of the whole run, best first (at most
+    # LEADERS_KEPT), each with where it was trained: the run's final model is
+    # built from them (an ensemble, or the first alone).
+    leaders: tuple[Best, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -209,6 +215,7 @@ class GAState:
             "best": None if self.best is None else self.best.to_dict(),
             "evaluations": self.evaluations,
             "cache": {key: ev.to_dict() for key, ev in sorted(self.cache.items())},
+            "leaders": [leader.to_dict() for leader in self.leaders],
         }
 
     @classmethod
@@ -227,6 +234,8 @@ class GAState:
             best=None if data["best"] is None else Best.from_dict(data["best"]),
             evaluations=int(data["evaluations"]),
             cache={key: Evaluation.from_dict(ev) for key, ev in data["cache"].items()},
+            # States written before the archive existed start it empty.
+            leaders=tuple(Best.from_dict(b) for b in data.get("leaders") or ()),
         )
 
 
@@ -337,17 +346,24 @@ def complete_generation(
 
     cache: dict[str, Evaluation] = {}
     best = state.best
+    trained: list[Best] = []
+    fresh_keys = {genome_key(g) for _, g in pending(state)}
     for index, genome in enumerate(state.population):
-        cache.setdefault(genome_key(genome), Evaluation(clean[index], stored[index]))
+        key = genome_key(genome)
+        cache.setdefault(key, Evaluation(clean[index], stored[index]))
+        candidate = Best(
+            genome=genome,
+            wiring=materialise(genome),
+            fitness=clean[index],
+            metrics=stored[index],
+            generation=state.generation,
+            index=index,
+        )
+        if key in fresh_keys:
+            fresh_keys.discard(key)  # a twin later in the population was not trained
+            trained.append(candidate)
         if clean[index] > (FAILED if best is None else best.fitness):
-            best = Best(
-                genome=genome,
-                wiring=materialise(genome),
-                fitness=clean[index],
-                metrics=stored[index],
-                generation=state.generation,
-                index=index,
-            )
+            best = candidate
 
     return GAState(
         seed=state.seed,
@@ -357,4 +373,22 @@ def complete_generation(
         best=best,
         evaluations=state.evaluations + fresh,
         cache=cache,
+        leaders=update_leaders(state.leaders, trained),
     )
+
+
+def update_leaders(leaders: Sequence[Best], trained: Sequence[Best]) -> tuple[Best, ...]:
+    """The `LEADERS_KEPT` fittest distinct genomes of `leaders` and the newly `trained`.
+
+    Failed candidates never lead; ties keep the earlier-trained candidate
+    first (a stable sort), so every replay of a run ranks them alike.
+    """
+    kept = {genome_key(b.genome) for b in leaders}
+    merged = list(leaders)
+    for candidate in trained:
+        key = genome_key(candidate.genome)
+        if candidate.fitness > FAILED and key not in kept:
+            kept.add(key)
+            merged.append(candidate)
+    merged.sort(key=lambda b: -b.fitness)
+    return tuple(merged[:LEADERS_KEPT])

@@ -1,9 +1,11 @@
 """The model artifact of a finished run: writing it, loading it, predicting with it.
 
 An artifact is a folder holding `model.json` (the manifest: format version,
-network spec, preprocessing, class labels, the request, the dataset's
-fingerprint, metrics) and `model.npz` (the weights and the feature
-standardisation, float32). `docs/artifact.md` is the format's reference.
+the member networks' specs, preprocessing, class labels, the request, the
+dataset's fingerprint, metrics) and `model.npz` (the weights and the feature
+standardisation, float32). It holds one network (`Model`) or several whose
+probabilities are averaged (`Ensemble`). `docs/artifact.md` is the format's
+reference.
 The forward pass is the numpy twin of the kernel (`reference.ReferenceNet`),
 so a loaded model needs numpy only, never the compiled kernel's pool.
 """
@@ -29,14 +31,19 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "ArtifactError",
+    "Ensemble",
     "Model",
+    "Predictor",
     "decode_weights",
     "load_model",
+    "model_from_training",
     "write_artifact",
 ]
 
 FORMAT = "thunderhelm.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 held one network at the manifest's top level; it still loads.
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "model.json"
 WEIGHTS = "model.npz"
 _MEAN, _SCALE = "preprocess.mean", "preprocess.scale"
@@ -59,55 +66,23 @@ def decode_weights(tensors: Sequence[Mapping[str, Any]]) -> dict[str, F32]:
     return out
 
 
-@dataclass(frozen=True, eq=False)
-class Model:
-    """A trained network with the preprocessing it was trained behind.
+class _Predicting:
+    """What every loaded artifact does, given its `logits` and preprocessing."""
 
-    Inputs are raw feature rows, as the dataset's source holds them (for
-    text: the one-hot window, see `encode_text`); `predict_proba` applies
-    the standardisation, the network and a softmax.
-    """
-
-    spec: NetworkSpec
-    tensors: dict[str, F32]
-    mean: F32
-    scale: F32
     labels: tuple[str, ...]
-    vocabulary: str = ""
-    context: int = 0
-    manifest: dict[str, Any] = field(default_factory=dict)
-    _net: ReferenceNet = field(init=False, repr=False)
+    vocabulary: str
+    context: int
+    manifest: dict[str, Any]
 
-    def __post_init__(self) -> None:
-        flat = np.concatenate([self.tensors[n].reshape(-1) for n, _ in tensor_shapes(self.spec)])
-        object.__setattr__(self, "_net", ReferenceNet(self.spec, flat, np.float32))
-
-    @property
-    def n_features(self) -> int:
-        return self.spec.n_inputs
+    def logits(self, x: npt.ArrayLike) -> F32:
+        raise NotImplementedError
 
     @property
     def is_text(self) -> bool:
         return bool(self.vocabulary) and self.context > 0
 
-    def standardize(self, x: npt.ArrayLike) -> F32:
-        """Raw rows to the network's inputs: (raw - mean) / scale, float32."""
-        raw = np.asarray(x, dtype=np.float64)
-        if raw.ndim == 1:
-            raw = raw[None, :]
-        if raw.ndim != 2 or raw.shape[1] != self.n_features:
-            raise ValueError(f"inputs must have shape (rows, {self.n_features}), got {np.shape(x)}")
-        if not np.all(np.isfinite(raw)):
-            raise ValueError("inputs must be finite numbers")
-        out: F32 = ((raw - self.mean) / self.scale).astype(np.float32)
-        return out
-
-    def logits(self, x: npt.ArrayLike) -> F32:
-        out: F32 = np.asarray(self._net.logits(self.standardize(x)), dtype=np.float32)
-        return out
-
     def predict_proba(self, x: npt.ArrayLike) -> F32:
-        """Class probabilities, one row per input row (softmax of the logits)."""
+        """Class probabilities, one row per input row."""
         logits = self.logits(x).astype(np.float64)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         out: F32 = (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -119,22 +94,6 @@ class Model:
 
     def predict_labels(self, x: npt.ArrayLike) -> list[str]:
         return [self.labels[i] for i in self.predict(x)]
-
-    def evaluate(
-        self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False
-    ) -> dict[str, float | int]:
-        """Accuracy and mean cross-entropy on raw rows `x` with class indices `y`.
-
-        `standardized`: `x` already went through this model's preprocessing.
-        """
-        labels = np.asarray(y, dtype=np.intp)
-        inputs = np.asarray(x, dtype=np.float32) if standardized else self.standardize(x)
-        logits = np.asarray(self._net.logits(inputs), dtype=np.float64)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_total = np.log(np.exp(shifted).sum(axis=1))
-        loss = float(np.mean(log_total - shifted[np.arange(len(labels)), labels]))
-        accuracy = float(np.mean(logits.argmax(axis=1) == labels))
-        return {"accuracy": accuracy, "loss": loss, "rows": len(labels)}
 
     # -- text ------------------------------------------------------------------
 
@@ -182,6 +141,139 @@ class Model:
         return out[len(text) :]
 
 
+def _scores(log_proba: npt.NDArray[np.float64], y: npt.ArrayLike) -> dict[str, float | int]:
+    labels = np.asarray(y, dtype=np.intp)
+    loss = float(np.mean(-log_proba[np.arange(len(labels)), labels]))
+    accuracy = float(np.mean(log_proba.argmax(axis=1) == labels))
+    return {"accuracy": accuracy, "loss": loss, "rows": len(labels)}
+
+
+@dataclass(frozen=True, eq=False)
+class Model(_Predicting):
+    """A trained network with the preprocessing it was trained behind.
+
+    Inputs are raw feature rows, as the dataset's source holds them (for
+    text: the one-hot window, see `encode_text`); `predict_proba` applies
+    the standardisation, the network and a softmax.
+    """
+
+    spec: NetworkSpec
+    tensors: dict[str, F32]
+    mean: F32
+    scale: F32
+    labels: tuple[str, ...]
+    vocabulary: str = ""
+    context: int = 0
+    manifest: dict[str, Any] = field(default_factory=dict)
+    _net: ReferenceNet = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        flat = np.concatenate([self.tensors[n].reshape(-1) for n, _ in tensor_shapes(self.spec)])
+        object.__setattr__(self, "_net", ReferenceNet(self.spec, flat, np.float32))
+
+    @property
+    def n_features(self) -> int:
+        return self.spec.n_inputs
+
+    def standardize(self, x: npt.ArrayLike) -> F32:
+        """Raw rows to the network's inputs: (raw - mean) / scale, float32."""
+        raw = np.asarray(x, dtype=np.float64)
+        if raw.ndim == 1:
+            raw = raw[None, :]
+        if raw.ndim != 2 or raw.shape[1] != self.n_features:
+            raise ValueError(f"inputs must have shape (rows, {self.n_features}), got {np.shape(x)}")
+        if not np.all(np.isfinite(raw)):
+            raise ValueError("inputs must be finite numbers")
+        out: F32 = ((raw - self.mean) / self.scale).astype(np.float32)
+        return out
+
+    def logits(self, x: npt.ArrayLike) -> F32:
+        out: F32 = np.asarray(self._net.logits(self.standardize(x)), dtype=np.float32)
+        return out
+
+    def log_proba_of_inputs(self, inputs: F32) -> npt.NDArray[np.float64]:
+        """Log class probabilities of rows already standardised (float64)."""
+        logits = np.asarray(self._net.logits(inputs), dtype=np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        out: npt.NDArray[np.float64] = shifted - np.log(np.exp(shifted).sum(axis=1))[:, None]
+        return out
+
+    def evaluate(
+        self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False
+    ) -> dict[str, float | int]:
+        """Accuracy and mean cross-entropy on raw rows `x` with class indices `y`.
+
+        `standardized`: `x` already went through this model's preprocessing.
+        """
+        inputs = np.asarray(x, dtype=np.float32) if standardized else self.standardize(x)
+        return _scores(self.log_proba_of_inputs(inputs), y)
+
+
+@dataclass(frozen=True, eq=False)
+class Ensemble(_Predicting):
+    """Several networks trained behind the same preprocessing; their probabilities averaged.
+
+    `weights[i]` is member i's share of the average (they sum to 1). Every
+    member takes the same raw rows, so preprocessing, labels and text
+    settings are the first member's.
+    """
+
+    members: tuple[Model, ...]
+    weights: tuple[float, ...]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.members or len(self.weights) != len(self.members):
+            raise ValueError("an ensemble needs one weight per member, and members")
+        first = self.members[0]
+        for m in self.members[1:]:
+            same = m.labels == first.labels and m.n_features == first.n_features
+            if not same or not np.array_equal(m.mean, first.mean):
+                raise ValueError("ensemble members must share labels and preprocessing")
+
+    @property
+    def labels(self) -> tuple[str, ...]:  # type: ignore[override]  # read-only here
+        return self.members[0].labels
+
+    @property
+    def vocabulary(self) -> str:  # type: ignore[override]
+        return self.members[0].vocabulary
+
+    @property
+    def context(self) -> int:  # type: ignore[override]
+        return self.members[0].context
+
+    @property
+    def n_features(self) -> int:
+        return self.members[0].n_features
+
+    def standardize(self, x: npt.ArrayLike) -> F32:
+        return self.members[0].standardize(x)
+
+    def log_proba_of_inputs(self, inputs: F32) -> npt.NDArray[np.float64]:
+        """Log of the weighted mean of the members' probabilities (float64)."""
+        total = np.zeros((len(inputs), len(self.labels)), dtype=np.float64)
+        for weight, member in zip(self.weights, self.members, strict=True):
+            total += weight * np.exp(member.log_proba_of_inputs(inputs))
+        out: npt.NDArray[np.float64] = np.log(np.maximum(total, np.finfo(np.float64).tiny))
+        return out
+
+    def logits(self, x: npt.ArrayLike) -> F32:
+        """Log-probabilities: the softmax of these is the averaged probability."""
+        return self.log_proba_of_inputs(self.standardize(x)).astype(np.float32)
+
+    def evaluate(
+        self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False
+    ) -> dict[str, float | int]:
+        """Accuracy and mean cross-entropy of the averaged probabilities."""
+        inputs = np.asarray(x, dtype=np.float32) if standardized else self.standardize(x)
+        return _scores(self.log_proba_of_inputs(inputs), y)
+
+
+# What `load_model` returns: one network or an ensemble, used alike.
+type Predictor = Model | Ensemble
+
+
 # -- writing -----------------------------------------------------------------------
 
 
@@ -189,39 +281,100 @@ def _json_ready(value: Any) -> Any:
     return json.loads(json.dumps(value, allow_nan=False))
 
 
-def write_artifact(
-    directory: Path,
-    *,
+def _preprocessing(dataset: PreparedDataset, request: Mapping[str, Any]) -> dict[str, Any]:
+    text = bool(dataset.vocabulary) and dataset.context > 0
+    return {
+        "encoding": ENCODING_CHARS if text else ENCODING_FEATURES,
+        "standardize": "x = (raw - mean) / scale, float32; mean and scale in model.npz",
+        "n_features": dataset.n_features,
+        "vocabulary": dataset.vocabulary,
+        "context": dataset.context,
+        "lowercase": bool(request.get("dataset", {}).get("lowercase", True)) and text,
+    }
+
+
+def model_from_training(
     network: Mapping[str, Any],
     weights: Sequence[Mapping[str, Any]],
     dataset: PreparedDataset,
     request: Mapping[str, Any],
-    training: Mapping[str, Any],
+) -> Model:
+    """The network a training result's `weights` fill, behind `dataset`'s preprocessing."""
+    return Model(
+        parse_spec(json.dumps(network)),
+        decode_weights(weights),
+        np.asarray(dataset.mean, dtype=np.float32),
+        np.asarray(dataset.scale, dtype=np.float32),
+        dataset.labels,
+        dataset.vocabulary,
+        dataset.context,
+        {"preprocessing": _preprocessing(dataset, request)},
+    )
+
+
+def split_metrics(predictor: Predictor, dataset: PreparedDataset) -> dict[str, Any]:
+    """Validation and test metrics of `predictor` on `dataset`'s (standardised) splits."""
+    return {
+        "validation": predictor.evaluate(dataset.x_val, dataset.y_val, standardized=True),
+        "test": predictor.evaluate(dataset.x_test, dataset.y_test, standardized=True),
+    }
+
+
+def _member_prefix(index: int) -> str:
+    return f"m{index}/"
+
+
+def write_artifact(
+    directory: Path,
+    *,
+    predictor: Predictor,
+    members: Sequence[Mapping[str, Any]],
+    dataset: PreparedDataset,
+    request: Mapping[str, Any],
     search: Mapping[str, Any],
+    selection: Mapping[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Write a complete artifact into `directory`; return the manifest's path and metrics.
 
-    `weights` is the training result's `weights` list; `training` the rest of
-    that result (epochs, losses, as the kernel measured them); `search` what
-    the search knew of the winner (genome, wiring, fitness, generation).
-    Validation and test metrics are measured here, by the saved model itself.
+    `predictor` is the model to deliver, a `Model` or an `Ensemble` whose
+    members were made by `model_from_training` on this `dataset`.
+    `members[i]` tells of network i: its `network` spec, `training` (the
+    training result less its weights) and `search` (what the search knew of
+    it: genome, wiring, fitness, generation). `search` is the search's best
+    network; `selection` why this model was delivered. Validation and test
+    metrics are measured here, by the saved model itself.
     """
-    spec = parse_spec(json.dumps(network))
-    tensors = decode_weights(weights)
-    text = bool(dataset.vocabulary) and dataset.context > 0
+    nets = predictor.members if isinstance(predictor, Ensemble) else (predictor,)
+    shares = predictor.weights if isinstance(predictor, Ensemble) else (1.0,)
+    if len(members) != len(nets):
+        raise ValueError(f"{len(nets)} networks but {len(members)} member descriptions")
+    arrays: dict[str, F32] = {}
+    listed: list[dict[str, Any]] = []
+    for i, (net, share, about) in enumerate(zip(nets, shares, members, strict=True)):
+        prefix = _member_prefix(i)
+        arrays.update({prefix + name: net.tensors[name] for name, _ in tensor_shapes(net.spec)})
+        listed.append(
+            {
+                "network": dict(about["network"]),
+                "tensors": [
+                    {"name": prefix + n, "shape": list(shape)}
+                    for n, shape in tensor_shapes(net.spec)
+                ],
+                "weight": float(share),
+                "search": _json_ready(about.get("search", {})),
+                "training": _json_ready(
+                    {k: v for k, v in about.get("training", {}).items() if k != "weights"}
+                ),
+                "metrics": split_metrics(net, dataset),
+            }
+        )
+    metrics = split_metrics(predictor, dataset)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "network": dict(network),
-        "tensors": [{"name": n, "shape": list(s)} for n, s in tensor_shapes(spec)],
-        "preprocessing": {
-            "encoding": ENCODING_CHARS if text else ENCODING_FEATURES,
-            "standardize": "x = (raw - mean) / scale, float32; mean and scale in model.npz",
-            "n_features": dataset.n_features,
-            "vocabulary": dataset.vocabulary,
-            "context": dataset.context,
-            "lowercase": bool(request.get("dataset", {}).get("lowercase", True)) and text,
-        },
+        "kind": "ensemble" if len(nets) > 1 else "single",
+        "members": listed,
+        "preprocessing": _preprocessing(dataset, request),
         "labels": list(dataset.labels),
         "request": _json_ready(request),
         "dataset": {
@@ -234,26 +387,12 @@ def write_artifact(
             },
         },
         "search": _json_ready(search),
-        "training": _json_ready({k: v for k, v in training.items() if k != "weights"}),
+        "selection": _json_ready(selection or {}),
+        "metrics": metrics,
     }
-    model = Model(
-        spec,
-        tensors,
-        np.asarray(dataset.mean, dtype=np.float32),
-        np.asarray(dataset.scale, dtype=np.float32),
-        dataset.labels,
-        dataset.vocabulary,
-        dataset.context,
-        manifest,
-    )
-    # The splits hold rows already standardised with this very mean and scale.
-    metrics = {
-        "validation": model.evaluate(dataset.x_val, dataset.y_val, standardized=True),
-        "test": model.evaluate(dataset.x_test, dataset.y_test, standardized=True),
-    }
-    manifest["metrics"] = metrics
     directory.mkdir(parents=True, exist_ok=True)
-    arrays = {**tensors, _MEAN: model.mean, _SCALE: model.scale}
+    arrays[_MEAN] = np.asarray(dataset.mean, dtype=np.float32)
+    arrays[_SCALE] = np.asarray(dataset.scale, dtype=np.float32)
     np.savez(directory / WEIGHTS, **arrays)  # type: ignore[arg-type]  # numpy's kwargs stub
     path = directory / MANIFEST
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False))
@@ -275,8 +414,11 @@ def manifest_path(path: Path | str) -> Path:
     return p
 
 
-def load_model(path: Path | str) -> Model:
-    """Load an artifact (its folder, model.json or model.npz); raises ArtifactError."""
+def load_model(path: Path | str) -> Predictor:
+    """Load an artifact (its folder, model.json or model.npz); raises ArtifactError.
+
+    One network loads as a `Model`, several as an `Ensemble`.
+    """
     manifest_file = manifest_path(path)
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
@@ -285,35 +427,64 @@ def load_model(path: Path | str) -> Model:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{manifest_file}: not a {FORMAT} manifest")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ArtifactError(
             f"{manifest_file}: artifact format version {version!r} is not supported; "
-            f"this thunderhelm reads version {FORMAT_VERSION}"
+            f"this thunderhelm reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
-    try:
-        spec = parse_spec(json.dumps(manifest["network"]))
-        pre = manifest["preprocessing"]
-        labels = tuple(str(label) for label in manifest["labels"])
-        vocabulary, context = str(pre.get("vocabulary", "")), int(pre.get("context", 0))
-    except (KeyError, TypeError, ValueError, SpecError) as exc:
-        raise ArtifactError(f"{manifest_file}: malformed manifest ({exc})") from None
     weights_file = manifest_file.with_name(WEIGHTS)
     try:
         with np.load(weights_file, allow_pickle=False) as archive:
             arrays = {name: np.asarray(archive[name], dtype=np.float32) for name in archive.files}
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{weights_file}: not a readable weights archive ({exc})") from None
-    tensors: dict[str, F32] = {}
-    for name, shape in tensor_shapes(spec):
-        if name not in arrays or arrays[name].shape != shape:
-            got = None if name not in arrays else arrays[name].shape
-            raise ArtifactError(f"{weights_file}: tensor {name} should be {shape}, got {got}")
-        tensors[name] = arrays[name]
+    try:
+        pre = manifest["preprocessing"]
+        labels = tuple(str(label) for label in manifest["labels"])
+        vocabulary, context = str(pre.get("vocabulary", "")), int(pre.get("context", 0))
+        if version == 1:
+            described = [{"network": manifest["network"], "weight": 1.0}]
+            prefixes = [""]
+        else:
+            described = list(manifest["members"])
+            prefixes = [_member_prefix(i) for i in range(len(described))]
+        specs = [parse_spec(json.dumps(m["network"])) for m in described]
+        shares = [float(m["weight"]) for m in described]
+    except (KeyError, TypeError, ValueError, SpecError) as exc:
+        raise ArtifactError(f"{manifest_file}: malformed manifest ({exc})") from None
+    if not specs:
+        raise ArtifactError(f"{manifest_file}: no member networks")
+    if not all(math.isfinite(w) and w >= 0 for w in shares) or not math.isclose(sum(shares), 1.0):
+        raise ArtifactError(f"{manifest_file}: member weights must be >= 0 and sum to 1")
     mean, scale = arrays.get(_MEAN), arrays.get(_SCALE)
-    if mean is None or scale is None or mean.shape != (spec.n_inputs,) or mean.shape != scale.shape:
-        raise ArtifactError(f"{weights_file}: preprocessing arrays missing or mis-shaped")
-    if len(labels) != spec.n_outputs:
-        raise ArtifactError(f"{manifest_file}: {len(labels)} labels for {spec.n_outputs} outputs")
-    if vocabulary and len(vocabulary) * context != spec.n_inputs:
-        raise ArtifactError(f"{manifest_file}: vocabulary and context do not match n_inputs")
-    return Model(spec, tensors, mean, scale, labels, vocabulary, context, manifest)
+    nets: list[Model] = []
+    for spec, prefix in zip(specs, prefixes, strict=True):
+        tensors: dict[str, F32] = {}
+        for name, shape in tensor_shapes(spec):
+            stored = arrays.get(prefix + name)
+            if stored is None or stored.shape != shape:
+                got = None if stored is None else stored.shape
+                raise ArtifactError(
+                    f"{weights_file}: tensor {prefix + name} should be {shape}, got {got}"
+                )
+            tensors[name] = stored
+        if (
+            mean is None
+            or scale is None
+            or mean.shape != (spec.n_inputs,)
+            or mean.shape != scale.shape
+        ):
+            raise ArtifactError(f"{weights_file}: preprocessing arrays missing or mis-shaped")
+        if len(labels) != spec.n_outputs:
+            raise ArtifactError(
+                f"{manifest_file}: {len(labels)} labels for {spec.n_outputs} outputs"
+            )
+        if vocabulary and len(vocabulary) * context != spec.n_inputs:
+            raise ArtifactError(f"{manifest_file}: vocabulary and context do not match n_inputs")
+        nets.append(Model(spec, tensors, mean, scale, labels, vocabulary, context, manifest))
+    if len(nets) == 1:
+        return nets[0]
+    try:
+        return Ensemble(tuple(nets), tuple(shares), manifest)
+    except ValueError as exc:
+        raise ArtifactError(f"{manifest_file}: {exc}") from None

@@ -3,8 +3,9 @@
 The graph repeats the numpy forward pass of `artifact.Model` node for node:
 standardisation, then per layer a concatenation of its input nodes, a layer
 norm without affine terms (as the kernel computes it), a Gemm and the
-activation, and a softmax at the end. It uses standard opset-17 operators
-only, so any ONNX runtime can run it.
+activation, and a softmax at the end; an ensemble's members' probabilities
+are averaged with their weights. It uses standard opset-17 operators only,
+so any ONNX runtime can run it.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from thunderhelm.ga.training.artifact import Model
+from thunderhelm.ga.training.artifact import Ensemble, Model, Predictor
 from thunderhelm.ga.training.reference import GELU_C, GELU_K, LN_EPS
 
 OPSET = 17
 INPUT, OUTPUT = "input", "probabilities"
 
 
-def to_onnx(model: Model) -> Any:
-    """The ONNX ModelProto of `model` (input `input`: float32 [rows, n_features])."""
+def to_onnx(model: Predictor) -> Any:
+    """The ONNX ModelProto of `model` (input `input`: float32 [rows, n_features]).
+
+    An ensemble is one graph: the standardisation once, each member's layers
+    and softmax, and the members' probabilities summed with their weights.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -40,9 +45,47 @@ def to_onnx(model: Model) -> Any:
         nodes.append(helper.make_node(op, inputs, [out], **attrs))
         return out
 
+    members = model.members if isinstance(model, Ensemble) else (model,)
+    weights = model.weights if isinstance(model, Ensemble) else (1.0,)
+    first = members[0]
     eps = const(np.array(LN_EPS), "ln_eps")
-    x = node("Sub", [INPUT, const(model.mean, "mean")])
-    x = node("Div", [x, const(model.scale, "scale")])
+    x = node("Sub", [INPUT, const(first.mean, "mean")])
+    x = node("Div", [x, const(first.scale, "scale")])
+    if len(members) == 1:
+        last = _network(node, const, first, x, eps, "")
+        nodes.append(helper.make_node("Softmax", [last], [OUTPUT], axis=1))
+    else:
+        shares = []
+        for i, (member, weight) in enumerate(zip(members, weights, strict=True)):
+            probs = node("Softmax", [_network(node, const, member, x, eps, f"m{i}/")], axis=1)
+            shares.append(node("Mul", [probs, const(np.array(weight), f"m{i}/weight")]))
+        nodes.append(helper.make_node("Sum", shares, [OUTPUT]))
+    graph = helper.make_graph(
+        nodes,
+        "thunderhelm_model",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["rows", model.n_features])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["rows", len(model.labels)])],
+        inits,
+    )
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="thunderhelm"
+    )
+    proto.ir_version = 8  # readable by onnxruntime releases of the last years
+    labels = ",".join(model.labels) if all("," not in label for label in model.labels) else ""
+    helper.set_model_props(proto, {"labels": labels, "members": str(len(members))})
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _network(
+    node: Callable[..., str],
+    const: Callable[[np.ndarray, str], str],
+    model: Model,
+    x: str,
+    eps: str,
+    prefix: str,
+) -> str:
+    """One network's layers on the standardised input `x`; its logits' name."""
     values = [x]
     last = x
     for name, inputs, _, activation in model.spec.layers():
@@ -55,28 +98,13 @@ def to_onnx(model: Model) -> Any:
         centred = node("Sub", [z, mean])
         var = node("ReduceMean", [node("Mul", [centred, centred])], axes=[1], keepdims=1)
         zn = node("Div", [centred, node("Sqrt", [node("Add", [var, eps])])])
-        w = const(model.tensors[f"{name}.W"], f"{name}.W")
-        b = const(model.tensors[f"{name}.b"], f"{name}.b")
+        w = const(model.tensors[f"{name}.W"], f"{prefix}{name}.W")
+        b = const(model.tensors[f"{name}.b"], f"{prefix}{name}.b")
         a = node("Gemm", [zn, w, b], transB=1)
         last = a if activation is None else _activation(node, const, activation, a)
         if activation is not None:
             values.append(last)
-    nodes.append(helper.make_node("Softmax", [last], [OUTPUT], axis=1))
-    graph = helper.make_graph(
-        nodes,
-        "thunderhelm_model",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["rows", model.n_features])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["rows", model.spec.n_outputs])],
-        inits,
-    )
-    proto = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="thunderhelm"
-    )
-    proto.ir_version = 8  # readable by onnxruntime releases of the last years
-    labels = ",".join(model.labels) if all("," not in label for label in model.labels) else ""
-    helper.set_model_props(proto, {"labels": labels})
-    onnx.checker.check_model(proto)
-    return proto
+    return last
 
 
 def _activation(
@@ -101,7 +129,7 @@ def _activation(
     return node("Mul", [node("Mul", [a, half]), node("Add", [t, one])])
 
 
-def export_onnx(model: Model, path: Path) -> Path:
+def export_onnx(model: Predictor, path: Path) -> Path:
     """Write `model` as an ONNX file at `path`."""
     import onnx
 

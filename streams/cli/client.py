@@ -169,8 +169,29 @@ def describe(observed: Observed) -> str:
     if e.type in ev.TERMINAL_TYPES:
         result = data.get("result", {})
         best = (result.get("best") or {}).get("metrics", {})
-        return f"{short}: val_accuracy={best.get('val_accuracy')} artifact={result.get('artifact')}"
+        line = f"{short}: val_accuracy={best.get('val_accuracy')}"
+        if model := result.get("model"):
+            line += f" model={model_summary(model)}"
+        if result.get("stopped_by") not in (None, "generations"):
+            line += f" (stopped by {result['stopped_by']})"
+        return f"{line} artifact={result.get('artifact')}"
     return short
+
+
+def model_summary(model: Mapping[str, Any]) -> str:
+    """The delivered model in a few words: its kind, members and test accuracy."""
+    members = model.get("members") or []
+    # Generations counted from 1, as `watch` prints them.
+    where = ", ".join(
+        f"gen {int(m['generation']) + 1} #{m.get('index')}"
+        if isinstance(m.get("generation"), int)
+        else "?"
+        for m in members
+    )
+    test = (model.get("test") or {}).get("accuracy")
+    shown = f"{test:.4f}" if isinstance(test, float) else "-"
+    kind = f"ensemble of {len(members)}" if model.get("kind") == "ensemble" else "single"
+    return f"{kind} [{where}] test_accuracy {shown}"
 
 
 def trace_url(settings: Settings, trace_id: str) -> str:
@@ -204,6 +225,10 @@ def summary(result: Mapping[str, Any]) -> str:
         ("duration", f"{float(result.get('duration_s') or 0):.1f}s"),
         ("artifact", result.get("artifact")),
     ]
+    if model := result.get("model"):
+        rows.insert(-1, ("model", model_summary(model)))
+    if result.get("stopped_by"):
+        rows.insert(-1, ("stopped by", result["stopped_by"]))
     if error:
         rows.append(("error", f"{error.get('class')}: {error.get('message')}"))
     width = max(len(k) for k, _ in rows)

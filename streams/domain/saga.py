@@ -315,11 +315,16 @@ class RunGeneration:
     done: tuple[int, ...] = ()
 
 
+# What ended a run that ran its course: its generations, or one of its budgets.
+type StoppedBy = Literal["generations", "timeout_s", "max_evaluations"]
+
+
 @dataclass(frozen=True)
 class Finish:
     status: Literal["succeeded", "failed", "cancelled"]
     error_class: str | None = None
     message: str | None = None
+    stopped_by: StoppedBy | None = None
 
 
 @dataclass(frozen=True)
@@ -338,9 +343,11 @@ def timed_out(state: RunState, now: float) -> bool:
 def react(state: RunState, now: float) -> Action | None:
     """The one next step for a run in this state at time `now` (None: wait for events).
 
-    `now` is seconds since the epoch, from the caller's clock: past the
-    deadline the run fails with a timeout, and once `max_evaluations` are
-    spent it fails with BudgetExceeded, whatever generations are left.
+    `now` is seconds since the epoch, from the caller's clock. A run ends
+    when its generations are done, when it is past its deadline or when its
+    `max_evaluations` are spent, whatever generations are left: with the best
+    network it found (`succeeded`, `stopped_by` says which), or, if no
+    generation completed yet, failed with TimeoutError or BudgetExceeded.
     """
     if state.settled:
         return None
@@ -352,15 +359,20 @@ def react(state: RunState, now: float) -> Action | None:
     if state.cancel_reason is not None:
         return Finish("cancelled", "Cancelled", state.cancel_reason)
     if timed_out(state, now):
-        return Finish("failed", "TimeoutError", "run exceeded its budget.timeout_s")
+        if state.best is None:
+            return Finish("failed", "TimeoutError", "run exceeded its budget.timeout_s")
+        return Finish("succeeded", stopped_by="timeout_s")
     if state.status == "accepted":
         return Start()
     budget = (state.request or {}).get("budget", {})
     max_evaluations = budget.get("max_evaluations")
     if max_evaluations is not None and state.evaluations >= int(max_evaluations):
-        return Finish("failed", "BudgetExceeded", f"reached max_evaluations={max_evaluations}")
+        if state.best is None:
+            message = f"reached max_evaluations={max_evaluations}"
+            return Finish("failed", "BudgetExceeded", message)
+        return Finish("succeeded", stopped_by="max_evaluations")
     if state.generation >= state.total_generations:
-        return Finish("succeeded")
+        return Finish("succeeded", stopped_by="generations")
     if waiting_for_candidates(state):
         return None  # workers are training them; each outcome folds in and asks again
     return RunGeneration(state.generation, done_candidates(state))

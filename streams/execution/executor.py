@@ -27,7 +27,7 @@ from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
 from thunderhelm.ga.training.evaluators import PoolEvaluator
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.execution import candidates, steps
+from thunderhelm.streams.execution import candidates, final_model, steps
 from thunderhelm.streams.observability import metrics
 from thunderhelm.streams.worker.settings import Settings
 
@@ -245,10 +245,10 @@ class RunExecutor:
 
     def finish_now(self, state: saga.RunState, action: saga.Finish) -> dict[str, Any]:
         """End the run in this thread: save the best model, return the result data."""
-        artifact, test_metrics = None, None
+        artifact, test_metrics, model = None, None, None
         if action.status == "succeeded" and state.best is not None:
-            path, saved = self._train_and_save_best(state)
-            artifact, test_metrics = str(path), saved["test"]
+            path, saved = self._train_and_save_final(state)
+            artifact, test_metrics, model = str(path), saved["test"], saved["model"]
         error = None
         if action.status != "succeeded":
             error = (action.error_class or "Error", action.message or action.status)
@@ -263,6 +263,8 @@ class RunExecutor:
             artifact=artifact,
             error=error,
             test_metrics=test_metrics,
+            model=model,
+            stopped_by=action.stopped_by,
         )
 
     def failure_result(self, state: saga.RunState, exc: BaseException) -> dict[str, Any]:
@@ -299,25 +301,18 @@ class RunExecutor:
             self._datasets[state.run_id] = dataset
         return dataset
 
-    def _train_and_save_best(self, state: saga.RunState) -> tuple[Any, dict[str, Any]]:
-        """Retrain the winner exactly as it was trained (same seed), keep its weights, save it."""
+    def _train_and_save_final(self, state: saga.RunState) -> tuple[Any, dict[str, Any]]:
+        """Retrain the run's finalists as they were trained (same seeds), save the final model."""
         assert state.request is not None and state.best is not None
         dataset = self._dataset(state)
-        network = steps.best_network(
-            state.request, state.best, dataset.n_features, dataset.n_classes
-        )
+        chosen = final_model.finalists(state.request, state.ga_state, state.best)
+        nets = final_model.networks(state.request, chosen, dataset.n_features, dataset.n_classes)
         with PoolEvaluator(
             self._pool(), dataset, deadline_s=3600.0, export_weights=True
         ) as evaluator:
-            (trained,) = evaluator([network])
-        return steps.save_artifact(
-            self.settings.artifact_dir,
-            state.run_id,
-            network,
-            trained,
-            state.best,
-            dataset,
-            state.request,
+            trained = evaluator(nets)
+        return final_model.save(
+            self.settings.artifact_dir, state.run_id, state.request, chosen, nets, trained, dataset
         )
 
     def _forget(self, run_id: str) -> None:

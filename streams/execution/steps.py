@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -34,8 +33,6 @@ from thunderhelm.ga.core.network import to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 from thunderhelm.ga.core.space import SearchSpace
 from thunderhelm.ga.core.wiring import wiring_from_dict
-from thunderhelm.ga.training.artifact import write_artifact
-from thunderhelm.ga.training.datasets import PreparedDataset
 from thunderhelm.ga.training.evaluators import Fitness
 from thunderhelm.streams.execution import outcomes
 from thunderhelm.streams.observability import metrics as meters
@@ -226,41 +223,6 @@ def best_network(
     )
 
 
-def save_artifact(
-    directory: Path,
-    run_id: str,
-    network: Mapping[str, Any],
-    trained: Mapping[str, Any],
-    best: Mapping[str, Any],
-    dataset: PreparedDataset,
-    request: Mapping[str, Any],
-) -> tuple[Path, dict[str, Any]]:
-    """Write the run's artifact to `<dir>/<run_id>/`; return its manifest path and metrics."""
-    root = directory.resolve()
-    target = (root / run_id).resolve()
-    if target.parent != root:  # run ids are validated; this keeps it that way
-        raise ValueError(f"artifact path for {run_id!r} escapes {root}")
-    if trained.get("status") != "ok" or not trained.get("weights"):
-        raise RuntimeError(f"retraining the best network failed: {trained.get('error')}")
-    search = {
-        "run_id": run_id,
-        "genome": best.get("genome"),
-        "wiring": best.get("wiring"),
-        "fitness": best.get("fitness"),
-        "generation": best.get("generation"),
-        "index": best.get("index"),
-    }
-    return write_artifact(
-        target,
-        network=network,
-        weights=trained["weights"],
-        dataset=dataset,
-        request=request,
-        training={k: v for k, v in trained.items() if k != "weights"},
-        search=search,
-    )
-
-
 def result_data(
     run_id: str,
     status: str,
@@ -272,11 +234,15 @@ def result_data(
     artifact: str | None,
     error: tuple[str, str] | None = None,
     test_metrics: Mapping[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
+    stopped_by: str | None = None,
 ) -> dict[str, Any]:
     """The contract's result `data`.
 
-    `test_metrics` are the saved model's figures on the held-out test split
-    (absent when no model was saved); the search never saw them.
+    `test_metrics` are the search's best network's figures on the held-out
+    test split, `model` the delivered model's (absent when no model was
+    saved); the search never saw the test split. `stopped_by` is what ended a
+    run that ran its course: its generations or one of its budgets.
     """
     duration = 0.0
     if started_at:
@@ -306,5 +272,7 @@ def result_data(
         "evaluations": evaluations,
         "duration_s": round(duration, 3),
         "artifact": artifact,
+        "model": None if model is None else dict(model),
+        "stopped_by": stopped_by,
         "error": None if error is None else {"class": error[0], "message": error[1]},
     }

@@ -296,11 +296,29 @@ function artifactCard(detail) {
   const rows = [h("dt", { text: "artifact" }), h("dd", { id: "artifact-path", text: artifact })];
   for (const key of ["val_accuracy", "test_accuracy"]) {
     if (typeof metrics[key] === "number") {
-      rows.push(h("dt", { text: key.replace("_", " ") }), h("dd", { text: metrics[key].toFixed(4) }));
+      rows.push(h("dt", { text: "best " + key.replace("_", " ") }), h("dd", { text: metrics[key].toFixed(4) }));
     }
   }
-  return h("div", {}, h("dl", { className: "kv" }, ...rows),
-    h("pre", { id: "artifact-usage", text: usage }));
+  const model = detail.result.model;
+  const parts = [h("dl", { className: "kv" }, ...rows)];
+  if (model) {
+    const kind = model.kind === "ensemble" ? `ensemble of ${model.members.length}` : "single network";
+    rows.push(h("dt", { text: "delivered" }), h("dd", { id: "model-kind", text: `${kind}: ${model.why}` }));
+    if (model.test && typeof model.test.accuracy === "number") {
+      rows.push(h("dt", { text: "model test accuracy" }), h("dd", { text: model.test.accuracy.toFixed(4) }));
+    }
+    const head = h("tr", {}, ...["member", "generation", "index", "fitness", "weight"].map((t) => h("th", { text: t })));
+    const body = model.members.map((m, i) => h("tr", {},
+      h("td", { text: String(i) }), h("td", { text: String(m.generation + 1) }),
+      h("td", { text: String(m.index) }),
+      h("td", { text: typeof m.fitness === "number" ? m.fitness.toFixed(4) : "-" }),
+      h("td", { text: m.weight.toFixed(3) })));
+    parts.push(h("table", { id: "model-members" }, h("thead", {}, head), h("tbody", {}, ...body)));
+  }
+  if (detail.result.stopped_by) {
+    rows.push(h("dt", { text: "stopped by" }), h("dd", { text: detail.result.stopped_by }));
+  }
+  return h("div", {}, ...parts, h("pre", { id: "artifact-usage", text: usage }));
 }
 
 async function renderRun(runId, refresh) {

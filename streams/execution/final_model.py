@@ -1,0 +1,179 @@
+"""A run's final model: its leading networks retrained as scored, delivered as an ensemble.
+
+A search trains dozens of networks; the GA state keeps the fittest distinct
+ones (`GAState.leaders`). At the end of a run the top `ensemble_size` of
+them are retrained with the genome, wiring and training seed the search
+scored them with (so with the weights it measured), side by side on the
+pool. Averaging their class probabilities is the delivered model unless the
+best network alone does better on the validation split by the run's fitness
+measure, or the request asks for one network (`final_model.deliver`).
+Members weigh the same: a weighting fitted on the validation split would fit
+its noise as well (greedy ensemble selection lowered test accuracy's
+calibration in our measurements), while a plain average of good networks
+does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from thunderhelm.ga.core.genome import genome_from_dict, genome_key
+from thunderhelm.ga.training.artifact import (
+    Ensemble,
+    Model,
+    Predictor,
+    model_from_training,
+    write_artifact,
+)
+from thunderhelm.ga.training.datasets import PreparedDataset
+from thunderhelm.streams.execution import steps
+
+DEFAULT_ENSEMBLE_SIZE = 5
+
+
+def finalists(
+    request: Mapping[str, Any], ga_state: Mapping[str, Any] | None, best: Mapping[str, Any]
+) -> list[Mapping[str, Any]]:
+    """The networks to retrain for the final model, the search's best first.
+
+    From the GA state's leaders (best first); a state written before the
+    leaders were kept has only its best.
+    """
+    settings = request.get("final_model") or {}
+    size = (
+        1
+        if settings.get("deliver") == "single"
+        else int(settings.get("ensemble_size", DEFAULT_ENSEMBLE_SIZE))
+    )
+    best_key = genome_key_of(best)
+    others = [
+        leader
+        for leader in (ga_state or {}).get("leaders") or ()
+        if genome_key_of(leader) != best_key
+    ]
+    return [best, *others][: max(1, size)]
+
+
+def genome_key_of(candidate: Mapping[str, Any]) -> str:
+    return str(candidate.get("key") or genome_key(genome_from_dict(candidate["genome"])))
+
+
+def networks(
+    request: Mapping[str, Any],
+    chosen: Sequence[Mapping[str, Any]],
+    n_features: int,
+    n_classes: int,
+) -> list[dict[str, Any]]:
+    """Each finalist's network exactly as the search trained it."""
+    return [steps.best_network(request, c, n_features, n_classes) for c in chosen]
+
+
+def _better(fitness: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether validation metrics `a` are at least as good as `b` by the run's fitness."""
+    if fitness == "val_loss":
+        return float(a["loss"]) <= float(b["loss"])
+    return float(a["accuracy"]) >= float(b["accuracy"])
+
+
+def choose(
+    request: Mapping[str, Any], models: Sequence[Model], dataset: PreparedDataset
+) -> tuple[Predictor, dict[str, Any]]:
+    """The model to deliver from the retrained finalists (best first), and why."""
+    settings = request.get("final_model") or {}
+    deliver = str(settings.get("deliver", "auto"))
+    fitness = str((request.get("fitness") or {}).get("name", "val_accuracy"))
+    single = models[0]
+    selection: dict[str, Any] = {"deliver": deliver, "fitness": fitness}
+    selection["validation"] = {
+        "single": single.evaluate(dataset.x_val, dataset.y_val, standardized=True)
+    }
+    if len(models) == 1:
+        return single, {**selection, "chosen": "single", "why": "one network to deliver"}
+    ensemble = Ensemble(tuple(models), tuple(1.0 / len(models) for _ in models))
+    on_val = ensemble.evaluate(dataset.x_val, dataset.y_val, standardized=True)
+    selection["validation"]["ensemble"] = on_val
+    if deliver == "ensemble":
+        return ensemble, {**selection, "chosen": "ensemble", "why": "requested"}
+    if _better(fitness, on_val, selection["validation"]["single"]):
+        why = f"the {len(models)}-network average is at least as good on validation"
+        return ensemble, {**selection, "chosen": "ensemble", "why": why}
+    why = "the best network alone is better on validation"
+    return single, {**selection, "chosen": "single", "why": why}
+
+
+def save(
+    directory: Path,
+    run_id: str,
+    request: Mapping[str, Any],
+    chosen: Sequence[Mapping[str, Any]],
+    nets: Sequence[Mapping[str, Any]],
+    trained: Sequence[Mapping[str, Any]],
+    dataset: PreparedDataset,
+) -> tuple[Path, dict[str, Any]]:
+    """Write the run's artifact to `<dir>/<run_id>/`; return its manifest path and figures.
+
+    The figures: `test` (the search's best network alone on the test split,
+    as the result's `best.metrics` reports it) and `model` (the delivered
+    model: kind, members, validation and test metrics).
+    """
+    root = directory.resolve()
+    target = (root / run_id).resolve()
+    if target.parent != root:  # run ids are validated; this keeps it that way
+        raise ValueError(f"artifact path for {run_id!r} escapes {root}")
+    best_trained = trained[0]
+    if best_trained.get("status") != "ok" or not best_trained.get("weights"):
+        raise RuntimeError(f"retraining the best network failed: {best_trained.get('error')}")
+    # A finalist other than the best that fails to retrain is left out.
+    kept = [
+        (c, n, t)
+        for c, n, t in zip(chosen, nets, trained, strict=True)
+        if t.get("status") == "ok" and t.get("weights")
+    ]
+    models = [model_from_training(n, t["weights"], dataset, request) for _, n, t in kept]
+    predictor, selection = choose(request, models, dataset)
+    used = kept if isinstance(predictor, Ensemble) else kept[:1]
+    members = [{"network": n, "training": t, "search": _search(run_id, c)} for c, n, t in used]
+    path, metrics = write_artifact(
+        target,
+        predictor=predictor,
+        members=members,
+        dataset=dataset,
+        request=request,
+        search=_search(run_id, chosen[0]),
+        selection=selection,
+    )
+    single_test = models[0].evaluate(dataset.x_test, dataset.y_test, standardized=True)
+    shares = predictor.weights if isinstance(predictor, Ensemble) else (1.0,)
+    model = {
+        "kind": "ensemble" if isinstance(predictor, Ensemble) else "single",
+        "members": [
+            {
+                "generation": c.get("generation"),
+                "index": c.get("index"),
+                "fitness": c.get("fitness"),
+                "weight": share,
+            }
+            for (c, _, _), share in zip(used, shares, strict=True)
+        ],
+        "validation": _figures(metrics["validation"]),
+        "test": _figures(metrics["test"]),
+        "why": selection["why"],
+    }
+    return path, {"test": single_test, "model": model}
+
+
+def _figures(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {"accuracy": float(metrics["accuracy"]), "loss": float(metrics["loss"])}
+
+
+def _search(run_id: str, candidate: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "genome": candidate.get("genome"),
+        "wiring": candidate.get("wiring"),
+        "fitness": candidate.get("fitness"),
+        "generation": candidate.get("generation"),
+        "index": candidate.get("index"),
+    }
