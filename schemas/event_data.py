@@ -9,7 +9,7 @@ writer may add one, and the fold reads only the fields below.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,11 +104,15 @@ class CancelRecorded(_EventData):
     reason: str
 
 
+# Where in the pipeline an input failed: the `dlq.stage` header and this event's `stage`.
+type DeadLetterStage = Literal["decode", "validate", "decide", "execute", "produce"]
+
+
 class EventDeadLettered(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     run_id: str | None = None
-    stage: str
+    stage: DeadLetterStage
     error_class: str
     error_message: str
     original_topic: str | None = None

@@ -27,6 +27,9 @@ FIELDS = {
     "kernel": ("ratio_vs_numpy",),
     "quality": (
         "evaluations",
+        "shakespeare_default_test_mean",
+        "cancer_default_test_mean",
+        "cancer_tpe_ensemble_test_mean",
         "shakespeare_ga_test_mean",
         "shakespeare_random_test_mean",
         "shakespeare_tpe_test_mean",

@@ -76,8 +76,23 @@ def test_a_redriven_record_that_fails_again_counts_the_attempt_and_keeps_first_f
 
 
 def test_classify_marks_transient_errors_retryable() -> None:
+    from aiokafka import errors as kafka_errors
+
+    from thunderhelm.streams.worker.retry_errors import is_retryable
+
     assert classify(TimeoutError("slow"), "produce").retryable
     assert not classify(ValueError("bad"), "validate").retryable
+    # One answer for steps and dead letters: a step retries what a dead letter calls retryable.
+    for error in (
+        kafka_errors.KafkaTimeoutError(),  # aiokafka leaves it unflagged; it is transient
+        kafka_errors.NotLeaderForPartitionError(),  # flagged retriable by aiokafka
+        kafka_errors.MessageSizeTooLargeError(),  # never goes through as it is
+        ConnectionResetError(),
+        RuntimeError("a bug"),
+    ):
+        assert classify(error, "produce").retryable is is_retryable(error), error
+    assert classify(kafka_errors.KafkaTimeoutError(), "produce").retryable
+    assert not classify(kafka_errors.MessageSizeTooLargeError(), "produce").retryable
 
 
 # --- OrderedAcks ----------------------------------------------------------------
@@ -261,3 +276,12 @@ def test_binary_is_shown_as_base64() -> None:
     assert _text_or_base64(b"\xff\x00") == {"base64": "/wA=", "bytes": 2}
     assert _text_or_base64(b"a\x00b")["base64"] == "YQBi"
     assert _text_or_base64(None) == {"null": True}
+
+
+def test_one_list_of_stages_for_the_wire_the_worker_and_the_cli() -> None:
+    from typing import get_args
+
+    from thunderhelm.schemas.event_data import DeadLetterStage
+    from thunderhelm.streams.cli.dlq_commands import Stage
+
+    assert {s.value for s in Stage} == set(get_args(DeadLetterStage.__value__))

@@ -39,7 +39,13 @@ from thunderhelm.schemas.requests import (
     RunRequest,
 )
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED, CandidateTrained
-from thunderhelm.streams.worker.dead_letters import Failure, InputRejected, Origin, classify
+from thunderhelm.streams.worker.dead_letters import (
+    Failure,
+    InputRejected,
+    Origin,
+    Stage,
+    classify,
+)
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -97,7 +103,7 @@ def screen_command(
     `internal`: the record is on run-commands, where workers also send the
     outcomes of candidates they trained (never accepted from run-requests).
     """
-    stage = "decode"
+    stage: Stage = "decode"
     try:
         size = record_bytes(key, value, headers)
         if size > limits.max_record_bytes:

@@ -29,7 +29,7 @@ from thunderhelm.streams.worker.admission import (
 )
 from thunderhelm.streams.worker.control_pressure import ControlPressure
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
-from thunderhelm.streams.worker.dead_letters import Failure, classify
+from thunderhelm.streams.worker.dead_letters import Failure, Stage, classify
 from thunderhelm.streams.worker.event_handler import fold
 from thunderhelm.streams.worker.event_writer import EventWriter
 from thunderhelm.streams.worker.records import consumed, pairs, to_domain, waited
@@ -94,7 +94,7 @@ class CommandHandler:
                 self.pressure.observe(waited(message))
             span.set_attribute("cloudevents.event_id", screened.envelope.id)
             span.set_attribute("cloudevents.event_type", screened.envelope.type)
-            stage = "decide"
+            stage: Stage = "decide"
             try:
                 state = await self.decide(screened, span, message.partition)
                 if state is not None:

@@ -23,8 +23,10 @@ from typing import Any, NamedTuple, Protocol
 from pydantic import ValidationError
 
 from thunderhelm.schemas.codec import DecodeError, EnvelopeError
+from thunderhelm.schemas.event_data import DeadLetterStage
+from thunderhelm.streams.worker.retry_errors import is_retryable
 
-Stage = str  # decode | validate | decide | execute | produce
+type Stage = DeadLetterStage  # decode | validate | decide | execute | produce
 
 HEADER_PREFIX = "dlq."
 log = logging.getLogger(__name__)
@@ -55,10 +57,9 @@ def classify(exc: BaseException, stage: Stage) -> Failure:
             return Failure("decode", type(exc).__name__, message)
         case EnvelopeError() | ValidationError():
             return Failure("validate", type(exc).__name__, message)
-        case ConnectionError() | TimeoutError():
-            return Failure(stage, type(exc).__name__, message, retryable=True)
         case _:
-            return Failure(stage, type(exc).__name__, message)
+            # The same answer the step retries go by (retry_errors.is_retryable).
+            return Failure(stage, type(exc).__name__, message, retryable=is_retryable(exc))
 
 
 class Origin(NamedTuple):

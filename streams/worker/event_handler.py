@@ -18,7 +18,7 @@ from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
-from thunderhelm.streams.worker.dead_letters import classify
+from thunderhelm.streams.worker.dead_letters import Stage, classify
 from thunderhelm.streams.worker.records import consumed, to_domain
 from thunderhelm.streams.worker.run_store import RunStore
 from thunderhelm.streams.worker.step_runner import StepRunner
@@ -79,7 +79,7 @@ class EventHandler:
         message = event.message
         headers = dict(event.headers or {})
         with consumed(self.app, message, headers) as span:
-            stage = "decode"
+            stage: Stage = "decode"
             try:
                 record = decode_record(message.value, headers)
                 stage = "validate"
