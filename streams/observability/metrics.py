@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 
+from thunderhelm.streams.observability import export_outage
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
 
@@ -235,9 +237,16 @@ def exporter_endpoint(environ: Mapping[str, str]) -> str | None:
 
 
 def configure(
-    resource: Resource, environ: Mapping[str, str] | None = None, *, prometheus: bool = True
+    resource: Resource,
+    environ: Mapping[str, str] | None = None,
+    *,
+    prometheus: bool = True,
+    notice: export_outage.OutageNotice | None = None,
 ) -> bool:
-    """Install the SDK meter provider: the Prometheus reader and/or OTLP; False when neither."""
+    """Install the SDK meter provider: the Prometheus reader and/or OTLP; False when neither.
+
+    `notice` hears of successful OTLP exports (one log line per collector outage).
+    """
     global _provider
     if _provider is not None:
         return True
@@ -254,9 +263,9 @@ def configure(
         readers.append(exposition.reader())
     endpoint = exporter_endpoint(env)
     if endpoint is not None:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint)))
+        notice = notice or export_outage.install(endpoint)
+        exporter = export_outage.metric_exporter(endpoint, notice)
+        readers.append(PeriodicExportingMetricReader(exporter))
         log.info("exporting metrics to %s", endpoint)
     if not readers:
         return False

@@ -24,6 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
+from thunderhelm.streams.observability import export_outage
 from thunderhelm.streams.worker.settings import Settings
 
 TRACER_NAME = "thunderhelm"
@@ -79,19 +80,19 @@ def configure(settings: Settings) -> None:
         }
     )
     provider = TracerProvider(resource=resource)
+    # While the collector is away the exporters complain once, not per retry.
+    notice = export_outage.install(settings.otlp_endpoint)
     if settings.tracing:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
         endpoint = settings.otlp_endpoint
         if not endpoint.endswith("/v1/traces"):
             endpoint = f"{endpoint}/v1/traces"
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=500)
-        )
+        # The processor's queue is bounded (2048 spans): an outage costs spans, not memory.
+        exporter = export_outage.span_exporter(endpoint, notice)
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
     trace.set_tracer_provider(provider)
     from thunderhelm.streams.observability import metrics
 
-    metrics.configure(resource, prometheus=settings.metrics)
+    metrics.configure(resource, prometheus=settings.metrics, notice=notice)
 
 
 def flush(timeout_ms: int = 5000) -> None:
