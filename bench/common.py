@@ -19,8 +19,8 @@ from thunderhelm.ga.core.search import Evaluate, run_search
 from thunderhelm.ga.pool import warmup
 from thunderhelm.ga.pool.interpreter_pool import InterpreterPool, dataset_arg
 from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.execution import steps
-from thunderhelm.streams.worker.settings import Settings
 
 __all__ = [
     "Options",

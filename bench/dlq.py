@@ -46,7 +46,7 @@ from thunderhelm.streams.devservices.worker_process import (
     collect,
     fresh_env,
 )
-from thunderhelm.streams.worker.dead_letters import original_headers as dlq_original_headers
+from thunderhelm.streams.wire.failures import original_headers as dlq_original_headers
 from thunderhelm.streams.worker.topics import ensure_topics
 
 RECORDS = 5000

@@ -32,6 +32,7 @@ from thunderhelm.ga.training.datasets import load_dataset
 from thunderhelm.ga.training.evaluators import PoolEvaluator
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.schemas.requests import RunRequest
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.devservices.worker_process import (
     BOOTSTRAP,
     WorkerProcess,
@@ -40,8 +41,7 @@ from thunderhelm.streams.devservices.worker_process import (
 )
 from thunderhelm.streams.domain.invariants import violations
 from thunderhelm.streams.execution import steps
-from thunderhelm.streams.worker.records import to_domain
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.wire.events import to_domain
 
 
 def _request(index: int, quick: bool) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def _uninterrupted(requests: list[dict[str, Any]], settings: Settings) -> dict[s
 
 async def _submit(topic: str, requests: list[dict[str, Any]]) -> None:
     from thunderhelm.schemas.codec import encode_event
-    from thunderhelm.streams.cli.client import command_event
+    from thunderhelm.streams.clients.client import command_event
 
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
     await producer.start()

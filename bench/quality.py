@@ -59,8 +59,8 @@ from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
 from thunderhelm.ga.training.artifact import Predictor, model_from_training
 from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
 from thunderhelm.ga.training.evaluators import TRAIN_FUNCTION, PoolEvaluator
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.execution import final_model, steps
-from thunderhelm.streams.worker.settings import Settings
 
 __all__ = ["run"]
 

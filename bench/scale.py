@@ -58,11 +58,11 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record, encode_event
 from thunderhelm.schemas.requests import RUN_REQUESTED
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED
-from thunderhelm.streams.cli.client import command_event
+from thunderhelm.streams.clients.client import command_event
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.devservices.worker_process import BOOTSTRAP, WorkerProcess, fresh_env
 from thunderhelm.streams.domain.invariants import violations
-from thunderhelm.streams.worker.records import to_domain
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.wire.events import to_domain
 
 __all__ = ["run"]
 

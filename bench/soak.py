@@ -34,9 +34,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.common import Options
 from bench.report import bar
 from thunderhelm.schemas.codec import decode_record, encode_event
-from thunderhelm.streams.cli.client import command_event
+from thunderhelm.streams.clients.client import command_event
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.devservices.worker_process import BOOTSTRAP, WorkerProcess, fresh_env
-from thunderhelm.streams.worker.settings import Settings
 from thunderhelm.streams.worker.supervisor import started_pids
 
 RUNS = 5_000

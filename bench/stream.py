@@ -36,7 +36,7 @@ from bench.report import bar
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import encode_event
 from thunderhelm.schemas.requests import RUN_REQUESTED
-from thunderhelm.streams.cli.client import command_event
+from thunderhelm.streams.clients.client import command_event
 from thunderhelm.streams.devservices.worker_process import (
     BOOTSTRAP,
     WorkerProcess,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from thunderhelm.schemas.codec import MAX_NESTING, DecodeError, _nests_deeper, parse_json
 from thunderhelm.schemas.limits import Limits
 from thunderhelm.schemas.requests import CancelRequest, RunRequest
+from thunderhelm.streams.wire.failures import Failure, Origin
 from thunderhelm.streams.worker.admission import (
     FORWARD_PREFIX,
     Admitted,
@@ -20,7 +21,6 @@ from thunderhelm.streams.worker.admission import (
     screen_command,
     unwrap_forwarded,
 )
-from thunderhelm.streams.worker.dead_letters import Failure, Origin
 
 LIMITS = Limits()
 

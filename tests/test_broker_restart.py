@@ -23,7 +23,7 @@ from thunderhelm.streams.devservices import commands
 from thunderhelm.streams.devservices.commands import ServicesSettings
 from thunderhelm.streams.devservices.processes import port_in_use
 from thunderhelm.streams.domain.invariants import violations
-from thunderhelm.streams.worker.records import to_domain
+from thunderhelm.streams.wire.events import to_domain
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests.kafka_helpers import fresh_env
 from thunderhelm.streams.cli.exits import ExitCode
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 
 SCRIPT = Path(sys.executable).with_name("thunderhelm")
 NOWHERE = "127.0.0.1:1"  # nothing listens on port 1
@@ -54,6 +54,7 @@ def down(tmp_path: Path) -> dict[str, str]:
     return {
         "THUNDERHELM_BOOTSTRAP_SERVERS": NOWHERE,
         "THUNDERHELM_STATE_DIR": str(tmp_path),
+        "THUNDERHELM_LOCAL_LOG_DIR": str(tmp_path / "local-runs"),  # not the checkout's var/
         "OTEL_TRACES_EXPORTER": "none",
     }
 

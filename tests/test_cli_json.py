@@ -23,9 +23,9 @@ from tests.kafka_helpers import WorkerProcess, fresh_env
 from tests.test_cli_errors import cli
 from tests.test_e2e_kafka import small_request
 from thunderhelm.streams.cli.base import CliState
-from thunderhelm.streams.cli.client import read_topic
 from thunderhelm.streams.cli.main import main
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.clients.client import read_topic
+from thunderhelm.streams.config.settings import Settings
 
 RESULT_KEYS = {"run_id", "status", "best", "generations", "evaluations", "duration_s", "artifact"}
 RUN_ROW_KEYS = {
@@ -48,7 +48,13 @@ def only_json(stdout: str) -> Any:
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict[str, Any]]:
     state = tmp_path_factory.mktemp("state")
-    env = {"THUNDERHELM_STATE_DIR": str(state), "OTEL_TRACES_EXPORTER": "none"}
+    env = {
+        "THUNDERHELM_STATE_DIR": str(state),
+        # Its own log folder: a log left in the checkout by an earlier run of the
+        # suite would make this run print that old result (its artifact long gone).
+        "THUNDERHELM_LOCAL_LOG_DIR": str(state / "local-runs"),
+        "OTEL_TRACES_EXPORTER": "none",
+    }
     code, out, err = cli(
         "run", "--run-id", "json-local", "--population", "3", "--generations", "2",
         "--epochs", "1", "--samples", "300", "--pool-size", "2", "--json", env=env,

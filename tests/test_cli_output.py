@@ -12,8 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from thunderhelm.streams.cli import replay, trace_view
 from thunderhelm.streams.cli.progress import RunProgress
+from thunderhelm.streams.clients import replay, trace_view
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -80,7 +80,7 @@ def test_an_error_span_is_flagged_in_the_tree() -> None:
 
 def test_the_dead_letter_table_has_a_row_per_record() -> None:
     from thunderhelm.streams.cli import dlq_commands
-    from thunderhelm.streams.cli.dead_letters import DeadLetter, summary
+    from thunderhelm.streams.clients.dead_letters import DeadLetter, summary
 
     letter = DeadLetter(
         partition=1,

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.dashboard.settings import DashboardSettings
-from thunderhelm.streams.worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -11,11 +11,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import encode_event
 from thunderhelm.schemas.envelope import CloudEvent
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.dashboard.read_model import ReadModel
 from thunderhelm.streams.dashboard.server import MODEL, create_app
 from thunderhelm.streams.dashboard.settings import DashboardSettings
 from thunderhelm.streams.dashboard.trace_data import waterfall
-from thunderhelm.streams.worker.settings import Settings
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 

@@ -12,7 +12,7 @@ from thunderhelm.ga.training.datasets import (
     bigram_baseline_accuracy,
     load_dataset,
 )
-from thunderhelm.streams.worker.settings import default_text_dir
+from thunderhelm.streams.config.settings import default_text_dir
 
 SHAKESPEARE = default_text_dir()
 NOWHERE = Path("/nonexistent-thunderhelm")

@@ -26,8 +26,9 @@ from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from tests.test_e2e_kafka import for_run, produce, small_request, structured
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
-from thunderhelm.streams.cli import dead_letters
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.cli.base import CliState
+from thunderhelm.streams.cli.main import main as thunderhelm_cli
+from thunderhelm.streams.config.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -48,7 +49,8 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
 async def cli(settings: Settings, *argv: str) -> tuple[int, str]:
     """The command as a user runs it (in a thread: it runs its own event loop)."""
     out = io.StringIO()
-    code = await asyncio.to_thread(dead_letters.main, list(argv), settings=settings, out=out)
+    state = CliState(settings, out)
+    code = await asyncio.to_thread(thunderhelm_cli, ["dlq", *argv], state=state)
     return code, out.getvalue()
 
 

@@ -35,7 +35,7 @@ from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from tests.test_e2e_kafka import small_request, structured
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
-from thunderhelm.streams.worker.dead_letters import original_headers as dlq_original_headers
+from thunderhelm.streams.wire.failures import original_headers as dlq_original_headers
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 JAEGER = os.environ.get("THUNDERHELM_JAEGER_UI", "http://127.0.0.1:16686")

@@ -13,14 +13,9 @@ from typing import Any
 
 import pytest
 
-from thunderhelm.streams.cli.dead_letters import DeadLetter, Filter, _text_or_base64
-from thunderhelm.streams.worker.dead_letters import (
-    Failure,
-    OrderedAcks,
-    Origin,
-    classify,
-    dead_letter_headers,
-)
+from thunderhelm.streams.clients.dead_letters import DeadLetter, Filter, _text_or_base64
+from thunderhelm.streams.wire.failures import Failure, Origin, classify, dead_letter_headers
+from thunderhelm.streams.worker.dead_letters import OrderedAcks
 
 DLQ_NAMES = [
     "dlq.error.class",
@@ -78,7 +73,7 @@ def test_a_redriven_record_that_fails_again_counts_the_attempt_and_keeps_first_f
 def test_classify_marks_transient_errors_retryable() -> None:
     from aiokafka import errors as kafka_errors
 
-    from thunderhelm.streams.worker.retry_errors import is_retryable
+    from thunderhelm.streams.wire.failures import is_retryable
 
     assert classify(TimeoutError("slow"), "produce").retryable
     assert not classify(ValueError("bad"), "validate").retryable

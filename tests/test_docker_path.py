@@ -32,7 +32,7 @@ from tests.kafka_helpers import BOOTSTRAP, collect, free_port
 from tests.test_compose import load_compose, mount_point
 from tests.test_e2e_kafka import for_run, produce, small_request, structured
 from thunderhelm.schemas.codec import decode_record
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 NOBODY = 65534

@@ -23,7 +23,7 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.catalog import DATASCHEMA, ENTRIES, ENVELOPE, schema_uri
 from thunderhelm.schemas.requests import COMMAND_TYPES
 from thunderhelm.schemas.results import RUN_RESULT
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas" / "json"

@@ -14,7 +14,7 @@ from thunderhelm.streams.observability import export_outage
 
 
 class Collector(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802  # http.server's name
+    def do_POST(self) -> None:  # http.server's name
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")

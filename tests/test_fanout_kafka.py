@@ -23,12 +23,12 @@ from thunderhelm.ga.core.engine import initial_state
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import encode_event
 from thunderhelm.schemas.tasks import CANDIDATE_TASK
-from thunderhelm.streams.cli.client import command_event
+from thunderhelm.streams.clients.client import command_event
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.devservices.worker_process import fresh_env
 from thunderhelm.streams.domain.invariants import violations
 from thunderhelm.streams.execution import candidates, steps
 from thunderhelm.streams.execution.local_run import run_local
-from thunderhelm.streams.worker.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -18,12 +18,12 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.envelope import CloudEvent
 from thunderhelm.schemas.limits import Limits
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED, CandidateTask
-from thunderhelm.streams.cli.client import Observed, describe
+from thunderhelm.streams.clients.client import Observed, describe
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import candidates, steps
+from thunderhelm.streams.wire.failures import Failure
 from thunderhelm.streams.worker.admission import Admitted, screen_command
 from thunderhelm.streams.worker.candidate_trainer import Offsets
-from thunderhelm.streams.worker.dead_letters import Failure
 from thunderhelm.streams.worker.event_handler import last_outcome
 from thunderhelm.streams.worker.event_writer import validated_task
 

@@ -23,7 +23,7 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.invariants import violations
-from thunderhelm.streams.worker.records import to_domain
+from thunderhelm.streams.wire.events import to_domain
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 Records = list[ConsumerRecord[bytes, bytes]]

@@ -23,11 +23,11 @@ from opentelemetry.trace import StatusCode
 from tests.kafka_helpers import BOOTSTRAP, collect, fresh_env
 from tests.test_e2e_kafka import produce, small_request, structured
 from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.wire.failures import Failure, Origin, original_headers
 from thunderhelm.streams.worker.admission import unwrap_forwarded
-from thunderhelm.streams.worker.dead_letters import Failure, Origin, original_headers
 from thunderhelm.streams.worker.intake import Intake
-from thunderhelm.streams.worker.settings import Settings
 from thunderhelm.streams.worker.topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 
 pytestmark = [pytest.mark.kafka]

@@ -126,3 +126,116 @@ def test_the_layer_rules_catch_a_crossing(tmp_path: Path) -> None:
         assert any("faust" in o for o in offenders("streams/domain", lambda n: top(n) != "faust"))
     finally:
         probe.unlink()
+
+
+# The folders of streams/, lowest first: each imports only from its own and lower ones.
+STREAMS_LAYERS = (
+    "config",  # settings from the environment
+    "domain",  # the pure saga
+    "wire",  # records, envelopes, failures as the worker reads and writes them
+    "observability",  # tracing, metrics, logs
+    "execution",  # running a step of a run on the pool; the local run
+    "worker",  # the Kafka edge
+    "devservices",  # local Kafka and Jaeger, a worker process for tests
+    "clients",  # what the CLI and the dashboard share
+    "dashboard",
+    "cli",
+)
+
+
+def streams_layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[:2] != ["thunderhelm", "streams"] or len(parts) < 3:
+        return None
+    return parts[2] if parts[2] in STREAMS_LAYERS else None
+
+
+def upward_imports() -> list[str]:
+    found = []
+    for layer in STREAMS_LAYERS:
+        rank = STREAMS_LAYERS.index(layer)
+
+        def allowed(name: str, rank: int = rank) -> bool:
+            target = streams_layer(name)
+            return target is None or STREAMS_LAYERS.index(target) <= rank
+
+        found += offenders(f"streams/{layer}", allowed)
+    return found
+
+
+def test_every_streams_folder_has_its_place_in_the_layers() -> None:
+    folders = {p.name for p in (ROOT / "streams").iterdir() if (p / "__init__.py").is_file()}
+    assert folders == set(STREAMS_LAYERS)
+
+
+def test_streams_layers_import_downward_only() -> None:
+    assert upward_imports() == []
+
+
+def test_an_upward_import_is_caught() -> None:
+    probe = ROOT / "streams" / "wire" / "_layer_probe.py"
+    probe.write_text("from thunderhelm.streams.worker import app\n")
+    try:
+        assert any("_layer_probe" in o for o in upward_imports())
+    finally:
+        probe.unlink()
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the production modules it imports (at the top or inside functions)."""
+
+    def module_of(file: str) -> str:
+        return "thunderhelm." + ".".join(Path(file).with_suffix("").parts).removesuffix(".__init__")
+
+    graph: dict[str, set[str]] = {}
+    for folder in PRODUCTION:
+        for path in (ROOT / folder).rglob("*.py"):
+            graph[module_of(str(path.relative_to(ROOT)))] = set()
+    for folder in PRODUCTION:
+        for file, _, name in imports(folder):
+            module = module_of(file)
+            if name in graph and name != module:
+                graph[module].add(name)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph` (its strongly connected parts of two or more)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle_between_files() -> None:
+    graph = import_graph()
+    assert "thunderhelm.streams.domain.saga" in graph["thunderhelm.streams.worker.step_runner"]
+    assert circles(graph) == []
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

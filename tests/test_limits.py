@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.limits import Limits, record_bytes, validate_request
 from thunderhelm.schemas.requests import RunRequest
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 
 
 def request(**over: Any) -> dict[str, Any]:

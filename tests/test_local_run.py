@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
 from thunderhelm.streams.execution.local_run import (
     INTERRUPT_REASON,
@@ -29,7 +30,6 @@ from thunderhelm.streams.execution.local_run import (
     log_dir,
     run_local,
 )
-from thunderhelm.streams.worker.settings import Settings
 
 SMALL: dict[str, Any] = {
     "run_id": "local-small",
@@ -50,7 +50,7 @@ CHILD = """
 import json, sys
 from pathlib import Path
 from thunderhelm.streams.execution.local_run import run_local
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 root = Path(sys.argv[1])
 settings = Settings(data_root=root, artifact_dir=root / "artifacts")
 sys.exit(run_local(settings, json.loads(sys.argv[2]), 2, as_json=True))
@@ -386,3 +386,33 @@ def test_the_run_command_writes_its_log_where_log_dir_says(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert types_in(tmp_path / "chosen" / "cli-log-dir.jsonl")[-1] == ev.RUN_SUCCEEDED
     assert not logs_in(tmp_path).exists()
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"), [({}, "normal"), ({"pool_priority": "idle"}, "idle")]
+)
+def test_a_local_run_trains_at_normal_priority_unless_told_otherwise(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    environ: dict[str, str],
+    expected: str,
+) -> None:
+    """Nothing in a local run needs the CPU before training: SCHED_IDLE only starves it."""
+    from thunderhelm.streams.execution import local_run
+
+    used: list[str] = []
+
+    class Recording(local_run.RunExecutor):
+        def __init__(self, settings: Settings) -> None:
+            used.append(settings.pool_priority)
+            super().__init__(settings)
+
+    monkeypatch.setattr(local_run, "RunExecutor", Recording)
+    settings = Settings(
+        data_root=tmp_path, artifact_dir=tmp_path / "artifacts", pool_size=2, **environ
+    )
+    request = {**SMALL, "run_id": f"priority-{expected}", "ga": {**SMALL["ga"], "generations": 1}}
+    assert run_local(settings, request, 2, as_json=True, logs=tmp_path / "logs") == 0
+    capsys.readouterr()
+    assert used == [expected]

@@ -20,8 +20,8 @@ import thunderhelm
 from thunderhelm.ga.training.artifact import FORMAT_VERSION, ArtifactError, Ensemble, Model
 from thunderhelm.ga.training.datasets import load_dataset
 from thunderhelm.streams.cli.main import main as cli
+from thunderhelm.streams.config.settings import Settings, default_text_dir
 from thunderhelm.streams.execution.local_run import run_local
-from thunderhelm.streams.worker.settings import Settings, default_text_dir
 
 TEXT_DIR = default_text_dir()
 needs_text = pytest.mark.skipif(not TEXT_DIR.is_dir(), reason=f"{TEXT_DIR} is missing")

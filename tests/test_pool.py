@@ -28,8 +28,8 @@ from thunderhelm.ga.pool.interpreter_pool import (
     TaskRefusedError,
     dataset_arg,
 )
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.execution.executor import RunExecutor
-from thunderhelm.streams.worker.settings import Settings
 
 T = "thunderhelm.ga.pool.selftest:"
 SELFTEST = [

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.execution.local_run import run_local
-from thunderhelm.streams.worker.settings import Settings
 
 REQUEST: dict[str, Any] = {
     "run_id": "reproducible",

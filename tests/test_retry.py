@@ -9,8 +9,8 @@ from aiokafka import errors as kafka_errors
 
 from thunderhelm.ga.pool.interpreter_pool import PoolBrokenError
 from thunderhelm.streams.domain.retry import RetryPolicy, next_delay
-from thunderhelm.streams.worker.retry_errors import is_retryable
-from thunderhelm.streams.worker.step_runner import with_retries
+from thunderhelm.streams.execution.retrying import with_retries
+from thunderhelm.streams.wire.failures import is_retryable
 
 
 def always(error: BaseException) -> bool:

@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 import thunderhelm
+from thunderhelm.streams.config.settings import Settings, SettingsError
 from thunderhelm.streams.dashboard.settings import DashboardSettings
-from thunderhelm.streams.worker.settings import Settings, SettingsError
 
 INSTALLED = Path(thunderhelm.__file__).resolve().parent
 

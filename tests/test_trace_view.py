@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from thunderhelm.streams.cli import trace_view
+from thunderhelm.streams.clients import trace_view
 
 DATA = Path(__file__).resolve().parent / "data"
 

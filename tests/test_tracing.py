@@ -3,7 +3,7 @@
 A real worker subprocess (fresh topics, fresh group) exports spans to the
 Jaeger started by `thunderhelm services start`, and metrics to an OTLP/HTTP
 receiver that this module runs in a thread. The request is produced with
-`thunderhelm.streams.cli.client.submit` under this process's own tracer provider, so the
+`thunderhelm.streams.clients.client.submit` under this process's own tracer provider, so the
 producer's span is in the trace too. Every wait polls until a deadline.
 """
 
@@ -35,9 +35,10 @@ from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, free_port, fr
 from tests.test_e2e_kafka import small_request
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
-from thunderhelm.streams.cli import client, trace_view
+from thunderhelm.streams.cli.main import main as thunderhelm_cli
+from thunderhelm.streams.clients import client, trace_view
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import telemetry
-from thunderhelm.streams.worker.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.jaeger, pytest.mark.slow]
 JAEGER = os.environ.get("THUNDERHELM_JAEGER_UI", "http://127.0.0.1:16686")
@@ -338,7 +339,7 @@ async def test_a_three_generation_run_is_one_trace(
     for key, value in worker.env.items():
         if key.startswith("THUNDERHELM_"):
             monkeypatch.setenv(key, value)
-    assert await asyncio.to_thread(trace_view.main, [run_id, "--color", "never"]) == 0
+    assert await asyncio.to_thread(thunderhelm_cli, ["trace", run_id, "--color", "never"]) == 0
     out = capsys.readouterr().out
     assert f"trace {trace_id}" in out and f"/trace/{trace_id}" in out
     assert "generation 2" in out and "train candidate 2." in out and "✗" not in out

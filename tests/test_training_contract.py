@@ -65,7 +65,7 @@ def test_a_generation_records_the_evaluators_fitness_as_is() -> None:
 
 
 def test_runs_lists_the_artifact_of_a_finished_run() -> None:
-    from thunderhelm.streams.cli.replay import Replayed, render_runs
+    from thunderhelm.streams.clients.replay import Replayed, render_runs
     from thunderhelm.streams.domain.saga import RunState
 
     done = RunState("r1", "succeeded", result={"artifact": "/a/r1/model.json"})

@@ -22,11 +22,10 @@ from thunderhelm.schemas.codec import decode_record
 from thunderhelm.schemas.envelope import format_sequence
 from thunderhelm.schemas.event_data import EVENT_DATA
 from thunderhelm.schemas.results import RUN_RESULT
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
+from thunderhelm.streams.wire.events import event_envelope, result_envelope, to_domain
 from thunderhelm.streams.worker.components import RunWorker
-from thunderhelm.streams.worker.event_writer import event_envelope, result_envelope
-from thunderhelm.streams.worker.records import to_domain
-from thunderhelm.streams.worker.settings import Settings
 
 # The in-process path (the owner trains every candidate); fan-out has its own tests.
 SETTINGS = Settings(topic_prefix="unit", fanout=False)

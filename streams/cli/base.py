@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from thunderhelm.streams.cli.exits import CliError, ExitCode, classify
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 
 
 @dataclass

@@ -39,7 +39,7 @@ class Stage(StrEnum):
 
 
 def _when(text: str) -> int:
-    from thunderhelm.streams.cli.dead_letters import _when as when
+    from thunderhelm.streams.clients.dead_letters import parse_when as when
 
     try:
         return when(text)
@@ -48,7 +48,7 @@ def _when(text: str) -> int:
 
 
 def _record(text: str) -> tuple[int, int]:
-    from thunderhelm.streams.cli.dead_letters import _record as record
+    from thunderhelm.streams.clients.dead_letters import _record as record
 
     try:
         return record(text)
@@ -92,7 +92,7 @@ def _filter(
     partition: PartitionOpt = None,
 ) -> Any:
     """The `Filter` the filter options select; its parameters declare those options."""
-    from thunderhelm.streams.cli.dead_letters import Filter
+    from thunderhelm.streams.clients.dead_letters import Filter
 
     return Filter(
         stage=stage.value if stage else None,
@@ -153,7 +153,7 @@ def _table(rows: list[dict[str, Any]], title: str) -> Any:
 
 
 def _show_rows(ctx: typer.Context, rows: list[dict[str, Any]], footer: str) -> None:
-    from thunderhelm.streams.cli.dead_letters import _print_table
+    from thunderhelm.streams.clients.dead_letters import _print_table
 
     cli = state(ctx)
     if cli.rich():
@@ -172,7 +172,7 @@ def list_(
     limit: Annotated[int, typer.Option(min=0, help="at most this many (0: all)")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
-    from thunderhelm.streams.cli import dead_letters as dl
+    from thunderhelm.streams.clients import dead_letters as dl
 
     found = asyncio.run(dl.read_dead_letters(state(ctx).settings, wanted))
     shown = found if limit == 0 else found[:limit]
@@ -193,7 +193,7 @@ def show(
     preview: Annotated[int, typer.Option(min=0, help="value bytes to show")] = PREVIEW_BYTES,
     as_json: Annotated[bool, typer.Option("--json", help="one line instead of indented")] = False,
 ) -> None:
-    from thunderhelm.streams.cli import dead_letters as dl
+    from thunderhelm.streams.clients import dead_letters as dl
 
     partition, offset = _record(where)
     only = dl.Filter(records=frozenset([(partition, offset)]), partition=partition)
@@ -222,7 +222,7 @@ def redrive(
     ] = False,
 ) -> None:
     """Exit 5 when records were named and none of them exists."""
-    from thunderhelm.streams.cli import dead_letters as dl
+    from thunderhelm.streams.clients import dead_letters as dl
 
     chosen = [_record(text) for text in records or ()]
     wanted = dataclasses.replace(wanted, records=frozenset(chosen))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from enum import IntEnum
 
+from thunderhelm.streams.clients.errors import TopicMissing
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -29,10 +31,6 @@ class CliError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class TopicMissing(LookupError):
-    """A topic the command reads does not exist (no worker has created it yet)."""
 
 
 def classify(exc: BaseException, bootstrap: str | None = None) -> CliError | None:

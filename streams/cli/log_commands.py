@@ -41,7 +41,7 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per run")] = False,
 ) -> None:
     """List runs, folded from the event log."""
-    from thunderhelm.streams.cli import replay
+    from thunderhelm.streams.clients import replay
 
     cli = state(ctx)
     replayed, _table = asyncio.run(replay.replay(cli.settings))
@@ -63,7 +63,7 @@ def replay_cmd(
 
     Exit 1 when they differ.
     """
-    from thunderhelm.streams.cli import replay
+    from thunderhelm.streams.clients import replay
 
     replayed, table = asyncio.run(replay.replay(state(ctx).settings))
     if as_json:
@@ -90,7 +90,7 @@ def trace(
     color: Annotated[Color, typer.Option(help="colour the plain tree")] = Color.auto,
 ) -> None:
     """Show a run's trace from Jaeger's API as a tree."""
-    from thunderhelm.streams.cli import trace_view
+    from thunderhelm.streams.clients import trace_view
 
     cli = state(ctx)
     settings = cli.settings

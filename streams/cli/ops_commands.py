@@ -178,7 +178,7 @@ def bench(
     ] = False,
 ) -> None:
     """Run benchmarks from the source checkout; figures go to bench/RESULTS.md."""
-    from thunderhelm.streams.worker.settings import REPO_ROOT
+    from thunderhelm.streams.config.settings import REPO_ROOT
 
     if name not in BENCHMARKS:
         fail(ExitCode.USAGE, f"no benchmark {name!r}; one of {', '.join(BENCHMARKS)}")

@@ -22,7 +22,7 @@ import typer
 from thunderhelm.streams.cli import request_options as ro
 from thunderhelm.streams.cli.base import emit, emit_json, finish, note, state
 from thunderhelm.streams.cli.exits import CliError, ExitCode
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 
 FollowOpt = Annotated[
     float | None,
@@ -56,7 +56,7 @@ async def follow_run(
 ) -> Outcome:
     """Read the run's events until its result (or rejection), drawing them as they come."""
     from thunderhelm.schemas import events as ev
-    from thunderhelm.streams.cli import client
+    from thunderhelm.streams.clients import client
     from thunderhelm.streams.observability import telemetry
 
     trace_id = None
@@ -102,8 +102,8 @@ def watch_run(
     ctx: typer.Context, run_id: str, follow_timeout: float | None, as_json: bool
 ) -> Outcome:
     """Follow a run to its end, live on a terminal; print the result; return the outcome."""
-    from thunderhelm.streams.cli import client
     from thunderhelm.streams.cli.progress import RunProgress
+    from thunderhelm.streams.clients import client
 
     cli = state(ctx)
     settings = cli.settings
@@ -164,7 +164,7 @@ def submit(
     follow_timeout: FollowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    from thunderhelm.streams.cli import client
+    from thunderhelm.streams.clients import client
     from thunderhelm.streams.observability import telemetry
 
     request = ro.build_request(
@@ -212,7 +212,7 @@ def cancel(
     reason: Annotated[str, typer.Option(help="recorded with the cancel")] = "cancelled by user",
     as_json: JsonOpt = False,
 ) -> None:
-    from thunderhelm.streams.cli import client
+    from thunderhelm.streams.clients import client
     from thunderhelm.streams.observability import telemetry
 
     settings = state(ctx).settings

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 
 SWITCH_INTERVAL_S = 0.001
 

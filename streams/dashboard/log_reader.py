@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.dashboard.read_model import ReadModel
-from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 Changed = Callable[[str], None]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.dashboard.server import serve
 from thunderhelm.streams.dashboard.settings import DashboardSettings
 from thunderhelm.streams.observability import telemetry
-from thunderhelm.streams.worker.settings import Settings
 
 
 def main(settings: Settings, host: str | None, port: int | None) -> int:

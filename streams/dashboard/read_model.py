@@ -18,8 +18,8 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability.telemetry import trace_id_of
-from thunderhelm.streams.worker.dead_letters import InputRejected
-from thunderhelm.streams.worker.records import to_domain
+from thunderhelm.streams.wire.events import to_domain
+from thunderhelm.streams.wire.failures import InputRejected
 
 # Candidate fields the table shows; anything else in an event stays out of the page.
 CANDIDATE_FIELDS = (

@@ -18,13 +18,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from thunderhelm.streams.cli import client
-from thunderhelm.streams.cli import dead_letters as dlq
+from thunderhelm.streams.clients import client
+from thunderhelm.streams.clients import dead_letters as dlq
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.dashboard import trace_data
 from thunderhelm.streams.dashboard.log_reader import LogReader
 from thunderhelm.streams.dashboard.read_model import ReadModel
 from thunderhelm.streams.dashboard.settings import DashboardSettings
-from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 STATIC = resources.files("thunderhelm.streams.dashboard") / "static"
@@ -147,8 +147,8 @@ def _letters_filter(query: Any) -> dlq.Filter:
         return str(value) if value else None
 
     try:
-        since = dlq._when(query["since"]) if query.get("since") else None
-        until = dlq._when(query["until"]) if query.get("until") else None
+        since = dlq.parse_when(query["since"]) if query.get("since") else None
+        until = dlq.parse_when(query["until"]) if query.get("until") else None
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"bad time: {exc}") from exc
     return dlq.Filter(

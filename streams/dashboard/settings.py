@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from thunderhelm.streams.worker.settings_source import EnvSettings
+from thunderhelm.streams.config.settings_source import EnvSettings
 
 
 class DashboardSettings(EnvSettings):

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from thunderhelm.streams.cli.trace_view import SpanNode, build_tree
+from thunderhelm.streams.clients.trace_view import SpanNode, build_tree
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from thunderhelm.streams.config.settings_source import MappingEnvSource, settings_error
 from thunderhelm.streams.devservices import processes
 from thunderhelm.streams.devservices.processes import ServicesError
-from thunderhelm.streams.worker.settings_source import MappingEnvSource, settings_error
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 

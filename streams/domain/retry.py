@@ -8,7 +8,7 @@ run with its error in the result.
 
 Which errors are transient is not known here: the domain imports no Kafka
 client, so the caller passes a classifier (the worker's, built on aiokafka's
-own `retriable` flags, is `thunderhelm.streams.worker.retry_errors`). The
+own `retriable` flags, is `thunderhelm.streams.wire.failures`). The
 jitter's randomness is passed in too, so a test with a seeded RNG sees the
 same delays every time.
 """

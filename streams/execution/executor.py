@@ -26,10 +26,10 @@ from thunderhelm.ga.pool.interpreter_pool import CancelToken, InterpreterPool, P
 from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
 from thunderhelm.ga.training.evaluators import PoolEvaluator
 from thunderhelm.schemas import events as ev
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import candidates, final_model, steps
 from thunderhelm.streams.observability import metrics
-from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 # The pool's threads run at lower priority than the worker's event loop: on a

@@ -22,8 +22,8 @@ from pathlib import Path
 from thunderhelm.schemas.codec import DecodeError, EnvelopeError, decode_record, encode_event
 from thunderhelm.schemas.envelope import CloudEvent
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.worker.dead_letters import InputRejected
-from thunderhelm.streams.worker.records import to_domain
+from thunderhelm.streams.wire.events import to_domain
+from thunderhelm.streams.wire.failures import InputRejected
 
 SUFFIX = ".jsonl"
 

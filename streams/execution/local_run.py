@@ -38,14 +38,13 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.envelope import utc_now_iso
 from thunderhelm.schemas.requests import RunRequest
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import RetryPolicy
 from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted, step_event
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
-from thunderhelm.streams.worker.event_writer import event_envelope
-from thunderhelm.streams.worker.records import to_domain
-from thunderhelm.streams.worker.settings import Settings
-from thunderhelm.streams.worker.step_runner import with_retries
+from thunderhelm.streams.execution.retrying import with_retries
+from thunderhelm.streams.wire.events import event_envelope, to_domain
 
 SOURCE = "thunderhelm/local-run"
 # Called after each generation with (generations done, generations in all, best so far).
@@ -283,6 +282,11 @@ def _run_logged(
         )
         return 2
     local = settings.model_copy(update={"pool_size": pool_size or settings.pool_size})
+    if "pool_priority" not in settings.model_fields_set:
+        # No event loop or broker client here needs the CPU before training
+        # does; under SCHED_IDLE (the worker's default) a run on a busy host
+        # barely moved and took minutes to notice a Ctrl-C.
+        local = local.model_copy(update={"pool_priority": "normal"})
     executor = RunExecutor(local)
     progress, on_candidate = hooks
     run = LocalRun(

@@ -89,7 +89,7 @@ def worker_logging_config(log_format: str | None = None) -> dict[str, Any]:
 
     install_log_correlation()
     if log_format is None:
-        from thunderhelm.streams.worker.settings import Settings
+        from thunderhelm.streams.config.settings import Settings
 
         log_format = Settings.from_env().log_format
     formatters: dict[str, dict[str, Any]] = {}

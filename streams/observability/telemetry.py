@@ -24,8 +24,8 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import export_outage
-from thunderhelm.streams.worker.settings import Settings
 
 TRACER_NAME = "thunderhelm"
 _TRACE_HEADERS = ("traceparent", "tracestate")

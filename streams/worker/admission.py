@@ -39,13 +39,7 @@ from thunderhelm.schemas.requests import (
     RunRequest,
 )
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED, CandidateTrained
-from thunderhelm.streams.worker.dead_letters import (
-    Failure,
-    InputRejected,
-    Origin,
-    Stage,
-    classify,
-)
+from thunderhelm.streams.wire.failures import Failure, InputRejected, Origin, Stage, classify
 
 Headers = Sequence[tuple[str, bytes]]
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import faust
 
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import prometheus
 from thunderhelm.streams.worker.runs_table import RunsTable
-from thunderhelm.streams.worker.settings import Settings
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Any]:

@@ -28,12 +28,13 @@ from opentelemetry.context import Context
 
 from thunderhelm.schemas.codec import decode_record, encode_event
 from thunderhelm.schemas.tasks import CANDIDATE_TASK, CANDIDATE_TRAINED, CandidateTrained
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.execution.outcomes import settled
 from thunderhelm.streams.observability import telemetry
-from thunderhelm.streams.worker.dead_letters import Failure, InputRejected, Origin, classify
-from thunderhelm.streams.worker.event_writer import envelope, validated_task
+from thunderhelm.streams.wire.events import envelope
+from thunderhelm.streams.wire.failures import Failure, InputRejected, Origin, classify
+from thunderhelm.streams.worker.event_writer import validated_task
 from thunderhelm.streams.worker.group_consumer import group_consumer, keep_running
-from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

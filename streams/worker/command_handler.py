@@ -19,8 +19,11 @@ from opentelemetry.trace import Span
 from thunderhelm.schemas.envelope import utc_now_iso
 from thunderhelm.schemas.requests import CancelRequest, RunRequest
 from thunderhelm.schemas.tasks import CandidateTrained
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.wire.events import to_domain
+from thunderhelm.streams.wire.failures import Failure, Stage, classify
 from thunderhelm.streams.worker.admission import (
     Admitted,
     InvalidRequest,
@@ -29,13 +32,11 @@ from thunderhelm.streams.worker.admission import (
 )
 from thunderhelm.streams.worker.control_pressure import ControlPressure
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
-from thunderhelm.streams.worker.dead_letters import Failure, Stage, classify
 from thunderhelm.streams.worker.event_handler import fold
 from thunderhelm.streams.worker.event_writer import EventWriter
-from thunderhelm.streams.worker.records import consumed, pairs, to_domain, waited
+from thunderhelm.streams.worker.records import consumed, pairs, waited
 from thunderhelm.streams.worker.run_lanes import RunLanes
 from thunderhelm.streams.worker.run_store import RunStore
-from thunderhelm.streams.worker.settings import Settings
 from thunderhelm.streams.worker.step_runner import StepRunner
 
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.executor import RunExecutor
 from thunderhelm.streams.worker.candidate_trainer import CandidateTrainer
@@ -19,7 +20,6 @@ from thunderhelm.streams.worker.health import Health, consumer_check, pool_check
 from thunderhelm.streams.worker.ownership import Ownership
 from thunderhelm.streams.worker.reconciler import Reconciler
 from thunderhelm.streams.worker.run_store import RunStore
-from thunderhelm.streams.worker.settings import Settings
 from thunderhelm.streams.worker.step_runner import StepRunner
 
 

@@ -14,20 +14,15 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.wire.failures import Failure, Origin, dead_letter_headers
 from thunderhelm.streams.worker.admission import run_id_of_key
-from thunderhelm.streams.worker.dead_letters import (
-    Failure,
-    OrderedAcks,
-    Origin,
-    ThrottledLog,
-    dead_letter_headers,
-)
+from thunderhelm.streams.worker.dead_letters import OrderedAcks, ThrottledLog
 from thunderhelm.streams.worker.event_writer import EventWriter
 from thunderhelm.streams.worker.records import pairs
-from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,9 @@
-"""The dead-letter record: the one place that shapes what a failed input becomes.
+"""Dead-lettered inputs on the worker: their acks in offset order and their log lines.
 
-The value and key are the original bytes, unchanged; the original headers are
-kept (order and duplicates included) and `dlq.*` headers explain the failure.
-Whether a failure is retryable is data on the failure, decided where it is
-classified (`classify`), never by scattered try/except blocks.
-
-`OrderedAcks` lets the agents keep consuming while dead-letter writes are in
-flight, without ever letting an input's offset be committed before its
-dead-letter write is acknowledged.
+What a dead letter holds (`classify`, the `dlq.*` headers) is
+`streams/wire/failures.py`. `OrderedAcks` lets the agents keep consuming
+while dead-letter writes are in flight, without ever letting an input's
+offset be committed before its dead-letter write is acknowledged.
 """
 
 from __future__ import annotations
@@ -16,124 +12,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
-from pydantic import ValidationError
+from thunderhelm.streams.wire.failures import Failure, Origin
 
-from thunderhelm.schemas.codec import DecodeError, EnvelopeError
-from thunderhelm.schemas.event_data import DeadLetterStage
-from thunderhelm.streams.worker.retry_errors import is_retryable
-
-type Stage = DeadLetterStage  # decode | validate | decide | execute | produce
-
-HEADER_PREFIX = "dlq."
 log = logging.getLogger(__name__)
-
-
-class Failure(NamedTuple):  # a tuple: one is made per bad record, on the hot path
-    stage: Stage
-    error_class: str
-    message: str
-    retryable: bool = False
-
-
-class InputRejected(Exception):
-    """A record that can never be processed as it is (not retryable)."""
-
-    def __init__(self, stage: Stage, message: str) -> None:
-        super().__init__(message)
-        self.stage = stage
-
-
-def classify(exc: BaseException, stage: Stage) -> Failure:
-    """Map an exception raised while handling a record to a dead-letter reason."""
-    message = str(exc)[:2000] or type(exc).__name__
-    match exc:
-        case InputRejected():
-            return Failure(exc.stage, type(exc).__name__, message)
-        case DecodeError():
-            return Failure("decode", type(exc).__name__, message)
-        case EnvelopeError() | ValidationError():
-            return Failure("validate", type(exc).__name__, message)
-        case _:
-            # The same answer the step retries go by (retry_errors.is_retryable).
-            return Failure(stage, type(exc).__name__, message, retryable=is_retryable(exc))
-
-
-class Origin(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-
-
-def dead_letter_headers(
-    original: Sequence[tuple[str, bytes]],
-    failure: Failure,
-    origin: Origin,
-    trace_headers: dict[str, bytes],
-    *,
-    now: float | None = None,
-) -> list[tuple[str, bytes]]:
-    """Original headers, then the `dlq.*` explanation, then our trace context.
-
-    An original `traceparent` is kept as `dlq.original.traceparent` so the
-    record carries exactly one `traceparent`: the dead-letter span's.
-    """
-    attempt = 1
-    first_failure = None
-    kept: list[tuple[str, bytes]] = []
-    for name, value in original:
-        if name == "dlq.attempt":
-            attempt = _int(value, 0) + 1
-        elif name == "dlq.first.failure.time":
-            first_failure = value
-        if name.startswith(HEADER_PREFIX):
-            continue  # a re-driven record gets fresh dlq.* headers
-        if name in ("traceparent", "tracestate"):
-            kept.append((f"dlq.original.{name}", value))
-            continue
-        kept.append((name, value))
-    stamp = str(int((time.time() if now is None else now) * 1000)).encode()
-    dlq = [
-        ("dlq.error.class", failure.error_class.encode()),
-        ("dlq.error.message", failure.message.encode("utf-8", "replace")),
-        ("dlq.stage", failure.stage.encode()),
-        ("dlq.retryable", b"true" if failure.retryable else b"false"),
-        ("dlq.original.topic", origin.topic.encode()),
-        ("dlq.original.partition", str(origin.partition).encode()),
-        ("dlq.original.offset", str(origin.offset).encode()),
-        ("dlq.original.timestamp", str(origin.timestamp_ms or "").encode()),
-        ("dlq.attempt", str(attempt).encode()),
-        ("dlq.first.failure.time", first_failure or stamp),
-        ("dlq.time", stamp),
-    ]
-    return kept + dlq + list(trace_headers.items())
-
-
-def original_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """The input's headers as they were: the inverse of `dead_letter_headers`.
-
-    Drops every `dlq.*` header and the dead-letter span's trace context, and
-    restores `dlq.original.traceparent`/`tracestate` to their own names.
-    """
-    out: list[tuple[str, bytes]] = []
-    for name, value in headers:
-        if name in ("dlq.original.traceparent", "dlq.original.tracestate"):
-            out.append((name.removeprefix("dlq.original."), value))
-        elif not name.startswith(HEADER_PREFIX) and name not in ("traceparent", "tracestate"):
-            out.append((name, value))
-    return out
-
-
-def _int(raw: bytes, default: int) -> int:
-    try:
-        return int(raw.decode())
-    except (UnicodeDecodeError, ValueError):
-        return default
-
 
 # --- acknowledging dead-lettered inputs in offset order ----------------------------
 

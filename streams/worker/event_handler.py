@@ -17,9 +17,10 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
+from thunderhelm.streams.wire.events import to_domain
+from thunderhelm.streams.wire.failures import Stage, classify
 from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
-from thunderhelm.streams.worker.dead_letters import Stage, classify
-from thunderhelm.streams.worker.records import consumed, to_domain
+from thunderhelm.streams.worker.records import consumed
 from thunderhelm.streams.worker.run_store import RunStore
 from thunderhelm.streams.worker.step_runner import StepRunner
 

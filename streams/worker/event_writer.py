@@ -7,9 +7,6 @@ the results topic only ever hold what the contract says.
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,57 +15,15 @@ from opentelemetry.context import Context
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import encode_event, structured_headers
 from thunderhelm.schemas.envelope import (
-    JSON_CONTENT_TYPE,
-    SCHEMA_VERSION,
     CloudEvent,
-    format_sequence,
-    utc_now_iso,
 )
-from thunderhelm.schemas.event_data import validated_data
-from thunderhelm.schemas.results import RUN_RESULT, validated_result
 from thunderhelm.schemas.tasks import CANDIDATE_TASK, CandidateTask
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.candidates import spread, task_cost
 from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.wire.events import envelope, event_envelope, result_envelope
 from thunderhelm.streams.worker.run_store import RunStore
-from thunderhelm.streams.worker.settings import Settings
-
-SOURCE = f"thunderhelm/worker/{socket.gethostname()}/{os.getpid()}"
-
-
-def envelope(
-    run_id: str, event_type: str, data: Mapping[str, Any], sequence: int | None, cause: str | None
-) -> CloudEvent:
-    return CloudEvent(
-        specversion="1.0",
-        id=str(uuid.uuid4()),
-        source=SOURCE,
-        type=event_type,
-        subject=run_id,
-        time=utc_now_iso(),
-        datacontenttype=JSON_CONTENT_TYPE,
-        data=dict(data),
-        sequence=None if sequence is None else format_sequence(sequence),
-        schemaversion=SCHEMA_VERSION,
-        causationid=cause,
-        correlationid=run_id,
-    )
-
-
-def event_envelope(run_id: str, new: saga.NewEvent, sequence: int | None) -> CloudEvent:
-    """The envelope of a lifecycle event; raises `ValidationError` on data of the wrong shape."""
-    data = validated_data(new.type, new.data)
-    return envelope(run_id, new.type, data, sequence, new.causation_id)
-
-
-def result_envelope(state: saga.RunState) -> CloudEvent:
-    """The run's one record on run-results; raises `ValidationError` on a malformed result."""
-    assert state.result is not None, "only a finished run has a result"
-    data = validated_result(state.result)
-    # One id per run's result, so a consumer can drop a copy written again
-    # after a crash between the write and the bookkeeping that follows it.
-    record = envelope(state.run_id, RUN_RESULT, data, state.version, None)
-    return record.model_copy(update={"id": f"{state.run_id}/result"})
 
 
 def validated_task(task: Mapping[str, Any]) -> dict[str, Any]:

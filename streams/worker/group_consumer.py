@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import metrics as meters
-from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 RESTART_DELAY_S = 1.0

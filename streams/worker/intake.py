@@ -31,15 +31,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from opentelemetry.trace import Span
 
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.wire.failures import Failure, Origin, dead_letter_headers
 from thunderhelm.streams.worker.admission import forward_headers, run_id_of_key, screen_command
-from thunderhelm.streams.worker.dead_letters import (
-    Failure,
-    Origin,
-    ThrottledLog,
-    dead_letter_headers,
-)
+from thunderhelm.streams.worker.dead_letters import ThrottledLog
 from thunderhelm.streams.worker.group_consumer import (
     group_consumer,
     keep_running,
@@ -53,7 +50,6 @@ from thunderhelm.streams.worker.intake_offsets import (
     faust_group_offsets,
 )
 from thunderhelm.streams.worker.intake_writes import Item, Writes
-from thunderhelm.streams.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

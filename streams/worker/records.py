@@ -5,20 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry.trace import Span
-from pydantic import ValidationError
 
-from thunderhelm.schemas import events as ev
-from thunderhelm.schemas.codec import describe_validation_error
-from thunderhelm.schemas.envelope import SCHEMA_VERSION, CloudEvent, utc_now_iso
-from thunderhelm.schemas.event_data import validated_data
-from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
-from thunderhelm.streams.worker.dead_letters import InputRejected
 
 
 def pairs(headers: Any) -> list[tuple[str, bytes]]:
@@ -55,42 +47,3 @@ def consumed(app: Any, message: Any, headers: Mapping[str, Any]) -> Iterator[Spa
         message.topic, message.partition, message.offset, message.key, headers
     ) as span:
         yield span
-
-
-def to_domain(record: CloudEvent) -> saga.Event:
-    """The lifecycle event a run-events record carries, its data validated by type."""
-    if record.type not in ev.EVENT_TYPES:
-        raise InputRejected("validate", f"unknown event type {record.type!r}")
-    if record.schemaversion not in (None, SCHEMA_VERSION):
-        raise InputRejected("validate", f"unsupported schema version {record.schemaversion!r}")
-    if not isinstance(record.data, dict):
-        raise InputRejected("validate", "event data is not an object")
-    try:
-        data = validated_data(record.type, record.data)
-    except ValidationError as exc:
-        reasons = "; ".join(describe_validation_error(exc))
-        raise InputRejected("validate", f"{record.type}: {reasons}") from None
-    run_id = data.get("run_id") or record.subject
-    if not isinstance(run_id, str) or not run_id:
-        raise InputRejected("validate", "event has no run id")
-    time = record.time or utc_now_iso()
-    return saga.Event(
-        id=record.id,
-        type=record.type,
-        run_id=run_id,
-        time=time,
-        data=data,
-        causation_id=record.causationid,
-        at=epoch_seconds(time),
-    )
-
-
-def epoch_seconds(time: str) -> float:
-    """An event's RFC 3339 time as seconds since the epoch (no offset: UTC)."""
-    try:
-        parsed = datetime.fromisoformat(time)
-    except ValueError:
-        raise InputRejected("validate", f"event time {time[:64]!r} is not RFC 3339") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()

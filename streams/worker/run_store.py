@@ -11,8 +11,8 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.worker.dead_letters import InputRejected
-from thunderhelm.streams.worker.records import epoch_seconds
+from thunderhelm.streams.wire.events import epoch_seconds
+from thunderhelm.streams.wire.failures import InputRejected
 
 
 class RunStore:

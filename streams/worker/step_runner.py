@@ -22,51 +22,17 @@ from opentelemetry.trace import Span
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.domain.retry import Classifier, Draw, RetryPolicy, next_delay
+from thunderhelm.streams.domain.retry import Draw, RetryPolicy
 from thunderhelm.streams.execution.executor import StepInterrupted, step_event
+from thunderhelm.streams.execution.retrying import with_retries
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.event_writer import EventWriter
 from thunderhelm.streams.worker.ownership import Ownership
-from thunderhelm.streams.worker.retry_errors import is_retryable
 from thunderhelm.streams.worker.run_store import RunStore
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_WRITE_TIMEOUT_S = 30.0
-
-
-async def with_retries[T](
-    attempt: Callable[[], Awaitable[T]],
-    run_id: str,
-    policy: RetryPolicy,
-    *,
-    retryable: Classifier = is_retryable,
-    draw: Draw | None = None,
-) -> T:
-    """Run `attempt`, retrying transient failures per the retry policy.
-
-    `draw` is the jitter's randomness (a fresh unseeded RNG by default: the
-    delays of two workers should differ).
-    """
-    jitter = draw if draw is not None else random.Random().random
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            return await attempt()
-        except Exception as exc:
-            delay = next_delay(exc, tries, policy, retryable=retryable, draw=jitter)
-            if delay is None:
-                raise
-            log.warning(
-                "run %s: transient %s (%s); retry %d in %.1fs",
-                run_id,
-                type(exc).__name__,
-                exc,
-                tries,
-                delay,
-            )
-            await asyncio.sleep(delay)
 
 
 def describe(action: saga.Action) -> str:

@@ -212,7 +212,7 @@ def main(command: Sequence[str] | None = None) -> int:
     if command is None:
         # A bad setting would end every child at start-up, restarted forever:
         # say which variable is wrong, once, and stop.
-        from thunderhelm.streams.worker.settings import Settings, SettingsError
+        from thunderhelm.streams.config.settings import Settings, SettingsError
 
         try:
             Settings.from_env()

@@ -9,7 +9,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from thunderhelm.schemas.codec import decode_record
-from thunderhelm.streams.cli.client import read_topic
+from thunderhelm.streams.clients.client import read_topic
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.invariants import violations
-from thunderhelm.streams.worker.dead_letters import InputRejected
-from thunderhelm.streams.worker.records import to_domain
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.wire.events import to_domain
+from thunderhelm.streams.wire.failures import InputRejected
 
 
 @dataclass(frozen=True)

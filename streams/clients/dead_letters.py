@@ -23,8 +23,8 @@ from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from thunderhelm.streams.worker.dead_letters import original_headers
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
+from thunderhelm.streams.wire.failures import original_headers
 
 PREVIEW_BYTES = 400
 # Headers a re-driven record carries over from the dead letter besides the original ones.
@@ -257,7 +257,7 @@ def _print_table(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
 # --- command line -----------------------------------------------------------------
 
 
-def _when(text: str) -> int:
+def parse_when(text: str) -> int:
     """Epoch milliseconds from digits, or from an ISO 8601 time (UTC when no zone)."""
     if text.isdigit():
         return int(text)
@@ -273,11 +273,3 @@ def _record(text: str) -> tuple[int, int]:
     if not (partition.isdigit() and offset.isdigit()):
         raise ValueError(f"expected PARTITION:OFFSET, got {text!r}")
     return int(partition), int(offset)
-
-
-def main(argv: list[str], *, settings: Settings | None = None, out: TextIO | None = None) -> int:
-    """`thunderhelm dlq ARGV...` in this process, with these settings and output."""
-    from thunderhelm.streams.cli.base import CliState
-    from thunderhelm.streams.cli.main import main as cli
-
-    return cli(["dlq", *argv], state=CliState(settings, out))

@@ -18,9 +18,9 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record, encode_event
 from thunderhelm.schemas.envelope import JSON_CONTENT_TYPE, CloudEvent, utc_now_iso
 from thunderhelm.schemas.requests import CANCEL_REQUESTED, RUN_REQUESTED
-from thunderhelm.streams.cli.exits import TopicMissing
+from thunderhelm.streams.clients.errors import TopicMissing
+from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import telemetry
-from thunderhelm.streams.worker.settings import Settings
 
 CLIENT_SOURCE = "thunderhelm/cli"
 

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import PydanticBaseSettingsSource, SettingsConfigDict
 
 from thunderhelm.schemas.limits import Limits
-from thunderhelm.streams.worker.settings_source import (
+from thunderhelm.streams.config.settings_source import (
     ComputedDefaults,
     EnvSettings,
     MappingEnvSource,

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from thunderhelm.streams.worker.settings import Settings
+from thunderhelm.streams.config.settings import Settings
 
 RED = "\x1b[31m"
 DIM = "\x1b[2m"
@@ -209,7 +209,7 @@ async def find_trace_id(settings: Settings, run_id: str) -> str | None:
     """The run's trace id, read from its events on run-events (start of log to its end)."""
     from thunderhelm.schemas import events as ev
     from thunderhelm.schemas.codec import decode_record
-    from thunderhelm.streams.cli.client import read_topic
+    from thunderhelm.streams.clients.client import read_topic
     from thunderhelm.streams.observability import telemetry
 
     fallback = None
@@ -302,10 +302,3 @@ def rich_tree(trace: Mapping[str, Any]) -> Any:
     for root in roots:
         add(tree, root, True)
     return tree
-
-
-def main(argv: list[str]) -> int:
-    """`thunderhelm trace ARGV...` in this process; returns its exit code."""
-    from thunderhelm.streams.cli.main import main as cli
-
-    return cli(["trace", *argv])

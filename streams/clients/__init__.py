@@ -1,0 +1,1 @@
+"""What the CLI and the dashboard share: the Kafka client, dead letters, the trace tree, replay."""

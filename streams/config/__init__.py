@@ -1,0 +1,1 @@
+"""Configuration: the worker's and the tools' settings from the environment, below every layer."""

@@ -1,0 +1,1 @@
+"""The wire as the worker and its tools read and write it: records, envelopes, failures."""
