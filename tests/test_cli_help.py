@@ -33,6 +33,7 @@ COMMANDS: dict[str, list[str]] = {
     "submit": [*REQUEST, "--wait", "--follow-timeout", "--json"],
     "watch": ["RUN_ID", "--follow-timeout", "--json"],
     "cancel": ["RUN_ID", "--reason", "--json"],
+    "rerun": ["RUN_ID", "--run-id", "--wait", "--follow-timeout", "--json"],
     "run": [*REQUEST, "--pool-size", "--json"],
     "trace": ["RUN_ID", "--trace-id", "--jaeger", "--wait", "--json", "--color"],
     "runs": ["--status", "--json"],

@@ -159,18 +159,34 @@ def test_a_run_followed_through_a_real_worker(tmp_path: Path) -> None:
         assert code == 0, err
         assert only_json(out) == submitted["result"]
 
+        # The same request again: the same best network, said so.
+        again = f"{run_id}-again"
+        code, out, err = cli(
+            "rerun", run_id, "--run-id", again, "--wait", "--follow-timeout", "240", "--json",
+            env=env, timeout=300,
+        )  # fmt: skip
+        assert code == 0, err
+        rerun = only_json(out)
+        assert rerun["run_id"] == again and rerun["rerun_of"] == run_id
+        assert rerun["matched"] is True and rerun["result"]["status"] == "succeeded"
+        assert rerun["result"]["best"] == submitted["result"]["best"]
+        code, _, err = cli("rerun", "nobody-ran-this", "--json", env=env)
+        assert code == 5 and "no accepted run 'nobody-ran-this'" in err
+
         code, out, err = cli("watch", run_id, "--follow-timeout", "60", env=env)
         assert code == 0 and "generation 2: best" in out and "succeeded" in out
 
         code, out, err = cli("runs", "--json", env=env)
-        (row,) = [json.loads(line) for line in out.splitlines()]
+        rows = [json.loads(line) for line in out.splitlines()]
+        assert sorted(r["run_id"] for r in rows) == sorted([run_id, again])
+        (row,) = [r for r in rows if r["run_id"] == run_id]
         assert set(row) == RUN_ROW_KEYS
         assert row["run_id"] == run_id and row["status"] == "succeeded"
         assert row["generation"] == row["generations"] == 2
 
         code, out, err = cli("replay", "--json", env=env)
         report = only_json(out)
-        assert report["runs_in_log"] == 1 and report["invariant_violations"] == {}
+        assert report["runs_in_log"] == 2 and report["invariant_violations"] == {}
         assert code == (0 if report["agree"] else 1)
 
         code, out, err = cli("trace", run_id, "--wait", "30", "--json", env=env)

@@ -1,4 +1,4 @@
-"""`thunderhelm submit | watch | cancel | run`: start runs, follow them, stop them.
+"""`thunderhelm submit | watch | cancel | rerun | run`: start runs, follow them, stop them.
 
 `submit` and `cancel` produce a command to run-requests; `watch` (and
 `submit --wait`) read a run's events from the start of run-events until its
@@ -142,6 +142,9 @@ def register(app: typer.Typer) -> None:
     app.command(help="Produce a run request to run-requests; print the run id.")(submit)
     app.command(help="Follow a run's events to its result; exit 0 if it succeeded.")(watch)
     app.command(help="Request the cancellation of a run.")(cancel)
+    app.command(help="Submit a run's request again under a new run id; with --wait, compare.")(
+        rerun
+    )
     app.command(help="Run a NAS job on the local interpreter pool, without Kafka.")(run)
 
 
@@ -223,6 +226,68 @@ def cancel(
         emit_json(ctx, {"run_id": run_id, "reason": reason, "trace_id": trace_id})
     else:
         emit(ctx, f"cancel requested for {run_id}")
+
+
+def rerun(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="the run to run again")],
+    new_run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="the new run's id (default: RUN_ID-rerun-<random>)"),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="follow the new run to its end and say if it matched"),
+    ] = False,
+    follow_timeout: FollowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The same request (read from the run's `run.accepted`), under a new run id.
+
+    A failed or cancelled run gets another try; a finished one is checked for
+    reproducibility: with `--wait`, the new run's best network and fitness are
+    compared with the first run's result (`matched`, exit 1 when they differ).
+    """
+    import uuid
+
+    from thunderhelm.streams.clients import client
+    from thunderhelm.streams.observability import telemetry
+
+    settings = state(ctx).settings
+    request, first = asyncio.run(client.run_record(settings, run_id))
+    if request is None:
+        raise CliError(ExitCode.NOT_FOUND, f"no accepted run {run_id!r} on {settings.run_events}")
+    new_id = new_run_id or f"{run_id[:110]}-rerun-{uuid.uuid4().hex[:6]}"
+    request = {**request, "run_id": new_id}
+    telemetry.configure(_traced_cli_settings())
+    trace_id = asyncio.run(client.submit(settings, request))
+    telemetry.flush()
+    if not wait:
+        if as_json:
+            emit_json(ctx, {"run_id": new_id, "rerun_of": run_id, "trace_id": trace_id})
+        else:
+            emit(ctx, new_id)
+        return
+    if not as_json:
+        emit(ctx, new_id)
+    outcome = watch_run(ctx, new_id, follow_timeout, as_json)
+    matched = None if first is None else client.same_outcome(first, outcome.result)
+    if as_json:
+        emit_json(
+            ctx,
+            {
+                "run_id": new_id,
+                "rerun_of": run_id,
+                "trace_id": trace_id,
+                "result": outcome.result,
+                "matched": matched,
+            },
+        )
+    elif matched is None:
+        emit(ctx, f"{run_id} has no result to compare with")
+    else:
+        emit(ctx, f"matches {run_id}: {'yes' if matched else 'no'} (best network and fitness)")
+    finish(outcome.code if matched is not False else int(ExitCode.FAILED))
 
 
 def run(

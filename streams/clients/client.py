@@ -6,6 +6,7 @@ the CLI's `submit`, `cancel` and `watch` are thin shells around them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -72,6 +73,39 @@ async def submit(settings: Settings, request: Mapping[str, Any]) -> str:
 
 async def cancel(settings: Settings, run_id: str, reason: str) -> str:
     return await send_command(settings, CANCEL_REQUESTED, {"run_id": run_id, "reason": reason})
+
+
+async def run_record(settings: Settings, run_id: str) -> tuple[dict[str, Any] | None, Any]:
+    """The run's request (from its `run.accepted`) and its latest result, each None if absent."""
+    request: dict[str, Any] | None = None
+    for key, value in await read_topic(settings, settings.run_events):
+        if key != run_id.encode() or value is None:
+            continue
+        try:
+            event = decode_record(value, {})
+        except ValueError:
+            continue
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type == ev.RUN_ACCEPTED and isinstance(data.get("request"), dict):
+            request = dict(data["request"])
+            break
+    result = None
+    for key, value in await read_topic(settings, settings.run_results):
+        if key == run_id.encode() and value is not None:
+            with contextlib.suppress(ValueError):
+                found = decode_record(value, {}).data
+                result = found if isinstance(found, dict) else result
+    return request, result
+
+
+def same_outcome(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+    """Whether two runs of one request found the same best network with the same fitness."""
+
+    def best(result: Mapping[str, Any]) -> tuple[Any, Any]:
+        found = result.get("best") or {}
+        return found.get("genome"), found.get("fitness")
+
+    return first.get("status") == second.get("status") and best(first) == best(second)
 
 
 @dataclass(frozen=True)
