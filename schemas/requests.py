@@ -61,8 +61,34 @@ class FileDataset(_Strict):
         return value
 
 
+ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class TableDataset(FileDataset):
+    """A CSV or Parquet table with a named target (ga/training/tables.py)."""
+
+    name: Literal["table"]  # type: ignore[assignment]  # the discriminator differs
+    target: ColumnName = Field(description="the column to predict")
+    task: Literal["classification", "regression"] = Field(
+        default="classification", description="regression is refused with a reason for now"
+    )
+    features: list[ColumnName] | None = Field(
+        default=None, max_length=4096, description="input columns (default: all but the target)"
+    )
+    drop: list[ColumnName] | None = Field(default=None, max_length=4096)
+    categorical: list[ColumnName] | None = Field(
+        default=None, max_length=4096, description="default: text and boolean columns"
+    )
+
+    @model_validator(mode="after")
+    def _features_or_drop(self) -> TableDataset:
+        if self.features is not None and self.drop is not None:
+            raise ValueError("give 'features' or 'drop', not both")
+        return self
+
+
 DatasetSpec = Annotated[
-    SpiralsDataset | DigitsDataset | ShakespeareDataset | FileDataset,
+    SpiralsDataset | DigitsDataset | ShakespeareDataset | FileDataset | TableDataset,
     Field(discriminator="name"),
 ]
 

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from thunderhelm.ga.training.candidate import NetworkSpec, SpecError, parse_spec, tensor_shapes
 from thunderhelm.ga.training.datasets import PreparedDataset
 from thunderhelm.ga.training.reference import ReferenceNet
+from thunderhelm.ga.training.tables import TableEncoding, TableError, rows_to_columns
 
 __all__ = [
     "FORMAT",
@@ -49,6 +50,7 @@ WEIGHTS = "model.npz"
 _MEAN, _SCALE = "preprocess.mean", "preprocess.scale"
 ENCODING_FEATURES = "features"
 ENCODING_CHARS = "one-hot-chars"
+ENCODING_TABLE = "table"
 
 F32 = npt.NDArray[np.float32]
 
@@ -165,6 +167,8 @@ class Model(_Predicting):
     vocabulary: str = ""
     context: int = 0
     manifest: dict[str, Any] = field(default_factory=dict)
+    # A table model: raw rows (named columns, text, gaps) are encoded by this first.
+    table: TableEncoding | None = None
     _net: ReferenceNet = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -175,8 +179,18 @@ class Model(_Predicting):
     def n_features(self) -> int:
         return self.spec.n_inputs
 
-    def standardize(self, x: npt.ArrayLike) -> F32:
-        """Raw rows to the network's inputs: (raw - mean) / scale, float32."""
+    def standardize(self, x: Any) -> F32:
+        """Raw rows to the network's inputs: (raw - mean) / scale, float32.
+
+        A table model takes rows as users hold them (a list of dicts, a dict
+        of columns, a DataFrame, a pyarrow Table, a .csv/.parquet path) and
+        encodes them first; a numpy array is taken as already encoded.
+        """
+        if self.table is not None and not isinstance(x, np.ndarray):
+            try:
+                x = self.table.encode(rows_to_columns(x))
+            except TableError as exc:
+                raise ValueError(str(exc)) from None
         raw = np.asarray(x, dtype=np.float64)
         if raw.ndim == 1:
             raw = raw[None, :]
@@ -247,6 +261,10 @@ class Ensemble(_Predicting):
     def n_features(self) -> int:
         return self.members[0].n_features
 
+    @property
+    def table(self) -> TableEncoding | None:
+        return self.members[0].table
+
     def standardize(self, x: npt.ArrayLike) -> F32:
         return self.members[0].standardize(x)
 
@@ -283,8 +301,12 @@ def _json_ready(value: Any) -> Any:
 
 def _preprocessing(dataset: PreparedDataset, request: Mapping[str, Any]) -> dict[str, Any]:
     text = bool(dataset.vocabulary) and dataset.context > 0
+    table = {}
+    if dataset.table is not None:
+        table = {"table": dataset.table.to_dict(), "features": dataset.table.feature_names()}
     return {
-        "encoding": ENCODING_CHARS if text else ENCODING_FEATURES,
+        **table,
+        "encoding": ENCODING_CHARS if text else ENCODING_TABLE if table else ENCODING_FEATURES,
         "standardize": "x = (raw - mean) / scale, float32; mean and scale in model.npz",
         "n_features": dataset.n_features,
         "vocabulary": dataset.vocabulary,
@@ -309,6 +331,7 @@ def model_from_training(
         dataset.vocabulary,
         dataset.context,
         {"preprocessing": _preprocessing(dataset, request)},
+        dataset.table,
     )
 
 
@@ -442,6 +465,7 @@ def load_model(path: Path | str) -> Predictor:
         pre = manifest["preprocessing"]
         labels = tuple(str(label) for label in manifest["labels"])
         vocabulary, context = str(pre.get("vocabulary", "")), int(pre.get("context", 0))
+        table = TableEncoding.from_dict(pre["table"]) if pre.get("table") else None
         if version == 1:
             described = [{"network": manifest["network"], "weight": 1.0}]
             prefixes = [""]
@@ -481,7 +505,9 @@ def load_model(path: Path | str) -> Predictor:
             )
         if vocabulary and len(vocabulary) * context != spec.n_inputs:
             raise ArtifactError(f"{manifest_file}: vocabulary and context do not match n_inputs")
-        nets.append(Model(spec, tensors, mean, scale, labels, vocabulary, context, manifest))
+        if table is not None and table.width != spec.n_inputs:
+            raise ArtifactError(f"{manifest_file}: the table encoding does not match n_inputs")
+        nets.append(Model(spec, tensors, mean, scale, labels, vocabulary, context, manifest, table))
     if len(nets) == 1:
         return nets[0]
     try:

@@ -24,6 +24,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import numpy.typing as npt
 
+from thunderhelm.ga.training import tables
+from thunderhelm.ga.training.tables import TableEncoding
+
 __all__ = [
     "DATASET_NAMES",
     "DatasetError",
@@ -35,7 +38,7 @@ __all__ = [
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 
-DATASET_NAMES = ("spirals", "digits", "shakespeare", "csv", "npz")
+DATASET_NAMES = ("spirals", "digits", "shakespeare", "csv", "npz", "table")
 
 _COMMON = {"name", "seed", "validation_fraction", "test_fraction", "standardize"}
 _MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -72,6 +75,8 @@ class PreparedDataset:
     test_rows: npt.NDArray[np.int64]  # which rows of the source the test split holds
     vocabulary: str = ""
     context: int = 0
+    # A `table` dataset: how its raw columns became the feature columns.
+    table: TableEncoding | None = None
 
     def fingerprint(self) -> str:
         """sha256 over every split and the standardisation: equal data, equal fingerprint."""
@@ -104,7 +109,9 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
     (default 0.2), `test_fraction` (default 0.2; the two together at most
     0.9), `standardize` (default true). Per name:
     `spirals` samples/classes/noise; `digits` samples; `shakespeare`
-    context/samples/lowercase; `csv` and `npz` path (relative to `data_root`).
+    context/samples/lowercase; `csv` and `npz` path (relative to `data_root`);
+    `table` path (.csv or .parquet), target, task, features or drop,
+    categorical (`ga/training/tables.py`).
     """
     name = spec.get("name")
     if name not in _LOADERS:
@@ -122,7 +129,12 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
         raise DatasetError("'validation_fraction' + 'test_fraction' must be at most 0.9")
     standardize = _bool(spec, "standardize", True)
     ctx = _Context(spec, seed, data_root, text_dir)
-    x, y, labels, vocabulary, context = loader(ctx)
+    encoding: TableEncoding | None = None
+    if name == "table":
+        table = _table(ctx)
+        y, labels, vocabulary, context = table.y, table.labels, "", 0
+    else:
+        x, y, labels, vocabulary, context = loader(ctx)
     n_classes = len(labels)
     if len(y) < 6:
         raise DatasetError(f"dataset {name!r} has {len(y)} samples; at least 6 are needed")
@@ -132,6 +144,10 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
     n_val = min(n_val, len(y) - n_test - 2)
     val, train = perm[:n_val], perm[n_val + n_test :]
     test = np.sort(perm[n_val : n_val + n_test])  # source order: `test_rows` names them
+    if name == "table":
+        # The encoding learns from the training rows only, like the standardisation.
+        encoding = tables.fit(table, np.sort(train))
+        x = encoding.encode(table.columns)
     x_train = x[train]
     if standardize:
         mean = x_train.mean(axis=0)
@@ -159,6 +175,7 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
         test_rows=_frozen(test.astype(np.int64)),
         vocabulary=vocabulary,
         context=context,
+        table=encoding,
     )
 
 
@@ -298,7 +315,15 @@ def _shakespeare(ctx: _Context) -> _Loaded:
     return x, y, tuple(vocabulary), vocabulary, context
 
 
-def _confined_file(ctx: _Context, suffix: str) -> Path:
+def _table(ctx: _Context) -> tables.Table:
+    path = _confined_file(ctx, tables.SUFFIXES)
+    try:
+        return tables.select(tables.read_columns(path), ctx.spec, path.name)
+    except tables.TableError as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def _confined_file(ctx: _Context, suffix: str | tuple[str, ...]) -> Path:
     rel = ctx.spec.get("path")
     if not isinstance(rel, str) or not rel or "\x00" in rel:
         raise DatasetError("'path' must be a non-empty relative path string")
@@ -315,8 +340,9 @@ def _confined_file(ctx: _Context, suffix: str) -> Path:
     target = (root / posix).resolve()
     if not target.is_relative_to(root):
         raise DatasetError(f"'path' {rel!r} resolves outside the data root")
-    if target.suffix.lower() != suffix:
-        raise DatasetError(f"'path' must name a {suffix} file, got {rel!r}")
+    suffixes = (suffix,) if isinstance(suffix, str) else suffix
+    if target.suffix.lower() not in suffixes:
+        raise DatasetError(f"'path' must name a {' or '.join(suffixes)} file, got {rel!r}")
     if not target.is_file():
         raise DatasetError(f"no such file under the data root: {rel!r}")
     if target.stat().st_size > _MAX_FILE_BYTES:
@@ -397,4 +423,6 @@ _LOADERS: dict[str, tuple[set[str], Callable[[_Context], _Loaded]]] = {
     "shakespeare": ({"context", "samples", "lowercase"}, _shakespeare),
     "csv": ({"path"}, _csv),
     "npz": ({"path"}, _npz),
+    # Loaded by `_table` (its encoding is fitted after the split); listed for its keys.
+    "table": ({"path", "target", "task", "features", "drop", "categorical"}, _npz),
 }

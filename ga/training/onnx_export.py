@@ -48,6 +48,13 @@ def to_onnx(model: Predictor) -> Any:
     members = model.members if isinstance(model, Ensemble) else (model,)
     weights = model.weights if isinstance(model, Ensemble) else (1.0,)
     first = members[0]
+    if first.table is not None:
+        # A graph without the table's encoding would take encoded columns where
+        # users give raw ones, and answer wrongly without a word.
+        raise ValueError(
+            "ONNX export of a table model (its column encoding) is not supported yet; "
+            "use thunderhelm predict or load_model"
+        )
     eps = const(np.array(LN_EPS), "ln_eps")
     x = node("Sub", [INPUT, const(first.mean, "mean")])
     x = node("Div", [x, const(first.scale, "scale")])

@@ -58,7 +58,10 @@ def predict(
             _text(ctx, model, text, generate, temperature, seed, top, as_json)
             return
         assert input is not None
-        x, y = read_inputs(input, model.n_features, model.labels)
+        if model.table is not None:  # named columns, text and gaps, as the table had them
+            x, y = read_table_inputs(input, model.table.target, model.labels)
+        else:
+            x, y = read_inputs(input, model.n_features, model.labels)
         _rows(ctx, model, x, y, as_json)
     except ValueError as exc:  # the input does not fit the model
         fail(ExitCode.NOT_FOUND, str(exc))
@@ -73,7 +76,10 @@ def export(
     """Export a run's model artifact as ONNX."""
     from thunderhelm.ga.training.onnx_export import export_onnx
 
-    written = export_onnx(_load(artifact), onnx)
+    try:
+        written = export_onnx(_load(artifact), onnx)
+    except ValueError as exc:  # a model the export cannot express
+        fail(ExitCode.NOT_FOUND, str(exc))
     if as_json:
         emit_json(ctx, {"onnx": str(written)})
     else:
@@ -92,6 +98,27 @@ def _load(artifact: str) -> Any:
         return load_model(artifact)
     except (ArtifactError, ValueError, OSError) as exc:
         fail(ExitCode.NOT_FOUND, str(exc))
+
+
+def read_table_inputs(path: Path, target: str, labels: tuple[str, ...]) -> tuple[Any, Any]:
+    """A table model's raw rows (a .csv or .parquet file, named columns) and, when the
+    file has the target column, its class indices (else None)."""
+    import numpy as np
+
+    from thunderhelm.ga.training.tables import TableError, level_of, rows_to_columns
+
+    try:
+        columns = rows_to_columns(path)
+    except TableError as exc:
+        raise ValueError(str(exc)) from None
+    if target not in columns:
+        return columns, None
+    values = columns.pop(target)
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({level_of(v) for v in values} - set(index))
+    if unknown:
+        raise ValueError(f"{path.name}: target values the model does not know: {unknown[:5]}")
+    return columns, np.array([index[level_of(v)] for v in values], dtype=np.int64)
 
 
 def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[Any, Any]:

@@ -1,0 +1,338 @@
+"""Tables as users keep them: CSV or Parquet, a named target, numbers and categories, gaps.
+
+A `table` dataset names a file under the data root and its `target` column;
+`features` (or `drop`) chooses the input columns and `categorical` says which
+of them are categories (inferred when absent: text and boolean columns are,
+numeric ones are not). The file is read with pyarrow (typed, multi-threaded).
+
+The encoding is fitted on the training rows only and kept as plain data
+(`TableEncoding.to_dict`, in the artifact), so raw rows are encoded alike when
+the model predicts:
+
+* a number: as it is; a missing one becomes the training median, and when the
+  training rows had gaps in that column, a 0/1 column says it was missing;
+* a category: one-hot over its `MAX_LEVELS` most frequent training values
+  (missing is a value of its own), every other or unseen value in one
+  "other" column.
+
+Rows whose target is missing are left out. Classification only for now: a
+target is read as class labels (as text; numbers in numeric order), and a
+numeric target with more than `MAX_CLASSES_INFERRED` distinct values is
+refused as a regression target rather than treated as that many classes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+MAX_LEVELS = 32  # one-hot columns per category, besides "other"
+MAX_DISTINCT = 10_000  # a "category" with more distinct values is an identifier: refused
+MAX_CLASSES_INFERRED = 50
+MISSING = "(missing)"
+SUFFIXES = (".csv", ".parquet")
+
+
+class TableError(ValueError):
+    """A table or table spec that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class NumericColumn:
+    name: str
+    median: float
+    indicator: bool  # a "was missing" column follows
+
+    @property
+    def width(self) -> int:
+        return 2 if self.indicator else 1
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    name: str
+    levels: tuple[str, ...]  # one column each, then one for every other value
+
+    @property
+    def width(self) -> int:
+        return len(self.levels) + 1
+
+
+type Column = NumericColumn | CategoricalColumn
+
+
+@dataclass(frozen=True)
+class TableEncoding:
+    """How raw table columns become the network's feature columns (fitted on training rows)."""
+
+    target: str
+    columns: tuple[Column, ...]
+
+    @property
+    def width(self) -> int:
+        return sum(c.width for c in self.columns)
+
+    def feature_names(self) -> list[str]:
+        names: list[str] = []
+        for c in self.columns:
+            if isinstance(c, NumericColumn):
+                names += [c.name] + ([f"{c.name}=missing"] if c.indicator else [])
+            else:
+                names += [f"{c.name}={level}" for level in c.levels] + [f"{c.name}=(other)"]
+        return names
+
+    def encode(self, raw: Mapping[str, Sequence[Any]]) -> npt.NDArray[np.float64]:
+        """Raw columns (name -> values, None for missing) as the feature matrix."""
+        missing = [c.name for c in self.columns if c.name not in raw]
+        if missing:
+            raise TableError(f"the rows lack the model's input columns {missing}")
+        rows = len(raw[self.columns[0].name]) if self.columns else 0
+        out = np.zeros((rows, self.width), dtype=np.float64)
+        at = 0
+        for c in self.columns:
+            values = raw[c.name]
+            if len(values) != rows:
+                raise TableError(f"column {c.name!r} has {len(values)} values, not {rows}")
+            if isinstance(c, NumericColumn):
+                numbers, gaps = _numbers(values, c.name)
+                out[:, at] = np.where(gaps, c.median, numbers)
+                if c.indicator:
+                    out[:, at + 1] = gaps
+            else:
+                index = {level: i for i, level in enumerate(c.levels)}
+                other = len(c.levels)
+                for row, value in enumerate(values):
+                    out[row, at + index.get(level_of(value), other)] = 1.0
+            at += c.width
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "columns": [
+                {"name": c.name, "kind": "number", "median": c.median, "indicator": c.indicator}
+                if isinstance(c, NumericColumn)
+                else {"name": c.name, "kind": "category", "levels": list(c.levels)}
+                for c in self.columns
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TableEncoding:
+        columns: list[Column] = []
+        for c in data["columns"]:
+            if c["kind"] == "number":
+                columns.append(
+                    NumericColumn(str(c["name"]), float(c["median"]), bool(c["indicator"]))
+                )
+            elif c["kind"] == "category":
+                columns.append(
+                    CategoricalColumn(str(c["name"]), tuple(str(v) for v in c["levels"]))
+                )
+            else:
+                raise TableError(f"unknown column kind {c['kind']!r}")
+        return cls(str(data["target"]), tuple(columns))
+
+
+@dataclass(frozen=True)
+class Table:
+    """The columns a spec chose, read from the file, with the target's class labels."""
+
+    columns: dict[str, list[Any]]  # feature name -> values (None for missing)
+    categorical: frozenset[str]
+    y: npt.NDArray[np.int64]
+    labels: tuple[str, ...]
+    target: str
+
+
+def read_columns(path: Path) -> dict[str, list[Any]]:
+    """Every column of a CSV or Parquet file as Python values (None for missing)."""
+    try:
+        import pyarrow.csv as pa_csv
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise TableError(f"reading tables needs pyarrow ({exc})") from None
+    try:
+        if path.suffix.lower() == ".parquet":
+            table = pq.read_table(path)
+        else:
+            options = pa_csv.ConvertOptions(
+                null_values=["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"],
+                strings_can_be_null=True,
+            )
+            table = pa_csv.read_csv(path, convert_options=options)
+    except Exception as exc:  # pyarrow raises its own errors for unreadable files
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TableError(f"{path.name}: not a readable {path.suffix} table ({reason})") from None
+    return {name: table.column(name).to_pylist() for name in table.column_names}
+
+
+def select(raw: dict[str, list[Any]], spec: Mapping[str, object], what: str) -> Table:
+    """The spec's target and feature columns of `raw`, checked; the target read as classes."""
+    target = spec.get("target")
+    if not isinstance(target, str) or not target:
+        raise TableError("a table dataset needs 'target': the name of the column to predict")
+    names = list(raw)
+    if target not in raw:
+        raise TableError(f"{what}: no column {target!r} to predict; the columns are {names}")
+    features = _names(spec, "features")
+    drop = _names(spec, "drop")
+    if features is not None and drop is not None:
+        raise TableError("give 'features' or 'drop', not both")
+    for key, chosen in (("features", features), ("drop", drop)):
+        unknown = sorted(set(chosen or ()) - set(raw))
+        if unknown:
+            raise TableError(f"{what}: '{key}' names columns the table lacks: {unknown}")
+    if features is None:
+        features = [n for n in names if n != target and n not in set(drop or ())]
+    if target in features:
+        raise TableError(f"the target {target!r} cannot also be a feature")
+    if not features:
+        raise TableError(f"{what}: no feature columns left besides the target")
+    declared = _names(spec, "categorical")
+    unknown = sorted(set(declared or ()) - set(features))
+    if unknown:
+        raise TableError(f"'categorical' names columns that are not features: {unknown}")
+    task = spec.get("task", "classification")
+    if task == "regression":
+        raise TableError("regression targets are not supported yet; use task 'classification'")
+    if task != "classification":
+        raise TableError(f"'task' must be 'classification' or 'regression', got {task!r}")
+    keep = [i for i, v in enumerate(raw[target]) if v is not None and not _is_nan(v)]
+    if not keep:
+        raise TableError(f"{what}: the target {target!r} has no values")
+    values = [raw[target][i] for i in keep]
+    distinct = sorted({level_of(v) for v in values})
+    numeric_target = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numeric_target and len(distinct) > MAX_CLASSES_INFERRED:
+        raise TableError(
+            f"{what}: the target {target!r} has {len(distinct)} distinct numbers, a regression "
+            f"target (classes: at most {MAX_CLASSES_INFERRED}); regression is not supported yet"
+        )
+    if len(distinct) < 2:
+        raise TableError(f"{what}: the target {target!r} has one class only ({distinct[0]!r})")
+    labels = tuple(_sorted_labels(distinct, numeric_target, values))
+    code = {label: i for i, label in enumerate(labels)}
+    y = np.array([code[level_of(v)] for v in values], dtype=np.int64)
+    columns = {name: [raw[name][i] for i in keep] for name in features}
+    categorical = (
+        set(declared)
+        if declared is not None
+        else {name for name, vals in columns.items() if not _all_numeric(vals)}
+    )
+    for name in sorted(categorical):
+        levels = len({level_of(v) for v in columns[name]})
+        if levels > MAX_DISTINCT:
+            raise TableError(
+                f"{what}: column {name!r} has {levels} distinct values (at most {MAX_DISTINCT} "
+                "for a category); an identifier? drop it"
+            )
+    for name in features:
+        if name not in categorical and not _all_numeric(columns[name]):
+            raise TableError(f"{what}: column {name!r} holds text; list it in 'categorical'")
+    return Table(columns, frozenset(categorical), y, labels, target)
+
+
+def fit(table: Table, train: npt.NDArray[np.int64]) -> TableEncoding:
+    """The encoding of `table`'s columns, fitted on the rows `train` only."""
+    columns: list[Column] = []
+    for name, values in table.columns.items():
+        seen = [values[i] for i in train]
+        if name in table.categorical:
+            counts = Counter(level_of(v) for v in seen)
+            # Most frequent first; ties by value, so every replay agrees.
+            ranked = sorted(counts, key=lambda level: (-counts[level], level))
+            columns.append(CategoricalColumn(name, tuple(ranked[:MAX_LEVELS])))
+        else:
+            numbers, gaps = _numbers(seen, name)
+            present = numbers[~gaps]
+            median = float(np.median(present)) if present.size else 0.0
+            columns.append(NumericColumn(name, median, bool(gaps.any())))
+    return TableEncoding(table.target, tuple(columns))
+
+
+def rows_to_columns(rows: Any) -> dict[str, list[Any]]:
+    """Raw rows as users hold them: a list of dicts, a dict of columns, a pandas DataFrame,
+    a pyarrow Table, or the path of a CSV or Parquet file."""
+    if isinstance(rows, str | Path):
+        path = Path(rows)
+        if path.suffix.lower() not in SUFFIXES:
+            raise TableError(f"{path.name}: rows come as a .csv or .parquet file")
+        return read_columns(path)
+    if hasattr(rows, "column_names") and hasattr(rows, "to_pydict"):  # pyarrow Table
+        return {k: list(v) for k, v in rows.to_pydict().items()}
+    if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # pandas DataFrame
+        frame = rows.astype(object).where(rows.notna(), None)
+        return {str(k): list(v) for k, v in frame.to_dict("list").items()}
+    if isinstance(rows, Mapping):
+        return {str(k): list(v) for k, v in rows.items()}
+    if isinstance(rows, Sequence) and all(isinstance(r, Mapping) for r in rows):
+        names = {str(k) for r in rows for k in r}
+        return {n: [r.get(n) for r in rows] for n in sorted(names)}
+    raise TableError(
+        "rows for a table model: a list of dicts, a dict of columns, a DataFrame, "
+        "a pyarrow Table or a .csv/.parquet path"
+    )
+
+
+# -- values ---------------------------------------------------------------------
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def level_of(value: Any) -> str:
+    """A category's value as text; missing (None, NaN) is a value of its own."""
+    if value is None or _is_nan(value):
+        return MISSING
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _all_numeric(values: Sequence[Any]) -> bool:
+    return all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values
+    )
+
+
+def _numbers(
+    values: Sequence[Any], name: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    out = np.zeros(len(values), dtype=np.float64)
+    gaps = np.zeros(len(values), dtype=np.bool_)
+    for i, v in enumerate(values):
+        if v is None or _is_nan(v) or (isinstance(v, str) and not v.strip()):
+            gaps[i] = True
+            continue
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            raise TableError(f"column {name!r}: {v!r} is not a number") from None
+        if not math.isfinite(out[i]):
+            gaps[i] = True
+    return out, gaps
+
+
+def _names(spec: Mapping[str, object], key: str) -> list[str] | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TableError(f"{key!r} must be a list of column names")
+    return list(value)
+
+
+def _sorted_labels(distinct: list[str], numeric: bool, values: Sequence[Any]) -> list[str]:
+    if numeric:
+        by_value = {level_of(v): float(v) for v in values}
+        return sorted(distinct, key=lambda level: by_value[level])
+    return distinct

@@ -1,0 +1,192 @@
+"""Tables as users have them: a named target, categories, gaps, CSV and Parquet, end to end."""
+
+import contextlib
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import thunderhelm
+from thunderhelm.ga.training.datasets import DatasetError, load_dataset
+from thunderhelm.ga.training.tables import MAX_LEVELS, MISSING, CategoricalColumn, NumericColumn
+from thunderhelm.streams.cli.main import main as cli
+from thunderhelm.streams.config.settings import Settings
+from thunderhelm.streams.execution.local_run import run_local
+
+CITIES = ("NY", "SF", "LA", "CHI")
+
+
+def homes(rows: int = 900, seed: int = 0) -> dict[str, list[Any]]:
+    """A mixed table: a text category, numbers with gaps, an id to drop, a text target."""
+    rng = np.random.default_rng(seed)
+    city = rng.choice(CITIES, rows)
+    size = rng.normal(100, 30, rows)
+    age = rng.integers(0, 50, rows)
+    score = size / 30 + (city == "SF") * 2 - age / 25 + rng.normal(0, 0.5, rows)
+    tier = np.where(score > 3.5, "high", np.where(score > 2, "mid", "low"))
+    return {
+        "id": list(range(rows)),
+        "city": [None if rng.random() < 0.05 else str(c) for c in city],
+        "size": [None if rng.random() < 0.05 else round(float(s), 1) for s in size],
+        "age": [int(a) for a in age],
+        "tier": [str(t) for t in tier],
+    }
+
+
+def write_csv(table: dict[str, list[Any]], path: Path) -> Path:
+    names = list(table)
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(names)
+        for row in zip(*(table[n] for n in names), strict=True):
+            out.writerow(["NA" if v is None else v for v in row])
+    return path
+
+
+def spec(**extra: Any) -> dict[str, Any]:
+    return {"name": "table", "path": "homes.csv", "target": "tier", "drop": ["id"], **extra}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tables")
+    table = homes()
+    write_csv(table, folder / "homes.csv")
+    pq.write_table(pa.table(table), folder / "homes.parquet")
+    return folder
+
+
+def load(root: Path, **overrides: Any) -> Any:
+    return load_dataset({**spec(), **overrides}, data_root=root, text_dir=root)
+
+
+def test_a_mixed_table_becomes_numbers_with_the_encoding_fitted_on_training_rows(
+    root: Path,
+) -> None:
+    data = load(root)
+    assert data.labels == ("high", "low", "mid") and data.n_classes == 3
+    encoding = data.table
+    assert encoding is not None and [c.name for c in encoding.columns] == ["city", "size", "age"]
+    city, size, age = encoding.columns
+    assert isinstance(city, CategoricalColumn) and set(city.levels) == {*CITIES, MISSING}
+    assert isinstance(size, NumericColumn) and size.indicator  # it had gaps
+    assert isinstance(age, NumericColumn) and not age.indicator
+    assert data.n_features == encoding.width == len(city.levels) + 1 + 2 + 1
+    # The median is the training rows' own: the other splits never shaped the encoding.
+    table = homes()
+    perm = np.random.default_rng([0, 0x5E1]).permutation(900)  # load_dataset's split
+    train = perm[360:]  # after 180 validation and 180 test rows
+    sizes = [table["size"][i] for i in train if table["size"][i] is not None]
+    assert size.median == pytest.approx(float(np.median(sizes)))
+    everywhere = [v for v in table["size"] if v is not None]
+    assert size.median != pytest.approx(float(np.median(everywhere)), abs=1e-9)
+    assert np.isfinite(data.x_train).all() and np.isfinite(data.x_test).all()
+
+
+def test_parquet_and_csv_of_one_table_give_the_same_dataset(root: Path) -> None:
+    from_csv, from_parquet = load(root), load(root, path="homes.parquet")
+    assert from_csv.fingerprint() == from_parquet.fingerprint()
+
+
+def test_features_drop_and_categorical_choose_the_columns(root: Path) -> None:
+    only = load(root, drop=None, features=["size", "age"])
+    assert only.table is not None and [c.name for c in only.table.columns] == ["size", "age"]
+    as_category = load(root, categorical=["city", "age"])
+    assert as_category.table is not None
+    assert isinstance(as_category.table.columns[2], CategoricalColumn)  # age, by request
+    assert len(as_category.table.columns[2].levels) == MAX_LEVELS  # 50 ages: the top 32
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"target": "price"}, "no column 'price' to predict"),
+        ({"drop": ["id", "zip"]}, "'drop' names columns the table lacks: ['zip']"),
+        ({"drop": None, "features": ["city", "tier"]}, "cannot also be a feature"),
+        ({"categorical": ["nope"]}, "'categorical' names columns that are not features"),
+        ({"drop": None}, None),  # the id column: numbers, kept (a user may want it)
+        ({"target": "size"}, "regression target"),
+        ({"task": "regression"}, "regression targets are not supported yet"),
+        ({"path": "homes.txt"}, "must name a .csv or .parquet file"),
+        ({"path": "broken.parquet"}, "not a readable .parquet table"),
+        ({"target": "empty"}, "has no values"),
+        ({"drop": None, "categorical": ["city", "id"]}, None),  # 900 ids as levels: allowed
+        ({"path": "ids.csv", "drop": None}, "10050 distinct values"),
+    ],
+)
+def test_each_bad_table_spec_gets_one_clear_reason(
+    root: Path, overrides: dict[str, Any], reason: str | None
+) -> None:
+    (root / "broken.parquet").write_bytes(b"not parquet at all")
+    with_empty = homes()
+    with_empty["empty"] = [None] * len(with_empty["tier"])
+    write_csv(with_empty, root / "empty.csv")
+    rows = 10_050
+    ids = {"key": [f"k{i}" for i in range(rows)], "tier": ["a", "b"] * (rows // 2)}
+    write_csv(ids, root / "ids.csv")
+    if overrides.get("target") == "empty":
+        overrides = {**overrides, "path": "empty.csv"}
+    if reason is None:
+        assert load(root, **overrides).n_classes == 3
+        return
+    with pytest.raises(DatasetError, match=reason.replace("(", r"\(").replace("[", r"\[")):
+        load(root, **overrides)
+
+
+def test_a_table_runs_end_to_end_and_predicts_from_raw_rows(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = {
+        "run_id": "table-homes",
+        "dataset": spec(seed=2),
+        "ga": {"population": 4, "generations": 2, "seed": 1},
+        "training": {"epochs": 4},
+    }
+    settings = Settings(data_root=root, artifact_dir=tmp_path / "artifacts", pool_size=2)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert run_local(settings, request, 2, as_json=True, logs=tmp_path / "logs") == 0
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert result["status"] == "succeeded"
+    model = thunderhelm.load_model(result["artifact"])
+    assert model.table is not None and model.manifest["preprocessing"]["encoding"] == "table"
+    # Rows as users have them: dicts with text, gaps and an unseen city.
+    rows = [
+        {"city": "SF", "size": 150.0, "age": 2},
+        {"city": None, "size": None, "age": 40},
+        {"city": "Paris", "size": "90", "age": 10},
+    ]
+    assert all(label in model.labels for label in model.predict_labels(rows))
+    proba = model.predict_proba({"city": ["SF"], "size": [None], "age": [1]})
+    assert proba.shape == (1, 3) and abs(float(proba.sum()) - 1.0) < 1e-5
+    with pytest.raises(ValueError, match=r"lack the model's input columns \['age'\]"):
+        model.predict([{"city": "SF", "size": 1.0}])
+    # The test split, raw from the file, scores what the result says.
+    data = load(root, seed=2)
+    table = homes()
+    test_rows = [{k: table[k][i] for k in ("city", "size", "age")} for i in data.test_rows]
+    predicted = model.predict(test_rows)
+    assert float(np.mean(predicted == data.y_test)) == result["model"]["test"]["accuracy"]
+    # The CLI on the raw CSV (target column included: it reports the accuracy).
+    assert cli(["predict", result["artifact"], "--input", str(root / "homes.csv"), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["rows"] == 900 and answer["accuracy"] > 0.5
+    assert cli(["export", result["artifact"], "--onnx", str(tmp_path / "t.onnx")]) == 5
+    assert "ONNX export of a table model" in capsys.readouterr().err
+
+
+def test_the_request_schema_takes_a_table_and_refuses_features_with_drop() -> None:
+    from pydantic import ValidationError
+
+    from thunderhelm.schemas.requests import RunRequest
+
+    ok = RunRequest.model_validate({"run_id": "t", "dataset": spec()})
+    assert ok.dataset.name == "table"
+    with pytest.raises(ValidationError, match="give 'features' or 'drop', not both"):
+        RunRequest.model_validate({"run_id": "t", "dataset": spec(features=["city"])})
