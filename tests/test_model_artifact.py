@@ -379,14 +379,20 @@ def test_auto_delivers_the_ensemble_unless_the_best_alone_is_better_on_validatio
     from thunderhelm.streams.execution.final_model import choose
 
     labels = ("a", "b")
-    y_val = np.array([0, 0, 0, 1])
-    data: Any = SimpleNamespace(x_val=np.zeros((4, 1), np.float32), y_val=y_val)
-    sure_a = _fixed_model(np.array([3.0, 0.0]), labels)  # right on 3 of 4
-    sure_b = _fixed_model(np.array([0.0, 3.0]), labels)  # right on 1 of 4
+    y_val = np.array([0] * 6 + [1] * 2)
+    data: Any = SimpleNamespace(x_val=np.zeros((8, 1), np.float32), y_val=y_val)
+    sure_a = _fixed_model(np.array([3.0, 0.0]), labels)  # right on 6 of 8
+    sure_b = _fixed_model(np.array([0.0, 3.0]), labels)  # right on 2 of 8
     leaning_a = _fixed_model(np.array([1.0, 0.0]), labels)
     request: dict[str, Any] = {"final_model": {"deliver": "auto"}}
+    # The average (two of three say b) is right on 2 of 8: the best alone wins by
+    # half the rows, more than a standard error (0.33).
     chosen, why = choose(request, [sure_a, sure_b, sure_b], data)
-    assert chosen is sure_a and why["chosen"] == "single"
+    assert chosen is sure_a and why["chosen"] == "single", why
+    # With half the rows the same margin is within one standard error: the average.
+    half: Any = SimpleNamespace(x_val=data.x_val[:4], y_val=np.array([0, 0, 0, 1]))
+    chosen, why = choose(request, [sure_a, sure_b, sure_b], half)
+    assert why["chosen"] == "ensemble" and why["single_margin"]["mean"] == 0.5, why
     chosen, why = choose(request, [sure_a, leaning_a, sure_a], data)
     assert isinstance(chosen, Ensemble) and why["chosen"] == "ensemble"
     forced, _ = choose({"final_model": {"deliver": "ensemble"}}, [sure_a, sure_b], data)

@@ -5,19 +5,21 @@ ones (`GAState.leaders`). At the end of a run the top `ensemble_size` of
 them are retrained with the genome, wiring and training seed the search
 scored them with (so with the weights it measured), side by side on the
 pool. Averaging their class probabilities is the delivered model unless the
-best network alone does better on the validation split by the run's fitness
-measure, or the request asks for one network (`final_model.deliver`).
+best network alone beats the average on validation by more than one
+standard error (`_single_clearly_better` says why a plain comparison would
+be unfair), or the request asks for one network (`final_model.deliver`).
 Members weigh the same: a weighting fitted on the validation split would fit
-its noise as well (greedy ensemble selection lowered test accuracy's
-calibration in our measurements), while a plain average of good networks
-does not.
+its noise as well, while a plain average of good networks does not.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from thunderhelm.ga.core.genome import genome_from_dict, genome_key
 from thunderhelm.ga.training.artifact import (
@@ -70,11 +72,30 @@ def networks(
     return [steps.best_network(request, c, n_features, n_classes) for c in chosen]
 
 
-def _better(fitness: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether validation metrics `a` are at least as good as `b` by the run's fitness."""
+def _single_clearly_better(
+    fitness: str, single: Model, ensemble: Ensemble, dataset: PreparedDataset
+) -> tuple[bool, float, float]:
+    """Whether the best network alone beats the average on validation by more than noise.
+
+    The best network was picked on this very validation split, so its score
+    there is its luckiest (the winner's curse) while the average's is not:
+    comparing the two scores as they are would favour it. It has to win by
+    more than one standard error of the paired per-row difference (rows
+    right, or cross-entropy for a `val_loss` run). Returns the decision, the
+    mean difference (positive: the single is better) and that standard error.
+    """
+    x, y = dataset.x_val, np.asarray(dataset.y_val, dtype=np.intp)
+    rows = np.arange(len(y))
+    alone, averaged = single.log_proba_of_inputs(x), ensemble.log_proba_of_inputs(x)
     if fitness == "val_loss":
-        return float(a["loss"]) <= float(b["loss"])
-    return float(a["accuracy"]) >= float(b["accuracy"])
+        diff = alone[rows, y] - averaged[rows, y]  # = loss(average) - loss(single)
+    else:
+        diff = (alone.argmax(axis=1) == y).astype(np.float64) - (
+            averaged.argmax(axis=1) == y
+        ).astype(np.float64)
+    mean = float(diff.mean())
+    se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return mean > se, mean, se
 
 
 def choose(
@@ -96,10 +117,15 @@ def choose(
     selection["validation"]["ensemble"] = on_val
     if deliver == "ensemble":
         return ensemble, {**selection, "chosen": "ensemble", "why": "requested"}
-    if _better(fitness, on_val, selection["validation"]["single"]):
-        why = f"the {len(models)}-network average is at least as good on validation"
+    better, margin, se = _single_clearly_better(fitness, single, ensemble, dataset)
+    selection["single_margin"] = {"mean": round(margin, 6), "standard_error": round(se, 6)}
+    if not better:
+        why = (
+            f"the {len(models)}-network average: the best network alone is not better on "
+            "validation by more than one standard error"
+        )
         return ensemble, {**selection, "chosen": "ensemble", "why": why}
-    why = "the best network alone is better on validation"
+    why = "the best network alone is better on validation by more than one standard error"
     return single, {**selection, "chosen": "single", "why": why}
 
 
