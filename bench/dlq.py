@@ -47,7 +47,7 @@ from thunderhelm.streams.devservices.worker_process import (
     fresh_env,
 )
 from thunderhelm.streams.wire.failures import original_headers as dlq_original_headers
-from thunderhelm.streams.worker.topics import ensure_topics
+from thunderhelm.streams.worker.kafka.topics import ensure_topics
 
 RECORDS = 5000
 QUICK_RECORDS = 300

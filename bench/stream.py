@@ -248,7 +248,7 @@ def run(opts: Options) -> dict[str, Any]:
     result: dict[str, Any] = {"rates": list(RATES), "seconds_per_rate": seconds}
     result.update(measure(pool, seconds, opts.quick))
     # Side by side in the same run, at 20/s: the same worker that never holds
-    # an interpreter back from training (streams/worker/control_pressure.py),
+    # an interpreter back from training (streams/worker/commands/control_pressure.py),
     # and one whose pool threads are only niced, not SCHED_IDLE.
     plain = measure(pool, seconds, opts.quick, (20,), THUNDERHELM_CONTROL_LAG_MS="0")
     result["without_holdback"] = plain

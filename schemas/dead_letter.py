@@ -1,7 +1,7 @@
 """The `dlq.*` headers of a record on `thunderhelm.dead-letters`, as a model.
 
 A dead letter's key and value are the input's own bytes; what the record
-says about the failure is in headers (streams/worker/dead_letters.py writes
+says about the failure is in headers (streams/worker/dead_letters/acks.py writes
 them). This model is the source of their JSON Schema: the headers as one JSON
 object of name to UTF-8 text, other headers (the input's own) allowed.
 """

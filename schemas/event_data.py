@@ -1,7 +1,7 @@
 """The data model of each lifecycle event type (`EVENT_DATA`).
 
 The worker validates an event's data with its model when it writes the event
-and again when it reads one back (`streams/worker/records.py:to_domain`), so
+and again when it reads one back (`streams/worker/kafka/records.py:to_domain`), so
 the fold only ever sees data of the right shape; the pure saga holds the
 validated data as plain JSON. Models allow fields they do not name: a newer
 writer may add one, and the fold reads only the fields below.

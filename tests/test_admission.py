@@ -12,7 +12,7 @@ from thunderhelm.schemas.codec import MAX_NESTING, DecodeError, _nests_deeper, p
 from thunderhelm.schemas.limits import Limits
 from thunderhelm.schemas.requests import CancelRequest, RunRequest
 from thunderhelm.streams.wire.failures import Failure, Origin
-from thunderhelm.streams.worker.admission import (
+from thunderhelm.streams.worker.intake.admission import (
     FORWARD_PREFIX,
     Admitted,
     InvalidRequest,

@@ -163,7 +163,7 @@ def test_missing_topics_are_exit_3_and_say_which(tmp_path: Path) -> None:
 
 @pytest.mark.kafka
 def test_a_follow_timeout_is_exit_4_and_an_unknown_run_is_exit_5(tmp_path: Path) -> None:
-    from thunderhelm.streams.worker.topics import ensure_topics
+    from thunderhelm.streams.worker.kafka.topics import ensure_topics
 
     env = fresh_env(tmp_path, OTEL_TRACES_EXPORTER="none")
     asyncio.run(ensure_topics(Settings.from_env(env)))
@@ -213,7 +213,7 @@ def test_ctrl_c_on_a_local_run_cancels_it_with_exit_130(tmp_path: Path) -> None:
 
 @pytest.mark.kafka
 def test_ctrl_c_on_watch_is_exit_130_without_a_traceback(tmp_path: Path) -> None:
-    from thunderhelm.streams.worker.topics import ensure_topics
+    from thunderhelm.streams.worker.kafka.topics import ensure_topics
 
     env = fresh_env(tmp_path, OTEL_TRACES_EXPORTER="none")
     asyncio.run(ensure_topics(Settings.from_env(env)))

@@ -101,7 +101,7 @@ def test_predict_with_rows_that_do_not_fit_is_exit_5(
 
 @pytest.mark.kafka
 def test_commands_json_against_fresh_topics_without_a_worker(tmp_path: Path) -> None:
-    from thunderhelm.streams.worker.topics import ensure_topics
+    from thunderhelm.streams.worker.kafka.topics import ensure_topics
 
     env = fresh_env(tmp_path, OTEL_TRACES_EXPORTER="none")
     settings = Settings.from_env(env)

@@ -15,9 +15,9 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from tests.kafka_helpers import BOOTSTRAP, fresh_env
 from thunderhelm.streams.config.settings import Settings
-from thunderhelm.streams.worker import command_reader
-from thunderhelm.streams.worker.command_reader import CommandEvent, CommandReader
-from thunderhelm.streams.worker.topics import ensure_topics
+from thunderhelm.streams.worker.commands import reader as command_reader
+from thunderhelm.streams.worker.commands.reader import CommandEvent, CommandReader
+from thunderhelm.streams.worker.kafka.topics import ensure_topics
 
 pytestmark = [pytest.mark.kafka]
 

@@ -18,7 +18,7 @@ from tests.test_worker_handlers import SETTINGS, Event, Harness, Message, reques
 from thunderhelm.schemas.requests import RUN_REQUESTED
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED
 from thunderhelm.streams.config.settings import Settings
-from thunderhelm.streams.worker.control_pressure import ControlPressure
+from thunderhelm.streams.worker.commands.control_pressure import ControlPressure
 
 
 def test_a_late_record_holds_one_interpreter_back_until_the_hold_ends() -> None:

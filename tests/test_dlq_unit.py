@@ -15,7 +15,7 @@ import pytest
 
 from thunderhelm.streams.clients.dead_letters import DeadLetter, Filter, _text_or_base64
 from thunderhelm.streams.wire.failures import Failure, Origin, classify, dead_letter_headers
-from thunderhelm.streams.worker.dead_letters import OrderedAcks
+from thunderhelm.streams.worker.dead_letters.acks import OrderedAcks
 
 DLQ_NAMES = [
     "dlq.error.class",

@@ -22,10 +22,10 @@ from thunderhelm.streams.clients.client import Observed, describe
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import candidates, steps
 from thunderhelm.streams.wire.failures import Failure
-from thunderhelm.streams.worker.admission import Admitted, screen_command
-from thunderhelm.streams.worker.candidate_trainer import Offsets
-from thunderhelm.streams.worker.event_handler import last_outcome
-from thunderhelm.streams.worker.event_writer import validated_task
+from thunderhelm.streams.worker.events.handler import last_outcome
+from thunderhelm.streams.worker.events.writer import validated_task
+from thunderhelm.streams.worker.intake.admission import Admitted, screen_command
+from thunderhelm.streams.worker.steps.candidate_trainer import Offsets
 
 REQUEST: dict[str, Any] = {
     "run_id": "fan-1",

@@ -26,9 +26,9 @@ from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.wire.failures import Failure, Origin, original_headers
-from thunderhelm.streams.worker.admission import unwrap_forwarded
-from thunderhelm.streams.worker.intake import Intake
-from thunderhelm.streams.worker.topics import DEAD_LETTER_MAX_BYTES, ensure_topics
+from thunderhelm.streams.worker.intake.admission import unwrap_forwarded
+from thunderhelm.streams.worker.intake.reader import Intake
+from thunderhelm.streams.worker.kafka.topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 
 pytestmark = [pytest.mark.kafka]
 

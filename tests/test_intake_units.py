@@ -16,9 +16,9 @@ import pytest
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from thunderhelm.streams.worker import intake_writes
-from thunderhelm.streams.worker.intake_offsets import InOrderCommits, Record
-from thunderhelm.streams.worker.intake_writes import Item, Writes
+from thunderhelm.streams.worker.intake import writes as intake_writes
+from thunderhelm.streams.worker.intake.writes import Item, Writes
+from thunderhelm.streams.worker.kafka.offsets import InOrderCommits, Record
 
 TP = TopicPartition("requests", 0)
 

@@ -236,6 +236,6 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_circle_between_files() -> None:
     graph = import_graph()
-    assert "thunderhelm.streams.domain.saga" in graph["thunderhelm.streams.worker.step_runner"]
+    assert "thunderhelm.streams.domain.saga" in graph["thunderhelm.streams.worker.steps.runner"]
     assert circles(graph) == []
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

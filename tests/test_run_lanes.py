@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.test_dlq_unit import Broker, FakeEvent, FakeMessage
-from thunderhelm.streams.worker.dead_letters import OrderedAcks
-from thunderhelm.streams.worker.run_lanes import RunLanes
+from thunderhelm.streams.worker.commands.lanes import RunLanes
+from thunderhelm.streams.worker.dead_letters.acks import OrderedAcks
 
 
 class Gate:

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from tests.kafka_helpers import BOOTSTRAP, fresh_env
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.worker.app import create_app
-from thunderhelm.streams.worker.topics import ensure_topics
+from thunderhelm.streams.worker.kafka.topics import ensure_topics
 
 KEYS = [f"run-{n}".encode() for n in range(40)] + [b"scale-1x1-ef38c2"]
 

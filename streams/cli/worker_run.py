@@ -30,7 +30,7 @@ def run_worker(settings: Settings) -> int:
 
     from thunderhelm.streams.observability import logs, telemetry
     from thunderhelm.streams.worker.app import create_app
-    from thunderhelm.streams.worker.topics import ensure_topics
+    from thunderhelm.streams.worker.kafka.topics import ensure_topics
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

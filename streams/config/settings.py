@@ -127,7 +127,7 @@ class Settings(EnvSettings):
     fanout: bool = True
     # A user's request that waited longer than this before its agent took it
     # makes the candidate trainer hold one interpreter back for a while
-    # (streams/worker/control_pressure.py); 0: always train on every interpreter.
+    # (streams/worker/commands/control_pressure.py); 0: always train on every interpreter.
     control_lag_ms: int = Field(15, ge=0, le=60_000)
     # `json`: one JSON object per log line, with trace_id and span_id.
     log_format: Literal["text", "json"] = "text"

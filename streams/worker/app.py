@@ -1,14 +1,14 @@
 """The Faust application: topics, the run-state table, agents and timers.
 
-Users' records on run-requests are screened by the intake (streams/worker/intake.py),
+Users' records on run-requests are screened by the intake (intake/reader.py),
 a batch at a time outside Faust's per-record loop: bad ones go to
 dead-letters, admitted commands to the internal run-commands topic, which the
-command reader (command_reader.py) reads the same way on the worker Faust
+command reader (commands/reader.py) reads the same way on the worker Faust
 made the run's owner. Faust keeps the group, the run-state table and the
 run-events agent. Handlers stay thin: each record goes to its handler
-(streams/worker/command_handler.py, event_handler.py; wired in components.py). Nothing here awaits a
-generation: generations run as background tasks on the interpreter pool and
-report back by appending to run-events.
+(commands/handler.py, events/handler.py; wired in components.py). Nothing
+here awaits a generation: generations run as background tasks on the
+interpreter pool and report back by appending to run-events.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import faust
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import prometheus
-from thunderhelm.streams.worker.runs_table import RunsTable
+from thunderhelm.streams.worker.kafka.runs_table import RunsTable
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Any]:
     """Build the app and its `RunWorker`; returned together for the worker entry point."""
     from thunderhelm.streams.worker.components import RunWorker
-    from thunderhelm.streams.worker.intake import Intake
+    from thunderhelm.streams.worker.intake.reader import Intake
 
     # Faust makes its folder but not the ones above it.
     settings.faust_dir.mkdir(parents=True, exist_ok=True)

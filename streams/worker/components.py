@@ -9,18 +9,18 @@ from typing import Any
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.executor import RunExecutor
-from thunderhelm.streams.worker.candidate_trainer import CandidateTrainer
-from thunderhelm.streams.worker.command_handler import CommandHandler
-from thunderhelm.streams.worker.command_reader import CommandReader
-from thunderhelm.streams.worker.control_pressure import ControlPressure
-from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
-from thunderhelm.streams.worker.event_handler import EventHandler
-from thunderhelm.streams.worker.event_writer import EventWriter
+from thunderhelm.streams.worker.commands.control_pressure import ControlPressure
+from thunderhelm.streams.worker.commands.handler import CommandHandler
+from thunderhelm.streams.worker.commands.reader import CommandReader
+from thunderhelm.streams.worker.dead_letters.writer import DeadLetterWriter
+from thunderhelm.streams.worker.events.handler import EventHandler
+from thunderhelm.streams.worker.events.ownership import Ownership
+from thunderhelm.streams.worker.events.store import RunStore
+from thunderhelm.streams.worker.events.writer import EventWriter
 from thunderhelm.streams.worker.health import Health, consumer_check, pool_check, producer_check
-from thunderhelm.streams.worker.ownership import Ownership
-from thunderhelm.streams.worker.reconciler import Reconciler
-from thunderhelm.streams.worker.run_store import RunStore
-from thunderhelm.streams.worker.step_runner import StepRunner
+from thunderhelm.streams.worker.steps.candidate_trainer import CandidateTrainer
+from thunderhelm.streams.worker.steps.reconciler import Reconciler
+from thunderhelm.streams.worker.steps.runner import StepRunner
 
 
 class RunWorker:

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 
-from thunderhelm.streams.worker.dead_letters import AckableEvent, OrderedAcks
+from thunderhelm.streams.worker.dead_letters.acks import AckableEvent, OrderedAcks
 
 log = logging.getLogger(__name__)
 

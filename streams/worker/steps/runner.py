@@ -26,9 +26,9 @@ from thunderhelm.streams.domain.retry import Draw, RetryPolicy
 from thunderhelm.streams.execution.executor import StepInterrupted, step_event
 from thunderhelm.streams.execution.retrying import with_retries
 from thunderhelm.streams.observability import telemetry
-from thunderhelm.streams.worker.event_writer import EventWriter
-from thunderhelm.streams.worker.ownership import Ownership
-from thunderhelm.streams.worker.run_store import RunStore
+from thunderhelm.streams.worker.events.ownership import Ownership
+from thunderhelm.streams.worker.events.store import RunStore
+from thunderhelm.streams.worker.events.writer import EventWriter
 
 log = logging.getLogger(__name__)
 

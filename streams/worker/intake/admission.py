@@ -1,6 +1,6 @@
 """What may enter: the screen of a run-requests record, and the forwarded record's shape.
 
-The intake (`streams/worker/intake.py`) screens every record users produce to
+The intake (`streams/worker/intake/reader.py`) screens every record users produce to
 run-requests and either dead-letters it or forwards it to the internal
 run-commands topic, where the run's owner drives the saga. Both sides screen
 with `screen_command`, so they agree on what is admissible: a record is

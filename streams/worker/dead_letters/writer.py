@@ -19,10 +19,10 @@ from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.wire.failures import Failure, Origin, dead_letter_headers
-from thunderhelm.streams.worker.admission import run_id_of_key
-from thunderhelm.streams.worker.dead_letters import OrderedAcks, ThrottledLog
-from thunderhelm.streams.worker.event_writer import EventWriter
-from thunderhelm.streams.worker.records import pairs
+from thunderhelm.streams.worker.dead_letters.acks import OrderedAcks, ThrottledLog
+from thunderhelm.streams.worker.events.writer import EventWriter
+from thunderhelm.streams.worker.intake.admission import run_id_of_key
+from thunderhelm.streams.worker.kafka.records import pairs
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.wire.events import to_domain
 from thunderhelm.streams.wire.failures import Stage, classify
-from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
-from thunderhelm.streams.worker.records import consumed
-from thunderhelm.streams.worker.run_store import RunStore
-from thunderhelm.streams.worker.step_runner import StepRunner
+from thunderhelm.streams.worker.dead_letters.writer import DeadLetterWriter
+from thunderhelm.streams.worker.events.store import RunStore
+from thunderhelm.streams.worker.kafka.records import consumed
+from thunderhelm.streams.worker.steps.runner import StepRunner
 
 log = logging.getLogger(__name__)
 

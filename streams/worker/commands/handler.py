@@ -24,20 +24,20 @@ from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.wire.events import to_domain
 from thunderhelm.streams.wire.failures import Failure, Stage, classify
-from thunderhelm.streams.worker.admission import (
+from thunderhelm.streams.worker.commands.control_pressure import ControlPressure
+from thunderhelm.streams.worker.commands.lanes import RunLanes
+from thunderhelm.streams.worker.dead_letters.writer import DeadLetterWriter
+from thunderhelm.streams.worker.events.handler import fold
+from thunderhelm.streams.worker.events.store import RunStore
+from thunderhelm.streams.worker.events.writer import EventWriter
+from thunderhelm.streams.worker.intake.admission import (
     Admitted,
     InvalidRequest,
     screen_command,
     unwrap_forwarded,
 )
-from thunderhelm.streams.worker.control_pressure import ControlPressure
-from thunderhelm.streams.worker.dead_letter_writer import DeadLetterWriter
-from thunderhelm.streams.worker.event_handler import fold
-from thunderhelm.streams.worker.event_writer import EventWriter
-from thunderhelm.streams.worker.records import consumed, pairs, waited
-from thunderhelm.streams.worker.run_lanes import RunLanes
-from thunderhelm.streams.worker.run_store import RunStore
-from thunderhelm.streams.worker.step_runner import StepRunner
+from thunderhelm.streams.worker.kafka.records import consumed, pairs, waited
+from thunderhelm.streams.worker.steps.runner import StepRunner
 
 
 def command_of(admitted: Admitted, span: Span) -> tuple[str, saga.Command | saga.NewEvent]:

@@ -23,7 +23,7 @@ from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.candidates import spread, task_cost
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.wire.events import envelope, event_envelope, result_envelope
-from thunderhelm.streams.worker.run_store import RunStore
+from thunderhelm.streams.worker.events.store import RunStore
 
 
 def validated_task(task: Mapping[str, Any]) -> dict[str, Any]:

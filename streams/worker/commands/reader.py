@@ -44,9 +44,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from thunderhelm.streams.config.settings import Settings
-from thunderhelm.streams.worker.group_consumer import keep_running, observe_lag, start_when_up
-from thunderhelm.streams.worker.intake_offsets import Record, faust_group_offsets
-from thunderhelm.streams.worker.intake_writes import RETRY_DELAY_S
+from thunderhelm.streams.worker.intake.writes import RETRY_DELAY_S
+from thunderhelm.streams.worker.kafka.group_consumer import keep_running, observe_lag, start_when_up
+from thunderhelm.streams.worker.kafka.offsets import Record, faust_group_offsets
 
 log = logging.getLogger(__name__)
 

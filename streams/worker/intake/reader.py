@@ -35,21 +35,25 @@ from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.wire.failures import Failure, Origin, dead_letter_headers
-from thunderhelm.streams.worker.admission import forward_headers, run_id_of_key, screen_command
-from thunderhelm.streams.worker.dead_letters import ThrottledLog
-from thunderhelm.streams.worker.group_consumer import (
+from thunderhelm.streams.worker.dead_letters.acks import ThrottledLog
+from thunderhelm.streams.worker.intake.admission import (
+    forward_headers,
+    run_id_of_key,
+    screen_command,
+)
+from thunderhelm.streams.worker.intake.writes import Item, Writes
+from thunderhelm.streams.worker.kafka.group_consumer import (
     group_consumer,
     keep_running,
     observe_lag,
     start_when_up,
 )
-from thunderhelm.streams.worker.intake_offsets import (
+from thunderhelm.streams.worker.kafka.offsets import (
     InOrderCommits,
     Rebalance,
     Record,
     faust_group_offsets,
 )
-from thunderhelm.streams.worker.intake_writes import Item, Writes
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from thunderhelm.streams.execution.outcomes import settled
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.wire.events import envelope
 from thunderhelm.streams.wire.failures import Failure, InputRejected, Origin, classify
-from thunderhelm.streams.worker.event_writer import validated_task
-from thunderhelm.streams.worker.group_consumer import group_consumer, keep_running
+from thunderhelm.streams.worker.events.writer import validated_task
+from thunderhelm.streams.worker.kafka.group_consumer import group_consumer, keep_running
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.worker.ownership import Ownership
-from thunderhelm.streams.worker.run_store import RunStore
-from thunderhelm.streams.worker.step_runner import StepRunner
+from thunderhelm.streams.worker.events.ownership import Ownership
+from thunderhelm.streams.worker.events.store import RunStore
+from thunderhelm.streams.worker.steps.runner import StepRunner
 
 log = logging.getLogger(__name__)
 IDLE_BEFORE_RESUME_S = 3.0

@@ -1,0 +1,1 @@
+"""Dead-lettered inputs: their writes, acks in offset order and log lines."""

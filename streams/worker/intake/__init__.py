@@ -1,0 +1,1 @@
+"""The intake: users' records on run-requests screened, forwarded or dead-lettered."""

@@ -1,0 +1,1 @@
+"""Kafka plumbing beside Faust: group consumers, topics, offsets, records, the runs table."""
