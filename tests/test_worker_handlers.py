@@ -552,26 +552,6 @@ def test_every_event_type_has_a_data_model() -> None:
     assert set(EVENT_DATA) == ev.EVENT_TYPES
 
 
-def test_a_flat_record_from_an_older_changelog_still_reads() -> None:
-    h = Harness()
-    accepted = saga.evolve(None, _accepted())
-    assert accepted is not None
-    h.table[b"r-1"] = {**accepted.to_dict(), "_partition": PARTITION}
-    assert h.worker.store.get("r-1") == accepted
-    assert h.worker.store.partition("r-1") == PARTITION
-    assert [s.run_id for s, _ in h.worker.store.live()] == ["r-1"]
-
-
-def test_a_state_stored_before_the_fold_kept_the_deadline_gets_it() -> None:
-    h = Harness()
-    accepted = saga.evolve(None, _accepted())
-    assert accepted is not None and accepted.deadline == ACCEPTED_AT + 600.0
-    older = {k: v for k, v in accepted.to_dict().items() if k != "deadline"}
-    h.table[b"r-1"] = {"state": older, "partition": PARTITION}
-    assert h.worker.store.get("r-1") == accepted
-    assert [s for s, _ in h.worker.store.live()] == [accepted]
-
-
 def test_the_events_agent_marks_what_it_folded_even_a_dead_letter() -> None:
     # A partition's new owner reads its commands only once this mark reaches
     # what the log held (command_reader.py).

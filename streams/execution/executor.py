@@ -163,7 +163,7 @@ class RunExecutor:
         # revoked partition, say) must not stop this one.
         token = self._cancels[state.run_id] = CancelToken()
         # The fold fixed the deadline at acceptance; the kernel checks it between batches.
-        deadline = state.deadline or (time.time() + 3600.0)
+        deadline = _deadline(state)
         with PoolEvaluator(
             self._pool(),
             dataset,
@@ -205,7 +205,7 @@ class RunExecutor:
             dataset.n_features,
             dataset.n_classes,
             run_id=state.run_id,
-            deadline=state.deadline or (time.time() + 3600.0),
+            deadline=_deadline(state),
             traceparent=state.traceparent,
             known=state.outcomes,
         )
@@ -319,6 +319,13 @@ class RunExecutor:
         with self._lock:
             self._datasets.pop(run_id, None)
         self._cancels.pop(run_id, None)
+
+
+def _deadline(state: saga.RunState) -> float:
+    """The run's deadline, which the fold fixes when it folds `run.accepted`."""
+    if state.deadline is None:
+        raise ValueError(f"run {state.run_id} has no deadline: it was never accepted")
+    return state.deadline
 
 
 def _with_run_id(run_id: str, report: steps.Report) -> steps.Report:

@@ -1,10 +1,8 @@
 """Whether the worker's control plane is behind, and how many trainings it may run meanwhile.
 
-`bench stream` measured what keeps run requests waiting while the pool is
-saturated: not the cores (both interpreters of a pool of 2 pinned to one core
-answered as slowly as before) but how many trainings run at once. A pool of
-2 that took one task at a time answered requests in p99 27-40 ms instead of
-120-240 ms. So the candidate trainer holds one interpreter back while
+`bench stream` found what keeps run requests waiting while the pool is
+saturated: not the cores but how many trainings run at once (its figures
+are in bench/RESULTS.md). So the candidate trainer holds one interpreter back while
 users' requests (run-commands records other than candidate outcomes) wait
 too long before the command reader takes them (`observe`: the time from the
 record's CreateTime until then), and for `hold_s` after the last one; calm

@@ -3,9 +3,8 @@
 Handling a command waits on the broker: each event it appends is awaited
 until acknowledged (a start writes two, `run.accepted` and `run.started`),
 and with the interpreter pool using every core an ack takes milliseconds.
-Handled one at a time, a burst of commands queued behind those round trips:
-`bench stream` measured the run-commands handling's share of a request's
-latency at p99 200-900 ms while the event loop sat idle half the time.
+Handled one at a time, a burst of commands queued behind those round trips
+while the event loop sat idle (`bench stream`, bench/RESULTS.md).
 
 So the command reader hands each command to its run's lane and reads on. A lane is a
 chain of tasks: a command starts once the one before it for the same run is

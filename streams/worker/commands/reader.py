@@ -2,12 +2,11 @@
 
 Faust hands records to an agent one at a time, several event-loop turns
 each. With the interpreter pool on every core, each of those turns waits
-behind the loop's other work: `bench stream` measured Faust's delivery as the
-run-commands agent's whole share of a request's latency (p99 55-126 ms),
-while the intake's plain consumer in the same process took 15-25 ms for the
-hop before it. So run-commands is read like run-requests: with a plain
-aiokafka consumer, a batch per turn, and each command handed to its run's
-lane (`run_lanes.py`) at once.
+behind the loop's other work: `bench stream` found Faust's delivery to be
+most of a request's latency, several times the intake's plain consumer in
+the same process (bench/RESULTS.md). So run-commands is read like
+run-requests: with a plain aiokafka consumer, a batch per turn, and each
+command handed to its run's lane (`lanes.py`) at once.
 
 Ownership stays Faust's. A run's commands are decided where its state is:
 on the worker that Faust assigned the run's run-events partition (the same

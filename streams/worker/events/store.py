@@ -11,8 +11,6 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.wire.events import epoch_seconds
-from thunderhelm.streams.wire.failures import InputRejected
 
 
 class RunStore:
@@ -45,23 +43,11 @@ class RunStore:
             yield saga.RunState.from_dict(_state_of(record)), _partition_of(record)
 
 
-# A changelog written before state and partition were kept apart holds flat
-# records: the state's fields with `_partition` (and `_result_published`,
-# which `settled` now says) among them. They are read as they are. One
-# written before the fold kept the deadline gets it as the fold makes it.
-
-
 def _state_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    state: Mapping[str, Any] = record.get("state", record)
-    if "deadline" in state or not state.get("accepted_at") or state.get("request") is None:
-        return state
-    try:
-        began = epoch_seconds(state["accepted_at"])
-    except InputRejected:  # not a time: the run goes on without a deadline, as it did
-        return state
-    return {**state, "deadline": began + saga.timeout_s(state["request"])}
+    state: Mapping[str, Any] = record["state"]
+    return state
 
 
 def _partition_of(record: Mapping[str, Any]) -> int | None:
-    partition: int | None = record["partition"] if "state" in record else record.get("_partition")
+    partition: int | None = record["partition"]
     return partition
