@@ -35,6 +35,14 @@ Status = Literal[
     "cancel-pending", "accepted", "running", "succeeded", "failed", "cancelled", "rejected"
 ]
 TERMINAL: frozenset[Status] = frozenset({"succeeded", "failed", "cancelled", "rejected"})
+type Ending = Literal["succeeded", "failed", "cancelled"]
+# The event that ends a run with each status, and back: the one table of both.
+END_EVENTS: dict[Ending, str] = {
+    "succeeded": ev.RUN_SUCCEEDED,
+    "failed": ev.RUN_FAILED,
+    "cancelled": ev.RUN_CANCELLED,
+}
+ENDING_OF: dict[str, Ending] = {event: status for status, event in END_EVENTS.items()}
 # How many recent event ids a run remembers for de-duplication. Redeliveries
 # come close together, and stale duplicates are caught by the typed checks.
 SEEN_IDS_KEPT = 64
@@ -285,12 +293,7 @@ def _apply(state: RunState, event: Event) -> RunState:
         case ev.CANCEL_RECORDED if state.cancel_reason is None:
             return replace(state, cancel_reason=str(data["reason"]))
         case ev.RUN_SUCCEEDED | ev.RUN_FAILED | ev.RUN_CANCELLED:
-            status: Status = {
-                ev.RUN_SUCCEEDED: "succeeded",
-                ev.RUN_FAILED: "failed",
-                ev.RUN_CANCELLED: "cancelled",
-            }[event.type]  # type: ignore[assignment]  # literal keys map to Status values
-            return replace(state, status=status, result=data["result"])
+            return replace(state, status=ENDING_OF[event.type], result=data["result"])
         case _:
             return state
 
@@ -321,7 +324,7 @@ type StoppedBy = Literal["generations", "timeout_s", "max_evaluations"]
 
 @dataclass(frozen=True)
 class Finish:
-    status: Literal["succeeded", "failed", "cancelled"]
+    status: Ending
     error_class: str | None = None
     message: str | None = None
     stopped_by: StoppedBy | None = None

@@ -48,13 +48,6 @@ WORKER_NAME = f"{socket.gethostname()}/{os.getpid()}"
 TASK_DATASETS_KEPT = 4
 
 
-ENDED_TYPES = {
-    "succeeded": ev.RUN_SUCCEEDED,
-    "failed": ev.RUN_FAILED,
-    "cancelled": ev.RUN_CANCELLED,
-}
-
-
 class StepInterrupted(Exception):
     """A generation stopped early (cancel or budget); the saga decides what follows."""
 
@@ -97,7 +90,7 @@ async def step_event(
         case saga.Finish():
             result = await executor.finish(state, action)
             data = {"run_id": state.run_id, "result": result}
-            return saga.NewEvent(ENDED_TYPES[action.status], data)
+            return saga.NewEvent(saga.END_EVENTS[action.status], data)
 
 
 class RunExecutor:

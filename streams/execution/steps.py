@@ -33,14 +33,11 @@ from thunderhelm.ga.core.network import to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 from thunderhelm.ga.core.space import SearchSpace
 from thunderhelm.ga.core.wiring import wiring_from_dict
-from thunderhelm.ga.training.evaluators import Fitness
+from thunderhelm.ga.training.evaluators import Evaluate, Fitness
 from thunderhelm.streams.execution import outcomes
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 
-# `evaluate(networks)` or `evaluate(networks, on_result)`: a result per network,
-# in order; `on_result(position, result)` is called as each one is in.
-Evaluate = Callable[..., Sequence[Mapping[str, Any]]]
 # Gets each newly trained candidate's `candidate-completed` data.
 Report = Callable[[dict[str, Any]], None]
 
