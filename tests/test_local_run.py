@@ -416,3 +416,21 @@ def test_a_local_run_trains_at_normal_priority_unless_told_otherwise(
     assert run_local(settings, request, 2, as_json=True, logs=tmp_path / "logs") == 0
     capsys.readouterr()
     assert used == [expected]
+
+
+def test_an_unwritable_artifact_folder_fails_the_run_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the artifact folder should be")
+    settings = Settings(data_root=tmp_path, artifact_dir=blocker / "artifacts", pool_size=2)
+    request = {**SMALL, "run_id": "unwritable", "ga": {**SMALL["ga"], "generations": 1}}
+    code = run_local(settings, request, 2, as_json=True, logs=logs_in(tmp_path))
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and result["status"] == "failed" and result["artifact"] is None
+    assert result["error"]["class"] == "ArtifactWriteError"
+    assert "cannot write the model artifact to" in result["error"]["message"]
+    # Nothing else is lost: the search is in the log, then the one ending.
+    types = types_in(log_path(logs_in(tmp_path), "unwritable"))
+    assert types[-2:] == [ev.GENERATION_COMPLETED, ev.RUN_FAILED]
+    assert result["best"]["fitness"] is not None  # what the search found is in the result

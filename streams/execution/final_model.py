@@ -35,6 +35,10 @@ from thunderhelm.streams.execution import steps
 DEFAULT_ENSEMBLE_SIZE = 5
 
 
+class ArtifactWriteError(OSError):
+    """The artifact folder cannot be written: the run fails with this reason."""
+
+
 def finalists(
     request: Mapping[str, Any], ga_state: Mapping[str, Any] | None, best: Mapping[str, Any]
 ) -> list[Mapping[str, Any]]:
@@ -161,15 +165,19 @@ def save(
     predictor, selection = choose(request, models, dataset)
     used = kept if isinstance(predictor, Ensemble) else kept[:1]
     members = [{"network": n, "training": t, "search": _search(run_id, c)} for c, n, t in used]
-    path, metrics = write_artifact(
-        target,
-        predictor=predictor,
-        members=members,
-        dataset=dataset,
-        request=request,
-        search=_search(run_id, chosen[0]),
-        selection=selection,
-    )
+    try:
+        path, metrics = write_artifact(
+            target,
+            predictor=predictor,
+            members=members,
+            dataset=dataset,
+            request=request,
+            search=_search(run_id, chosen[0]),
+            selection=selection,
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ArtifactWriteError(f"cannot write the model artifact to {target}: {reason}") from exc
     single_test = models[0].evaluate(dataset.x_test, dataset.y_test, standardized=True)
     shares = predictor.weights if isinstance(predictor, Ensemble) else (1.0,)
     model = {
