@@ -31,7 +31,11 @@ fi
 lock=(-c constraints.txt)
 if [ -n "${THUNDERHELM_UNLOCKED:-}" ]; then lock=(); fi
 .venv/bin/python -m pip install -q "${lock[@]}" "setuptools>=77" "cython>=3.1" "scipy-openblas32>=0.3.28"
-.venv/bin/python -m pip install -q "${lock[@]}" --no-build-isolation -e ".[dev,bench]"
+# setuptools prints a ten-line notice on every editable install of a project
+# whose checkout holds a folder named like its package (thunderhelm/ here);
+# it changes nothing, so it is filtered by its message.
+PYTHONWARNINGS="ignore:Editable installation" \
+  .venv/bin/python -m pip install -q "${lock[@]}" --no-build-isolation -e ".[dev,bench]"
 # The official AsyncAPI JSON Schemas (npm package @asyncapi/specs), which the
 # tests validate docs/asyncapi.yaml against; kept inside .venv, not committed.
 specs=.venv/share/asyncapi-specs
