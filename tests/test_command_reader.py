@@ -77,8 +77,15 @@ async def produce(settings: Settings, partition: int, count: int, topic: str | N
 
 
 async def commit_as_faust(settings: Settings, topic: str, partition: int, offset: int) -> None:
-    """Commit `offset` in Faust's group, as a worker's run-events agent would."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=settings.app_id)
+    """Commit `offset` in Faust's group, as a worker's run-events agent would.
+
+    Without auto-commit: a consumer that auto-commits commits its position
+    again when it stops, and once its fetcher had reset that position to the
+    log's end, the end overwrote `offset` (the reader then started at 5, not 3).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, group_id=settings.app_id, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
