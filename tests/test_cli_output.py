@@ -117,3 +117,13 @@ def test_progress_shows_candidates_k_of_n_in_the_generation() -> None:
     assert rows and "5/8 candidates" in rows[-1] and "best 0.7500" in rows[-1]
     last_frame = drawn.rsplit("run-9", 1)[-1]  # the generations row as last drawn
     assert "0/3 generations" in last_frame and "best 0.7500" in last_frame.split("\n")[0]
+
+
+def test_same_outcome_compares_status_best_network_and_fitness() -> None:
+    from thunderhelm.streams.clients.client import same_outcome
+
+    first = {"status": "succeeded", "best": {"genome": {"levels": [[1]]}, "fitness": 0.9}}
+    assert same_outcome(first, {**first})
+    assert not same_outcome(first, {**first, "status": "failed"})
+    assert not same_outcome(first, {**first, "best": {**first["best"], "fitness": 0.8}})
+    assert not same_outcome(first, {**first, "best": {**first["best"], "genome": {"levels": []}}})

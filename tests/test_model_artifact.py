@@ -111,11 +111,8 @@ def test_load_model_predicts_on_raw_inputs(csv_run: dict[str, Any]) -> None:
 def test_predict_command_reproduces_the_test_accuracy(
     csv_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ds, x, y = csv_run["dataset"], csv_run["x"], csv_run["y"]
-    rows = ["a,b,c,direction"] + [
-        ",".join([*(repr(float(v)) for v in x[i]), LABELS[y[i]]]) for i in ds.test_rows
-    ]
-    (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
+    ds, x = csv_run["dataset"], csv_run["x"]
+    _write_test_rows(csv_run, tmp_path / "test.csv")
     artifact = csv_run["result"]["artifact"]
     assert cli(["predict", artifact, "--input", str(tmp_path / "test.csv"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -142,6 +139,15 @@ def test_bad_inputs_get_a_clear_error(
     assert "not trained on text" in capsys.readouterr().err
     assert cli(["predict", str(tmp_path), "--input", "x.csv"]) == 5
     assert "no model artifact" in capsys.readouterr().err
+
+
+def _write_test_rows(run: dict[str, Any], path: Path) -> None:
+    """The run's test rows, raw, as a CSV with its header and label column."""
+    x, y = run["x"], run["y"]
+    rows = ["a,b,c,direction"] + [
+        ",".join([*(repr(float(v)) for v in x[i]), LABELS[y[i]]]) for i in run["dataset"].test_rows
+    ]
+    path.write_text("\n".join(rows) + "\n")
 
 
 def _copy_artifact(csv_run: dict[str, Any], target: Path) -> Path:
@@ -297,11 +303,7 @@ def test_an_ensemble_artifact_averages_its_members(
     accuracy = float(np.mean(model.predict(raw) == ds.y_test))
     assert accuracy == result["model"]["test"]["accuracy"]
     assert model.evaluate(raw, ds.y_test)["accuracy"] == accuracy
-    rows = ["a,b,c,direction"] + [
-        ",".join([*(repr(float(v)) for v in ensemble_run["x"][i]), LABELS[ensemble_run["y"][i]]])
-        for i in ds.test_rows
-    ]
-    (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
+    _write_test_rows(ensemble_run, tmp_path / "test.csv")
     assert (
         cli(["predict", result["artifact"], "--input", str(tmp_path / "test.csv"), "--json"]) == 0
     )

@@ -38,6 +38,7 @@ __all__ = [
     "decode_weights",
     "load_model",
     "model_from_training",
+    "scores",
     "write_artifact",
 ]
 
@@ -143,7 +144,8 @@ class _Predicting:
         return out[len(text) :]
 
 
-def _scores(log_proba: npt.NDArray[np.float64], y: npt.ArrayLike) -> dict[str, float | int]:
+def scores(log_proba: npt.NDArray[np.float64], y: npt.ArrayLike) -> dict[str, float | int]:
+    """Accuracy, mean cross-entropy and row count of log-probabilities against class indices."""
     labels = np.asarray(y, dtype=np.intp)
     loss = float(np.mean(-log_proba[np.arange(len(labels)), labels]))
     accuracy = float(np.mean(log_proba.argmax(axis=1) == labels))
@@ -220,7 +222,7 @@ class Model(_Predicting):
         `standardized`: `x` already went through this model's preprocessing.
         """
         inputs = np.asarray(x, dtype=np.float32) if standardized else self.standardize(x)
-        return _scores(self.log_proba_of_inputs(inputs), y)
+        return scores(self.log_proba_of_inputs(inputs), y)
 
 
 @dataclass(frozen=True, eq=False)
@@ -285,7 +287,7 @@ class Ensemble(_Predicting):
     ) -> dict[str, float | int]:
         """Accuracy and mean cross-entropy of the averaged probabilities."""
         inputs = np.asarray(x, dtype=np.float32) if standardized else self.standardize(x)
-        return _scores(self.log_proba_of_inputs(inputs), y)
+        return scores(self.log_proba_of_inputs(inputs), y)
 
 
 # What `load_model` returns: one network or an ensemble, used alike.

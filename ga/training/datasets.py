@@ -134,6 +134,7 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
         table = _table(ctx)
         y, labels, vocabulary, context = table.y, table.labels, "", 0
     else:
+        assert loader is not None
         x, y, labels, vocabulary, context = loader(ctx)
     n_classes = len(labels)
     if len(y) < 6:
@@ -417,12 +418,12 @@ def _finite(x: npt.NDArray[np.float64], what: str) -> npt.NDArray[np.float64]:
     return x
 
 
-_LOADERS: dict[str, tuple[set[str], Callable[[_Context], _Loaded]]] = {
+_LOADERS: dict[str, tuple[set[str], Callable[[_Context], _Loaded] | None]] = {
     "spirals": ({"samples", "classes", "noise"}, _spirals),
     "digits": ({"samples"}, _digits),
     "shakespeare": ({"context", "samples", "lowercase"}, _shakespeare),
     "csv": ({"path"}, _csv),
     "npz": ({"path"}, _npz),
-    # Loaded by `_table` (its encoding is fitted after the split); listed for its keys.
-    "table": ({"path", "target", "task", "features", "drop", "categorical"}, _npz),
+    # No loader of this shape: `_table`, as its encoding is fitted after the split.
+    "table": ({"path", "target", "task", "features", "drop", "categorical"}, None),
 }

@@ -75,16 +75,20 @@ async def cancel(settings: Settings, run_id: str, reason: str) -> str:
     return await send_command(settings, CANCEL_REQUESTED, {"run_id": run_id, "reason": reason})
 
 
+async def run_events(settings: Settings, run_id: str) -> list[CloudEvent]:
+    """The run's records on run-events that decode, start of log to its end."""
+    found = []
+    for key, value in await read_topic(settings, settings.run_events):
+        if key == run_id.encode() and value is not None:
+            with contextlib.suppress(ValueError):
+                found.append(decode_record(value, {}))
+    return found
+
+
 async def run_record(settings: Settings, run_id: str) -> tuple[dict[str, Any] | None, Any]:
     """The run's request (from its `run.accepted`) and its latest result, each None if absent."""
     request: dict[str, Any] | None = None
-    for key, value in await read_topic(settings, settings.run_events):
-        if key != run_id.encode() or value is None:
-            continue
-        try:
-            event = decode_record(value, {})
-        except ValueError:
-            continue
+    for event in await run_events(settings, run_id):
         data = event.data if isinstance(event.data, dict) else {}
         if event.type == ev.RUN_ACCEPTED and isinstance(data.get("request"), dict):
             request = dict(data["request"])

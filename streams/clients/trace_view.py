@@ -208,18 +208,11 @@ def _draw(
 async def find_trace_id(settings: Settings, run_id: str) -> str | None:
     """The run's trace id, read from its events on run-events (start of log to its end)."""
     from thunderhelm.schemas import events as ev
-    from thunderhelm.schemas.codec import decode_record
-    from thunderhelm.streams.clients.client import read_topic
+    from thunderhelm.streams.clients.client import run_events
     from thunderhelm.streams.observability import telemetry
 
     fallback = None
-    for key, value in await read_topic(settings, settings.run_events):
-        if key != run_id.encode():
-            continue
-        try:
-            event = decode_record(value, {})
-        except ValueError:
-            continue
+    for event in await run_events(settings, run_id):
         data = event.data if isinstance(event.data, dict) else {}
         if event.type == ev.RUN_ACCEPTED and data.get("traceparent"):
             return telemetry.trace_id_of(str(data["traceparent"]))

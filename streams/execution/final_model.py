@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from thunderhelm.ga.core.genome import genome_from_dict, genome_key
 from thunderhelm.ga.training.artifact import (
@@ -27,6 +28,7 @@ from thunderhelm.ga.training.artifact import (
     Model,
     Predictor,
     model_from_training,
+    scores,
     write_artifact,
 )
 from thunderhelm.ga.training.datasets import PreparedDataset
@@ -77,10 +79,14 @@ def networks(
 
 
 def _single_clearly_better(
-    fitness: str, single: Model, ensemble: Ensemble, dataset: PreparedDataset
+    fitness: str,
+    alone: npt.NDArray[np.float64],
+    averaged: npt.NDArray[np.float64],
+    y: npt.NDArray[np.intp],
 ) -> tuple[bool, float, float]:
     """Whether the best network alone beats the average on validation by more than noise.
 
+    `alone` and `averaged` are their log-probabilities of the validation rows.
     The best network was picked on this very validation split, so its score
     there is its luckiest (the winner's curse) while the average's is not:
     comparing the two scores as they are would favour it. It has to win by
@@ -88,9 +94,7 @@ def _single_clearly_better(
     right, or cross-entropy for a `val_loss` run). Returns the decision, the
     mean difference (positive: the single is better) and that standard error.
     """
-    x, y = dataset.x_val, np.asarray(dataset.y_val, dtype=np.intp)
     rows = np.arange(len(y))
-    alone, averaged = single.log_proba_of_inputs(x), ensemble.log_proba_of_inputs(x)
     if fitness == "val_loss":
         diff = alone[rows, y] - averaged[rows, y]  # = loss(average) - loss(single)
     else:
@@ -110,18 +114,18 @@ def choose(
     deliver = str(settings.get("deliver", "auto"))
     fitness = str((request.get("fitness") or {}).get("name", "val_accuracy"))
     single = models[0]
+    y = np.asarray(dataset.y_val, dtype=np.intp)
+    alone = single.log_proba_of_inputs(dataset.x_val)
     selection: dict[str, Any] = {"deliver": deliver, "fitness": fitness}
-    selection["validation"] = {
-        "single": single.evaluate(dataset.x_val, dataset.y_val, standardized=True)
-    }
+    selection["validation"] = {"single": scores(alone, y)}
     if len(models) == 1:
         return single, {**selection, "chosen": "single", "why": "one network to deliver"}
     ensemble = Ensemble(tuple(models), tuple(1.0 / len(models) for _ in models))
-    on_val = ensemble.evaluate(dataset.x_val, dataset.y_val, standardized=True)
-    selection["validation"]["ensemble"] = on_val
+    averaged = ensemble.log_proba_of_inputs(dataset.x_val)
+    selection["validation"]["ensemble"] = scores(averaged, y)
     if deliver == "ensemble":
         return ensemble, {**selection, "chosen": "ensemble", "why": "requested"}
-    better, margin, se = _single_clearly_better(fitness, single, ensemble, dataset)
+    better, margin, se = _single_clearly_better(fitness, alone, averaged, y)
     selection["single_margin"] = {"mean": round(margin, 6), "standard_error": round(se, 6)}
     if not better:
         why = (
