@@ -23,10 +23,12 @@ import pytest
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.config.settings import Settings
+from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
 from thunderhelm.streams.execution.local_run import (
     INTERRUPT_REASON,
     LOG_DIR_VARIABLE,
+    LocalRun,
     log_dir,
     run_local,
 )
@@ -434,3 +436,13 @@ def test_an_unwritable_artifact_folder_fails_the_run_with_its_reason(
     types = types_in(log_path(logs_in(tmp_path), "unwritable"))
     assert types[-2:] == [ev.GENERATION_COMPLETED, ev.RUN_FAILED]
     assert result["best"]["fitness"] is not None  # what the search found is in the result
+
+
+def test_a_training_that_reports_after_the_run_ended_adds_nothing_to_the_log() -> None:
+    """A cancel or a spent budget ends the run while a training still runs
+    in the pool; its outcome comes after the ending and must not follow it."""
+    log: list[Any] = []
+    local = LocalRun(log, executor=None, interrupt=None, out=None)  # type: ignore[arg-type]
+    local.state = saga.RunState(run_id="r-1", status="cancelled", version=7)
+    local.candidate({"run_id": "r-1", "generation": 0, "index": 0, "fitness": 0.5})
+    assert log == [] and local.sequence == 0

@@ -454,6 +454,55 @@ def test_an_outcome_after_an_unfolded_ending_is_not_appended() -> None:
     assert types[-1] == ev.RUN_CANCELLED and ev.CANDIDATE_COMPLETED not in types
 
 
+def test_a_training_that_reports_after_the_ending_is_written_appends_nothing() -> None:
+    """A cancel interrupts the step, but a training already running in the
+    pool still reports its outcome; the run's ending is written and not yet
+    folded, so the state still reads `running`: nothing follows the ending."""
+
+    async def fold_until(h: Harness, done: Any) -> None:
+        for _ in range(200):
+            pending = [t for t in h.worker.runner.tasks.values() if not t.done()]
+            if pending:
+                await asyncio.gather(*pending)
+                continue
+            if done():
+                return
+            name, key, value = h.sent[h.read]
+            h.read += 1
+            if name == SETTINGS.run_events:
+                await h.event(value, key or b"")
+
+    def status(h: Harness) -> str | None:
+        state = h.worker.state_of("r-1")
+        return None if state is None else state.status
+
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
+        await fold_until(h, lambda: status(h) == "running")
+        await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
+        await fold_until(h, lambda: ev.RUN_CANCELLED in h.types())  # all but the ending
+        state = h.worker.state_of("r-1")
+        assert state is not None and state.status == "running"
+        report = h.worker.runner.candidate_reporter(state, None)
+        outcome = {
+            "run_id": "r-1",
+            "generation": state.generation,
+            "index": 0,
+            "genome_key": "g0",
+            "fitness": 0.5,
+            "metrics": {"val_accuracy": 0.5, "val_loss": 1.0, "params": 10},
+            "seed": 0,
+            "duration_s": 0.01,
+        }
+        await asyncio.to_thread(report, outcome)  # from the training thread, as the pool does
+        await h.settle()
+        return h
+
+    types = run(go()).types()
+    assert types[-1] == ev.RUN_CANCELLED and ev.CANDIDATE_COMPLETED not in types
+
+
 def test_an_event_of_the_wrong_shape_is_dead_lettered_at_validate() -> None:
     async def go() -> Harness:
         h = Harness()

@@ -149,6 +149,12 @@ class LocalRun:
     def append(self, new: saga.NewEvent) -> None:
         """Append an event as the worker does (same envelope and validation), then fold it."""
         with self._appending:
+            if (
+                new.type == ev.CANDIDATE_COMPLETED
+                and self.state is not None
+                and self.state.terminal
+            ):
+                return  # a training that finished after the run ended (cancel, budget)
             self.sequence += 1
             run_id = self.state.run_id if self.state else str(new.data["run_id"])
             record = event_envelope(run_id, new, self.sequence)

@@ -266,13 +266,16 @@ class StepRunner:
         loop = asyncio.get_running_loop()
         run_id = state.run_id
 
+        async def append(data: dict[str, Any]) -> None:
+            # Checked on the loop, with no await before the write takes its
+            # sequence: an ending begun meanwhile (in `ended` from before its
+            # write) would otherwise be followed by this outcome on the log.
+            if run_id in self.ended or not self.still_current(state):
+                return  # the run is ending, the log moved on, or the run moved
+            await self.writer.append(run_id, saga.NewEvent(ev.CANDIDATE_COMPLETED, data), context)
+
         def report(data: dict[str, Any]) -> None:
-            if not self.still_current(state):
-                return  # the log moved on, or the run moved to another worker
-            new = saga.NewEvent(ev.CANDIDATE_COMPLETED, data)
-            written = asyncio.run_coroutine_threadsafe(
-                self.writer.append(run_id, new, context), loop
-            )
+            written = asyncio.run_coroutine_threadsafe(append(data), loop)
             try:
                 written.result(timeout=CANDIDATE_WRITE_TIMEOUT_S)
             except Exception as exc:  # the broker's trouble must not fail the generation
