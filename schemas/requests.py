@@ -143,9 +143,31 @@ class FinalModelSettings(_Strict):
     )
 
 
+class FidelitySettings(_Strict):
+    """Successive-halving rungs inside each training (docs/search.md, "Multi-fidelity")."""
+
+    rungs: bool = Field(
+        default=True,
+        description=(
+            "stop a candidate at epoch 1, eta, eta^2, ... when its validation figure there is "
+            "not among the best 1/eta measured at that epoch by earlier generations"
+        ),
+    )
+    eta: float = Field(default=2.0, gt=1.0, le=16.0, description="keep the best 1/eta at a rung")
+    min_figures: int = Field(
+        default=6, ge=1, le=10_000, description="earlier figures a rung needs before it stops any"
+    )
+
+
 class Budget(_Strict):
     timeout_s: float = Field(default=600.0, gt=0.0, le=7 * 24 * 3600.0)
     max_evaluations: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_work: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1e9,
+        description="training work in epoch-equivalents (one pass over the training rows)",
+    )
 
 
 class RunRequest(_Strict):
@@ -159,6 +181,7 @@ class RunRequest(_Strict):
     fitness: FitnessSettings = FitnessSettings()
     budget: Budget = Budget()
     final_model: FinalModelSettings = FinalModelSettings()
+    fidelity: FidelitySettings = FidelitySettings()
 
     @field_validator("run_id")
     @classmethod

@@ -67,9 +67,17 @@ class RunResult(BaseModel):
     model: DeliveredModel | None = Field(
         default=None, description="the delivered model (with the artifact)"
     )
-    stopped_by: Literal["generations", "timeout_s", "max_evaluations"] | None = Field(
+    stopped_by: Literal["generations", "timeout_s", "max_evaluations", "max_work"] | None = Field(
         default=None,
         description="what ended a succeeded run: its generations or one of its budgets",
+    )
+    work: float | None = Field(
+        default=None,
+        ge=0.0,
+        description=(
+            "the search's training work in epoch-equivalents (one pass over the training rows), "
+            "the final model's trainings not included"
+        ),
     )
     error: ErrorInfo | None = None
 

@@ -29,13 +29,13 @@ FIELDS = {
         "evaluations",
         "shakespeare_default_test_mean",
         "cancer_default_test_mean",
-        "cancer_tpe_ensemble_test_mean",
+        "cancer_tpe_hyperband_ensemble_test_mean",
         "shakespeare_ga_test_mean",
         "shakespeare_random_test_mean",
-        "shakespeare_tpe_test_mean",
+        "shakespeare_tpe_hyperband_test_mean",
         "spirals6_ga_test_mean",
         "spirals6_random_test_mean",
-        "spirals6_tpe_test_mean",
+        "spirals6_random_sh_test_mean",
     ),
 }
 

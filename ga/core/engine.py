@@ -35,6 +35,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from thunderhelm.ga.core.fidelity import (
+    Fidelity,
+    RungFigures,
+    figures_from_json,
+    figures_to_json,
+    recorded,
+)
 from thunderhelm.ga.core.genome import Genome, genome_from_dict, genome_key, genome_to_dict
 from thunderhelm.ga.core.operators import (
     DEFAULT_MUTATION_RATE,
@@ -107,6 +114,8 @@ class GAConfig:
     elite: int = 1
     seed: int = 0
     space: SearchSpace = field(default_factory=SearchSpace)
+    # Successive-halving rungs inside each training (ga/core/fidelity.py); None: off.
+    fidelity: Fidelity | None = None
 
     def __post_init__(self) -> None:
         if self.population < 1 or self.generations < 0 or self.tournament_size < 1:
@@ -120,9 +129,12 @@ class GAConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            name: getattr(self, name) for name in self.__dataclass_fields__ if name != "space"
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name not in ("space", "fidelity")
         }
         out["space"] = self.space.to_dict()
+        out["fidelity"] = None if self.fidelity is None else self.fidelity.to_dict()
         return out
 
     @classmethod
@@ -133,6 +145,8 @@ class GAConfig:
         values = dict(data)
         if "space" in values:
             values["space"] = SearchSpace.from_dict(values["space"])
+        if values.get("fidelity") is not None:
+            values["fidelity"] = Fidelity.from_dict(values["fidelity"])
         return cls(**values)
 
 
@@ -204,6 +218,10 @@ class GAState:
     # LEADERS_KEPT), each with where it was trained: the run's final model is
     # built from them (an ensemble, or the first alone).
     leaders: tuple[Best, ...] = ()
+    # Validation figures measured at each rung epoch so far (ga/core/fidelity.py).
+    rungs: RungFigures = field(default_factory=dict)
+    # Training work so far, in epoch-equivalents: one pass over the training rows.
+    work: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -216,6 +234,8 @@ class GAState:
             "evaluations": self.evaluations,
             "cache": {key: ev.to_dict() for key, ev in sorted(self.cache.items())},
             "leaders": [leader.to_dict() for leader in self.leaders],
+            "rungs": figures_to_json(self.rungs),
+            "work": self.work,
         }
 
     @classmethod
@@ -236,6 +256,8 @@ class GAState:
             cache={key: Evaluation.from_dict(ev) for key, ev in data["cache"].items()},
             # States written before the archive existed start it empty.
             leaders=tuple(Best.from_dict(b) for b in data.get("leaders") or ()),
+            rungs=figures_from_json(data.get("rungs")),
+            work=float(data.get("work") or 0.0),
         )
 
 
@@ -374,6 +396,23 @@ def complete_generation(
         evaluations=state.evaluations + fresh,
         cache=cache,
         leaders=update_leaders(state.leaders, trained),
+        rungs=state.rungs
+        if config.fidelity is None
+        else recorded(state.rungs, (curve_of(b.metrics) for b in trained), config.fidelity),
+        work=state.work + sum(work_of(b.metrics) for b in trained),
+    )
+
+
+def curve_of(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    curve = metrics.get("curve")
+    return list(curve) if isinstance(curve, list) else []
+
+
+def work_of(metrics: Mapping[str, Any]) -> float:
+    """A training's work in epoch-equivalents: the epochs it ran over the training rows."""
+    epochs = metrics.get("epochs_run")
+    return (
+        float(epochs) if isinstance(epochs, int | float) and not isinstance(epochs, bool) else 0.0
     )
 
 

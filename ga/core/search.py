@@ -21,6 +21,7 @@ from thunderhelm.ga.core.engine import (
     merge_results,
     pending,
 )
+from thunderhelm.ga.core.fidelity import with_rungs
 from thunderhelm.ga.core.network import to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 
@@ -78,8 +79,15 @@ def run_search(
     while not is_finished(state, config):
         todo = pending(state)
         networks = [
-            to_network(
-                genome, n_inputs, n_outputs, candidate_training_seed(config, state.generation, i)
+            with_rungs(
+                to_network(
+                    genome,
+                    n_inputs,
+                    n_outputs,
+                    candidate_training_seed(config, state.generation, i),
+                ),
+                state.rungs,
+                config.fidelity,
             )
             for i, genome in todo
         ]

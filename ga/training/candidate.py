@@ -17,6 +17,10 @@ Result of :func:`train_candidate` (a JSON object):
   none completed)
 * ``params``: number of weights and biases (null if the spec is invalid)
 * ``epochs_run``: completed epochs
+* ``curve``: the learning curve, one ``{"epoch", "val_accuracy", "val_loss",
+  "at"}`` per completed epoch (``at``: the ``time.time()`` it was measured)
+* ``pruned_at``: the rung epoch at which the spec's ``rungs`` stopped the
+  training (its validation figures are then the rung's), or null
 * ``started_at``, ``ended_at``: ``time.time()`` values
 * ``error``: message, or null
 * ``weights`` (only when asked): list of ``{"name", "shape", "data"}`` where
@@ -77,6 +81,11 @@ _SPEC_KEYS = frozenset(
         "seed",
     }
 )
+# Optional: successive-halving rungs, each ``{"epoch": e, "min_val_accuracy": a}``
+# or ``{"epoch": e, "max_val_loss": l}``; a training whose validation figure at
+# epoch ``e`` is on the wrong side of its bound stops there (docs/network-spec.md).
+_OPTIONAL_KEYS = frozenset({"rungs"})
+_RUNG_BOUNDS = frozenset({"min_val_accuracy", "max_val_loss"})
 _UNIT_KEYS = frozenset({"inputs", "neurons", "activation"})
 _STATUS_NAMES = {
     _kernel.STATUS_OK: "ok",
@@ -112,6 +121,8 @@ class NetworkSpec:
     epochs: int
     batch_size: int
     seed: int
+    # (epoch, bound name, bound), by epoch; empty: every epoch is trained.
+    rungs: tuple[tuple[int, str, float], ...] = ()
 
     def widths(self) -> tuple[int, ...]:
         """Width of every node, by node id."""
@@ -158,6 +169,34 @@ def _ids(value: object, below: int, where: str) -> tuple[int, ...]:
     return ids
 
 
+def _rungs(value: object, epochs: int) -> tuple[tuple[int, str, float], ...]:
+    if not isinstance(value, list):
+        raise SpecError("rungs must be a list")
+    rungs: list[tuple[int, str, float]] = []
+    for index, rung in enumerate(value):
+        where = f"rungs[{index}]."
+        if not isinstance(rung, dict) or len(rung) != 2 or "epoch" not in rung:
+            raise SpecError(f"rungs[{index}] must be an object: epoch and one bound")
+        (bound,) = set(rung) - {"epoch"}
+        if bound not in _RUNG_BOUNDS:
+            raise SpecError(f"{where}bound must be one of {sorted(_RUNG_BOUNDS)}, got {bound!r}")
+        epoch = _int(rung, "epoch", 1, max(1, epochs - 1), where)
+        limit = _float(rung, bound, -1e30, 1e30, False)
+        rungs.append((epoch, bound, limit))
+    epochs_named = [r[0] for r in rungs]
+    if epochs_named != sorted(set(epochs_named)):
+        raise SpecError("rungs must be in increasing epoch order, one per epoch")
+    return tuple(rungs)
+
+
+def _below_rung(rung: tuple[int, str, float], accuracy: float, loss: float | None) -> bool:
+    """Whether a training measured at a rung's epoch stops there."""
+    _, bound, limit = rung
+    if bound == "min_val_accuracy":
+        return accuracy < limit
+    return loss is None or loss > limit
+
+
 def parse_spec(network_json: str) -> NetworkSpec:
     """Parse and strictly validate a network spec; raises SpecError."""
     try:
@@ -167,7 +206,7 @@ def parse_spec(network_json: str) -> NetworkSpec:
     if not isinstance(raw, dict):
         raise SpecError("network spec must be a JSON object")
     missing = sorted(_SPEC_KEYS - raw.keys())
-    unknown = sorted(raw.keys() - _SPEC_KEYS)
+    unknown = sorted(raw.keys() - _SPEC_KEYS - _OPTIONAL_KEYS)
     if missing or unknown:
         raise SpecError(f"network spec: missing keys {missing}, unknown keys {unknown}")
     n_inputs = _int(raw, "n_inputs", 1, MAX_INPUTS, "")
@@ -200,6 +239,7 @@ def parse_spec(network_json: str) -> NetworkSpec:
         epochs=_int(raw, "epochs", 1, MAX_EPOCHS, ""),
         batch_size=_int(raw, "batch_size", 1, MAX_BATCH, ""),
         seed=_int(raw, "seed", 0, 2**63 - 1, ""),
+        rungs=_rungs(raw.get("rungs", []), _int(raw, "epochs", 1, MAX_EPOCHS, "")),
     )
     if param_count(spec) > MAX_PARAMS:
         raise SpecError(f"network has {param_count(spec)} parameters, limit {MAX_PARAMS}")
@@ -318,6 +358,8 @@ def train_candidate(
         "started_at": time.time(),
         "ended_at": None,
         "error": None,
+        "curve": [],
+        "pruned_at": None,
     }
     try:
         spec = parse_spec(network_json)
@@ -344,7 +386,9 @@ def train_candidate(
         rng = make_rng(spec.seed)
         net.set_params(init_params(spec, rng))
         status = _kernel.STATUS_OK
-        for _ in range(spec.epochs):
+        rungs = {rung[0]: rung for rung in spec.rungs}
+        measured: tuple[float, float] | None = None  # (loss sum, correct) after the last epoch
+        for epoch in range(1, spec.epochs + 1):
             order = array("i", epoch_order(rng, n_train))
             status, loss_sum, done = net.train_epoch(
                 x_train,
@@ -361,8 +405,23 @@ def train_candidate(
                 break
             result["epochs_run"] += 1
             result["train_loss"] = _finite(loss_sum / done)
+            # One validation pass per epoch: the learning curve, and the rung's
+            # decision; the last one is the training's own validation figure.
+            measured = net.evaluate(x_val, y_val, n_val)
+            accuracy, loss = measured[1] / n_val, _finite(measured[0] / n_val)
+            result["curve"].append(
+                {
+                    "epoch": epoch,
+                    "val_accuracy": round(accuracy, 6),
+                    "val_loss": None if loss is None else round(loss, 6),
+                    "at": time.time(),
+                }
+            )
+            if epoch in rungs and _below_rung(rungs[epoch], accuracy, loss):
+                result["pruned_at"] = epoch
+                break
         if status == _kernel.STATUS_OK:
-            loss_sum, correct = net.evaluate(x_val, y_val, n_val)
+            loss_sum, correct = measured if measured is not None else (0.0, 0)
             result["val_loss"] = _finite(loss_sum / n_val)
             result["val_accuracy"] = correct / n_val
             if result["val_loss"] is None:

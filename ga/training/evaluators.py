@@ -119,6 +119,8 @@ def parse_result(raw: str, interpreter: int | None, fitness: Fitness = Fitness()
         "interpreter": interpreter,
         "started_at": data.get("started_at"),
         "ended_at": data.get("ended_at"),
+        "curve": data.get("curve") or [],
+        "pruned_at": data.get("pruned_at"),
     }
     result["fitness"] = fitness.of(result)
     if "weights" in data:

@@ -319,7 +319,7 @@ class RunGeneration:
 
 
 # What ended a run that ran its course: its generations, or one of its budgets.
-type StoppedBy = Literal["generations", "timeout_s", "max_evaluations"]
+type StoppedBy = Literal["generations", "timeout_s", "max_evaluations", "max_work"]
 
 
 @dataclass(frozen=True)
@@ -338,6 +338,11 @@ class PublishResult:
 Action = Start | RunGeneration | Finish | PublishResult
 
 
+def work_done(state: RunState) -> float:
+    """Training work of the completed generations, in epoch-equivalents (the GA state's)."""
+    return float((state.ga_state or {}).get("work") or 0.0)
+
+
 def timed_out(state: RunState, now: float) -> bool:
     """Whether `now` (seconds since the epoch) is past the run's deadline."""
     return state.deadline is not None and now > state.deadline
@@ -348,7 +353,7 @@ def react(state: RunState, now: float) -> Action | None:
 
     `now` is seconds since the epoch, from the caller's clock. A run ends
     when its generations are done, when it is past its deadline or when its
-    `max_evaluations` are spent, whatever generations are left: with the best
+    `max_evaluations` or `max_work` are spent, whatever generations are left: with the best
     network it found (`succeeded`, `stopped_by` says which), or, if no
     generation completed yet, failed with TimeoutError or BudgetExceeded.
     """
@@ -374,6 +379,11 @@ def react(state: RunState, now: float) -> Action | None:
             message = f"reached max_evaluations={max_evaluations}"
             return Finish("failed", "BudgetExceeded", message)
         return Finish("succeeded", stopped_by="max_evaluations")
+    max_work = budget.get("max_work")
+    if max_work is not None and work_done(state) >= float(max_work):
+        if state.best is None:
+            return Finish("failed", "BudgetExceeded", f"reached max_work={max_work}")
+        return Finish("succeeded", stopped_by="max_work")
     if state.generation >= state.total_generations:
         return Finish("succeeded", stopped_by="generations")
     if waiting_for_candidates(state):

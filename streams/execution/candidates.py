@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry.context import Context
 
 from thunderhelm.ga.core.engine import GAState, candidate_training_seed, pending
+from thunderhelm.ga.core.fidelity import with_rungs
 from thunderhelm.ga.core.genome import genome_key
 from thunderhelm.ga.core.network import param_count, to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
@@ -50,7 +51,9 @@ def generation_tasks(
             "index": index,
             "genome_key": genome_key(genome),
             "seed": seed,
-            "network": to_network(genome, n_features, n_classes, seed),
+            "network": with_rungs(
+                to_network(genome, n_features, n_classes, seed), ga_state.rungs, config.fidelity
+            ),
             "dataset": dict(request["dataset"]),
             "fitness": dict(request.get("fitness") or {}),
             "deadline": deadline,

@@ -253,6 +253,7 @@ class RunExecutor:
             generations=state.generation,
             evaluations=state.evaluations,
             started_at=state.accepted_at,
+            work=saga.work_done(state),
             artifact=artifact,
             error=error,
             test_metrics=test_metrics,
@@ -269,6 +270,7 @@ class RunExecutor:
             generations=state.generation,
             evaluations=state.evaluations,
             started_at=state.accepted_at,
+            work=saga.work_done(state),
             artifact=None,
             error=(type(exc).__name__, str(exc)[:1000]),
         )

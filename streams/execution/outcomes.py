@@ -81,6 +81,8 @@ def candidate_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
         "ended_at",
         "error",
         "interpreter",
+        "curve",
+        "pruned_at",
     )
     return {k: result.get(k) for k in keep if k in result}
 

@@ -28,6 +28,7 @@ from thunderhelm.ga.core.engine import (
     merge_results,
     pending,
 )
+from thunderhelm.ga.core.fidelity import Fidelity, with_rungs
 from thunderhelm.ga.core.genome import genome_from_dict, genome_key
 from thunderhelm.ga.core.network import to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
@@ -72,6 +73,19 @@ def ga_config(request: Mapping[str, Any]) -> GAConfig:
         elite=int(ga.get("elite", 1)),
         seed=int(ga.get("seed", 0)),
         space=search_space,
+        fidelity=fidelity_of(request),
+    )
+
+
+def fidelity_of(request: Mapping[str, Any]) -> Fidelity | None:
+    """The request's rung rule (None: every candidate trains to its last epoch)."""
+    settings = request.get("fidelity", {})
+    if not settings.get("rungs", True):
+        return None
+    return Fidelity(
+        eta=float(settings.get("eta", 2.0)),
+        min_figures=int(settings.get("min_figures", 6)),
+        metric=str(request.get("fitness", {}).get("name", "val_accuracy")),
     )
 
 
@@ -115,7 +129,8 @@ def run_generation(
     todo = [(i, g) for i, g in pending(ga_state) if str(i) not in known]
     seeds = [candidate_training_seed(config, generation, i) for i, _ in todo]
     networks = [
-        to_network(g, n_features, n_classes, seed) for (_, g), seed in zip(todo, seeds, strict=True)
+        with_rungs(to_network(g, n_features, n_classes, seed), ga_state.rungs, config.fidelity)
+        for (_, g), seed in zip(todo, seeds, strict=True)
     ]
     began = time.time()
     # Every outcome already in (the generation was spread over workers, whose
@@ -233,6 +248,7 @@ def result_data(
     test_metrics: Mapping[str, Any] | None = None,
     model: Mapping[str, Any] | None = None,
     stopped_by: str | None = None,
+    work: float | None = None,
 ) -> dict[str, Any]:
     """The contract's result `data`.
 
@@ -271,5 +287,6 @@ def result_data(
         "artifact": artifact,
         "model": None if model is None else dict(model),
         "stopped_by": stopped_by,
+        "work": work,
         "error": None if error is None else {"class": error[0], "message": error[1]},
     }
