@@ -9,6 +9,7 @@ interpreters at once.
 """
 
 import base64
+import itertools
 import json
 import math
 import os
@@ -227,6 +228,38 @@ def test_non_finite_data_reports_nan() -> None:
     assert result["status"] == "nan" and result["val_loss"] is None
 
 
+def test_every_epoch_adds_a_point_to_the_learning_curve() -> None:
+    network_json = random_spec(5, epochs=4, learning_rate=0.005)
+    x, y = blobs(300, 9, 4, 5)
+    result = run(network_json, x, y)
+    curve = result["curve"]
+    assert [p["epoch"] for p in curve] == [1, 2, 3, 4] and result["pruned_at"] is None
+    last = curve[-1]
+    assert last["val_accuracy"] == pytest.approx(result["val_accuracy"], abs=1e-6)
+    assert last["val_loss"] == pytest.approx(result["val_loss"], rel=1e-5)
+    assert curve[0]["val_loss"] > curve[-1]["val_loss"]  # it learns
+    assert all(a["at"] <= b["at"] for a, b in itertools.pairwise(curve))
+
+
+def test_a_training_below_its_rung_stops_there_with_the_rungs_figures() -> None:
+    x, y = blobs(300, 9, 4, 6)
+    free = run(random_spec(6, epochs=4), x, y, export_weights=True)
+    at_two = free["curve"][1]
+    stopped = run(random_spec(6, epochs=4, rungs=[{"epoch": 2, "min_val_accuracy": 1.01}]), x, y)
+    assert stopped["status"] == "ok" and stopped["pruned_at"] == 2
+    assert stopped["epochs_run"] == 2 and len(stopped["curve"]) == 2
+    # The epochs before the rung are the free training's own, to the bit.
+    assert stopped["val_accuracy"] == pytest.approx(at_two["val_accuracy"], abs=1e-6)
+    passed = run(
+        random_spec(6, epochs=4, rungs=[{"epoch": 2, "max_val_loss": 1e9}]),
+        x,
+        y,
+        export_weights=True,
+    )
+    assert passed["pruned_at"] is None and passed["epochs_run"] == 4
+    assert passed["weights"] == free["weights"]  # a rung passed changes nothing
+
+
 def _mutations() -> list[tuple[str, Any]]:
     good = json.loads(random_spec(0))
     cases: list[tuple[str, Any]] = [("not json", "{nope"), ("array", "[]")]
@@ -258,6 +291,15 @@ def _mutations() -> list[tuple[str, Any]]:
     spec["units"][0] = dict(spec["units"][0], bias=True)
     cases.append(("unit extra key", json.dumps(spec)))
     cases.append(("too many params", random_spec(0, n_inputs=60_000, n_outputs=1_000)))
+    for label, rungs in [
+        ("rungs not a list", {"epoch": 1}),
+        ("rung without bound", [{"epoch": 1}]),
+        ("rung unknown bound", [{"epoch": 1, "min_train_loss": 0.5}]),
+        ("rung at the last epoch", [{"epoch": 3, "min_val_accuracy": 0.5}]),
+        ("rungs out of order", [{"epoch": 2, "max_val_loss": 1}, {"epoch": 1, "max_val_loss": 1}]),
+        ("rung bound not finite", [{"epoch": 1, "min_val_accuracy": float("inf")}]),
+    ]:
+        cases.append((label, json.dumps(dict(good, rungs=rungs))))
     return cases
 
 

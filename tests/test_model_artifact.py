@@ -85,6 +85,11 @@ def test_the_result_names_a_complete_versioned_artifact(csv_run: dict[str, Any])
     assert best["val_accuracy"] == pytest.approx(first["metrics"]["validation"]["accuracy"])
     assert best["test_accuracy"] == first["metrics"]["test"]["accuracy"]
     assert best["test_accuracy"] > 0.5  # four blobs; chance is 0.25
+    # Each member keeps its learning curves: the search's and the final training's.
+    curve = first["training"]["curve"]
+    assert [p["epoch"] for p in curve] == list(range(1, first["training"]["epochs_run"] + 1))
+    assert curve[-1]["val_accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+    assert first["search"]["curve"][0]["epoch"] == 1
     # The result's `model` is the delivered one: the manifest's own figures.
     delivered = result["model"]
     assert delivered["kind"] == manifest["kind"]

@@ -55,7 +55,7 @@ def generation(k: int, *, failed: bool = False) -> saga.Event:
         generation=k,
         fitnesses=[None if failed else 0.5],
         candidates=[],
-        ga_state={"generation": k + 1},
+        ga_state={"generation": k + 1, "work": 7.5 * (k + 1)},
         evaluations=(k + 1) * 4,
         best=None if failed else {"fitness": 0.5 + k},
     )
@@ -175,6 +175,23 @@ def test_react_at_a_time(history: list[saga.Event], now: float, expected: saga.A
     state = fold(*history)
     assert state is not None
     assert saga.react(state, now) == expected
+
+
+WORK_BUDGET = {**REQUEST, "budget": {"timeout_s": 60.0, "max_work": 15.0}}
+
+
+def test_a_run_ends_when_its_training_work_reaches_max_work() -> None:
+    running = [accepted(request=WORK_BUDGET), started()]
+    once = fold(*running, generation(0))
+    assert once is not None and saga.work_done(once) == 7.5
+    assert saga.react(once, T0) == saga.RunGeneration(1)
+    twice = fold(*running, generation(0), generation(1))
+    assert twice is not None and saga.work_done(twice) == 15.0
+    assert saga.react(twice, T0) == saga.Finish("succeeded", stopped_by="max_work")
+    nothing = fold(*running, generation(0, failed=True), generation(1, failed=True))
+    assert nothing is not None and saga.react(nothing, T0) == saga.Finish(
+        "failed", "BudgetExceeded", "reached max_work=15.0"
+    )
 
 
 def test_react_times_out_exactly_when_now_passes_the_deadline() -> None:

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from thunderhelm.streams.execution import steps
+from thunderhelm.streams.execution import outcomes, steps
 from thunderhelm.streams.observability import logs, metrics, telemetry
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -108,6 +108,38 @@ def test_candidate_spans_take_their_times_from_the_interpreter(
     span = by_name(spans, "train candidate 0.1")
     assert (span.start_time, span.end_time) == (1_000_000_000, 3_500_000_000)
     assert (span.attributes or {})["error.type"] == "timeout"
+
+
+def test_each_rung_a_training_reached_is_a_span_under_it_with_its_decision(
+    spans: InMemorySpanExporter,
+) -> None:
+    curve = [
+        {"epoch": 1, "val_accuracy": 0.6, "val_loss": 0.9, "at": 2.0},
+        {"epoch": 2, "val_accuracy": 0.62, "val_loss": 0.8, "at": 3.0},
+    ]
+    network = {
+        "units": [],
+        "rungs": [{"epoch": 1, "min_val_accuracy": 0.5}, {"epoch": 2, "min_val_accuracy": 0.7}],
+    }
+    metrics = {
+        "status": "ok",
+        "started_at": 1.0,
+        "ended_at": 3.0,
+        "epochs_run": 2,
+        "curve": curve,
+        "pruned_at": 2,
+    }
+    context = telemetry.context_from_traceparent(TRACEPARENT)
+    outcomes.candidate_span(context, 1, 4, network, metrics)
+    training = by_name(spans, "train candidate 1.4")
+    assert (training.attributes or {})["thunderhelm.pruned_at"] == 2
+    first, second = by_name(spans, "rung 1"), by_name(spans, "rung 2")
+    for rung in (first, second):
+        assert rung.parent is not None and rung.parent.span_id == training.context.span_id
+    assert (first.attributes or {})["thunderhelm.rung.decision"] == "promoted"
+    assert (second.attributes or {})["thunderhelm.rung.decision"] == "stopped"
+    assert (second.attributes or {})["thunderhelm.rung.figure"] == 0.62
+    assert second.start_time == 3_000_000_000
 
 
 def test_log_records_carry_trace_and_span_ids(spans: InMemorySpanExporter) -> None:

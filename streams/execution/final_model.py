@@ -214,4 +214,6 @@ def _search(run_id: str, candidate: Mapping[str, Any]) -> dict[str, Any]:
         "fitness": candidate.get("fitness"),
         "generation": candidate.get("generation"),
         "index": candidate.get("index"),
+        # The learning curve the search measured (its rungs may have stopped it early).
+        "curve": (candidate.get("metrics") or {}).get("curve"),
     }

@@ -120,8 +120,10 @@ def candidate_span(
         if metrics.get("status") == "ok"
         else f"{metrics.get('status')}: {metrics.get('error')}"
     )
+    if metrics.get("pruned_at") is not None:
+        attributes["thunderhelm.pruned_at"] = int(metrics["pruned_at"])
     meters.candidate_trained(ended - started, str(metrics.get("status")), metrics)
-    telemetry.record_span(
+    training = telemetry.record_span(
         telemetry.CANDIDATE_SPAN.format(generation=generation, index=index),
         context=context,
         start_ns=int(started * 1e9),
@@ -129,3 +131,31 @@ def candidate_span(
         attributes=attributes,
         error=error,
     )
+    rung_spans(training, network, metrics)
+
+
+def rung_spans(context: Context, network: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+    """One span per rung the training reached, at the moment it was measured: its decision."""
+    curve = {int(p["epoch"]): p for p in metrics.get("curve") or () if isinstance(p, Mapping)}
+    for rung in network.get("rungs") or ():
+        point = curve.get(int(rung["epoch"]))
+        if point is None or not isinstance(point.get("at"), float):
+            continue  # stopped before it (clock, cancel)
+        (name,) = set(rung) - {"epoch"}
+        figure = point.get("val_accuracy" if name == "min_val_accuracy" else "val_loss")
+        stopped = metrics.get("pruned_at") == rung["epoch"]
+        at = int(point["at"] * 1e9)
+        attributes: dict[str, Any] = {
+            "thunderhelm.rung.epoch": int(rung["epoch"]),
+            "thunderhelm.rung.bound": f"{name} {rung[name]}",
+            "thunderhelm.rung.decision": "stopped" if stopped else "promoted",
+        }
+        if isinstance(figure, int | float):
+            attributes["thunderhelm.rung.figure"] = float(figure)
+        telemetry.record_span(
+            telemetry.RUNG_SPAN.format(epoch=rung["epoch"]),
+            context=context,
+            start_ns=at,
+            end_ns=at,
+            attributes=attributes,
+        )

@@ -37,6 +37,7 @@ SEND_OPERATION = "send"
 DECISION_SPAN = "saga decide"
 GENERATION_SPAN = "generation {generation}"
 CANDIDATE_SPAN = "train candidate {generation}.{index}"
+RUNG_SPAN = "rung {epoch}"
 DEAD_LETTER_SPAN = "thunderhelm.event.dead-lettered"
 
 
@@ -221,8 +222,8 @@ def record_span(
     end_ns: int,
     attributes: Mapping[str, Any],
     error: str | None = None,
-) -> None:
-    """A span whose timing was measured elsewhere (inside a pool interpreter)."""
+) -> Context:
+    """A span whose timing was measured elsewhere (inside a pool interpreter); its context."""
     span = tracer().start_span(
         name,
         context=context,
@@ -234,6 +235,7 @@ def record_span(
         span.set_status(Status(StatusCode.ERROR, error))
         span.set_attribute("error.type", error.split(":")[0][:100])
     span.end(end_time=end_ns)
+    return trace.set_span_in_context(span)
 
 
 def mark_failed(span: Span, error_class: str, message: str) -> None:
