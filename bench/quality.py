@@ -75,7 +75,7 @@ from thunderhelm.ga.core.search import run_search
 from thunderhelm.ga.core.space import SearchSpace
 from thunderhelm.ga.pool import warmup
 from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
-from thunderhelm.ga.training.artifact import Predictor, model_from_training
+from thunderhelm.ga.training.artifact import model_from_training
 from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
 from thunderhelm.ga.training.evaluators import TRAIN_FUNCTION, PoolEvaluator
 from thunderhelm.streams.config.settings import Settings
@@ -353,28 +353,49 @@ def deliver(
     *,
     search_val: float,
 ) -> Delivered:
-    """Retrain `nets` (best first) and measure what the product's rule delivers from them.
+    """What a method delivers from `nets` (best first), measured once on the test split.
 
-    One network: it alone, reporting the search's validation score as a
-    single-network search does.
+    One network: it alone, retrained with its seed, reporting the search's
+    validation score as a single-network search does. Several: the product's
+    final model (`final_model.build`): each also retrained from a fresh seed,
+    re-ranked on both, averaged unless the best alone is clearly better, and
+    reported by the fresh-seed estimate.
     """
-    trained: list[Mapping[str, Any]] = list(exporter(list(nets)))
+    if len(nets) == 1:
+        alone: Mapping[str, Any] = exporter(list(nets))[0]
+        work = work_of(alone)
+        if alone.get("status") != "ok" or not alone.get("weights"):
+            return Delivered(search_val, 0.0, work, 0)
+        model = model_from_training(nets[0], alone["weights"], dataset, request)
+        test = model.evaluate(dataset.x_test, dataset.y_test, standardized=True)["accuracy"]
+        return Delivered(search_val, float(test), work, 1)
+    finalists = [{"generation": 0, "index": i} for i in range(len(nets))]
+    fresh = final_model.reevaluation_networks(request, finalists, nets)
+    trained: list[Mapping[str, Any]] = list(exporter([*nets, *fresh]))
     work = float(sum(work_of(t) for t in trained))
-    models = [
-        model_from_training(n, t["weights"], dataset, request)
-        for n, t in zip(nets, trained, strict=True)
+    pairs = [
+        (n, t, a)
+        for n, t, a in zip(nets, trained[: len(nets)], trained[len(nets) :], strict=True)
         if t.get("status") == "ok" and t.get("weights")
     ]
-    if not models:
+    if not pairs:
         return Delivered(search_val, 0.0, work, 0)
-    predictor: Predictor = models[0]
-    val = search_val
-    if len(nets) > 1:
-        predictor, selection = final_model.choose(request, models, dataset)
-        val = float(selection["validation"][selection["chosen"]]["accuracy"])
+    models = [model_from_training(n, t["weights"], dataset, request) for n, t, _ in pairs]
+    seconds = [
+        model_from_training(n, a["weights"], dataset, request)
+        if a.get("status") == "ok" and a.get("weights")
+        else None
+        for n, _, a in pairs
+    ]
+    predictor, selection, delivered = final_model.build(request, models, seconds, dataset)
+    estimated = selection["estimate"]
+    val = (
+        float(estimated["accuracy"])
+        if estimated
+        else float(selection["validation"][selection["chosen"]]["accuracy"])
+    )
     test = predictor.evaluate(dataset.x_test, dataset.y_test, standardized=True)["accuracy"]
-    members = len(getattr(predictor, "members", (predictor,)))
-    return Delivered(val, float(test), work, members)
+    return Delivered(val, float(test), work, len(delivered))
 
 
 def _top(scored: Sequence[Trained], k: int, *, complete: bool = False) -> list[Trained]:

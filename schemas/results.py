@@ -40,6 +40,15 @@ class ModelMember(BaseModel):
     weight: float = Field(description="share of the averaged probabilities")
 
 
+class ModelEstimate(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accuracy: float
+    loss: float = Field(description="mean cross-entropy")
+    accuracy_se: float = Field(ge=0.0, description="standard error over the validation rows")
+    retrainings: int = Field(ge=1, description="fresh-seed trainings it was measured from")
+
+
 class DeliveredModel(BaseModel):
     """The model the artifact holds: one network or an ensemble of the search's best."""
 
@@ -49,6 +58,13 @@ class DeliveredModel(BaseModel):
     members: list[ModelMember]
     validation: ModelFigures
     test: ModelFigures = Field(description="on the test split the search never saw")
+    estimate: ModelEstimate | None = Field(
+        default=None,
+        description=(
+            "the delivered model's validation figures measured again with its networks "
+            "retrained from fresh seeds: no weights picked on that split"
+        ),
+    )
     why: str = Field(description="why this model was delivered rather than the other")
 
 

@@ -266,6 +266,11 @@ def candidate_training_seed(config: GAConfig, generation: int, index: int) -> in
     return derive_seed(config.seed, "train", generation, index) & _TRAINING_SEED_MASK
 
 
+def reevaluation_seed(config: GAConfig, generation: int, index: int) -> int:
+    """A fresh training seed for re-evaluating candidate ``index`` of ``generation`` at the end."""
+    return derive_seed(config.seed, "final", generation, index) & _TRAINING_SEED_MASK
+
+
 def is_finished(state: GAState, config: GAConfig) -> bool:
     return state.generation >= config.generations
 

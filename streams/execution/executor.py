@@ -297,17 +297,25 @@ class RunExecutor:
         return dataset
 
     def _train_and_save_final(self, state: saga.RunState) -> tuple[Any, dict[str, Any]]:
-        """Retrain the run's finalists as they were trained (same seeds), save the final model."""
+        """Retrain the run's finalists as they were trained and from fresh seeds; save the model."""
         assert state.request is not None and state.best is not None
         dataset = self._dataset(state)
         chosen = final_model.finalists(state.request, state.ga_state, state.best)
         nets = final_model.networks(state.request, chosen, dataset.n_features, dataset.n_classes)
+        fresh = final_model.reevaluation_networks(state.request, chosen, nets)
         with PoolEvaluator(
             self._pool(), dataset, deadline_s=3600.0, export_weights=True
         ) as evaluator:
-            trained = evaluator(nets)
+            trained = evaluator([*nets, *fresh])  # side by side on the pool
         return final_model.save(
-            self.settings.artifact_dir, state.run_id, state.request, chosen, nets, trained, dataset
+            self.settings.artifact_dir,
+            state.run_id,
+            state.request,
+            chosen,
+            nets,
+            trained[: len(nets)],
+            dataset,
+            trained[len(nets) :],
         )
 
     def _forget(self, run_id: str) -> None:
