@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import dlq, faults, kernel, pool, quality, scale, soak, stream, tracing
+from bench import chaos, dlq, faults, kernel, pool, quality, scale, soak, stream, tracing
 from bench.common import Options
 from bench.report import DEFAULT_OUT, write_result
 
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, Runner] = {
     "kernel": kernel.run,
     "quality": quality.run,
     "faults": faults.run,
+    "chaos": chaos.run,
     "dlq": dlq.run,
     "tracing": tracing.run,
     "soak": soak.run,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -279,3 +281,38 @@ def test_timeout_budget_ends_the_run_with_its_best_so_far(worker: WorkerProcess)
         assert result["artifact"] and result["best"]["metrics"]["test_accuracy"] is not None
     else:  # the clock ran out before a generation completed: nothing to deliver
         assert result["status"] == "failed" and result["error"]["class"] == "TimeoutError"
+
+
+def test_a_worker_paused_past_the_session_timeout_writes_nothing_stale(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGSTOP one of two workers mid-run for longer than the session timeout:
+    the other takes its runs over; when it moves again it writes nothing after
+    the new owner's events, and says why."""
+    steady = WorkerProcess(env, tmp_path / "steady.log")
+    paused = WorkerProcess(env, tmp_path / "paused.log")
+    steady.start()
+    paused.start()
+    runs = [
+        request(f"stop{i}-{uuid.uuid4().hex[:5]}", generations=3, seed=i, epochs=12)
+        for i in range(4)
+    ]
+    try:
+        for run in runs:
+            start(steady, run)
+        wait_for(steady, [], generation_of=runs[0]["run_id"], generation=0)
+        pid = paused.worker_pid
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(15.0)  # the session timeout is 6 s
+        os.kill(pid, signal.SIGCONT)
+        records = wait_for(steady, [r["run_id"] for r in runs], timeout_s=300)
+        time.sleep(3.0)  # whatever the paused one still had in flight
+        records = wait_for(steady, [r["run_id"] for r in runs], timeout_s=300)
+    finally:
+        paused.stop()
+        steady.stop()
+    for run in runs:
+        outcome = results(records, steady, run["run_id"])
+        assert len(outcome) == 1 and outcome[0]["status"] == "succeeded", outcome
+        assert violations(events(records, steady, run["run_id"])) == [], run["run_id"]
+    assert "stood still" in paused.log_path.read_text(errors="replace")

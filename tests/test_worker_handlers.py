@@ -26,6 +26,7 @@ from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.wire.events import event_envelope, result_envelope, to_domain
 from thunderhelm.streams.worker.components import RunWorker
+from thunderhelm.streams.worker.events.ownership import Ownership
 
 # The in-process path (the owner trains every candidate); fan-out has its own tests.
 SETTINGS = Settings(topic_prefix="unit", fanout=False)
@@ -484,7 +485,7 @@ def test_a_training_that_reports_after_the_ending_is_written_appends_nothing() -
         await fold_until(h, lambda: ev.RUN_CANCELLED in h.types())  # all but the ending
         state = h.worker.state_of("r-1")
         assert state is not None and state.status == "running"
-        report = h.worker.runner.candidate_reporter(state, None)
+        report = h.worker.runner.candidate_reporter(state, None, h.worker.ownership.epoch)
         outcome = {
             "run_id": "r-1",
             "generation": state.generation,
@@ -595,6 +596,71 @@ def test_a_revoked_partition_stops_its_runs_steps() -> None:
         return h
 
     assert run(go()).executor.cancelled == ["r-1"]
+
+
+def test_a_training_that_reports_after_a_revocation_appends_nothing() -> None:
+    """The partition went to another worker and came back: this worker may not
+    have folded what the other wrote, so an outcome of a step launched before
+    is stale."""
+
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(generations=5), "thunderhelm.run.requested", "c-1")
+        for _ in range(50):  # until the run is running
+            state = h.worker.state_of("r-1")
+            if state is not None and state.status == "running":
+                break
+            if h.read < len(h.sent):
+                name, key, value = h.sent[h.read]
+                h.read += 1
+                if name == SETTINGS.run_events:
+                    await h.event(value, key or b"")
+            await asyncio.sleep(0)
+        state = h.worker.state_of("r-1")
+        assert state is not None and state.status == "running"
+        report = h.worker.runner.candidate_reporter(state, None, h.worker.ownership.epoch)
+        h.worker.ownership.revoked()
+        h.worker.ownership.reassigned()  # the same partition again
+        outcome = {
+            "run_id": "r-1",
+            "generation": state.generation,
+            "index": 0,
+            "genome_key": "g0",
+            "fitness": 0.5,
+            "metrics": {"val_accuracy": 0.5, "val_loss": 1.0, "params": 10},
+            "seed": 0,
+            "duration_s": 0.01,
+        }
+        await asyncio.to_thread(report, outcome)
+        return h
+
+    assert ev.CANDIDATE_COMPLETED not in run(go()).types()
+
+
+def test_a_worker_that_stood_still_past_the_session_timeout_owns_nothing_until_reassigned() -> None:
+    now = [100.0]
+    ownership = Ownership(App({PARTITION}), SETTINGS.run_events, 6.0, clock=lambda: now[0])
+    assert ownership.owns(PARTITION)  # not watched yet: no clock to trust
+    ownership.watch()
+    now[0] += 5.0  # a busy loop, within the session timeout
+    assert ownership.owns(PARTITION)
+    ownership.watch()
+    now[0] += 15.0  # SIGSTOP, then SIGCONT: nothing ran meanwhile
+    assert not ownership.owns(PARTITION)  # at once, before the watch notices
+    ownership.watch()
+    now[0] += 1.0
+    assert not ownership.owns(PARTITION)  # fenced after the watch, too
+    ownership.reassigned()
+    assert ownership.owns(PARTITION)
+    now[0] += 15.0
+    ownership.watch()
+    for _ in range(12):  # fenced for one session timeout after the stall
+        assert not ownership.owns(PARTITION)
+        now[0] += 0.5
+        ownership.watch()
+    now[0] += 0.5
+    ownership.watch()
+    assert ownership.owns(PARTITION)  # no rebalance came by then: the group kept it
 
 
 def test_every_event_type_has_a_data_model() -> None:

@@ -21,6 +21,7 @@ import faust
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import prometheus
+from thunderhelm.streams.worker.events.ownership import WATCH_S
 from thunderhelm.streams.worker.kafka.runs_table import RunsTable
 
 
@@ -90,6 +91,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
         await service.reconciler.reconcile()
         meters.runs_active(service.active_runs())
 
+    @app.timer(interval=WATCH_S)  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    async def watch_the_clock() -> None:
+        service.ownership.watch()
+
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def heartbeat() -> None:
         await service.health.heartbeat()
@@ -106,6 +111,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrower
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        service.ownership.revoked()
         service.command_reader.pause()
         service.reconciler.on_revoked(
             {tp.partition for tp in revoked if tp.topic == settings.run_events}
@@ -114,6 +120,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Any]:
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's signal type is narrower
     async def on_rebalanced(app: faust.App, **kwargs: Any) -> None:
         # The tables of what Faust assigned are recovered: their runs' commands can be decided.
+        service.ownership.reassigned()
         service.command_reader.resume()
 
     @app.page("/healthz")

@@ -34,7 +34,7 @@ class RunWorker:
     ) -> None:
         self.executor = executor if executor is not None else RunExecutor(settings)
         self.store = RunStore(table)
-        self.ownership = Ownership(app, settings.run_events)
+        self.ownership = Ownership(app, settings.run_events, settings.session_timeout_s)
         self.writer = EventWriter(settings, topics, self.store)
         self.runner = StepRunner(
             self.executor, self.writer, self.store, self.ownership, fanout=settings.fanout

@@ -138,17 +138,17 @@ class StepRunner:
     def launch(self, state: saga.RunState, action: saga.Action, context: Context | None) -> None:
         log.info("run %s: launching %s", state.run_id, describe(action))
         self.touch(state.run_id)
-        step = self._step(state, action, context)
+        step = self._step(state, action, context, self.ownership.epoch)
         self.tasks[state.run_id] = asyncio.get_running_loop().create_task(step)
 
     async def _step(
-        self, state: saga.RunState, action: saga.Action, context: Context | None
+        self, state: saga.RunState, action: saga.Action, context: Context | None, epoch: int
     ) -> None:
         run_id = state.run_id
         interrupted = False
         try:
-            new = await self.retried(lambda: self.perform(state, action, context), run_id)
-            if self.still_current(state):
+            new = await self.retried(lambda: self.perform(state, action, context, epoch), run_id)
+            if self.still_current(state, epoch):
                 await self.append_step_event(run_id, new, context)
                 if new.type == ev.GENERATION_COMPLETED:
                     self.appended[run_id] = state.generation
@@ -219,7 +219,7 @@ class StepRunner:
             raise
 
     async def perform(
-        self, state: saga.RunState, action: saga.Action, context: Context | None
+        self, state: saga.RunState, action: saga.Action, context: Context | None, epoch: int
     ) -> saga.NewEvent:
         assert isinstance(action, saga.RunGeneration | saga.Finish)
         if self.fanout and isinstance(action, saga.RunGeneration):
@@ -228,7 +228,7 @@ class StepRunner:
                 self.dispatching[state.run_id] = state.generation
                 return await self.dispatch(state, tasks, context)
         report = (
-            self.candidate_reporter(state, context)
+            self.candidate_reporter(state, context, epoch)
             if isinstance(action, saga.RunGeneration)
             else None
         )
@@ -254,7 +254,7 @@ class StepRunner:
         return new
 
     def candidate_reporter(
-        self, state: saga.RunState, context: Context | None
+        self, state: saga.RunState, context: Context | None, epoch: int
     ) -> Callable[[dict[str, Any]], None]:
         """Appends `candidate-completed` from the training thread, waiting for the ack.
 
@@ -270,7 +270,7 @@ class StepRunner:
             # Checked on the loop, with no await before the write takes its
             # sequence: an ending begun meanwhile (in `ended` from before its
             # write) would otherwise be followed by this outcome on the log.
-            if run_id in self.ended or not self.still_current(state):
+            if run_id in self.ended or not self.still_current(state, epoch):
                 return  # the run is ending, the log moved on, or the run moved
             await self.writer.append(run_id, saga.NewEvent(ev.CANDIDATE_COMPLETED, data), context)
 
@@ -283,8 +283,15 @@ class StepRunner:
 
         return report
 
-    def still_current(self, state: saga.RunState) -> bool:
-        """False when the log moved on while the step ran, or the run moved to another worker."""
+    def still_current(self, state: saga.RunState, epoch: int) -> bool:
+        """False when the log moved on while the step ran, or the run moved to another worker.
+
+        `epoch` is the ownership's epoch when the step was launched: a
+        revocation since makes the step stale, even if the same partition
+        came back (this worker may not have folded what another wrote).
+        """
+        if epoch != self.ownership.epoch:
+            return False
         latest = self.store.get(state.run_id)
         if latest is None:
             return True
