@@ -105,7 +105,7 @@ def read_table_inputs(path: Path, target: str, labels: tuple[str, ...]) -> tuple
     file has the target column, its class indices (else None)."""
     import numpy as np
 
-    from thunderhelm.ga.training.tables import TableError, level_of, rows_to_columns
+    from thunderhelm.ga.training.tables import TableError, level_codes, rows_to_columns
 
     try:
         columns = rows_to_columns(path)
@@ -113,12 +113,12 @@ def read_table_inputs(path: Path, target: str, labels: tuple[str, ...]) -> tuple
         raise ValueError(str(exc)) from None
     if target not in columns:
         return columns, None
-    values = columns.pop(target)
+    codes, levels = level_codes(columns.pop(target))
     index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({level_of(v) for v in values} - set(index))
+    unknown = sorted(set(levels) - set(index))
     if unknown:
         raise ValueError(f"{path.name}: target values the model does not know: {unknown[:5]}")
-    return columns, np.array([index[level_of(v)] for v in values], dtype=np.int64)
+    return columns, np.array([index[level] for level in levels], dtype=np.int64)[codes]
 
 
 def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[Any, Any]:
