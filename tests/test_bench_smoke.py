@@ -25,6 +25,14 @@ FIELDS = {
         "rss_mb_per_interp",
     ),
     "kernel": ("ratio_vs_numpy",),
+    "data": (
+        "csv_ratio_vs_pyarrow",
+        "parquet_ratio_vs_pyarrow",
+        "csv_ratio_vs_pandas_sklearn",
+        "parquet_ratio_vs_pandas_sklearn",
+        "peak_rss_ratio",
+        "rss_per_interpreter_growth_mb",
+    ),
     "quality": (
         "evaluations",
         "shakespeare_default_test_mean",
