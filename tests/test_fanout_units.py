@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 import pytest
-from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from thunderhelm.ga.core.engine import GAState, candidate_training_seed, initial_state, pending
@@ -25,7 +24,6 @@ from thunderhelm.streams.wire.failures import Failure
 from thunderhelm.streams.worker.events.handler import last_outcome
 from thunderhelm.streams.worker.events.writer import validated_task
 from thunderhelm.streams.worker.intake.admission import Admitted, screen_command
-from thunderhelm.streams.worker.steps.candidate_trainer import Offsets
 
 REQUEST: dict[str, Any] = {
     "run_id": "fan-1",
@@ -146,18 +144,6 @@ def test_an_outcome_is_taken_from_run_commands_only() -> None:
     assert isinstance(from_users, Failure) and "unknown command type" in from_users.message
     internal = screen_command(b"fan-1", value, [], Limits(), internal=True)
     assert isinstance(internal, Admitted)
-
-
-def test_offsets_commit_only_past_finished_tasks_and_refuse_a_task_taken_twice() -> None:
-    tp = TopicPartition("t", 0)
-    offsets = Offsets()
-    assert offsets.take(tp, 5) and offsets.take(tp, 6) and offsets.take(tp, 7)
-    assert not offsets.take(tp, 6)  # read again after a rebalance while training
-    assert offsets.finish(tp, 7) == 5  # 5 and 6 are still training
-    assert not offsets.take(tp, 7)  # trained, not yet committed past
-    assert offsets.finish(tp, 5) == 6
-    assert offsets.finish(tp, 6) == 8
-    assert offsets.in_flight() == 0
 
 
 def test_watch_says_where_a_candidate_trained_and_how_many_went_out() -> None:

@@ -45,7 +45,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.worker.intake.writes import RETRY_DELAY_S
 from thunderhelm.streams.worker.kafka.group_consumer import keep_running, observe_lag, start_when_up
-from thunderhelm.streams.worker.kafka.offsets import Record, faust_group_offsets
+from thunderhelm.streams.worker.kafka.offsets import InFlightOffsets, Record, faust_group_offsets
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,11 @@ class CommandEvent:
 class _Partition:
     """Where the reader stands on one partition it reads."""
 
-    next_offset: int  # after the last record handed over
+    offsets: InFlightOffsets  # what is handed over and what is done
     committed: int  # the last offset committed
-    in_hand: set[int] = field(default_factory=set)  # handed over, not yet done
 
     def done(self, message: CommandMessage) -> None:
-        self.in_hand.discard(message.offset)
-
-    def commit_point(self) -> int:
-        return min(self.in_hand) if self.in_hand else self.next_offset
+        self.offsets.finish(message.offset)
 
 
 Submit = Callable[[CommandEvent], Awaitable[None]]
@@ -251,7 +247,7 @@ class CommandReader:
             else:
                 consumer.seek(tp, committed)
                 start = committed
-            self._reading[tp] = _Partition(next_offset=start, committed=start)
+            self._reading[tp] = _Partition(InFlightOffsets(start), committed=start)
             consumer.resume(tp)
             log.info("command reader reads partition %d from offset %d", tp.partition, start)
 
@@ -294,8 +290,7 @@ class CommandReader:
                 # Partitions are moving: the rest is read again from the
                 # committed offset, here or by the partition's new owner.
                 return
-            at.in_hand.add(record.offset)
-            at.next_offset = record.offset + 1
+            at.offsets.take(record.offset)
             event = CommandEvent(
                 CommandMessage(
                     topic=tp.topic,
@@ -323,7 +318,7 @@ class CommandReader:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp in tps:
             at = self._reading.get(tp)
-            if at is not None and (point := at.commit_point()) > at.committed:
+            if at is not None and (point := at.offsets.commit_point()) > at.committed:
                 offsets[tp] = OffsetAndMetadata(point, "")
         if not offsets:
             return

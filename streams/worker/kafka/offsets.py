@@ -1,11 +1,18 @@
-"""Where the intake's consumer stands: offsets committed in order, after the acks.
+"""Where the aiokafka readers stand: offsets committed in order, after the work is done.
 
-The intake routes several batches at once (the next is screened while the
-last one's writes are in flight), yet a committed offset must never pass an
-input whose dead letter or forward is not acknowledged: `InOrderCommits`
-commits each batch after its own writes and every earlier batch's. The
-rebalance listener commits before a partition moves away and starts a new
-group where the Faust group of older workers stopped.
+A committed offset must never pass a record whose work is not done, or a
+crash would lose it. Two shapes of reader need that:
+
+* readers that hand each record on to concurrent work (the command reader
+  to the run lanes, the candidate trainer to the pool) keep an
+  `InFlightOffsets` per partition: its commit point is its first record in
+  hand;
+* the intake routes whole batches at once (the next is screened while the
+  last one's writes are in flight): `InOrderCommits` commits each batch
+  after its own writes and every earlier batch's.
+
+The rebalance listener commits before a partition moves away and starts a
+new group where the Faust group of older workers stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +37,45 @@ type Record = ConsumerRecord[bytes, bytes]
 MAX_BATCHES_IN_FLIGHT = 4
 # Tries at reading Faust's group offsets before the reader starts again.
 GROUP_OFFSETS_ATTEMPTS = 10
+
+
+class InFlightOffsets:
+    """One partition's records finish in any order; its commit point passes only finished ones.
+
+    `take` says whether a record is new here: after a rebalance the consumer
+    reads from the committed offset again, and a record in hand, or finished
+    but not yet committed past, must not be handed on twice. Reading starts
+    at `start` (the committed offset) or else at the first record taken. A
+    reader makes a new one each time it starts reading a partition, so the
+    late finish of a record from an earlier reading never moves this one.
+    """
+
+    def __init__(self, start: int | None = None) -> None:
+        self._next = start  # after the last record taken
+        self._in_hand: set[int] = set()
+
+    def take(self, offset: int) -> bool:
+        if self._next is None:
+            self._next = offset
+        if offset in self._in_hand or self.commit_point() <= offset < self._next:
+            return False
+        self._in_hand.add(offset)
+        self._next = max(self._next, offset + 1)
+        return True
+
+    def finish(self, offset: int) -> int:
+        """Mark a record done; returns the commit point."""
+        self._in_hand.discard(offset)
+        return self.commit_point()
+
+    def commit_point(self) -> int:
+        """The first offset not done: every record below it is finished."""
+        if self._in_hand:
+            return min(self._in_hand)
+        return 0 if self._next is None else self._next
+
+    def in_flight(self) -> int:
+        return len(self._in_hand)
 
 
 class InOrderCommits:

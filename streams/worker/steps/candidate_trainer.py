@@ -35,6 +35,7 @@ from thunderhelm.streams.wire.events import envelope
 from thunderhelm.streams.wire.failures import Failure, InputRejected, Origin, classify
 from thunderhelm.streams.worker.events.writer import validated_task
 from thunderhelm.streams.worker.kafka.group_consumer import group_consumer, keep_running
+from thunderhelm.streams.worker.kafka.offsets import InFlightOffsets
 
 log = logging.getLogger(__name__)
 
@@ -47,39 +48,6 @@ MAX_TASK_BYTES = 1024 * 1024
 Send = Callable[[str, str | None, bytes, Context | None], Awaitable[None]]
 DeadLetter = Callable[[Record, Failure, Origin], Awaitable[None]]
 Train = Callable[[dict[str, Any], Context | None], dict[str, Any]]
-
-
-class Offsets:
-    """Tasks of one partition finish in any order; the committed offset passes only finished ones.
-
-    `take` says whether a record is new: after a rebalance the consumer reads
-    from the committed offset again, and a task this worker is training or
-    has trained (but not yet committed past) must not be trained again.
-    """
-
-    def __init__(self) -> None:
-        self._open: dict[TopicPartition, set[int]] = {}
-        self._done: dict[TopicPartition, set[int]] = {}
-
-    def take(self, tp: TopicPartition, offset: int) -> bool:
-        if offset in self._open.get(tp, ()) or offset in self._done.get(tp, ()):
-            return False
-        self._open.setdefault(tp, set()).add(offset)
-        return True
-
-    def finish(self, tp: TopicPartition, offset: int) -> int:
-        """Mark `offset` done; the offset now safe to commit for `tp`."""
-        self._open[tp].discard(offset)
-        done = self._done.setdefault(tp, set())
-        done.add(offset)
-        open_ = self._open[tp]
-        safe = min(open_) if open_ else max(done) + 1
-        # Finished offsets below the safe point are committed: forget them.
-        self._done[tp] = {o for o in done if o >= safe}
-        return safe
-
-    def in_flight(self) -> int:
-        return sum(len(v) for v in self._open.values())
 
 
 class CandidateTrainer:
@@ -98,7 +66,9 @@ class CandidateTrainer:
         self.train = train
         self.send = send
         self.dead_letter = dead_letter
-        self.offsets = Offsets()
+        # Per partition read in this consumer session (a new member starts from
+        # the committed offsets).
+        self.offsets: dict[TopicPartition, InFlightOffsets] = {}
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -116,7 +86,7 @@ class CandidateTrainer:
             max_poll_interval_ms=3_600_000,
         )
         await consumer.start()
-        self.offsets = Offsets()  # a new member starts from the committed offsets
+        self.offsets = {}
         try:
             consumer.subscribe([s.candidate_tasks])
             log.info("candidate trainer reading %s", s.candidate_tasks)
@@ -131,7 +101,7 @@ class CandidateTrainer:
                 batch = await consumer.getmany(timeout_ms=500, max_records=free)
                 for tp, records in batch.items():
                     for record in records:
-                        if self.offsets.take(tp, record.offset):
+                        if self.offsets.setdefault(tp, InFlightOffsets()).take(record.offset):
                             self._start(consumer, tp, record)
         finally:
             for task in list(self._running):
@@ -156,7 +126,7 @@ class CandidateTrainer:
             log.exception("candidate task %s@%d could not be trained", tp, record.offset)
             origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
             await self.dead_letter(record, classify(exc, "execute"), origin)
-        safe = self.offsets.finish(tp, record.offset)
+        safe = self.offsets[tp].finish(record.offset)
         try:
             await consumer.commit({tp: OffsetAndMetadata(safe, "")})
         except (CommitFailedError, KafkaError) as exc:
