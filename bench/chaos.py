@@ -188,7 +188,14 @@ def _outcome(cluster: Cluster, records: Records, run_ids: list[str]) -> dict[str
         ]
         terminals[run_id] = sum(1 for e in log if e.type in ev.TERMINAL_TYPES)
         if problems := violations(log):
-            broken[run_id] = problems
+            # Who wrote what, in log order: what a reader of the figures needs first.
+            writes = [
+                f"#{r.offset} {decode_record(r.value, {}).type.rsplit('.', 1)[-1]} "
+                f"by {decode_record(r.value, {}).source.rsplit('/', 1)[-1]}"
+                for r in records
+                if r.topic == s.run_events and r.key == run_id.encode()
+            ]
+            broken[run_id] = [*problems, "log: " + ", ".join(writes)]
     once = sum(1 for i in run_ids if results[i] == 1 and terminals[i] == 1)
     return {
         "runs": len(run_ids),
