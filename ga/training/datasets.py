@@ -42,6 +42,9 @@ DATASET_NAMES = ("spirals", "digits", "shakespeare", "csv", "npz", "table")
 
 _COMMON = {"name", "seed", "validation_fraction", "test_fraction", "standardize"}
 _MAX_FILE_BYTES = 512 * 1024 * 1024
+# Tables are read by pyarrow into typed columns, not parsed into Python
+# values: a million rows of fifty columns is about 800 MB of CSV.
+_MAX_TABLE_BYTES = 4 * 1024 * 1024 * 1024
 _MAX_FEATURE_BYTES = 512 * 1024 * 1024
 _MAX_CLASSES = 1000
 
@@ -149,10 +152,8 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
         # The encoding learns from the training rows only, like the standardisation.
         encoding = tables.fit(table, np.sort(train))
         x = encoding.encode(table.columns)
-    x_train = x[train]
     if standardize:
-        mean = x_train.mean(axis=0)
-        scale = x_train.std(axis=0)
+        mean, scale = _moments(x, train)
         scale[~(scale > 1e-12)] = 1.0
     else:
         mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
@@ -162,11 +163,11 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
     scale = scale.astype(np.float32).astype(np.float64)
     return PreparedDataset(
         name=name,
-        x_train=_frozen(((x_train - mean) / scale).astype(np.float32)),
+        x_train=_frozen(_standardized(x, train, mean, scale)),
         y_train=_frozen(y[train].astype(np.int32)),
-        x_val=_frozen(((x[val] - mean) / scale).astype(np.float32)),
+        x_val=_frozen(_standardized(x, val, mean, scale)),
         y_val=_frozen(y[val].astype(np.int32)),
-        x_test=_frozen(((x[test] - mean) / scale).astype(np.float32)),
+        x_test=_frozen(_standardized(x, test, mean, scale)),
         y_test=_frozen(y[test].astype(np.int32)),
         n_features=int(x.shape[1]),
         n_classes=n_classes,
@@ -316,6 +317,41 @@ def _shakespeare(ctx: _Context) -> _Loaded:
     return x, y, tuple(vocabulary), vocabulary, context
 
 
+# Rows per step of the standardisation: a million rows of a wide table would
+# otherwise hold several float64 copies of the matrix at once.
+_CHUNK_ROWS = 65_536
+
+
+def _moments(
+    x: npt.NDArray[np.float64], rows: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Mean and standard deviation of `x`'s `rows`, per column, in two passes of chunks."""
+    total = np.zeros(x.shape[1])
+    for at in range(0, len(rows), _CHUNK_ROWS):
+        total += x[rows[at : at + _CHUNK_ROWS]].sum(axis=0)
+    mean = total / max(1, len(rows))
+    squares = np.zeros(x.shape[1])
+    for at in range(0, len(rows), _CHUNK_ROWS):
+        squares += np.square(x[rows[at : at + _CHUNK_ROWS]] - mean).sum(axis=0)
+    return mean, np.sqrt(squares / max(1, len(rows)))
+
+
+def _standardized(
+    x: npt.NDArray[np.float64],
+    rows: npt.NDArray[np.intp],
+    mean: npt.NDArray[np.float64],
+    scale: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float32]:
+    """`(x[rows] - mean) / scale` as float32, a chunk of rows at a time."""
+    out = np.empty((len(rows), x.shape[1]), dtype=np.float32)
+    for at in range(0, len(rows), _CHUNK_ROWS):
+        chunk = x[rows[at : at + _CHUNK_ROWS]]
+        chunk -= mean
+        chunk /= scale
+        out[at : at + len(chunk)] = chunk
+    return out
+
+
 def _table(ctx: _Context) -> tables.Table:
     path = _confined_file(ctx, tables.SUFFIXES)
     try:
@@ -346,8 +382,9 @@ def _confined_file(ctx: _Context, suffix: str | tuple[str, ...]) -> Path:
         raise DatasetError(f"'path' must name a {' or '.join(suffixes)} file, got {rel!r}")
     if not target.is_file():
         raise DatasetError(f"no such file under the data root: {rel!r}")
-    if target.stat().st_size > _MAX_FILE_BYTES:
-        raise DatasetError(f"{rel!r} is larger than {_MAX_FILE_BYTES} bytes")
+    limit = _MAX_TABLE_BYTES if suffixes == tables.SUFFIXES else _MAX_FILE_BYTES
+    if target.stat().st_size > limit:
+        raise DatasetError(f"{rel!r} is larger than {limit} bytes")
     return target
 
 
