@@ -205,6 +205,25 @@ class Harness:
         await self.worker.events.handle(event)
         return event
 
+    async def fold_until(self, done: Any) -> None:
+        """Let steps finish and feed run-events back, one record at a time, until `done()`."""
+        for _ in range(200):
+            pending = [t for t in self.worker.runner.tasks.values() if not t.done()]
+            if pending:
+                await asyncio.gather(*pending)
+                continue
+            if done():
+                return
+            name, key, value = self.sent[self.read]
+            self.read += 1
+            if name == SETTINGS.run_events:
+                await self.event(value, key or b"")
+        raise AssertionError("the condition never came")
+
+    def status(self, run_id: str) -> str | None:
+        state = self.worker.state_of(run_id)
+        return None if state is None else state.status
+
     async def settle(self) -> None:
         """Feed run-events back to the agent, and let steps run, until nothing moves."""
         for _ in range(200):
@@ -412,28 +431,11 @@ def test_an_outcome_after_an_unfolded_ending_is_not_appended() -> None:
     """A candidate's outcome (another worker trained it) read while the run's
     ending is written but not yet folded: nothing follows the terminal event."""
 
-    async def fold_until(h: Harness, done: Any) -> None:
-        for _ in range(200):
-            pending = [t for t in h.worker.runner.tasks.values() if not t.done()]
-            if pending:
-                await asyncio.gather(*pending)
-                continue
-            if done():
-                return
-            name, key, value = h.sent[h.read]
-            h.read += 1
-            if name == SETTINGS.run_events:
-                await h.event(value, key or b"")
-
-    def status() -> str | None:
-        state = h.worker.state_of("r-1")
-        return None if state is None else state.status
-
     async def go() -> Harness:
         await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
-        await fold_until(h, lambda: status() == "running")
+        await h.fold_until(lambda: h.status("r-1") == "running")
         await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
-        await fold_until(h, lambda: ev.RUN_CANCELLED in h.types())  # all but the ending
+        await h.fold_until(lambda: ev.RUN_CANCELLED in h.types())  # all but the ending
         state = h.worker.state_of("r-1")
         assert state is not None and state.status == "running"
         outcome = {
@@ -460,29 +462,12 @@ def test_a_training_that_reports_after_the_ending_is_written_appends_nothing() -
     pool still reports its outcome; the run's ending is written and not yet
     folded, so the state still reads `running`: nothing follows the ending."""
 
-    async def fold_until(h: Harness, done: Any) -> None:
-        for _ in range(200):
-            pending = [t for t in h.worker.runner.tasks.values() if not t.done()]
-            if pending:
-                await asyncio.gather(*pending)
-                continue
-            if done():
-                return
-            name, key, value = h.sent[h.read]
-            h.read += 1
-            if name == SETTINGS.run_events:
-                await h.event(value, key or b"")
-
-    def status(h: Harness) -> str | None:
-        state = h.worker.state_of("r-1")
-        return None if state is None else state.status
-
     async def go() -> Harness:
         h = Harness()
         await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
-        await fold_until(h, lambda: status(h) == "running")
+        await h.fold_until(lambda: h.status("r-1") == "running")
         await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
-        await fold_until(h, lambda: ev.RUN_CANCELLED in h.types())  # all but the ending
+        await h.fold_until(lambda: ev.RUN_CANCELLED in h.types())  # all but the ending
         state = h.worker.state_of("r-1")
         assert state is not None and state.status == "running"
         report = h.worker.runner.candidate_reporter(state, None, h.worker.ownership.epoch)
