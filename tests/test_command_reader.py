@@ -163,6 +163,32 @@ async def test_after_a_move_it_reads_again_from_the_committed_offset(settings: S
         await until(lambda: handler.offsets(0) == [0, 1, 2, 1, 2])
 
 
+async def test_commands_read_before_a_move_are_superseded_and_move_no_offset(
+    settings: Settings,
+) -> None:
+    # A worker that stood still wakes with commands in its lanes; once the
+    # group moved its partitions, their handler leaves them alone, and their
+    # end must not commit past them (the next reading reads them again).
+    await produce(settings, 0, 3)
+    handler = Handler()
+    reader = CommandReader(settings, lambda: {0}, handler.submit, nothing_to_fold)
+    reader.resume()
+    async with running(reader):
+        await until(lambda: handler.offsets(0) == [0, 1, 2])
+        first = list(handler.taken)
+        assert not any(e.message.superseded() for e in first)
+        reader.pause()
+        assert all(e.message.superseded() for e in first)
+        handler.finish(0)  # left alone by their handler
+        reader.resume()
+        await until(lambda: handler.offsets(0) == [0, 1, 2, 0, 1, 2])
+        await asyncio.sleep(1.5)
+        assert (await committed(settings)).get(0) is None, "a superseded command moved the offset"
+        assert not any(e.message.superseded() for e in handler.taken[3:])
+        handler.finish(0)
+        await until(lambda: _committed_is(settings, 0, 3))
+
+
 async def test_a_new_group_starts_where_faust_group_left(settings: Settings) -> None:
     await produce(settings, 0, 5)
     # Workers before the reader committed run-commands in Faust's group.

@@ -283,14 +283,6 @@ def test_timeout_budget_ends_the_run_with_its_best_so_far(worker: WorkerProcess)
         assert result["status"] == "failed" and result["error"]["class"] == "TimeoutError"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known defect, not yet closed: after the stall fence, a paused worker still wrote "
-        "after the new owner's terminal event in 1 of 18 bench chaos trials and 1 of 2 CI "
-        "passes (docs/operations.md, Faults)"
-    ),
-)
 def test_a_worker_paused_past_the_session_timeout_writes_nothing_stale(
     env: dict[str, str], tmp_path: Path
 ) -> None:

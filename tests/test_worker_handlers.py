@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -48,6 +49,7 @@ class Message:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     timestamp: float | None = None
     refs: int = 1
+    superseded: Callable[[], bool] = field(default=lambda: False)
 
     @property
     def tp(self) -> TP:
@@ -646,6 +648,79 @@ def test_a_worker_that_stood_still_past_the_session_timeout_owns_nothing_until_r
     now[0] += 0.5
     ownership.watch()
     assert ownership.owns(PARTITION)  # no rebalance came by then: the group kept it
+
+
+def stood_still(h: Harness) -> list[float]:
+    """Make the harness's worker one that stood still past the session timeout; its clock."""
+    now = [100.0]
+    ownership = h.worker.ownership
+    ownership.clock, ownership.stall_limit_s = (lambda: now[0]), 6.0
+    ownership.watch()
+    now[0] += 15.0  # SIGSTOP, then SIGCONT
+    return now
+
+
+def test_a_command_read_before_partitions_moved_is_left_to_its_next_reader() -> None:
+    async def go() -> tuple[Harness, Event]:
+        h = Harness()
+        value = json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "c-1",
+                "source": "t",
+                "type": "thunderhelm.run.requested",
+                "data": request(),
+            }
+        ).encode()
+        event = Event(Message(SETTINGS.run_commands, b"r-1", value, superseded=lambda: True))
+        await h.worker.commands.handle(event)
+        return h, event
+
+    h, _ = run(go())
+    assert h.types() == [] and h.worker.state_of("r-1") is None
+
+
+def test_a_command_waits_out_a_stall_until_the_group_says_whose_the_run_is() -> None:
+    async def go() -> tuple[list[str], Harness]:
+        h = Harness()
+        stood_still(h)
+        handling = asyncio.create_task(h.command(request(), "thunderhelm.run.requested", "c-1"))
+        await asyncio.sleep(0.5)
+        during = h.types()
+        assert not handling.done()
+        h.worker.ownership.reassigned()  # the group assigned the same partition again
+        await asyncio.wait_for(handling, 5)
+        return during, h
+
+    during, h = run(go())
+    assert during == []
+    assert h.types()[0] == ev.RUN_ACCEPTED
+
+
+def test_a_command_held_by_a_stall_is_dropped_when_its_partition_moves() -> None:
+    async def go() -> Harness:
+        h = Harness()
+        stood_still(h)
+        moved = [False]
+        value = json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "c-1",
+                "source": "t",
+                "type": "thunderhelm.run.requested",
+                "data": request(),
+            }
+        ).encode()
+        event = Event(Message(SETTINGS.run_commands, b"r-1", value, superseded=lambda: moved[0]))
+        handling = asyncio.create_task(h.worker.commands.handle(event))
+        await asyncio.sleep(0.3)
+        moved[0] = True  # the reader paused: the partition's next reader reads it again
+        h.worker.ownership.revoked()
+        h.worker.ownership.reassigned()
+        await asyncio.wait_for(handling, 5)
+        return h
+
+    assert run(go()).types() == []
 
 
 def test_every_event_type_has_a_data_model() -> None:

@@ -7,10 +7,18 @@ decision asks for are appended to run-events and folded into the run's state
 at once, so a second start arriving before run-events is read back finds the
 run already accepted; the run-events agent later reads them as duplicates.
 Commands of different runs are handled side by side (`run_lanes.py`).
+
+A command is decided only by the worker that owns its run now. One that
+waited in a lane while its partition moved (`superseded`) is left to the
+partition's next reader; while the worker has stood still too long to trust
+its assignment (`Ownership.stalled`), its commands wait until the group has
+said whose the runs are.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +46,11 @@ from thunderhelm.streams.worker.intake.admission import (
 )
 from thunderhelm.streams.worker.kafka.records import consumed, pairs, waited
 from thunderhelm.streams.worker.steps.runner import StepRunner
+
+log = logging.getLogger(__name__)
+
+# How often a command held by a stall looks at the ownership again.
+STALL_POLL_S = 0.1
 
 
 def command_of(admitted: Admitted, span: Span) -> tuple[str, saga.Command | saga.NewEvent]:
@@ -80,6 +93,16 @@ class CommandHandler:
     async def handle(self, event: Any) -> None:  # a command_reader.CommandEvent
         """Handle one command now (its lane's turn has come)."""
         message = event.message
+        if not await self.ours_to_decide(message):
+            log.info(
+                "command at %s offset %d was read before partitions moved: "
+                "it is left to the partition's next reader",
+                message.tp,
+                message.offset,
+            )
+            return
+        # No await from here to the first event's write: the ownership just
+        # checked still holds when the write takes its place on the log.
         # The input as the user wrote it, and where on run-requests it was.
         original, origin = unwrap_forwarded(pairs(message.headers))
         with consumed(self.app, message, dict(pairs(message.headers))) as span:
@@ -105,6 +128,14 @@ class CommandHandler:
                 await self.dead_letters.dead_letter(
                     event, classify(exc, stage), span, original, origin
                 )
+
+    async def ours_to_decide(self, message: Any) -> bool:
+        """Whether the command may be decided here: False once it is superseded."""
+        while not message.superseded():
+            if not self.runner.ownership.stalled():
+                return True
+            await asyncio.sleep(STALL_POLL_S)
+        return False
 
     async def decide(self, admitted: Admitted, span: Span, partition: int) -> saga.RunState | None:
         """Append and fold what the command decides; the state to act on (None: nothing)."""

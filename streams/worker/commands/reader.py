@@ -24,7 +24,11 @@ handled prefix committed.
 
 Offsets: a command is acked once its handling, and any dead letter it made,
 is done, in offset order (`OrderedAcks` in the lanes); the reader commits,
-per partition, up to the first command still in hand.
+per partition, up to the first command still in hand. A command read before
+partitions moved is `superseded`: its handler leaves it alone (a worker that
+stood still may wake with commands in its lanes that the partition's new
+owner decides), and its finish no longer moves any offset, so it is read
+again wherever its partition is read next.
 """
 
 from __future__ import annotations
@@ -78,6 +82,10 @@ class CommandMessage:
     timestamp: float | None  # CreateTime in seconds, as Faust gives it
     lag_observed: ClassVar[bool] = True  # the reader reports its consumer lag per batch
     on_done: Callable[[CommandMessage], None] = field(repr=False)
+    # Whether the reader started this command's partition again since it read
+    # it (partitions moved): that reading, here or on the partition's new
+    # owner, reads the command again, so this copy must not be decided.
+    superseded: Callable[[], bool] = field(repr=False, default=lambda: False)
     refs: int = 1  # the reader's own; the lanes add theirs (`OrderedAcks`)
 
     @property
@@ -118,6 +126,16 @@ class _Partition:
         self.offsets.finish(message.offset)
 
 
+def _unless_superseded(
+    done: Callable[[CommandMessage], None], superseded: Callable[[], bool]
+) -> Callable[[CommandMessage], None]:
+    def on_done(message: CommandMessage) -> None:
+        if not superseded():
+            done(message)
+
+    return on_done
+
+
 Submit = Callable[[CommandEvent], Awaitable[None]]
 
 
@@ -152,6 +170,9 @@ class CommandReader:
     def resume(self) -> None:
         """Faust recovered the state of what it assigned: follow its assignment again."""
         self._ready = True
+
+    def _superseded_after(self, epoch: int) -> Callable[[], bool]:
+        return lambda: self._epoch != epoch
 
     async def run(self) -> None:
         """Read run-commands until cancelled; broker outages and surprises are waited out."""
@@ -291,6 +312,7 @@ class CommandReader:
                 # committed offset, here or by the partition's new owner.
                 return
             at.offsets.take(record.offset)
+            superseded = self._superseded_after(self._epoch)
             event = CommandEvent(
                 CommandMessage(
                     topic=tp.topic,
@@ -300,7 +322,8 @@ class CommandReader:
                     value=record.value,
                     headers=list(record.headers or ()),
                     timestamp=record.timestamp / 1000.0 if record.timestamp else None,
-                    on_done=at.done,
+                    on_done=_unless_superseded(at.done, superseded),
+                    superseded=superseded,
                 )
             )
             try:

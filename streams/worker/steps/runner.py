@@ -89,6 +89,10 @@ class StepRunner:
 
     async def act(self, state: saga.RunState, *, now: float | None = None) -> None:
         """Ask the saga for the run's next step at `now` (default: the clock) and carry it out."""
+        if not self.ownership.owns(self.store.partition(state.run_id)):
+            # A standby copy, or this worker stood still and the group may have
+            # moved the run: its owner (this one again, via the reconciler) acts.
+            return
         now = self.clock() if now is None else now
         context = telemetry.context_from_traceparent(state.traceparent)
         with telemetry.decision_span(state.run_id, state.status, context) as decision:
@@ -101,7 +105,12 @@ class StepRunner:
             case saga.PublishResult():
                 await self.publish(state, context)
             case saga.Start():
+                epoch = self.ownership.epoch
                 started = await step_event(self.executor, state, action, context)
+                if epoch != self.ownership.epoch or not self.ownership.owns(
+                    self.store.partition(state.run_id)
+                ):
+                    return  # the run moved meanwhile; its owner starts it
                 await self.writer.append(state.run_id, started, context)
             case saga.RunGeneration() | saga.Finish():
                 if state.run_id in self.ended:
