@@ -446,3 +446,34 @@ def test_a_training_that_reports_after_the_run_ended_adds_nothing_to_the_log() -
     local.state = saga.RunState(run_id="r-1", status="cancelled", version=7)
     local.candidate({"run_id": "r-1", "generation": 0, "index": 0, "fitness": 0.5})
     assert log == [] and local.sequence == 0
+
+
+def test_runs_that_arrive_together_load_their_dataset_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A burst of requests on one dataset: the first load serves them all
+    # (digits imports scikit-learn: each thread doing it would hold the GIL).
+    import threading
+
+    from thunderhelm.streams.execution import executor
+
+    loads: list[int] = []
+    real = executor.load_dataset
+
+    def slow_load(*args: Any, **kwargs: Any) -> Any:
+        loads.append(1)
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(executor, "load_dataset", slow_load)
+    runner = executor.RunExecutor(Settings())
+    spec = {"name": "spirals", "samples": 100, "seed": 1}
+    got: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(runner._task_dataset(spec))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1 and len(got) == 4 and all(d is got[0] for d in got)

@@ -10,6 +10,7 @@ broker runs the same code in test_e2e_kafka.py and test_faults.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -547,6 +548,34 @@ def test_only_the_owner_of_a_run_resumes_it() -> None:
 
     assert run(go({PARTITION})).types() == [ev.RUN_STARTED]  # resumed: started
     assert run(go({PARTITION + 1})).types() == []  # a standby copy: left alone
+
+
+def test_the_reconciler_leaves_a_run_that_waits_for_its_candidates() -> None:
+    # Its outcomes drive it; acting every few seconds would decide the same nothing.
+    async def go(waiting: bool) -> list[str]:
+        h = Harness()
+        h.worker.runner.clock = lambda: ACCEPTED_AT + 1
+        h.worker.reconciler.idle_before_resume_s = 0.0
+        accepted = saga.evolve(None, _accepted())
+        assert accepted is not None
+        running = dataclasses.replace(
+            accepted,
+            status="running",
+            request=request(),
+            dispatched=(0, 1) if waiting else (),
+        )
+        h.worker.store.put(running, PARTITION)
+        driven: list[str] = []
+
+        async def act(state: saga.RunState, *, now: float | None = None) -> None:
+            driven.append(state.run_id)
+
+        h.worker.runner.act = act  # type: ignore[method-assign]
+        await h.worker.reconciler.reconcile()
+        return driven
+
+    assert run(go(waiting=True)) == []
+    assert run(go(waiting=False)) == ["r-1"]  # a generation to run: resumed
 
 
 def test_the_reconciler_ends_a_run_past_its_deadline() -> None:

@@ -82,7 +82,9 @@ async def step_event(
     """
     match action:
         case saga.Start():
-            data = {"run_id": state.run_id, "ga_state": executor.initial_ga_state(state)}
+            # Drawing the first population is the heaviest part of a start: off the loop.
+            ga_state = await asyncio.to_thread(executor.initial_ga_state, state)
+            data = {"run_id": state.run_id, "ga_state": ga_state}
             return saga.NewEvent(ev.RUN_STARTED, data)
         case saga.RunGeneration():
             data = await executor.run_generation(state, context, report)
@@ -100,6 +102,9 @@ class RunExecutor:
         self._lock = threading.Lock()
         self._datasets: dict[str, PreparedDataset] = {}
         self._task_datasets: dict[str, PreparedDataset] = {}  # by spec, oldest first
+        # One load per spec at a time: runs that arrive together wait for the
+        # first load instead of each loading (and importing) it again.
+        self._loading: dict[str, threading.Lock] = {}
         self._cancels: dict[str, CancelToken] = {}
 
     def start(self) -> None:
@@ -218,18 +223,27 @@ class RunExecutor:
         """The dataset a task names, loaded once per spec (the newest few are kept)."""
         key = json.dumps(spec, sort_keys=True)
         with self._lock:
-            cached = self._task_datasets.pop(key, None)
-            if cached is not None:
-                self._task_datasets[key] = cached  # most recently used last
-                return cached
-        dataset = load_dataset(
-            spec, data_root=self.settings.data_root, text_dir=self.settings.text_dir
-        )
-        with self._lock:
-            self._task_datasets[key] = dataset
-            while len(self._task_datasets) > TASK_DATASETS_KEPT:
-                self._task_datasets.pop(next(iter(self._task_datasets)))
-        return dataset
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                cached = self._task_datasets.pop(key, None)
+                if cached is not None:
+                    self._task_datasets[key] = cached  # most recently used last
+                    return cached
+            try:
+                dataset = load_dataset(
+                    spec, data_root=self.settings.data_root, text_dir=self.settings.text_dir
+                )
+            except BaseException:
+                with self._lock:
+                    self._loading.pop(key, None)
+                raise
+            with self._lock:
+                self._task_datasets[key] = dataset
+                while len(self._task_datasets) > TASK_DATASETS_KEPT:
+                    self._task_datasets.pop(next(iter(self._task_datasets)))
+                self._loading.pop(key, None)
+            return dataset
 
     def use_dataset(self, run_id: str, dataset: PreparedDataset) -> None:
         """Hand over a dataset already loaded for `run_id` (spares loading it again)."""

@@ -7,6 +7,7 @@ the results topic only ever hold what the contract says.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,16 +81,17 @@ class EventWriter:
         pending = []
         # One producer span for the generation's tasks, not one per task: a
         # task's training nests under the generation through its own traceparent.
+        # Validating and encoding a generation's tasks takes milliseconds of
+        # the GIL: in a thread, so the loop's commands wait a switch interval
+        # for it at most, not the whole batch.
+        records = await asyncio.to_thread(_task_records, state.run_id, tasks)
         with telemetry.produce_span(topic, None, context) as span:
             span.set_attribute("messaging.batch.message_count", len(tasks))
             headers = structured_headers(telemetry.inject_headers().items())
-            for task, partition in zip(tasks, where, strict=True):
-                data = validated_task(task)
-                key = f"{state.run_id}/{data['generation']}/{data['index']}"
-                value = encode_event(envelope(state.run_id, CANDIDATE_TASK, data, None, None))
+            for (key, value), partition in zip(records, where, strict=True):
                 pending.append(
                     await self.topics[topic].send(
-                        key=key.encode(), value=value, headers=headers, partition=partition
+                        key=key, value=value, headers=headers, partition=partition
                     )
                 )
         for ack in pending:
@@ -101,3 +103,15 @@ class EventWriter:
             "topic": topic,
         }
         return saga.NewEvent(ev.CANDIDATES_DISPATCHED, data)
+
+
+def _task_records(run_id: str, tasks: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    """Each task's record key and value, validated against the task contract."""
+    records = []
+    for task in tasks:
+        data = validated_task(task)
+        key = f"{run_id}/{data['generation']}/{data['index']}"
+        records.append(
+            (key.encode(), encode_event(envelope(run_id, CANDIDATE_TASK, data, None, None)))
+        )
+    return records

@@ -57,6 +57,10 @@ class Reconciler:
             last = clocks.setdefault(state.run_id, now)
             if not timed_out and now - last < self.idle_before_resume_s:
                 continue
+            if not timed_out and saga.react(state, wall) is None:
+                # Waiting for events (its candidates' outcomes, say): driving
+                # it would decide the same nothing, with a span and a log line.
+                continue
             log.info("run %s: driving %s", state.run_id, "timeout" if timed_out else "resume")
             clocks[state.run_id] = now
             try:
