@@ -28,7 +28,20 @@ class ModelFigures(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     accuracy: float
-    loss: float = Field(description="mean cross-entropy")
+    loss: float = Field(description="mean cross-entropy (the log-loss)")
+    balanced_accuracy: float | None = Field(
+        default=None, description="the mean recall of the classes present"
+    )
+    macro_f1: float | None = Field(
+        default=None, description="F1 averaged over the classes present or predicted"
+    )
+    roc_auc: float | None = Field(
+        default=None,
+        description=(
+            "one class against the rest, averaged over the classes with rows on both sides "
+            "(for two classes, the plain ROC-AUC)"
+        ),
+    )
 
 
 class ModelMember(BaseModel):

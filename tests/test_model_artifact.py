@@ -457,3 +457,42 @@ def test_auto_delivers_the_ensemble_unless_the_best_alone_is_better_on_validatio
     loss_request = {"final_model": {"deliver": "auto"}, "fitness": {"name": "val_loss"}}
     chosen, why = choose(loss_request, [sure_a, leaning_a], data)
     assert why["chosen"] == "ensemble", why
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+def test_the_imbalance_measures_are_scikit_learns(classes: int) -> None:
+    from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
+    from thunderhelm.ga.training.artifact import scores
+
+    rng = np.random.default_rng(classes)
+    rows = 400
+    # Imbalanced labels, and probabilities rounded so that scores tie.
+    y = rng.choice(
+        classes, size=rows, p=np.linspace(1, 3, classes) / np.linspace(1, 3, classes).sum()
+    )
+    logits = rng.normal(size=(rows, classes)) + 1.5 * np.eye(classes)[y]
+    proba = np.round(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), 2)
+    proba = np.clip(proba, 1e-6, None)
+    proba /= proba.sum(axis=1, keepdims=True)
+    got = scores(np.log(proba), y)
+    predicted = proba.argmax(axis=1)
+    assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, predicted))
+    assert got["macro_f1"] == pytest.approx(f1_score(y, predicted, average="macro"))
+    expected_auc = (
+        roc_auc_score(y, proba[:, 1])
+        if classes == 2
+        else roc_auc_score(y, proba, multi_class="ovr", average="macro")
+    )
+    # Ranked on log-probabilities: a few distinct probabilities share a log.
+    assert got["roc_auc"] == pytest.approx(expected_auc, abs=1e-4)
+
+
+def test_the_imbalance_measures_of_rows_of_one_class() -> None:
+    from thunderhelm.ga.training.artifact import scores
+
+    proba = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]])
+    got = scores(np.log(proba), [0, 0])
+    assert got["balanced_accuracy"] == 0.5  # one class present: its recall
+    assert got["roc_auc"] is None  # no class has rows on both sides
+    assert got["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)  # class 0, and class 1 predicted

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -144,12 +144,79 @@ class _Predicting:
         return out[len(text) :]
 
 
-def scores(log_proba: npt.NDArray[np.float64], y: npt.ArrayLike) -> dict[str, float | int]:
-    """Accuracy, mean cross-entropy and row count of log-probabilities against class indices."""
+class Scores(TypedDict):
+    """A model's figures on labelled rows (`scores`)."""
+
+    accuracy: float
+    loss: float
+    rows: int
+    balanced_accuracy: float | None
+    macro_f1: float | None
+    roc_auc: float | None
+
+
+def scores(log_proba: npt.NDArray[np.float64], y: npt.ArrayLike) -> Scores:
+    """Figures of log-probabilities against class indices.
+
+    `accuracy`, `loss` (mean cross-entropy, the log-loss) and `rows`; and the
+    measures of imbalanced problems, as scikit-learn defines them:
+    `balanced_accuracy` (the mean recall of the classes present),
+    `macro_f1` (F1 averaged over the classes present or predicted) and
+    `roc_auc` (one class against the rest, averaged over the classes with
+    rows on both sides; for two classes, the plain AUC; None when no class
+    has).
+    """
     labels = np.asarray(y, dtype=np.intp)
+    predicted = log_proba.argmax(axis=1)
     loss = float(np.mean(-log_proba[np.arange(len(labels)), labels]))
-    accuracy = float(np.mean(log_proba.argmax(axis=1) == labels))
-    return {"accuracy": accuracy, "loss": loss, "rows": len(labels)}
+    accuracy = float(np.mean(predicted == labels))
+    n_classes = log_proba.shape[1]
+    true_counts = np.bincount(labels, minlength=n_classes)
+    predicted_counts = np.bincount(predicted, minlength=n_classes)
+    hits = np.bincount(labels[predicted == labels], minlength=n_classes)
+    present = true_counts > 0
+    recall = hits[present] / true_counts[present]
+    seen = present | (predicted_counts > 0)
+    f1 = 2.0 * hits[seen] / (true_counts[seen] + predicted_counts[seen])
+    return {
+        "accuracy": accuracy,
+        "loss": loss,
+        "rows": len(labels),
+        "balanced_accuracy": float(recall.mean()) if recall.size else None,
+        "macro_f1": float(f1.mean()) if f1.size else None,
+        "roc_auc": _one_vs_rest_auc(log_proba, labels, true_counts),
+    }
+
+
+def _one_vs_rest_auc(
+    log_proba: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.intp],
+    true_counts: npt.NDArray[np.intp],
+) -> float | None:
+    """Macro one-vs-rest ROC-AUC from ranks (the Mann-Whitney statistic; ties count half)."""
+    n = len(labels)
+    aucs = []
+    for k in np.flatnonzero((true_counts > 0) & (true_counts < n)):
+        ranks = _average_ranks(log_proba[:, k])
+        positives = int(true_counts[k])
+        rank_sum = float(ranks[labels == k].sum())
+        aucs.append((rank_sum - positives * (positives + 1) / 2.0) / (positives * (n - positives)))
+    if not aucs:
+        return None
+    if log_proba.shape[1] == 2:
+        return float(aucs[-1])  # both classes give the same AUC
+    return float(np.mean(aucs))
+
+
+def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(ordered)) + 1]
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,9 +281,7 @@ class Model(_Predicting):
         out: npt.NDArray[np.float64] = shifted - np.log(np.exp(shifted).sum(axis=1))[:, None]
         return out
 
-    def evaluate(
-        self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False
-    ) -> dict[str, float | int]:
+    def evaluate(self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False) -> Scores:
         """Accuracy and mean cross-entropy on raw rows `x` with class indices `y`.
 
         `standardized`: `x` already went through this model's preprocessing.
@@ -282,9 +347,7 @@ class Ensemble(_Predicting):
         """Log-probabilities: the softmax of these is the averaged probability."""
         return self.log_proba_of_inputs(self.standardize(x)).astype(np.float32)
 
-    def evaluate(
-        self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False
-    ) -> dict[str, float | int]:
+    def evaluate(self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False) -> Scores:
         """Accuracy and mean cross-entropy of the averaged probabilities."""
         inputs = np.asarray(x, dtype=np.float32) if standardized else self.standardize(x)
         return scores(self.log_proba_of_inputs(inputs), y)

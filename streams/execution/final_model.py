@@ -336,8 +336,15 @@ def _ok(training: Mapping[str, Any]) -> bool:
     return training.get("status") == "ok" and bool(training.get("weights"))
 
 
-def _figures(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {"accuracy": float(metrics["accuracy"]), "loss": float(metrics["loss"])}
+def _figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    figures: dict[str, float | None] = {
+        "accuracy": float(metrics["accuracy"]),
+        "loss": float(metrics["loss"]),
+    }
+    for name in ("balanced_accuracy", "macro_f1", "roc_auc"):
+        value = metrics.get(name)
+        figures[name] = None if value is None else float(value)
+    return figures
 
 
 def _search(run_id: str, candidate: Mapping[str, Any]) -> dict[str, Any]:
