@@ -32,7 +32,6 @@ import signal
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import Options
+from bench.common import Options, digits_run
 from bench.report import bar
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record, encode_event
@@ -97,20 +96,7 @@ def _private_services(state: Path, *, jaeger: bool) -> Iterator[ServicesSettings
 
 
 def _request(tag: str, index: int, quick: bool) -> dict[str, Any]:
-    return {
-        "run_id": f"chaos-{tag}-{index:02d}-{uuid.uuid4().hex[:5]}",
-        "dataset": {"name": "digits", "seed": index},
-        "ga": {
-            "population": 4,
-            "generations": 2 if quick else 3,
-            "tournament_size": 2,
-            "elite": 1,
-            "seed": 300 + index,
-        },
-        "training": {"epochs": 3 if quick else 8, "batch_size": 32},
-        "search_space": {"max_levels": 2, "max_units": 2, "max_neurons": 32},
-        "budget": {"timeout_s": RESULT_TIMEOUT_S},
-    }
+    return digits_run(f"chaos-{tag}", index, quick, seed=300 + index, timeout_s=RESULT_TIMEOUT_S)
 
 
 async def _submit(bootstrap: str, topic: str, requests: list[dict[str, Any]]) -> None:

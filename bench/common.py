@@ -8,6 +8,7 @@ and the worker do, through whichever `evaluate` port is being measured.
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,3 +94,26 @@ def best_of[T](repeats: int, work: Callable[[], T]) -> tuple[float, list[float],
         result = work()
         times.append(time.perf_counter() - began)
     return min(times), times, result
+
+
+def digits_run(
+    name: str, index: int, quick: bool, *, seed: int, timeout_s: float
+) -> dict[str, Any]:
+    """A short digits run for the fault benchmarks: 4 candidates, 2 or 3 generations.
+
+    `name` starts the run id; a random tail keeps ids apart between runs of a benchmark.
+    """
+    return {
+        "run_id": f"{name}-{index:02d}-{uuid.uuid4().hex[:5]}",
+        "dataset": {"name": "digits", "seed": index},
+        "ga": {
+            "population": 4,
+            "generations": 2 if quick else 3,
+            "tournament_size": 2,
+            "elite": 1,
+            "seed": seed,
+        },
+        "training": {"epochs": 3 if quick else 8, "batch_size": 32},
+        "search_space": {"max_levels": 2, "max_units": 2, "max_neurons": 32},
+        "budget": {"timeout_s": timeout_s},
+    }

@@ -16,7 +16,6 @@ import random
 import re
 import tempfile
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import Options
+from bench.common import Options, digits_run
 from bench.report import bar
 from thunderhelm.ga.core.engine import initial_state, is_finished
 from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
@@ -45,20 +44,7 @@ from thunderhelm.streams.wire.events import to_domain
 
 
 def _request(index: int, quick: bool) -> dict[str, Any]:
-    return {
-        "run_id": f"fault-{index:02d}-{uuid.uuid4().hex[:5]}",
-        "dataset": {"name": "digits", "seed": index},
-        "ga": {
-            "population": 4,
-            "generations": 2 if quick else 3,
-            "tournament_size": 2,
-            "elite": 1,
-            "seed": 100 + index,
-        },
-        "training": {"epochs": 3 if quick else 8, "batch_size": 32},
-        "search_space": {"max_levels": 2, "max_units": 2, "max_neurons": 32},
-        "budget": {"timeout_s": 900},
-    }
+    return digits_run("fault", index, quick, seed=100 + index, timeout_s=900)
 
 
 def _uninterrupted(requests: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:

@@ -195,11 +195,18 @@ class Harness:
     def types(self) -> list[str]:
         return [record["type"] for record in self.on(SETTINGS.run_events)]
 
-    async def command(self, data: dict[str, Any], kind: str, command_id: str) -> Event:
+    async def command(
+        self,
+        data: dict[str, Any],
+        kind: str,
+        command_id: str,
+        superseded: Callable[[], bool] = lambda: False,
+    ) -> Event:
         value = json.dumps(
             {"specversion": "1.0", "id": command_id, "source": "t", "type": kind, "data": data}
         ).encode()
-        event = Event(Message(SETTINGS.run_commands, str(data.get("run_id")).encode(), value))
+        key = str(data.get("run_id")).encode()
+        event = Event(Message(SETTINGS.run_commands, key, value, superseded=superseded))
         await self.worker.commands.handle(event)
         return event
 
@@ -690,22 +697,12 @@ def stood_still(h: Harness) -> list[float]:
 
 
 def test_a_command_read_before_partitions_moved_is_left_to_its_next_reader() -> None:
-    async def go() -> tuple[Harness, Event]:
+    async def go() -> Harness:
         h = Harness()
-        value = json.dumps(
-            {
-                "specversion": "1.0",
-                "id": "c-1",
-                "source": "t",
-                "type": "thunderhelm.run.requested",
-                "data": request(),
-            }
-        ).encode()
-        event = Event(Message(SETTINGS.run_commands, b"r-1", value, superseded=lambda: True))
-        await h.worker.commands.handle(event)
-        return h, event
+        await h.command(request(), "thunderhelm.run.requested", "c-1", superseded=lambda: True)
+        return h
 
-    h, _ = run(go())
+    h = run(go())
     assert h.types() == [] and h.worker.state_of("r-1") is None
 
 
@@ -731,17 +728,9 @@ def test_a_command_held_by_a_stall_is_dropped_when_its_partition_moves() -> None
         h = Harness()
         stood_still(h)
         moved = [False]
-        value = json.dumps(
-            {
-                "specversion": "1.0",
-                "id": "c-1",
-                "source": "t",
-                "type": "thunderhelm.run.requested",
-                "data": request(),
-            }
-        ).encode()
-        event = Event(Message(SETTINGS.run_commands, b"r-1", value, superseded=lambda: moved[0]))
-        handling = asyncio.create_task(h.worker.commands.handle(event))
+        handling = asyncio.create_task(
+            h.command(request(), "thunderhelm.run.requested", "c-1", superseded=lambda: moved[0])
+        )
         await asyncio.sleep(0.3)
         moved[0] = True  # the reader paused: the partition's next reader reads it again
         h.worker.ownership.revoked()
