@@ -55,6 +55,8 @@ class CandidateMetrics(BaseModel):
 
     val_accuracy: float | None = None
     val_loss: float | None = None
+    val_balanced_accuracy: float | None = None
+    val_macro_f1: float | None = None
     params: int | None = None
 
 

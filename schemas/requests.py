@@ -126,7 +126,14 @@ class SearchSpaceSettings(_Strict):
 
 
 class FitnessSettings(_Strict):
-    name: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    name: Literal["val_accuracy", "val_loss", "val_balanced_accuracy", "val_macro_f1"] = Field(
+        default="val_accuracy",
+        description=(
+            "the validation measure the search maximises (val_loss: minimises); "
+            "val_balanced_accuracy and val_macro_f1 weigh every class alike, for "
+            "imbalanced classes"
+        ),
+    )
     param_penalty: float = Field(default=0.0, ge=0.0, le=1.0, description="per million params")
 
 

@@ -94,6 +94,29 @@ def run(network_json: str, x: np.ndarray, y: np.ndarray, **kw: Any) -> dict[str,
     return result
 
 
+def test_evaluate_counts_each_class_rows_predictions_and_hits() -> None:
+    network_json = random_spec(3)
+    net = kernel_net(network_json, 16)  # fewer rows than the data: counted over chunks
+    x, y = blobs(61, 9, 4, 3)
+    predicted = np.concatenate(
+        [
+            np.frombuffer(net.forward_logits(x[i : i + 16], len(x[i : i + 16])), np.float32)
+            .reshape(-1, 4)
+            .argmax(axis=1)
+            for i in range(0, 61, 16)
+        ]
+    )
+    counts = bytearray(3 * 4 * 8)
+    _, correct = net.evaluate(x, y, 61, counts)
+    per_class = np.frombuffer(bytes(counts), np.int64).reshape(3, 4)
+    np.testing.assert_array_equal(per_class[0], np.bincount(predicted, minlength=4))
+    np.testing.assert_array_equal(per_class[1], np.bincount(y[predicted == y], minlength=4))
+    np.testing.assert_array_equal(per_class[2], np.bincount(y, minlength=4))
+    assert per_class[1].sum() == correct
+    with pytest.raises(ValueError, match="12 int64"):
+        net.evaluate(x, y, 61, bytearray(8))
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_forward_and_gradients_match_reference(seed: int) -> None:
     network_json = random_spec(seed)
@@ -258,6 +281,25 @@ def test_a_training_below_its_rung_stops_there_with_the_rungs_figures() -> None:
     )
     assert passed["pruned_at"] is None and passed["epochs_run"] == 4
     assert passed["weights"] == free["weights"]  # a rung passed changes nothing
+
+
+def test_a_training_reports_the_class_balanced_measures_and_stops_at_their_rungs() -> None:
+    # How they are computed from the kernel's counts: test_measures.py.
+    x, y = blobs(300, 9, 4, 7)
+    keep = (y != 3) | (np.arange(len(y)) % 6 == 0)  # class 3 is rare
+    x, y = np.ascontiguousarray(x[keep]), np.ascontiguousarray(y[keep])
+    free = run(random_spec(7, epochs=4), x, y)
+    last = free["curve"][-1]
+    for measure in ("val_balanced_accuracy", "val_macro_f1"):
+        assert 0.0 < free[measure] <= 1.0
+        assert last[measure] == pytest.approx(free[measure], abs=1e-6)
+    assert free["val_balanced_accuracy"] != pytest.approx(free["val_accuracy"])
+    bound = free["curve"][1]["val_balanced_accuracy"] + 1e-3
+    stopped = run(
+        random_spec(7, epochs=4, rungs=[{"epoch": 2, "min_val_balanced_accuracy": bound}]), x, y
+    )
+    assert stopped["pruned_at"] == 2 and stopped["epochs_run"] == 2
+    assert stopped["val_macro_f1"] == pytest.approx(free["curve"][1]["val_macro_f1"], abs=1e-6)
 
 
 def _mutations() -> list[tuple[str, Any]]:

@@ -477,3 +477,40 @@ def test_runs_that_arrive_together_load_their_dataset_once(
     for thread in threads:
         thread.join()
     assert len(loads) == 1 and len(got) == 4 and all(d is got[0] for d in got)
+
+
+def test_a_run_can_maximise_balanced_accuracy_on_an_imbalanced_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    rows = 500
+    rare = rng.random(rows) < 0.12
+    x = rng.normal(size=(rows, 3)) + np.where(rare, 1.2, 0.0)[:, None]
+    with (tmp_path / "imbalanced.csv").open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["a", "b", "c", "label"])
+        for features, is_rare in zip(x, rare, strict=True):
+            out.writerow([*(f"{v:.4f}" for v in features), "rare" if is_rare else "common"])
+    request = {
+        **SMALL,
+        "run_id": "balanced",
+        "dataset": {"name": "table", "path": "imbalanced.csv", "target": "label"},
+        "fitness": {"name": "val_balanced_accuracy"},
+    }
+    code, result = run_here(tmp_path, request, capsys)
+    assert code == 0 and result["status"] == "succeeded"
+    best = result["best"]
+    assert best["fitness"] == pytest.approx(best["metrics"]["val_balanced_accuracy"])
+    assert best["metrics"]["val_balanced_accuracy"] != best["metrics"]["val_accuracy"]
+    for figures in (result["model"]["validation"], result["model"]["test"]):
+        assert 0.0 < figures["balanced_accuracy"] <= 1.0 and figures["roc_auc"] is not None
+    events = [json.loads(line) for line in log_path(logs_in(tmp_path), "balanced").open()]
+    outcomes = [e["data"] for e in events if e["type"] == ev.CANDIDATE_COMPLETED]
+    assert all(
+        o["fitness"] is None or o["fitness"] == o["metrics"]["val_balanced_accuracy"]
+        for o in outcomes
+    )

@@ -496,3 +496,24 @@ def test_the_imbalance_measures_of_rows_of_one_class() -> None:
     assert got["balanced_accuracy"] == 0.5  # one class present: its recall
     assert got["roc_auc"] is None  # no class has rows on both sides
     assert got["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)  # class 0, and class 1 predicted
+
+
+def test_for_a_class_balanced_fitness_the_single_must_win_on_balanced_accuracy() -> None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    from thunderhelm.streams.execution.final_model import _single_clearly_better
+
+    # 18 common rows and 2 rare ones: the single gets the rare ones right and
+    # two common ones wrong; the average the reverse.
+    y = np.array([0] * 18 + [1] * 2)
+    single = np.array([0] * 16 + [1] * 2 + [1] * 2)
+    average = np.array([0] * 18 + [0] * 2)
+    as_log = lambda labels: np.log(np.eye(2)[labels] * 0.98 + 0.01)  # noqa: E731
+    _, by_rows, _ = _single_clearly_better("val_accuracy", as_log(single), as_log(average), y)
+    _, balanced, _ = _single_clearly_better(
+        "val_balanced_accuracy", as_log(single), as_log(average), y
+    )
+    assert by_rows == pytest.approx(-0.0)  # rows right: a tie
+    assert balanced == pytest.approx(
+        balanced_accuracy_score(y, single) - balanced_accuracy_score(y, average)
+    )

@@ -21,10 +21,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from thunderhelm.ga.core import measures
+
 # Figures kept per rung epoch: the most recent ones, so the bound follows the
 # run as it improves and the checkpoint stays small.
 RUNG_MEMORY = 256
-METRICS = ("val_accuracy", "val_loss")
+METRICS = measures.MEASURES
 
 type RungFigures = Mapping[int, tuple[float, ...]]
 
@@ -39,7 +41,7 @@ class Fidelity:
 
     eta: float = 2.0
     min_figures: int = 6
-    metric: str = "val_accuracy"  # the fitness's own figure; val_loss: lower is better
+    metric: str = "val_accuracy"  # the fitness's own measure (`measures.MEASURES`)
 
     def __post_init__(self) -> None:
         if not self.eta > 1.0:
@@ -75,7 +77,7 @@ def bound(figures: Sequence[float], fidelity: Fidelity) -> float | None:
         return None
     ordered = sorted(figures)
     keep = 1.0 / fidelity.eta
-    if fidelity.metric == "val_accuracy":  # the best are the highest
+    if measures.higher_is_better(fidelity.metric):  # the best are the highest
         position = math.floor((1.0 - keep) * (len(ordered) - 1))
     else:  # the best are the lowest
         position = math.ceil(keep * (len(ordered) - 1))
@@ -84,7 +86,7 @@ def bound(figures: Sequence[float], fidelity: Fidelity) -> float | None:
 
 def rungs_for(epochs: int, figures: RungFigures, fidelity: Fidelity) -> list[dict[str, Any]]:
     """The spec's `rungs` for a network of `epochs` epochs (empty: train to the end)."""
-    name = "min_val_accuracy" if fidelity.metric == "val_accuracy" else "max_val_loss"
+    name = measures.rung_bound(fidelity.metric)
     out: list[dict[str, Any]] = []
     for epoch in rung_epochs(epochs, fidelity.eta):
         limit = bound(figures.get(epoch, ()), fidelity)

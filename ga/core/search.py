@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from thunderhelm.ga.core import measures
 from thunderhelm.ga.core.engine import (
     Evaluation,
     GAConfig,
@@ -30,7 +31,7 @@ from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 # failed), ``val_accuracy``, ``val_loss``, ``params`` and ``status``.
 Evaluate = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
 
-FITNESS_KINDS = ("val_accuracy", "val_loss")
+FITNESS_KINDS = measures.MEASURES
 # The status ga/training/candidate.py gives a run that produced usable metrics; any other
 # status ("timeout", "cancelled", "error", "nan") is a failed candidate.
 OK_STATUSES = frozenset({"ok"})
@@ -41,8 +42,9 @@ def fitness_from_metrics(
 ) -> float:
     """Fitness to maximise from one training result.
 
-    ``val_accuracy`` scores the accuracy, ``val_loss`` the negated loss; either
-    minus ``param_penalty`` per parameter. A failed status, or a missing or
+    A measure where higher is better (``val_accuracy``, ``val_balanced_accuracy``,
+    ``val_macro_f1``) scores as it is, ``val_loss`` negated; either minus
+    ``param_penalty`` per parameter. A failed status, or a missing or
     non-finite metric, gives ``-inf``.
     """
     if kind not in FITNESS_KINDS:
@@ -51,7 +53,7 @@ def fitness_from_metrics(
     value = metrics.get(kind)
     if status not in OK_STATUSES or not isinstance(value, int | float) or isinstance(value, bool):
         return FAILED
-    score = float(value) if kind == "val_accuracy" else -float(value)
+    score = float(value) if measures.higher_is_better(kind) else -float(value)
     if param_penalty:
         params = metrics.get("params")
         if not isinstance(params, int) or isinstance(params, bool):

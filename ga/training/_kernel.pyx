@@ -29,12 +29,13 @@ include "_kernel_decls.pxi"
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
     PyBUF_FORMAT,
+    PyBUF_WRITABLE,
     PyBuffer_Release,
     PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.math cimport exp, isfinite, log
-from libc.stdint cimport int32_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
@@ -138,8 +139,13 @@ cdef void _forward(NetState *s, int nb) noexcept nogil:
             _activate(s.act[l], a, s.node_h[l + 1], <Py_ssize_t>nb * fo)
 
 
-cdef double _softmax_xent(NetState *s, int nb, bint want_grad, long *correct) noexcept nogil:
-    """Summed cross-entropy of the logits; fills s.da with dLoss/dlogits (mean loss)."""
+cdef double _softmax_xent(NetState *s, int nb, bint want_grad, long *correct,
+                          int64_t *per_class=NULL) noexcept nogil:
+    """Summed cross-entropy of the logits; fills s.da with dLoss/dlogits (mean loss).
+
+    ``per_class`` (3 x n_outputs, or NULL): adds each row to its predicted
+    class's count, to its class's hits when right, and to its class's rows.
+    """
     cdef int r, i, best, c = s.n_outputs
     cdef float *a = s.layer_a[s.n_layers - 1]
     cdef float *row
@@ -157,6 +163,11 @@ cdef double _softmax_xent(NetState *s, int nb, bint want_grad, long *correct) no
                 best = i
         if best == y:
             correct[0] += 1
+        if per_class != NULL:
+            per_class[best] += 1
+            if best == y:
+                per_class[c + y] += 1
+            per_class[2 * c + y] += 1
         ssum = 0.0
         for i in range(c):
             ssum += exp(<double>(row[i] - mx))
@@ -500,9 +511,16 @@ cdef class Net:
                     break
         return status, total, start
 
-    def evaluate(self, x, y, Py_ssize_t n):
-        """``(loss_sum, correct)`` over the first n rows, in chunks of max_rows."""
-        cdef Py_buffer xv, yv
+    def evaluate(self, x, y, Py_ssize_t n, per_class=None):
+        """``(loss_sum, correct)`` over the first n rows, in chunks of max_rows.
+
+        ``per_class``: a writable buffer of 3 x n_outputs int64, zeroed here
+        and filled with each class's predicted rows, right predictions and
+        rows (what balanced accuracy and macro-F1 are computed from).
+        """
+        cdef Py_buffer xv, yv, cv
+        cdef int64_t *counts = NULL
+        cdef Py_ssize_t k
         cdef Py_ssize_t start = 0
         cdef int nb
         cdef double total = 0.0
@@ -515,14 +533,26 @@ cdef class Net:
             try:
                 if not _check_labels(&self.s, <const int32_t *>yv.buf, n):
                     raise ValueError(f"labels must be in 0..{self.s.n_outputs - 1}")
-                with nogil:
-                    while start < n:
-                        nb = <int>min(<Py_ssize_t>self.s.cap, n - start)
-                        _gather(&self.s, <const float *>xv.buf, <const int32_t *>yv.buf, NULL,
-                                     start, nb)
-                        _forward(&self.s, nb)
-                        total += _softmax_xent(&self.s, nb, False, &correct)
-                        start += nb
+                if per_class is not None:
+                    PyObject_GetBuffer(per_class, &cv, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+                    if cv.len != 3 * self.s.n_outputs * 8:
+                        PyBuffer_Release(&cv)
+                        raise ValueError(f"per_class must hold {3 * self.s.n_outputs} int64")
+                    counts = <int64_t *>cv.buf
+                    for k in range(3 * self.s.n_outputs):
+                        counts[k] = 0
+                try:
+                    with nogil:
+                        while start < n:
+                            nb = <int>min(<Py_ssize_t>self.s.cap, n - start)
+                            _gather(&self.s, <const float *>xv.buf, <const int32_t *>yv.buf,
+                                         NULL, start, nb)
+                            _forward(&self.s, nb)
+                            total += _softmax_xent(&self.s, nb, False, &correct, counts)
+                            start += nb
+                finally:
+                    if counts != NULL:
+                        PyBuffer_Release(&cv)
             finally:
                 PyBuffer_Release(&yv)
         finally:

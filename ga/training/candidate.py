@@ -11,14 +11,16 @@ loop with its deadline and cancel flag, and the JSON result.
 Result of :func:`train_candidate` (a JSON object):
 
 * ``status``: ``"ok"`` | ``"timeout"`` | ``"cancelled"`` | ``"error"`` | ``"nan"``
-* ``val_accuracy``, ``val_loss``: on the validation set after the last epoch
-  (null unless status is ``"ok"``)
+* ``val_accuracy``, ``val_loss``, ``val_balanced_accuracy``, ``val_macro_f1``:
+  on the validation set after the last epoch (null unless status is
+  ``"ok"``; ``thunderhelm.ga.core.measures`` defines them)
 * ``train_loss``: mean per-sample loss over the last completed epoch (null if
   none completed)
 * ``params``: number of weights and biases (null if the spec is invalid)
 * ``epochs_run``: completed epochs
 * ``curve``: the learning curve, one ``{"epoch", "val_accuracy", "val_loss",
-  "at"}`` per completed epoch (``at``: the ``time.time()`` it was measured)
+  "val_balanced_accuracy", "val_macro_f1", "at"}`` per completed epoch (``at``:
+  the ``time.time()`` it was measured)
 * ``pruned_at``: the rung epoch at which the spec's ``rungs`` stopped the
   training (its validation figures are then the rung's), or null
 * ``started_at``, ``ended_at``: ``time.time()`` values
@@ -40,6 +42,8 @@ from array import array
 from collections.abc import Buffer
 from dataclasses import dataclass
 from typing import Any
+
+from thunderhelm.ga.core import measures
 
 try:
     import thunderhelm.ga.training._kernel as _kernel
@@ -82,10 +86,10 @@ _SPEC_KEYS = frozenset(
     }
 )
 # Optional: successive-halving rungs, each ``{"epoch": e, "min_val_accuracy": a}``
-# or ``{"epoch": e, "max_val_loss": l}``; a training whose validation figure at
-# epoch ``e`` is on the wrong side of its bound stops there (docs/network-spec.md).
+# or another bound of `measures.RUNG_BOUNDS` (``max_val_loss``, ...); a training
+# whose validation figure at epoch ``e`` is on the wrong side of its bound stops
+# there (docs/network-spec.md).
 _OPTIONAL_KEYS = frozenset({"rungs"})
-_RUNG_BOUNDS = frozenset({"min_val_accuracy", "max_val_loss"})
 _UNIT_KEYS = frozenset({"inputs", "neurons", "activation"})
 _STATUS_NAMES = {
     _kernel.STATUS_OK: "ok",
@@ -178,8 +182,10 @@ def _rungs(value: object, epochs: int) -> tuple[tuple[int, str, float], ...]:
         if not isinstance(rung, dict) or len(rung) != 2 or "epoch" not in rung:
             raise SpecError(f"rungs[{index}] must be an object: epoch and one bound")
         (bound,) = set(rung) - {"epoch"}
-        if bound not in _RUNG_BOUNDS:
-            raise SpecError(f"{where}bound must be one of {sorted(_RUNG_BOUNDS)}, got {bound!r}")
+        if bound not in measures.RUNG_BOUNDS:
+            raise SpecError(
+                f"{where}bound must be one of {sorted(measures.RUNG_BOUNDS)}, got {bound!r}"
+            )
         epoch = _int(rung, "epoch", 1, max(1, epochs - 1), where)
         limit = _float(rung, bound, -1e30, 1e30, False)
         rungs.append((epoch, bound, limit))
@@ -189,12 +195,31 @@ def _rungs(value: object, epochs: int) -> tuple[tuple[int, str, float], ...]:
     return tuple(rungs)
 
 
-def _below_rung(rung: tuple[int, str, float], accuracy: float, loss: float | None) -> bool:
-    """Whether a training measured at a rung's epoch stops there."""
+def _below_rung(rung: tuple[int, str, float], figures: dict[str, Any]) -> bool:
+    """Whether a training measured at a rung's epoch (`figures`) stops there."""
     _, bound, limit = rung
-    if bound == "min_val_accuracy":
-        return accuracy < limit
-    return loss is None or loss > limit
+    measure = measures.bounded_measure(bound)
+    figure = figures.get(measure)
+    if figure is None:
+        return True
+    return bool(figure < limit if measures.higher_is_better(measure) else figure > limit)
+
+
+def _figures(
+    measured: tuple[float, int], counts: memoryview, n_val: int, n_outputs: int
+) -> dict[str, Any]:
+    """The validation measures of one evaluation: its loss sum, rows right, per-class counts."""
+    loss_sum, correct = measured
+    per_class = counts.tolist()
+    balanced, macro_f1 = measures.class_figures(
+        per_class[:n_outputs], per_class[n_outputs : 2 * n_outputs], per_class[2 * n_outputs :]
+    )
+    return {
+        "val_accuracy": correct / n_val,
+        "val_loss": _finite(loss_sum / n_val),
+        "val_balanced_accuracy": balanced,
+        "val_macro_f1": macro_f1,
+    }
 
 
 def parse_spec(network_json: str) -> NetworkSpec:
@@ -352,6 +377,8 @@ def train_candidate(
         "status": "error",
         "val_accuracy": None,
         "val_loss": None,
+        "val_balanced_accuracy": None,
+        "val_macro_f1": None,
         "train_loss": None,
         "params": None,
         "epochs_run": 0,
@@ -387,7 +414,9 @@ def train_candidate(
         net.set_params(init_params(spec, rng))
         status = _kernel.STATUS_OK
         rungs = {rung[0]: rung for rung in spec.rungs}
-        measured: tuple[float, float] | None = None  # (loss sum, correct) after the last epoch
+        figures: dict[str, Any] | None = None  # the validation measures after the last epoch
+        counts = bytearray(3 * spec.n_outputs * 8)  # per class: predicted, hits, rows
+        per_class = memoryview(counts).cast("q")
         for epoch in range(1, spec.epochs + 1):
             order = array("i", epoch_order(rng, n_train))
             status, loss_sum, done = net.train_epoch(
@@ -407,28 +436,21 @@ def train_candidate(
             result["train_loss"] = _finite(loss_sum / done)
             # One validation pass per epoch: the learning curve, and the rung's
             # decision; the last one is the training's own validation figure.
-            measured = net.evaluate(x_val, y_val, n_val)
-            accuracy, loss = measured[1] / n_val, _finite(measured[0] / n_val)
-            result["curve"].append(
-                {
-                    "epoch": epoch,
-                    "val_accuracy": round(accuracy, 6),
-                    "val_loss": None if loss is None else round(loss, 6),
-                    "at": time.time(),
-                }
-            )
-            if epoch in rungs and _below_rung(rungs[epoch], accuracy, loss):
+            figures = _figures(net.evaluate(x_val, y_val, n_val, counts), per_class, n_val,
+                               spec.n_outputs)  # fmt: skip
+            point = {k: None if v is None else round(v, 6) for k, v in figures.items()}
+            result["curve"].append({"epoch": epoch, **point, "at": time.time()})
+            if epoch in rungs and _below_rung(rungs[epoch], figures):
                 result["pruned_at"] = epoch
                 break
         if status == _kernel.STATUS_OK:
-            loss_sum, correct = measured if measured is not None else (0.0, 0)
-            result["val_loss"] = _finite(loss_sum / n_val)
-            result["val_accuracy"] = correct / n_val
+            result.update(figures or {"val_accuracy": 0.0, "val_loss": 0.0})
             if result["val_loss"] is None:
                 status = _kernel.STATUS_NAN
         result["status"] = _STATUS_NAMES[status]
         if status == _kernel.STATUS_NAN:
-            result["val_loss"] = result["val_accuracy"] = None
+            for measure in measures.MEASURES:
+                result[measure] = None
         if export_weights:
             result["weights"] = _export(spec, net.get_params())
     except Exception as exc:  # the interpreter must survive any bad input

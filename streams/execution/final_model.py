@@ -112,7 +112,13 @@ def _fitness_figure(
 ) -> float:
     """The run's fitness measure of a model on the validation rows (higher is better)."""
     figures = scores(log_proba, y)
-    return float(figures["accuracy"]) if fitness != "val_loss" else -float(figures["loss"])
+    if fitness == "val_loss":
+        return -float(figures["loss"])
+    figure = {
+        "val_balanced_accuracy": figures["balanced_accuracy"],
+        "val_macro_f1": figures["macro_f1"],
+    }.get(fitness, figures["accuracy"])
+    return float(figure) if figure is not None else -math.inf
 
 
 def reevaluate(
@@ -188,8 +194,11 @@ def _single_clearly_better(
     there is its luckiest (the winner's curse) while the average's is not:
     comparing the two scores as they are would favour it. It has to win by
     more than one standard error of the paired per-row difference (rows
-    right, or cross-entropy for a `val_loss` run). Returns the decision, the
-    mean difference (positive: the single is better) and that standard error.
+    right, or cross-entropy for a `val_loss` run; for the class-balanced
+    measures, rows right weighted so that each class counts alike, which is
+    balanced accuracy exactly and macro-F1's nearest per-row form). Returns
+    the decision, the mean difference (positive: the single is better) and
+    that standard error.
     """
     rows = np.arange(len(y))
     if fitness == "val_loss":
@@ -198,6 +207,9 @@ def _single_clearly_better(
         diff = (alone.argmax(axis=1) == y).astype(np.float64) - (
             averaged.argmax(axis=1) == y
         ).astype(np.float64)
+        if fitness in ("val_balanced_accuracy", "val_macro_f1"):
+            counts = np.bincount(y)
+            diff *= len(y) / (np.count_nonzero(counts) * counts[y])
     mean = float(diff.mean())
     se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
     return mean > se, mean, se

@@ -13,6 +13,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 
+from thunderhelm.ga.core import measures
 from thunderhelm.ga.core.engine import Evaluation
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 from thunderhelm.streams.observability import metrics as meters
@@ -74,6 +75,8 @@ def candidate_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
         "status",
         "val_accuracy",
         "val_loss",
+        "val_balanced_accuracy",
+        "val_macro_f1",
         "train_loss",
         "params",
         "epochs_run",
@@ -142,7 +145,7 @@ def rung_spans(context: Context, network: Mapping[str, Any], metrics: Mapping[st
         if point is None or not isinstance(point.get("at"), float):
             continue  # stopped before it (clock, cancel)
         (name,) = set(rung) - {"epoch"}
-        figure = point.get("val_accuracy" if name == "min_val_accuracy" else "val_loss")
+        figure = point.get(measures.bounded_measure(name))
         stopped = metrics.get("pruned_at") == rung["epoch"]
         at = int(point["at"] * 1e9)
         attributes: dict[str, Any] = {

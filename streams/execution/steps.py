@@ -269,6 +269,8 @@ def result_data(
             "metrics": {
                 "val_accuracy": best["metrics"].get("val_accuracy"),
                 "val_loss": best["metrics"].get("val_loss"),
+                "val_balanced_accuracy": best["metrics"].get("val_balanced_accuracy"),
+                "val_macro_f1": best["metrics"].get("val_macro_f1"),
                 "params": best["metrics"].get("params"),
                 "train_loss": best["metrics"].get("train_loss"),
                 "epochs_run": best["metrics"].get("epochs_run"),
