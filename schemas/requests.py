@@ -117,6 +117,13 @@ class GASettings(_Strict):
 class TrainingSettings(_Strict):
     epochs: int = Field(default=3, ge=1, le=200, description="most epochs a candidate trains")
     batch_size: int = Field(default=64, ge=1, le=8192)
+    class_weight: Literal["balanced"] | None = Field(
+        default=None,
+        description=(
+            "balanced: each training row's loss is scaled by n / (classes x rows of its "
+            "class), so rare classes weigh as much as common ones; null: every row alike"
+        ),
+    )
 
 
 class SearchSpaceSettings(_Strict):

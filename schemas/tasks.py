@@ -14,7 +14,7 @@ kernel builds; nothing in a task is executed or used as an unchecked path.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,9 @@ class CandidateTask(BaseModel):
     network: dict[str, Any] = Field(description="the network to train, as the kernel reads it")
     dataset: DatasetSpec
     fitness: FitnessSettings = FitnessSettings()
+    class_weight: Literal["balanced"] | None = Field(
+        default=None, description="the run's training.class_weight"
+    )
     deadline: float = Field(description="the run's deadline, seconds since the epoch")
     traceparent: str | None = Field(default=None, max_length=128)
 

@@ -128,6 +128,14 @@ def test_tasks_cover_the_untrained_candidates_and_read_back_strictly() -> None:
         CandidateTask.model_validate({**tasks[0], "dataset": {"name": "csv", "path": "../x"}})
     with pytest.raises(ValidationError):
         CandidateTask.model_validate({**tasks[0], "command": "rm -rf /"})
+    assert all("class_weight" not in t for t in tasks)  # every row alike unless asked
+    weighted = {**REQUEST, "training": {**REQUEST.get("training", {}), "class_weight": "balanced"}}
+    tasks = candidates.generation_tasks(
+        weighted, ga_state, 2, 2, run_id="fan-1", deadline=2000.0, traceparent=None, known={}
+    )
+    assert all(validated_task(t)["class_weight"] == "balanced" for t in tasks)
+    with pytest.raises(ValidationError):
+        CandidateTask.model_validate({**tasks[0], "class_weight": "rare-first"})
 
 
 def test_an_outcome_is_taken_from_run_commands_only() -> None:

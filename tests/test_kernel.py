@@ -24,7 +24,12 @@ import pytest
 
 import thunderhelm.ga
 from thunderhelm.ga.training import _kernel
-from thunderhelm.ga.training.candidate import ACTIVATIONS, parse_spec, train_candidate
+from thunderhelm.ga.training.candidate import (
+    ACTIVATIONS,
+    balanced_class_weight,
+    parse_spec,
+    train_candidate,
+)
 from thunderhelm.ga.training.reference import initial_net, train_reference
 
 _interpreters = pytest.importorskip("_interpreters")
@@ -185,6 +190,41 @@ def test_training_improves_and_matches_reference(seed: int) -> None:
     assert kernel["val_loss"] == pytest.approx(ref["val_loss"], rel=2e-3)
     assert kernel["train_loss"] == pytest.approx(ref["train_loss"], rel=2e-3)
     assert abs(kernel["val_accuracy"] - ref["val_accuracy"]) <= 0.01
+
+
+def test_class_weights_scale_each_rows_loss_and_gradient_as_the_reference_does() -> None:
+    network_json = random_spec(2)
+    ref, _ = initial_net(network_json)
+    net = kernel_net(network_json, 32)
+    x, y = blobs(23, 9, 4, 2)
+    weights = np.array([0.5, 2.0, 1.0, 3.0], np.float32)
+    loss = net.forward_backward(x, y, 23, weights)
+    ref_loss, ref_grads = ref.loss_and_grads(x, y, weights)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    grads = np.frombuffer(net.get_grads(), np.float32)
+    scale = np.abs(ref_grads).max()
+    np.testing.assert_allclose(grads, ref_grads, rtol=0, atol=1e-5 * max(scale, 1.0))
+    assert net.forward_backward(x, y, 23) != pytest.approx(loss)  # the weights count
+
+
+def test_a_balanced_training_matches_the_reference_and_weighs_the_rare_class() -> None:
+    x, y = blobs(400, 9, 4, 8)
+    keep = (y != 0) | (np.arange(len(y)) % 8 == 0)  # class 0 is rare
+    x, y = np.ascontiguousarray(x[keep]), np.ascontiguousarray(y[keep])
+    network_json = random_spec(8, epochs=3, learning_rate=0.005, class_weight="balanced")
+    kernel = run(network_json, x, y)
+    ref = train_reference(network_json, x, y, x, y)
+    assert kernel["status"] == "ok"
+    assert kernel["train_loss"] == pytest.approx(ref["train_loss"], rel=2e-3)
+    plain = run(random_spec(8, epochs=3, learning_rate=0.005), x, y)
+    assert kernel["train_loss"] != pytest.approx(plain["train_loss"], rel=1e-3)
+    counts = np.bincount(y, minlength=4)
+    weights = np.frombuffer(
+        balanced_class_weight(memoryview(y.astype(np.int32)), 4).tobytes(), np.float32
+    )
+    np.testing.assert_allclose(weights, len(y) / (4 * counts), rtol=1e-6)
+    refused = run(random_spec(8, class_weight="rare"), x, y)
+    assert refused["status"] == "error" and "class_weight" in refused["error"]
 
 
 def test_training_is_deterministic() -> None:

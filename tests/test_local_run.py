@@ -500,6 +500,7 @@ def test_a_run_can_maximise_balanced_accuracy_on_an_imbalanced_table(
         "run_id": "balanced",
         "dataset": {"name": "table", "path": "imbalanced.csv", "target": "label"},
         "fitness": {"name": "val_balanced_accuracy"},
+        "training": {**SMALL["training"], "class_weight": "balanced"},
     }
     code, result = run_here(tmp_path, request, capsys)
     assert code == 0 and result["status"] == "succeeded"
@@ -514,3 +515,14 @@ def test_a_run_can_maximise_balanced_accuracy_on_an_imbalanced_table(
         o["fitness"] is None or o["fitness"] == o["metrics"]["val_balanced_accuracy"]
         for o in outcomes
     )
+    # The same run without class weights trains the same first networks to other losses.
+    plain = {**request, "run_id": "plain", "training": SMALL["training"]}
+    assert run_here(tmp_path, plain, capsys)[0] == 0
+    unweighted = [json.loads(line) for line in log_path(logs_in(tmp_path), "plain").open()]
+    first = {
+        (e["data"]["generation"], e["data"]["index"]): e["data"]["metrics"]["train_loss"]
+        for e in unweighted
+        if e["type"] == ev.CANDIDATE_COMPLETED
+    }
+    weighted = {(o["generation"], o["index"]): o["metrics"]["train_loss"] for o in outcomes}
+    assert all(weighted[k] != pytest.approx(first[k]) for k in weighted if k[0] == 0 and k in first)

@@ -140,17 +140,19 @@ cdef void _forward(NetState *s, int nb) noexcept nogil:
 
 
 cdef double _softmax_xent(NetState *s, int nb, bint want_grad, long *correct,
-                          int64_t *per_class=NULL) noexcept nogil:
+                          int64_t *per_class=NULL, const float *class_weight=NULL) noexcept nogil:
     """Summed cross-entropy of the logits; fills s.da with dLoss/dlogits (mean loss).
 
     ``per_class`` (3 x n_outputs, or NULL): adds each row to its predicted
     class's count, to its class's hits when right, and to its class's rows.
+    ``class_weight`` (n_outputs, or NULL): each row's loss and gradient are
+    scaled by its class's weight (the mean is still over the rows).
     """
     cdef int r, i, best, c = s.n_outputs
     cdef float *a = s.layer_a[s.n_layers - 1]
     cdef float *row
     cdef float mx
-    cdef double ssum, total = 0.0
+    cdef double ssum, total = 0.0, w = 1.0
     cdef int32_t y
     for r in range(nb):
         row = a + <Py_ssize_t>r * c
@@ -171,11 +173,13 @@ cdef double _softmax_xent(NetState *s, int nb, bint want_grad, long *correct,
         ssum = 0.0
         for i in range(c):
             ssum += exp(<double>(row[i] - mx))
-        total += log(ssum) - <double>(row[y] - mx)
+        if class_weight != NULL:
+            w = <double>class_weight[y]
+        total += w * (log(ssum) - <double>(row[y] - mx))
         if want_grad:
             for i in range(c):
-                s.da[<Py_ssize_t>r * c + i] = <float>(exp(<double>(row[i] - mx)) / ssum / nb)
-            s.da[<Py_ssize_t>r * c + y] -= <float>(1.0 / nb)
+                s.da[<Py_ssize_t>r * c + i] = <float>(w * exp(<double>(row[i] - mx)) / ssum / nb)
+            s.da[<Py_ssize_t>r * c + y] -= <float>(w / nb)
     return total
 
 
@@ -412,9 +416,10 @@ cdef class Net:
         return PyBytes_FromStringAndSize(<char *>self.s.layer_a[self.s.n_layers - 1],
                                          <Py_ssize_t>n * self.s.n_outputs * sizeof(float))
 
-    def forward_backward(self, x, y, int n):
+    def forward_backward(self, x, y, int n, class_weight=None):
         """Mean loss of the first n rows and their gradients into get_grads() (test hook)."""
-        cdef Py_buffer xv, yv
+        cdef Py_buffer xv, yv, wv
+        cdef const float *weights = NULL
         cdef double loss
         cdef long correct = 0
         if n < 1 or n > self.s.cap:
@@ -425,11 +430,19 @@ cdef class Net:
             try:
                 if not _check_labels(&self.s, <const int32_t *>yv.buf, n):
                     raise ValueError(f"labels must be in 0..{self.s.n_outputs - 1}")
-                with nogil:
-                    _gather(&self.s, <const float *>xv.buf, <const int32_t *>yv.buf, NULL, 0, n)
-                    _forward(&self.s, n)
-                    loss = _softmax_xent(&self.s, n, True, &correct) / n
-                    _backward(&self.s, n)
+                if class_weight is not None:
+                    _get_buffer(class_weight, &wv, 4, True, self.s.n_outputs * 4)
+                    weights = <const float *>wv.buf
+                try:
+                    with nogil:
+                        _gather(&self.s, <const float *>xv.buf, <const int32_t *>yv.buf, NULL,
+                                     0, n)
+                        _forward(&self.s, n)
+                        loss = _softmax_xent(&self.s, n, True, &correct, NULL, weights) / n
+                        _backward(&self.s, n)
+                finally:
+                    if weights != NULL:
+                        PyBuffer_Release(&wv)
             finally:
                 PyBuffer_Release(&yv)
         finally:
@@ -437,15 +450,17 @@ cdef class Net:
         return loss
 
     def train_epoch(self, x, y, order, Py_ssize_t n, int batch_size, float lr, float wd,
-                    double deadline, cancel=None):
+                    double deadline, cancel=None, class_weight=None):
         """One pass over the rows of x in ``order`` (int32 permutation of 0..n-1).
 
         Between batches it stops cooperatively when time.time() >= deadline or
         when the first byte of ``cancel`` is nonzero. Returns
         ``(status, loss_sum, rows_done)`` with status one of STATUS_*; loss_sum
-        is the summed per-row loss of the completed batches.
+        is the summed per-row loss of the completed batches. ``class_weight``:
+        float32 per class, scaling each row's loss (None: every row alike).
         """
-        cdef Py_buffer xv, yv, ov, cv
+        cdef Py_buffer xv, yv, ov, cv, wv
+        cdef const float *weights = NULL
         cdef bint have_cancel = cancel is not None
         cdef volatile const char *flag = NULL
         cdef Py_ssize_t start = 0, i
@@ -474,6 +489,9 @@ cdef class Net:
                                 raise ValueError("order holds an index outside 0..n-1")
                         if not _check_labels(&self.s, <const int32_t *>yv.buf, n):
                             raise ValueError(f"labels must be in 0..{self.s.n_outputs - 1}")
+                        if class_weight is not None:
+                            _get_buffer(class_weight, &wv, 4, True, self.s.n_outputs * 4)
+                            weights = <const float *>wv.buf
                         with nogil:
                             while start < n:
                                 if flag != NULL and flag[0] != 0:
@@ -486,7 +504,8 @@ cdef class Net:
                                 _gather(&self.s, <const float *>xv.buf, <const int32_t *>yv.buf,
                                              ord, start, nb)
                                 _forward(&self.s, nb)
-                                batch_loss = _softmax_xent(&self.s, nb, True, &correct)
+                                batch_loss = _softmax_xent(&self.s, nb, True, &correct, NULL,
+                                                           weights)
                                 if not isfinite(batch_loss):
                                     status = ST_NAN
                                     break
@@ -495,6 +514,8 @@ cdef class Net:
                                 total += batch_loss
                                 start += nb
                     finally:
+                        if weights != NULL:
+                            PyBuffer_Release(&wv)
                         if have_cancel:
                             PyBuffer_Release(&cv)
                 finally:

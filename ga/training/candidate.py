@@ -89,7 +89,10 @@ _SPEC_KEYS = frozenset(
 # or another bound of `measures.RUNG_BOUNDS` (``max_val_loss``, ...); a training
 # whose validation figure at epoch ``e`` is on the wrong side of its bound stops
 # there (docs/network-spec.md).
-_OPTIONAL_KEYS = frozenset({"rungs"})
+# ``class_weight``: "balanced" scales each training row's loss by
+# n / (classes present x rows of its class), so every class weighs alike.
+_OPTIONAL_KEYS = frozenset({"rungs", "class_weight"})
+CLASS_WEIGHTS = ("balanced",)
 _UNIT_KEYS = frozenset({"inputs", "neurons", "activation"})
 _STATUS_NAMES = {
     _kernel.STATUS_OK: "ok",
@@ -127,6 +130,7 @@ class NetworkSpec:
     seed: int
     # (epoch, bound name, bound), by epoch; empty: every epoch is trained.
     rungs: tuple[tuple[int, str, float], ...] = ()
+    class_weight: str | None = None  # None: every training row alike
 
     def widths(self) -> tuple[int, ...]:
         """Width of every node, by node id."""
@@ -193,6 +197,22 @@ def _rungs(value: object, epochs: int) -> tuple[tuple[int, str, float], ...]:
     if epochs_named != sorted(set(epochs_named)):
         raise SpecError("rungs must be in increasing epoch order, one per epoch")
     return tuple(rungs)
+
+
+def _class_weight(value: object) -> str | None:
+    if value is not None and value not in CLASS_WEIGHTS:
+        raise SpecError(f"class_weight must be one of {list(CLASS_WEIGHTS)} or null, got {value!r}")
+    return None if value is None else str(value)
+
+
+def balanced_class_weight(y: Buffer, n_outputs: int) -> "array[float]":
+    """Per class, n / (classes present x rows of the class): float32 (1.0 for an absent class)."""
+    labels = memoryview(y).cast("B").cast("i")
+    counts = [0] * n_outputs
+    for label in labels:
+        counts[label] += 1
+    present = sum(1 for c in counts if c)
+    return array("f", [len(labels) / (present * c) if c else 1.0 for c in counts])
 
 
 def _below_rung(rung: tuple[int, str, float], figures: dict[str, Any]) -> bool:
@@ -265,6 +285,7 @@ def parse_spec(network_json: str) -> NetworkSpec:
         batch_size=_int(raw, "batch_size", 1, MAX_BATCH, ""),
         seed=_int(raw, "seed", 0, 2**63 - 1, ""),
         rungs=_rungs(raw.get("rungs", []), _int(raw, "epochs", 1, MAX_EPOCHS, "")),
+        class_weight=_class_weight(raw.get("class_weight")),
     )
     if param_count(spec) > MAX_PARAMS:
         raise SpecError(f"network has {param_count(spec)} parameters, limit {MAX_PARAMS}")
@@ -414,6 +435,9 @@ def train_candidate(
         net.set_params(init_params(spec, rng))
         status = _kernel.STATUS_OK
         rungs = {rung[0]: rung for rung in spec.rungs}
+        class_weight = (
+            None if spec.class_weight is None else balanced_class_weight(y_train, spec.n_outputs)
+        )
         figures: dict[str, Any] | None = None  # the validation measures after the last epoch
         counts = bytearray(3 * spec.n_outputs * 8)  # per class: predicted, hits, rows
         per_class = memoryview(counts).cast("q")
@@ -429,6 +453,7 @@ def train_candidate(
                 spec.weight_decay,
                 float(deadline),
                 cancel,
+                class_weight,
             )
             if status != _kernel.STATUS_OK:
                 break

@@ -177,6 +177,7 @@ class PoolEvaluator:
         export_weights: bool = False,
         grace_s: float = 30.0,
         fitness: Fitness = Fitness(),
+        class_weight: str | None = None,
     ) -> None:
         if deadline_s <= 0:
             raise ValueError("deadline_s must be positive")
@@ -187,6 +188,9 @@ class PoolEvaluator:
         self.export_weights = export_weights
         self.grace_s = grace_s
         self.fitness = fitness
+        # The request's training option, added to every network it trains
+        # (docs/network-spec.md): the networks stay the search's own.
+        self.class_weight = class_weight
         self.key = f"{dataset.name}-{next(_keys)}"
         buffers = dict(dataset.buffers())
         if cancel is not None:
@@ -202,6 +206,8 @@ class PoolEvaluator:
         cancel = None if self.cancel is None else dataset_arg(self.key, CANCEL_BUFFER)
         submitted: list[TaskFuture | Result] = []
         for network in networks:
+            if self.class_weight is not None:
+                network = {**network, "class_weight": self.class_weight}
             try:
                 args = train_args(
                     network, refs, self.dataset.n_features, deadline, cancel, self.export_weights

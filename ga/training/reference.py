@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from thunderhelm.ga.training.candidate import (
     NetworkSpec,
+    balanced_class_weight,
     epoch_order,
     init_params,
     make_rng,
@@ -122,8 +123,10 @@ class ReferenceNet:
         """Output logits for the rows of x."""
         return self._forward(x)[0]
 
-    def loss_and_grads(self, x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[float, Array]:
-        """Mean cross-entropy over the rows and its gradient as a flat vector."""
+    def loss_and_grads(
+        self, x: npt.ArrayLike, y: npt.ArrayLike, class_weight: npt.ArrayLike | None = None
+    ) -> tuple[float, Array]:
+        """Mean cross-entropy over the rows (each scaled by its class's weight) and its gradient."""
         labels = np.asarray(y, dtype=np.intp)
         logits, cache = self._forward(x)
         nodes: list[Array] = cache[-1]
@@ -132,9 +135,14 @@ class ReferenceNet:
         exp = np.exp(shifted)
         total = exp.sum(axis=1, keepdims=True)
         rows = np.arange(nb)
-        loss = float(np.mean(np.log(total[:, 0]) - shifted[rows, labels]))
-        da = exp / total
-        da[rows, labels] -= 1
+        w = (
+            np.ones(nb, dtype=logits.dtype)
+            if class_weight is None
+            else np.asarray(class_weight, dtype=logits.dtype)[labels]
+        )
+        loss = float(np.mean(w * (np.log(total[:, 0]) - shifted[rows, labels])))
+        da = exp / total * w[:, None]
+        da[rows, labels] -= w
         da /= nb
         grads = np.zeros_like(self.params)
         widths = self.spec.widths()
@@ -205,6 +213,7 @@ def train_reference(
     xt = np.asarray(x_train, dtype=np.float32)
     yt = np.asarray(y_train, dtype=np.int32)
     n = len(yt)
+    weights = None if spec.class_weight is None else balanced_class_weight(yt, spec.n_outputs)
     status, epochs_run, train_loss = "ok", 0, None
     for _ in range(spec.epochs):
         order = np.asarray(epoch_order(rng, n), dtype=np.intp)
@@ -214,7 +223,7 @@ def train_reference(
                 status = "timeout"
                 break
             idx = order[start : start + spec.batch_size]
-            loss, grads = net.loss_and_grads(xt[idx], yt[idx])
+            loss, grads = net.loss_and_grads(xt[idx], yt[idx], weights)
             if not math.isfinite(loss):
                 status = "nan"
                 break

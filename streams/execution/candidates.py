@@ -60,6 +60,8 @@ def generation_tasks(
         }
         if traceparent:
             task["traceparent"] = traceparent
+        if (class_weight := steps.class_weight_of(request)) is not None:
+            task["class_weight"] = class_weight
         tasks.append(task)
     return tasks
 

@@ -168,6 +168,7 @@ class RunExecutor:
             deadline_s=max(1.0, deadline - time.time()),
             cancel=token,
             fitness=steps.fitness_of(state.request),
+            class_weight=steps.class_weight_of(state.request),
         ) as evaluator:
             outcome = steps.run_generation(
                 state.request,
@@ -216,6 +217,7 @@ class RunExecutor:
             dataset,
             deadline_s=max(1.0, float(task["deadline"]) - time.time()),
             fitness=steps.fitness_of(task),
+            class_weight=task.get("class_weight"),
         ) as evaluator:
             return candidates.train_task(task, evaluator, context, WORKER_NAME)
 
@@ -318,7 +320,11 @@ class RunExecutor:
         nets = final_model.networks(state.request, chosen, dataset.n_features, dataset.n_classes)
         fresh = final_model.reevaluation_networks(state.request, chosen, nets)
         with PoolEvaluator(
-            self._pool(), dataset, deadline_s=3600.0, export_weights=True
+            self._pool(),
+            dataset,
+            deadline_s=3600.0,
+            export_weights=True,
+            class_weight=steps.class_weight_of(state.request),
         ) as evaluator:
             trained = evaluator([*nets, *fresh])  # side by side on the pool
         return final_model.save(

@@ -89,6 +89,12 @@ def fidelity_of(request: Mapping[str, Any]) -> Fidelity | None:
     )
 
 
+def class_weight_of(request: Mapping[str, Any]) -> str | None:
+    """The request's `training.class_weight` (None: every training row alike)."""
+    value = (request.get("training") or {}).get("class_weight")
+    return None if value is None else str(value)
+
+
 def fitness_of(request: Mapping[str, Any]) -> Fitness:
     """The request's fitness settings, for the evaluator that scores every candidate."""
     fitness = request.get("fitness", {})
