@@ -147,11 +147,17 @@ async def test_reads_only_what_it_owns_once_ready_and_commits_only_what_is_done(
         assert handler.offsets(0) == [0, 1, 2, 3], "read a partition it no longer owns"
 
 
-async def test_after_a_move_it_reads_again_from_the_committed_offset(settings: Settings) -> None:
+async def three_commands_and_their_owner(settings: Settings) -> tuple[Handler, CommandReader]:
+    """Three commands on partition 0, and a reader that owns it, ready to read."""
     await produce(settings, 0, 3)
     handler = Handler()
     reader = CommandReader(settings, lambda: {0}, handler.submit, nothing_to_fold)
     reader.resume()
+    return handler, reader
+
+
+async def test_after_a_move_it_reads_again_from_the_committed_offset(settings: Settings) -> None:
+    handler, reader = await three_commands_and_their_owner(settings)
     async with running(reader):
         await until(lambda: handler.offsets(0) == [0, 1, 2])
         handler.finish(0, below=1)
@@ -169,10 +175,7 @@ async def test_commands_read_before_a_move_are_superseded_and_move_no_offset(
     # A worker that stood still wakes with commands in its lanes; once the
     # group moved its partitions, their handler leaves them alone, and their
     # end must not commit past them (the next reading reads them again).
-    await produce(settings, 0, 3)
-    handler = Handler()
-    reader = CommandReader(settings, lambda: {0}, handler.submit, nothing_to_fold)
-    reader.resume()
+    handler, reader = await three_commands_and_their_owner(settings)
     async with running(reader):
         await until(lambda: handler.offsets(0) == [0, 1, 2])
         first = list(handler.taken)

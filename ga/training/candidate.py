@@ -226,13 +226,13 @@ def _below_rung(rung: tuple[int, str, float], figures: dict[str, Any]) -> bool:
 
 
 def _figures(
-    measured: tuple[float, int], counts: memoryview, n_val: int, n_outputs: int
+    measured: tuple[float, int], per_class: memoryview, n_val: int, n_outputs: int
 ) -> dict[str, Any]:
     """The validation measures of one evaluation: its loss sum, rows right, per-class counts."""
     loss_sum, correct = measured
-    per_class = counts.tolist()
+    counts = per_class.tolist()
     balanced, macro_f1 = measures.class_figures(
-        per_class[:n_outputs], per_class[n_outputs : 2 * n_outputs], per_class[2 * n_outputs :]
+        counts[:n_outputs], counts[n_outputs : 2 * n_outputs], counts[2 * n_outputs :]
     )
     return {
         "val_accuracy": correct / n_val,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -107,6 +107,14 @@ def reevaluation_networks(
     ]
 
 
+# The figure of `scores` that each fitness measure where higher is better reads.
+_SCORE_OF: dict[str, Literal["accuracy", "balanced_accuracy", "macro_f1"]] = {
+    "val_accuracy": "accuracy",
+    "val_balanced_accuracy": "balanced_accuracy",
+    "val_macro_f1": "macro_f1",
+}
+
+
 def _fitness_figure(
     fitness: str, log_proba: npt.NDArray[np.float64], y: npt.NDArray[np.intp]
 ) -> float:
@@ -114,10 +122,7 @@ def _fitness_figure(
     figures = scores(log_proba, y)
     if fitness == "val_loss":
         return -float(figures["loss"])
-    figure = {
-        "val_balanced_accuracy": figures["balanced_accuracy"],
-        "val_macro_f1": figures["macro_f1"],
-    }.get(fitness, figures["accuracy"])
+    figure = figures[_SCORE_OF.get(fitness, "accuracy")]
     return float(figure) if figure is not None else -math.inf
 
 
