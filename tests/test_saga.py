@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any
@@ -265,3 +266,21 @@ def test_random_redeliveries_never_regress_or_double_terminate(picks: list[int])
         if state is not before and state.terminal and (before is None or not before.terminal):
             terminal_changes += 1
     assert terminal_changes <= 1
+
+
+def test_a_dead_letter_note_counts_in_the_version_and_changes_nothing_else() -> None:
+    """Even after the end: a run's version is its log's length (the next sequence)."""
+    note = saga.Event(
+        "n-1",
+        ev.EVENT_DEAD_LETTERED,
+        "r1",
+        "2026-01-01T00:00:00Z",
+        {"run_id": "r1", "stage": "validate", "error_class": "X", "error_message": "bad"},
+        at=0.0,
+    )
+    ended = saga.RunState("r1", "cancelled", result={"run_id": "r1"}, version=4)
+    after = saga.evolve(ended, note)
+    assert after is not None and after.version == 5 and "n-1" in after.seen_ids
+    assert dataclasses.replace(after, version=4, seen_ids=()) == ended
+    assert saga.evolve(after, note) is after  # the same note again: nothing
+    assert saga.evolve(None, note) is None  # an unknown run has no log to note in

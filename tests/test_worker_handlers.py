@@ -77,9 +77,15 @@ class Event:
 class Topic:
     def __init__(self, name: str, sent: list[tuple[str, bytes | None, bytes]]) -> None:
         self.name, self.sent = name, sent
+        # Records whose ack the broker holds back: (a marker in the value, the ack).
+        self.held: list[tuple[bytes, asyncio.Future[None]]] = []
 
     async def send(self, *, key: bytes | None, value: bytes, headers: Any) -> asyncio.Future[None]:
         self.sent.append((self.name, key, value))
+        for marker, ack in self.held:
+            if marker in value:
+                self.held.remove((marker, ack))
+                return ack
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -185,9 +191,23 @@ class Harness:
         self.app = App({PARTITION} if owned is None else owned)
         self.table: dict[bytes, Any] = {}
         topics = {name: Topic(name, self.sent) for name in SETTINGS.topics}
+        self.topics = topics
         self.executor = Executor()
         self.worker = RunWorker(SETTINGS, self.app, topics, self.table, executor=self.executor)
         self.read = 0  # how much of `sent` the run-events agent has consumed
+
+    def hold_ack(self, event_type: str) -> asyncio.Future[None]:
+        """Hold the broker's ack of the next `event_type` on run-events until it is set."""
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.topics[SETTINGS.run_events].held.append((f'"{event_type}"'.encode(), ack))
+        return ack
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        for _ in range(1000):
+            if done():
+                return
+            await asyncio.sleep(0)
+        raise AssertionError("the condition never came")
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [json.loads(value) for name, _, value in self.sent if name == topic]
@@ -406,29 +426,22 @@ def test_a_cancel_ends_the_run_cancelled() -> None:
     assert h.on(SETTINGS.run_results)[0]["data"]["status"] == "cancelled"
 
 
-def test_an_ending_appended_but_not_yet_folded_is_not_appended_again() -> None:
-    """An event folded between the ending's ack and the ending's own fold (a
-    candidate's outcome from another worker, say) asks the saga again while the
-    state still reads `running`: the run must not end a second time."""
+def test_a_decision_taken_while_the_ending_awaits_its_ack_ends_nothing_again() -> None:
+    """The run's ending is written and its ack not back, so the stored state
+    still reads `running`; the saga, asked again on it, ends the run once."""
 
     async def go() -> Harness:
         h = Harness()
         await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
+        assert h.status("r-1") == "running"  # started, generation 0 launched
+        ack = h.hold_ack(ev.RUN_CANCELLED)
         await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
-        for _ in range(200):  # fold everything but the ending
-            pending = [t for t in h.worker.runner.tasks.values() if not t.done()]
-            if pending:
-                await asyncio.gather(*pending)
-                continue
-            if ev.RUN_CANCELLED in h.types():
-                break
-            name, key, value = h.sent[h.read]
-            h.read += 1
-            if name == SETTINGS.run_events:
-                await h.event(value, key or b"")
+        await h.until(lambda: ev.RUN_CANCELLED in h.types())
         state = h.worker.state_of("r-1")
-        assert state is not None and not state.terminal
-        await h.worker.runner.act(state)
+        assert state is not None and state.status == "running"  # folded only after its ack
+        again = asyncio.create_task(h.worker.runner.act(state))
+        await h.until(again.done)
+        ack.set_result(None)
         await h.settle()
         return h
 
@@ -437,61 +450,68 @@ def test_an_ending_appended_but_not_yet_folded_is_not_appended_again() -> None:
     assert len(h.on(SETTINGS.run_results)) == 1
 
 
-def test_an_outcome_after_an_unfolded_ending_is_not_appended() -> None:
-    """A candidate's outcome (another worker trained it) read while the run's
-    ending is written but not yet folded: nothing follows the terminal event."""
-
-    async def go() -> Harness:
-        await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
-        await h.fold_until(lambda: h.status("r-1") == "running")
-        await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
-        await h.fold_until(lambda: ev.RUN_CANCELLED in h.types())  # all but the ending
-        state = h.worker.state_of("r-1")
-        assert state is not None and state.status == "running"
-        outcome = {
-            "run_id": "r-1",
-            "generation": state.generation,
-            "index": 0,
-            "genome_key": "g0",
-            "fitness": 0.5,
-            "metrics": {"status": "ok", "val_accuracy": 0.5},
-            "seed": 1,
-            "worker": "other/1",
-        }
-        await h.command(outcome, "thunderhelm.candidate.trained", "o-1")
-        await h.settle()
-        return h
-
-    h = Harness()
-    types = run(go()).types()
-    assert types[-1] == ev.RUN_CANCELLED and ev.CANDIDATE_COMPLETED not in types
+def outcome_of(state: saga.RunState, **extra: Any) -> dict[str, Any]:
+    return {
+        "run_id": state.run_id,
+        "generation": state.generation,
+        "index": 0,
+        "genome_key": "g0",
+        "fitness": 0.5,
+        "seed": 1,
+        **extra,
+    }
 
 
-def test_a_training_that_reports_after_the_ending_is_written_appends_nothing() -> None:
-    """A cancel interrupts the step, but a training already running in the
-    pool still reports its outcome; the run's ending is written and not yet
-    folded, so the state still reads `running`: nothing follows the ending."""
+def test_an_outcome_decided_while_the_ending_awaits_its_ack_is_not_appended() -> None:
+    """A candidate's outcome (another worker trained it) arrives while the
+    run's ending waits for its ack: it waits for the run's lane, finds the run
+    ended, and nothing follows the terminal event."""
 
     async def go() -> Harness:
         h = Harness()
         await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
-        await h.fold_until(lambda: h.status("r-1") == "running")
+        assert h.status("r-1") == "running"  # started, generation 0 launched
+        ack = h.hold_ack(ev.RUN_CANCELLED)
         await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
-        await h.fold_until(lambda: ev.RUN_CANCELLED in h.types())  # all but the ending
+        await h.until(lambda: ev.RUN_CANCELLED in h.types())
+        state = h.worker.state_of("r-1")
+        assert state is not None and state.status == "running"
+        metrics = {"status": "ok", "val_accuracy": 0.5}
+        outcome = outcome_of(state, metrics=metrics, worker="other/1")
+        late = asyncio.create_task(h.command(outcome, "thunderhelm.candidate.trained", "o-1"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        ack.set_result(None)
+        await late
+        await h.settle()
+        return h
+
+    types = run(go()).types()
+    assert types[-1] == ev.RUN_CANCELLED and ev.CANDIDATE_COMPLETED not in types
+
+
+def test_a_training_that_reports_while_the_ending_awaits_its_ack_appends_nothing() -> None:
+    """A cancel interrupts the step, but a training already running in the
+    pool still reports its outcome while the run's ending waits for its ack:
+    nothing follows the ending."""
+
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
+        assert h.status("r-1") == "running"  # started, generation 0 launched
+        ack = h.hold_ack(ev.RUN_CANCELLED)
+        await h.command({"run_id": "r-1"}, "thunderhelm.run.cancel-requested", "c-2")
+        await h.until(lambda: ev.RUN_CANCELLED in h.types())
         state = h.worker.state_of("r-1")
         assert state is not None and state.status == "running"
         report = h.worker.runner.candidate_reporter(state, None, h.worker.ownership.epoch)
-        outcome = {
-            "run_id": "r-1",
-            "generation": state.generation,
-            "index": 0,
-            "genome_key": "g0",
-            "fitness": 0.5,
-            "metrics": {"val_accuracy": 0.5, "val_loss": 1.0, "params": 10},
-            "seed": 0,
-            "duration_s": 0.01,
-        }
-        await asyncio.to_thread(report, outcome)  # from the training thread, as the pool does
+        metrics = {"val_accuracy": 0.5, "val_loss": 1.0, "params": 10}
+        outcome = outcome_of(state, metrics=metrics, seed=0, duration_s=0.01)
+        # From the training thread, as the pool does.
+        late = asyncio.create_task(asyncio.to_thread(report, outcome))
+        await asyncio.sleep(0.05)
+        ack.set_result(None)
+        await late
         await h.settle()
         return h
 
@@ -553,7 +573,7 @@ def test_only_the_owner_of_a_run_resumes_it() -> None:
         await h.worker.reconciler.reconcile()
         return h
 
-    assert run(go({PARTITION})).types() == [ev.RUN_STARTED]  # resumed: started
+    assert run(go({PARTITION})).types()[:1] == [ev.RUN_STARTED]  # resumed: started
     assert run(go({PARTITION + 1})).types() == []  # a standby copy: left alone
 
 

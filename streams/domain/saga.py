@@ -13,8 +13,8 @@ calendar and no clock.
 
 Idempotency lives in the fold: an event whose id was seen, a second
 `accepted`, a generation that is not the next one, anything after a terminal
-event -- all leave the state unchanged (the same object), which tells the edge
-there is nothing to do.
+event but a dead-letter note -- all leave the state unchanged (the same
+object), which tells the edge there is nothing to do and nothing to write.
 """
 
 from __future__ import annotations
@@ -229,6 +229,10 @@ def evolve(state: RunState | None, event: Event) -> RunState | None:
             fresh = RunState(event.run_id, "cancel-pending", cancel_reason=str(data["reason"]))
             return _remember(fresh, event)
         return None  # nothing to fold onto (e.g. a dead-letter note for an unknown run)
+    if event.type == ev.EVENT_DEAD_LETTERED:
+        # A note records a dead-lettered input and changes nothing else, even
+        # after the end; it counts, so a run's version is its log's length.
+        return _remember(state, event)
     if state.terminal:
         return state
     new = _apply(state, event)

@@ -85,6 +85,16 @@ def to_domain(record: CloudEvent) -> saga.Event:
     run_id = data.get("run_id") or record.subject
     if not isinstance(run_id, str) or not run_id:
         raise InputRejected("validate", "event has no run id")
+    return _domain(record, run_id, data)
+
+
+def as_written(record: CloudEvent) -> saga.Event:
+    """The domain event of an envelope `event_envelope` made (its data validated there)."""
+    assert isinstance(record.data, dict) and record.subject is not None
+    return _domain(record, record.subject, record.data)
+
+
+def _domain(record: CloudEvent, run_id: str, data: dict[str, Any]) -> saga.Event:
     time = record.time or utc_now_iso()
     return saga.Event(
         id=record.id,

@@ -14,6 +14,7 @@ from thunderhelm.streams.worker.commands.handler import CommandHandler
 from thunderhelm.streams.worker.commands.reader import CommandReader
 from thunderhelm.streams.worker.dead_letters.writer import DeadLetterWriter
 from thunderhelm.streams.worker.events.handler import EventHandler
+from thunderhelm.streams.worker.events.journal import RunJournal
 from thunderhelm.streams.worker.events.ownership import Ownership
 from thunderhelm.streams.worker.events.store import RunStore
 from thunderhelm.streams.worker.events.writer import EventWriter
@@ -35,16 +36,17 @@ class RunWorker:
         self.executor = executor if executor is not None else RunExecutor(settings)
         self.store = RunStore(table)
         self.ownership = Ownership(app, settings.run_events, settings.session_timeout_s)
-        self.writer = EventWriter(settings, topics, self.store)
+        self.writer = EventWriter(settings, topics)
+        self.journal = RunJournal(self.writer, self.store, settings.run_events)
         self.runner = StepRunner(
-            self.executor, self.writer, self.store, self.ownership, fanout=settings.fanout
+            self.executor, self.writer, self.journal, self.ownership, fanout=settings.fanout
         )
-        self.dead_letters = DeadLetterWriter(settings, app, self.writer)
+        self.dead_letters = DeadLetterWriter(settings, app, self.journal)
         self.pressure = ControlPressure(settings.control_lag_ms, self.pool_saturated)
         self.commands = CommandHandler(
-            settings, app, self.store, self.writer, self.runner, self.dead_letters, self.pressure
+            settings, app, self.journal, self.runner, self.dead_letters, self.pressure
         )
-        self.events = EventHandler(app, self.store, self.runner, self.dead_letters)
+        self.events = EventHandler(app, self.journal, self.runner, self.dead_letters)
         self.command_reader = CommandReader(
             settings, self.ownership.active, self.commands.submit, self.events.folded_to
         )

@@ -2,11 +2,12 @@
 
 A command is screened once here (`admission.screen_command`: anyone may write
 to run-commands, and a record the intake admitted must read the same here);
-the typed request it yields goes to the saga's `decide`. The events the
-decision asks for are appended to run-events and folded into the run's state
-at once, so a second start arriving before run-events is read back finds the
-run already accepted; the run-events agent later reads them as duplicates.
-Commands of different runs are handled side by side (`run_lanes.py`).
+the typed request it yields goes to the saga's `decide`, in the run's lane
+(journal.py): the events the decision asks for are appended to run-events and
+folded into the run's state before anything else is decided for the run, so a
+second start arriving before run-events is read back finds the run already
+accepted; the run-events agent later reads them as duplicates. Commands of
+different runs are handled side by side (`lanes.py`).
 
 A command is decided only by the worker that owns its run now. One that
 waited in a lane while its partition moved (`superseded`) is left to the
@@ -30,14 +31,11 @@ from thunderhelm.schemas.tasks import CandidateTrained
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import telemetry
-from thunderhelm.streams.wire.events import to_domain
 from thunderhelm.streams.wire.failures import Failure, Stage, classify
 from thunderhelm.streams.worker.commands.control_pressure import ControlPressure
 from thunderhelm.streams.worker.commands.lanes import RunLanes
 from thunderhelm.streams.worker.dead_letters.writer import DeadLetterWriter
-from thunderhelm.streams.worker.events.handler import fold
-from thunderhelm.streams.worker.events.store import RunStore
-from thunderhelm.streams.worker.events.writer import EventWriter
+from thunderhelm.streams.worker.events.journal import RunJournal
 from thunderhelm.streams.worker.intake.admission import (
     Admitted,
     InvalidRequest,
@@ -76,8 +74,7 @@ def command_of(admitted: Admitted, span: Span) -> tuple[str, saga.Command | saga
 class CommandHandler:
     settings: Settings
     app: Any
-    store: RunStore
-    writer: EventWriter
+    journal: RunJournal
     runner: StepRunner
     dead_letters: DeadLetterWriter
     pressure: ControlPressure
@@ -101,8 +98,6 @@ class CommandHandler:
                 message.offset,
             )
             return
-        # No await from here to the first event's write: the ownership just
-        # checked still holds when the write takes its place on the log.
         # The input as the user wrote it, and where on run-requests it was.
         original, origin = unwrap_forwarded(pairs(message.headers))
         with consumed(self.app, message, dict(pairs(message.headers))) as span:
@@ -120,7 +115,14 @@ class CommandHandler:
             span.set_attribute("cloudevents.event_type", screened.envelope.type)
             stage: Stage = "decide"
             try:
-                state = await self.decide(screened, span, message.partition)
+                state = await self.decide(screened, span, message)
+                while state is None and self.runner.ownership.stalled():
+                    # The worker stood still as the lane passed to this command:
+                    # decided again (nothing twice: `decide` is idempotent) once
+                    # the group says whose the run is, or left to the next reader.
+                    if not await self.ours_to_decide(message):
+                        return
+                    state = await self.decide(screened, span, message)
                 if state is not None:
                     stage = "execute"
                     await self.runner.retried(lambda: self.runner.act(state), state.run_id)
@@ -137,24 +139,22 @@ class CommandHandler:
             await asyncio.sleep(STALL_POLL_S)
         return False
 
-    async def decide(self, admitted: Admitted, span: Span, partition: int) -> saga.RunState | None:
-        """Append and fold what the command decides; the state to act on (None: nothing)."""
+    async def decide(self, admitted: Admitted, span: Span, message: Any) -> saga.RunState | None:
+        """Append and fold what the command decides; the state to act on (None: nothing).
+
+        Nothing is written once the command is superseded, or while the worker's
+        ownership is in doubt, however long the run's lane kept it waiting.
+        """
         run_id, command = command_of(admitted, span)
         span.set_attribute("thunderhelm.run_id", run_id)
-        if isinstance(command, saga.NewEvent):
-            decided = [command]
-        elif run_id in self.runner.ended:
-            # This worker wrote the run's ending and has not folded it yet: the
-            # stored state still reads as live, but the run takes nothing more
-            # (as `decide` on the terminal state would say).
-            decided = []
-        else:
-            decided = saga.decide(self.store.get(run_id), command)
-        state = None
-        for new in decided:
-            written = await self.writer.append(run_id, new, None)
-            after, changed = fold(self.store, self.runner, to_domain(written), partition)
-            # Unchanged: the run-events agent read the event back while the
-            # write awaited its ack, folded it and acted on it already.
-            state = after if changed else None
-        return state
+
+        def decision(state: saga.RunState | None) -> list[saga.NewEvent]:
+            return [command] if isinstance(command, saga.NewEvent) else saga.decide(state, command)
+
+        return await self.journal.record(
+            run_id,
+            decision,
+            None,
+            partition=message.partition,
+            allowed=lambda: not message.superseded() and not self.runner.ownership.stalled(),
+        )

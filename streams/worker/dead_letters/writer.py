@@ -20,7 +20,7 @@ from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.wire.failures import Failure, Origin, dead_letter_headers
 from thunderhelm.streams.worker.dead_letters.acks import OrderedAcks, ThrottledLog
-from thunderhelm.streams.worker.events.writer import EventWriter
+from thunderhelm.streams.worker.events.journal import RunJournal
 from thunderhelm.streams.worker.intake.admission import run_id_of_key
 from thunderhelm.streams.worker.kafka.records import pairs
 
@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class DeadLetterWriter:
-    def __init__(self, settings: Settings, app: Any, writer: EventWriter) -> None:
+    def __init__(self, settings: Settings, app: Any, journal: RunJournal) -> None:
         self.settings = settings
         self.app = app
-        self.writer = writer
+        self.journal = journal
         self.acks = OrderedAcks()
         self.log = ThrottledLog(log)
 
@@ -94,7 +94,7 @@ class DeadLetterWriter:
 
     async def note(self, run_id: str, failure: Failure, origin: Origin) -> None:
         """A `dead-lettered` event in the log of a run this worker knows (else nothing)."""
-        if self.writer.store.get(run_id) is None:
+        if self.journal.store.get(run_id) is None:
             return
         data = {
             "run_id": run_id,
@@ -104,4 +104,4 @@ class DeadLetterWriter:
             "original_topic": origin.topic,
             "original_offset": origin.offset,
         }
-        await self.writer.append(run_id, saga.NewEvent(ev.EVENT_DEAD_LETTERED, data), None)
+        await self.journal.append(run_id, saga.NewEvent(ev.EVENT_DEAD_LETTERED, data), None)

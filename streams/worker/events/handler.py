@@ -1,10 +1,12 @@
 """The run-events agent's work: fold each lifecycle event into its run's state and act on it.
 
-The fold is the saga's (`saga.evolve`); an event that changes nothing (a
-duplicate, a stale generation, anything after the end) is dropped, except
-that a finished run whose result is not out yet gets it now: the worker may
-have died between folding the terminal event and writing the result. A
-candidate's outcome is folded and stored, and nothing more.
+The fold is the saga's (`saga.evolve`), in the run's lane (journal.py). What
+this worker wrote is folded already and reads as a duplicate here; what
+another worker wrote (before a takeover, or a standby's copy) moves the state
+now. An event that changes nothing is dropped, except that a finished run
+whose result is not out yet gets it now: the worker may have died between
+folding the terminal event and writing the result. A candidate's outcome or a
+dead-letter note is folded and stored, and nothing more.
 """
 
 from __future__ import annotations
@@ -16,34 +18,14 @@ from typing import Any
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.wire.events import to_domain
 from thunderhelm.streams.wire.failures import Stage, classify
 from thunderhelm.streams.worker.dead_letters.writer import DeadLetterWriter
-from thunderhelm.streams.worker.events.store import RunStore
+from thunderhelm.streams.worker.events.journal import RunJournal
 from thunderhelm.streams.worker.kafka.records import consumed
 from thunderhelm.streams.worker.steps.runner import StepRunner
 
 log = logging.getLogger(__name__)
-
-
-def fold(
-    store: RunStore,
-    runner: StepRunner,
-    event: saga.Event,
-    partition: int,
-) -> tuple[saga.RunState | None, bool]:
-    """Fold `event` into its run and store the result: (state after, whether it changed)."""
-    before = store.get(event.run_id)
-    after = saga.evolve(before, event)
-    if after is None or after is before:
-        return after, False
-    store.put(after, partition)
-    runner.touch(event.run_id)
-    if after.status != (before.status if before else None):
-        log.info("run %s: %s", after.run_id, after.status)
-        meters.run_status(after.status, event.data)
-    return after, True
 
 
 def last_outcome(state: saga.RunState | None) -> bool:
@@ -54,7 +36,7 @@ def last_outcome(state: saga.RunState | None) -> bool:
 @dataclass
 class EventHandler:
     app: Any
-    store: RunStore
+    journal: RunJournal
     runner: StepRunner
     dead_letters: DeadLetterWriter
 
@@ -88,16 +70,15 @@ class EventHandler:
                 span.set_attribute("cloudevents.event_type", record.type)
                 span.set_attribute("thunderhelm.run_id", domain.run_id)
                 stage = "decide"
-                after, changed = fold(self.store, self.runner, domain, message.partition)
-                if not changed:
-                    span.set_attribute("thunderhelm.duplicate", after is not None)
+                after, changed = await self.journal.fold(domain, message.partition)
+                if not changed or domain.type == ev.EVENT_DEAD_LETTERED:
+                    span.set_attribute("thunderhelm.duplicate", after is not None and not changed)
                     if after is None or not after.terminal or after.settled:
                         return
                 if domain.type == ev.CANDIDATE_COMPLETED and not last_outcome(after):
                     # An outcome calls for a decision only when it is the last
-                    # one a spread generation waits for (whichever of the
-                    # command agent and this one folds it). Otherwise its own
-                    # step is running, or more outcomes are still to come.
+                    # one a spread generation waits for. Otherwise its own step
+                    # is running, or more outcomes are still to come.
                     return
                 stage = "execute"
                 assert after is not None

@@ -1,4 +1,4 @@
-"""Writes of the worker: lifecycle events to run-events and results to run-results.
+"""Writes of the worker: lifecycle events to run-events, results, candidate tasks.
 
 Every event's data is validated against its type's model (schemas/events.py)
 and every result against `RunResult` before it is produced, so the log and
@@ -15,16 +15,12 @@ from opentelemetry.context import Context
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import encode_event, structured_headers
-from thunderhelm.schemas.envelope import (
-    CloudEvent,
-)
 from thunderhelm.schemas.tasks import CANDIDATE_TASK, CandidateTask
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.candidates import spread, task_cost
 from thunderhelm.streams.observability import telemetry
-from thunderhelm.streams.wire.events import envelope, event_envelope, result_envelope
-from thunderhelm.streams.worker.events.store import RunStore
+from thunderhelm.streams.wire.events import envelope, result_envelope
 
 
 def validated_task(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,27 +29,14 @@ def validated_task(task: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class EventWriter:
-    def __init__(self, settings: Settings, topics: Mapping[str, Any], store: RunStore) -> None:
+    """Produces to the worker's topics; a run's events go through its lane (journal.py)."""
+
+    def __init__(self, settings: Settings, topics: Mapping[str, Any]) -> None:
         self.settings = settings
         self.topics = topics
-        self.store = store
-        # The last sequence written per run: a step appends its candidates'
-        # outcomes faster than the agent folds them, so the stored version
-        # alone would hand out the same number twice.
-        self.sequences: dict[str, int] = {}
-
-    async def append(self, run_id: str, new: saga.NewEvent, context: Context | None) -> CloudEvent:
-        """Append one event to the run's log; returns the envelope as written."""
-        state = self.store.get(run_id)
-        sequence = max((state.version + 1) if state else 1, self.sequences.get(run_id, 0) + 1)
-        self.sequences[run_id] = sequence
-        record = event_envelope(run_id, new, sequence)
-        await self.produce(self.settings.run_events, run_id, encode_event(record), context)
-        return record
 
     async def publish_result(self, state: saga.RunState, context: Context | None) -> None:
         record = result_envelope(state)
-        self.sequences.pop(state.run_id, None)
         await self.produce(self.settings.run_results, state.run_id, encode_event(record), context)
 
     async def produce(

@@ -1,9 +1,10 @@
 """Carries out what the saga asks of a run: start it, run a generation, end it, publish its result.
 
 Generations and endings run as background tasks (one per run at the most) on
-the executor; each reports back by appending its event to run-events, where
-the event handler folds it and asks the saga again. Transient failures are
-retried per the retry policy; any other failure fails the run with its error.
+the executor; each reports back by appending its event through the run's lane
+(journal.py), which folds it, and then asks the saga again. Transient failures
+are retried per the retry policy; any other failure fails the run with its
+error.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from thunderhelm.streams.domain.retry import Draw, RetryPolicy
 from thunderhelm.streams.execution.executor import StepInterrupted, step_event
 from thunderhelm.streams.execution.retrying import with_retries
 from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.events.journal import RunJournal
 from thunderhelm.streams.worker.events.ownership import Ownership
 from thunderhelm.streams.worker.events.store import RunStore
 from thunderhelm.streams.worker.events.writer import EventWriter
@@ -48,7 +50,7 @@ class StepRunner:
         self,
         executor: Any,  # RunExecutor (a fake in unit tests)
         writer: EventWriter,
-        store: RunStore,
+        journal: RunJournal,
         ownership: Ownership,
         policy: RetryPolicy | None = None,
         draw: Draw | None = None,  # the backoff jitter's RNG; seeded in tests
@@ -59,7 +61,8 @@ class StepRunner:
         # Spread each generation's candidates over every worker (candidate-tasks).
         self.fanout = fanout
         self.writer = writer
-        self.store = store
+        self.journal = journal
+        self.store: RunStore = journal.store
         self.ownership = ownership
         self.policy = policy or RetryPolicy()
         self.draw = draw if draw is not None else random.Random().random
@@ -67,19 +70,9 @@ class StepRunner:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # When this worker last saw each run move; the reconciler's idle clocks.
         self.last_progress: dict[str, float] = {}
-        # The generation each run's last step appended, until its event is folded:
-        # the candidates' outcomes ahead of it on the log must not start it again.
-        self.appended: dict[str, int] = {}
-        # The generation whose candidates this worker put on candidate-tasks,
-        # until its `candidates-dispatched` is folded: outcomes folded before
-        # it must not dispatch the generation a second time.
-        self.dispatching: dict[str, int] = {}
+        journal.on_move = self.touch
         # Each run's dispatched generation's span, ended when the generation completes.
         self.generation_spans: dict[str, Span] = {}
-        # Runs whose terminal event this worker appended, until its result is
-        # published: an event folded before the ending (a late outcome) still
-        # reads `running` and must not end the run a second time.
-        self.ended: set[str] = set()
 
     def touch(self, run_id: str) -> None:
         self.last_progress[run_id] = time.monotonic()
@@ -107,25 +100,16 @@ class StepRunner:
             case saga.Start():
                 epoch = self.ownership.epoch
                 started = await step_event(self.executor, state, action, context)
-                if epoch != self.ownership.epoch or not self.ownership.owns(
-                    self.store.partition(state.run_id)
-                ):
-                    return  # the run moved meanwhile; its owner starts it
-                await self.writer.append(state.run_id, started, context)
+                running = await self.journal.append(
+                    state.run_id,
+                    started,
+                    context,
+                    # Not if the run moved meanwhile: its owner starts it.
+                    allowed=lambda: self.still_current(state, epoch),
+                )
+                if running is not None:
+                    await self.act(running)
             case saga.RunGeneration() | saga.Finish():
-                if state.run_id in self.ended:
-                    return  # this worker wrote the run's ending; its fold comes next
-                if self.appended.get(state.run_id, -1) >= state.generation and isinstance(
-                    action, saga.RunGeneration
-                ):
-                    return  # this worker wrote the generation's event; its fold comes next
-                if (
-                    isinstance(action, saga.RunGeneration)
-                    and self.dispatching.get(state.run_id) == state.generation
-                    and not state.dispatched
-                ):
-                    return  # the generation's tasks are out; their event's fold comes next
-                self.appended.pop(state.run_id, None)
                 if busy := self.tasks.get(state.run_id):
                     if isinstance(action, saga.Finish) and action.status == "cancelled":
                         self.executor.cancel(state.run_id)
@@ -135,13 +119,11 @@ class StepRunner:
 
     async def publish(self, state: saga.RunState, context: Context | None) -> None:
         """Write the result of a finished run once, then settle its stored state."""
-        self.ended.discard(state.run_id)  # the ending is folded
         stored = self.store.get(state.run_id)
         if state.settled or (stored is not None and stored.settled):
             return
         await self.writer.publish_result(state, context)
-        if stored is not None and stored.terminal:
-            self.store.replace_state(saga.settled(stored))
+        await self.journal.settle(state.run_id)
         self.last_progress.pop(state.run_id, None)
 
     def launch(self, state: saga.RunState, action: saga.Action, context: Context | None) -> None:
@@ -157,16 +139,16 @@ class StepRunner:
         interrupted = False
         try:
             new = await self.retried(lambda: self.perform(state, action, context, epoch), run_id)
-            if self.still_current(state, epoch):
-                await self.append_step_event(run_id, new, context)
-                if new.type == ev.GENERATION_COMPLETED:
-                    self.appended[run_id] = state.generation
-                    self.dispatching.pop(run_id, None)
-                    if (span := self.generation_spans.pop(run_id, None)) is not None:
-                        span.set_attribute(
-                            "thunderhelm.best_fitness", new.data["best_fitness"] or 0.0
-                        )
-                        span.end()
+            appended = await self.retried(
+                lambda: self.journal.append(
+                    run_id, new, context, allowed=lambda: self.still_current(state, epoch)
+                ),
+                run_id,
+            )
+            completed = appended is not None and new.type == ev.GENERATION_COMPLETED
+            if completed and (span := self.generation_spans.pop(run_id, None)) is not None:
+                span.set_attribute("thunderhelm.best_fitness", new.data["best_fitness"] or 0.0)
+                span.end()
         except asyncio.CancelledError:
             raise
         except StepInterrupted as why:
@@ -179,18 +161,15 @@ class StepRunner:
             result = self.executor.failure_result(state, exc)
             failed = saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": result})
             with contextlib.suppress(Exception):
-                await self.append_step_event(run_id, failed, context, retry=False)
+                await self.journal.append(run_id, failed, context)
         finally:
             self.tasks.pop(run_id, None)
             self.touch(run_id)
         latest = self.store.get(run_id)
-        # The step's own event may have been folded while this task was still
-        # awaiting its ack; that fold saw the step busy and did nothing. Its
-        # candidates' outcomes move only the version: they are no reason to
-        # act, or the generation would be run (and appended) a second time.
-        # A dispatch's own event, and the outcomes that followed it, may have
-        # been folded while the dispatch awaited its ack: then the last
-        # outcome's fold found this step busy, and only this act goes on.
+        # The step's own event is folded by now, and so may be others (a
+        # dispatch's outcomes) whose decisions found this step busy: only
+        # this act goes on. Candidates' outcomes alone move only the version:
+        # they are no reason to act, or the generation would run again.
         moved_on = latest is not None and (
             latest.generation,
             latest.status,
@@ -205,28 +184,6 @@ class StepRunner:
         ):
             await self.act(latest)
 
-    async def append_step_event(
-        self, run_id: str, new: saga.NewEvent, context: Context | None, *, retry: bool = True
-    ) -> None:
-        """Append a step's event; an ending counts as written from before its write starts.
-
-        Commands are handled side by side with steps: a candidate outcome
-        decided while the ending awaits its ack would otherwise be appended
-        after it.
-        """
-        ending = new.type in ev.TERMINAL_TYPES
-        if ending:
-            self.ended.add(run_id)
-        try:
-            if retry:
-                await self.retried(lambda: self.writer.append(run_id, new, context), run_id)
-            else:
-                await self.writer.append(run_id, new, context)
-        except BaseException:
-            if ending:
-                self.ended.discard(run_id)  # not written: the run may still end
-            raise
-
     async def perform(
         self, state: saga.RunState, action: saga.Action, context: Context | None, epoch: int
     ) -> saga.NewEvent:
@@ -234,7 +191,6 @@ class StepRunner:
         if self.fanout and isinstance(action, saga.RunGeneration):
             tasks = await self.executor.generation_tasks(state)
             if tasks:  # none: every candidate has its outcome; breed the next generation here
-                self.dispatching[state.run_id] = state.generation
                 return await self.dispatch(state, tasks, context)
         report = (
             self.candidate_reporter(state, context, epoch)
@@ -276,12 +232,12 @@ class StepRunner:
         run_id = state.run_id
 
         async def append(data: dict[str, Any]) -> None:
-            # Checked on the loop, with no await before the write takes its
-            # sequence: an ending begun meanwhile (in `ended` from before its
-            # write) would otherwise be followed by this outcome on the log.
-            if run_id in self.ended or not self.still_current(state, epoch):
-                return  # the run is ending, the log moved on, or the run moved
-            await self.writer.append(run_id, saga.NewEvent(ev.CANDIDATE_COMPLETED, data), context)
+            # Not once the log moved on or the run moved; after the run's
+            # ending, the lane writes nothing anyway.
+            outcome = saga.NewEvent(ev.CANDIDATE_COMPLETED, data)
+            await self.journal.append(
+                run_id, outcome, context, allowed=lambda: self.still_current(state, epoch)
+            )
 
         def report(data: dict[str, Any]) -> None:
             written = asyncio.run_coroutine_threadsafe(append(data), loop)
