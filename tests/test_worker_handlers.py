@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import pytest
+from opentelemetry.context import Context
 from pydantic import ValidationError
 
+from thunderhelm.ga.pool.interpreter_pool import PoolStats
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.schemas.envelope import format_sequence
@@ -26,6 +28,7 @@ from thunderhelm.schemas.event_data import EVENT_DATA
 from thunderhelm.schemas.results import RUN_RESULT
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
+from thunderhelm.streams.execution.steps import Report
 from thunderhelm.streams.wire.events import event_envelope, result_envelope, to_domain
 from thunderhelm.streams.worker.components import RunWorker
 from thunderhelm.streams.worker.events.ownership import Ownership
@@ -138,7 +141,7 @@ class Executor:
         return {"population": []}
 
     async def run_generation(
-        self, state: saga.RunState, context: Any, report: Any = None
+        self, state: saga.RunState, context: Context | None, report: Report | None = None
     ) -> dict[str, Any]:
         self.generations_run += 1
         for index in range(self.candidates):
@@ -183,6 +186,16 @@ class Executor:
 
     def failure_result(self, state: saga.RunState, exc: BaseException) -> dict[str, Any]:
         return self._result(state, "failed")
+
+    def pool_stats(self) -> PoolStats | None:
+        return None  # no pool
+
+    # Fan-out is off here (SETTINGS): the owner trains every candidate itself.
+    async def generation_tasks(self, state: saga.RunState) -> list[dict[str, Any]]:
+        raise AssertionError("fan-out is off in these tests")
+
+    def train_task(self, task: Mapping[str, Any], context: Context | None) -> dict[str, Any]:
+        raise AssertionError("fan-out is off in these tests")
 
 
 class Harness:
@@ -282,6 +295,11 @@ def request(run_id: str = "r-1", generations: int = 2) -> dict[str, Any]:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+async def wait_for(event: asyncio.Event) -> None:
+    """A step that runs until `event` is set (as a runner's task)."""
+    await event.wait()
 
 
 def test_a_request_runs_to_one_published_result_and_settles() -> None:
@@ -614,7 +632,7 @@ def test_the_reconciler_ends_a_run_past_its_deadline() -> None:
         h.worker.store.put(accepted, PARTITION)
         if busy:  # a step is going: it is stopped, and the saga ends the run after it
             block = asyncio.Event()
-            h.worker.runner.tasks["r-1"] = asyncio.create_task(block.wait())
+            h.worker.runner.tasks["r-1"] = asyncio.create_task(wait_for(block))
         await h.worker.reconciler.reconcile()  # no idle wait for a run out of time
         if busy:
             h.worker.runner.tasks.pop("r-1").cancel()
@@ -633,7 +651,7 @@ def test_a_revoked_partition_stops_its_runs_steps() -> None:
         h = Harness()
         await h.command(request(generations=5), "thunderhelm.run.requested", "c-1")
         block = asyncio.Event()
-        h.worker.runner.tasks["r-1"] = asyncio.create_task(block.wait())
+        h.worker.runner.tasks["r-1"] = asyncio.create_task(wait_for(block))
         h.worker.reconciler.on_revoked({PARTITION})
         h.worker.runner.tasks.pop("r-1").cancel()
         return h

@@ -176,7 +176,7 @@ class EnvSettings(BaseSettings):
         """
         env = dict(os.environ if environ is None else environ)
         try:
-            # _build_sources: pydantic-settings' own argument, unseen through dataclass_transform.
-            return cls(_build_sources=(cls._sources(env), {}))  # type: ignore[call-arg]
+            # _build_sources: pydantic-settings' own argument (seen by pydantic's mypy plugin).
+            return cls(_build_sources=(cls._sources(env), {}))
         except ValidationError as exc:
             raise settings_error(exc, cls, env) from None

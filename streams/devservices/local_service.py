@@ -93,7 +93,7 @@ class ServicesSettings:
         environ = dict(os.environ if env is None else env)
         try:
             sources = (MappingEnvSource(_ServicesEnv, environ),)
-            parsed = _ServicesEnv(_build_sources=(sources, {}))  # type: ignore[call-arg]  # as Settings
+            parsed = _ServicesEnv(_build_sources=(sources, {}))  # as Settings.from_env does
         except ValidationError as exc:
             raise ServicesError(str(settings_error(exc, _ServicesEnv, environ))) from None
         changes = {k: v for k, v in parsed.model_dump(exclude_none=True).items()}

@@ -8,7 +8,7 @@ from typing import Any
 
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.execution.executor import RunExecutor
+from thunderhelm.streams.execution.executor import RunExecutor, WorkerExecutor
 from thunderhelm.streams.worker.commands.control_pressure import ControlPressure
 from thunderhelm.streams.worker.commands.handler import CommandHandler
 from thunderhelm.streams.worker.commands.reader import CommandReader
@@ -31,7 +31,7 @@ class RunWorker:
         app: Any,
         topics: Mapping[str, Any],
         table: MutableMapping[bytes, Any],
-        executor: Any = None,  # a RunExecutor; a fake in unit tests
+        executor: WorkerExecutor | None = None,  # a RunExecutor unless given (a fake in tests)
     ) -> None:
         self.executor = executor if executor is not None else RunExecutor(settings)
         self.store = RunStore(table)

@@ -24,7 +24,7 @@ from opentelemetry.trace import Span
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import Draw, RetryPolicy
-from thunderhelm.streams.execution.executor import StepInterrupted, step_event
+from thunderhelm.streams.execution.executor import StepInterrupted, WorkerExecutor, step_event
 from thunderhelm.streams.execution.retrying import with_retries
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.events.journal import RunJournal
@@ -48,7 +48,7 @@ def describe(action: saga.Action) -> str:
 class StepRunner:
     def __init__(
         self,
-        executor: Any,  # RunExecutor (a fake in unit tests)
+        executor: WorkerExecutor,
         writer: EventWriter,
         journal: RunJournal,
         ownership: Ownership,
