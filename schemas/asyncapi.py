@@ -12,7 +12,12 @@ from typing import Any
 from thunderhelm.schemas.catalog import DEAD_LETTER_HEADERS, ENTRIES, ENVELOPE, Entry
 from thunderhelm.schemas.envelope import SCHEMA_VERSION, STRUCTURED_CONTENT_TYPE
 from thunderhelm.schemas.event_data import EVENT_DATA
-from thunderhelm.schemas.requests import CANCEL_REQUESTED, RUN_ID_PATTERN, RUN_REQUESTED
+from thunderhelm.schemas.requests import (
+    CANCEL_REQUESTED,
+    CONTINUE_REQUESTED,
+    RUN_ID_PATTERN,
+    RUN_REQUESTED,
+)
 from thunderhelm.schemas.results import RUN_RESULT
 from thunderhelm.schemas.tasks import CANDIDATE_TASK, CANDIDATE_TRAINED
 
@@ -26,7 +31,7 @@ CHANNELS: dict[str, tuple[str, str, list[str]]] = {
         "thunderhelm.run-requests",
         "Commands from users. Structured mode as below, or binary mode (`ce_*` headers, "
         "value = `data`, `content-type: application/json`).",
-        [RUN_REQUESTED, CANCEL_REQUESTED],
+        [RUN_REQUESTED, CANCEL_REQUESTED, CONTINUE_REQUESTED],
     ),
     "runEvents": (
         "thunderhelm.run-events",
@@ -35,7 +40,8 @@ CHANNELS: dict[str, tuple[str, str, list[str]]] = {
     ),
     "runResults": (
         "thunderhelm.run-results",
-        "One record per run that reached succeeded, failed or cancelled.",
+        "One record per run that reached succeeded, failed or cancelled (and one more "
+        "per continue of a succeeded run: `revision` 2, 3, ...).",
         [RUN_RESULT],
     ),
     "deadLetters": (
@@ -48,7 +54,7 @@ CHANNELS: dict[str, tuple[str, str, list[str]]] = {
         "thunderhelm.run-commands",
         "Internal: run-requests records the intake admitted, unchanged, and the outcomes "
         "of candidates any worker trained, for the run's owner to append to its log.",
-        [RUN_REQUESTED, CANCEL_REQUESTED, CANDIDATE_TRAINED],
+        [RUN_REQUESTED, CANCEL_REQUESTED, CONTINUE_REQUESTED, CANDIDATE_TRAINED],
     ),
     "candidateTasks": (
         "thunderhelm.candidate-tasks",

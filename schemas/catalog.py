@@ -19,8 +19,10 @@ from thunderhelm.schemas.envelope import SCHEMA_VERSION, CloudEvent
 from thunderhelm.schemas.event_data import EVENT_DATA
 from thunderhelm.schemas.requests import (
     CANCEL_REQUESTED,
+    CONTINUE_REQUESTED,
     RUN_REQUESTED,
     CancelRequest,
+    ContinueRequest,
     RunRequest,
 )
 from thunderhelm.schemas.results import RUN_RESULT, RunResult
@@ -60,6 +62,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(ENVELOPE, CloudEvent, "The CloudEvents 1.0 envelope of every command and event."),
     Entry(RUN_REQUESTED, RunRequest, "`data` of a start command on run-requests."),
     Entry(CANCEL_REQUESTED, CancelRequest, "`data` of a cancel command on run-requests."),
+    Entry(CONTINUE_REQUESTED, ContinueRequest, "`data` of a continue command on run-requests."),
     *(
         Entry(kind, model, f"`data` of a `{kind}` event on run-events.")
         for kind, model in EVENT_DATA.items()

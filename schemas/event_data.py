@@ -17,10 +17,12 @@ from thunderhelm.schemas.events import (
     CANCEL_RECORDED,
     CANDIDATE_COMPLETED,
     CANDIDATES_DISPATCHED,
+    CONTINUE_REJECTED,
     EVENT_DEAD_LETTERED,
     GENERATION_COMPLETED,
     RUN_ACCEPTED,
     RUN_CANCELLED,
+    RUN_CONTINUED,
     RUN_FAILED,
     RUN_REJECTED,
     RUN_STARTED,
@@ -106,6 +108,27 @@ class CancelRecorded(_EventData):
     reason: str
 
 
+class RunContinued(_EventData):
+    """A succeeded run taken on from its last checkpoint (`run.continue-requested`)."""
+
+    generations: int = Field(ge=1, description="how many more generations were asked for")
+    request: dict[str, Any] = Field(description="the run's request as it goes on")
+    ga_state: dict[str, Any] = Field(description="the checkpoint it goes on from")
+    generation: int = Field(ge=0, description="generations completed so far")
+    evaluations: int = Field(ge=0)
+    best: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    revision: int = Field(ge=2, description="the revision of the result the run ends with next")
+    traceparent: str | None = None
+    accepted_at: str | None = None
+
+
+class ContinueRejected(_EventData):
+    """A continue the run cannot take, with why (the run is unchanged)."""
+
+    reasons: list[str]
+
+
 # Where in the pipeline an input failed: the `dlq.stage` header and this event's `stage`.
 type DeadLetterStage = Literal["decode", "validate", "decide", "execute", "produce"]
 
@@ -133,6 +156,8 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     RUN_CANCELLED: RunEnded,
     CANCEL_RECORDED: CancelRecorded,
     EVENT_DEAD_LETTERED: EventDeadLettered,
+    RUN_CONTINUED: RunContinued,
+    CONTINUE_REJECTED: ContinueRejected,
 }
 
 

@@ -19,6 +19,9 @@ RUN_FAILED = "thunderhelm.run.failed"
 RUN_CANCELLED = "thunderhelm.run.cancelled"
 CANCEL_RECORDED = "thunderhelm.run.cancel-recorded"
 EVENT_DEAD_LETTERED = "thunderhelm.event.dead-lettered"
+# A succeeded run taken on for more generations, and a continue it refused.
+RUN_CONTINUED = "thunderhelm.run.continued"
+CONTINUE_REJECTED = "thunderhelm.run.continue-rejected"
 
 TERMINAL_TYPES = frozenset({RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED})
 
@@ -35,5 +38,7 @@ EVENT_TYPES = frozenset(
         RUN_CANCELLED,
         CANCEL_RECORDED,
         EVENT_DEAD_LETTERED,
+        RUN_CONTINUED,
+        CONTINUE_REJECTED,
     }
 )

@@ -1,4 +1,4 @@
-"""Commands users produce to `thunderhelm.run-requests`: start and cancel a run.
+"""Commands users produce to `thunderhelm.run-requests`: start, cancel and continue a run.
 
 Every field is validated strictly (no coercion from strings, no unknown keys)
 and bounded, because requests come from any Kafka client. Datasets and fitness
@@ -18,7 +18,8 @@ DATA_PATH_PATTERN = r"^[A-Za-z0-9._/-]{1,255}$"
 
 RUN_REQUESTED = "thunderhelm.run.requested"
 CANCEL_REQUESTED = "thunderhelm.run.cancel-requested"
-COMMAND_TYPES = frozenset({RUN_REQUESTED, CANCEL_REQUESTED})
+CONTINUE_REQUESTED = "thunderhelm.run.continue-requested"
+COMMAND_TYPES = frozenset({RUN_REQUESTED, CANCEL_REQUESTED, CONTINUE_REQUESTED})
 
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
@@ -210,3 +211,17 @@ class CancelRequest(_Strict):
 
     run_id: str = Field(pattern=RUN_ID_PATTERN)
     reason: str = Field(default="cancelled by user", max_length=500)
+
+
+class ContinueRequest(_Strict):
+    """`data` of a `thunderhelm.run.continue-requested` command.
+
+    Takes a run that succeeded (it ran its generations or one of its budgets
+    ran out) on from its last checkpoint for `generations` more; the fields
+    `budget` names replace the run's own (its time budget counts from the
+    continue, as it did from the start).
+    """
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
+    generations: int = Field(ge=1, le=1000, description="how many more generations")
+    budget: Budget | None = Field(default=None, description="only the fields given count")

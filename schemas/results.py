@@ -109,6 +109,14 @@ class RunResult(BaseModel):
         ),
     )
     error: ErrorInfo | None = None
+    revision: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "1 for a run's first result; a continued run ends with the next revision, "
+            "the current one (its record id is `<run id>/result/<revision>`)"
+        ),
+    )
 
 
 def validated_result(data: Any) -> dict[str, Any]:

@@ -526,3 +526,36 @@ def test_a_run_can_maximise_balanced_accuracy_on_an_imbalanced_table(
     }
     weighted = {(o["generation"], o["index"]): o["metrics"]["train_loss"] for o in outcomes}
     assert all(weighted[k] != pytest.approx(first[k]) for k in weighted if k[0] == 0 and k in first)
+
+
+def test_a_run_continued_n_more_equals_one_run_of_the_larger_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short = {**SMALL, "run_id": "local-short", "ga": {**SMALL["ga"], "generations": 2}}
+    code, first = run_here(tmp_path, short, capsys)
+    assert code == 0 and first["generations"] == 2 and first["revision"] == 1
+    logs = logs_in(tmp_path)
+    code = run_local(settings_in(tmp_path), short, 2, as_json=True, logs=logs, more=1)
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and second["revision"] == 2 and second["generations"] == 3
+    types = types_in(log_path(logs, "local-short"))
+    assert types[types.index(ev.RUN_SUCCEEDED) :].count(ev.RUN_CONTINUED) == 1
+    code, whole = run_here(tmp_path, {**SMALL, "run_id": "local-whole"}, capsys)
+    assert code == 0
+    assert (second["best"]["genome"], second["best"]["fitness"]) == (
+        whole["best"]["genome"],
+        whole["best"]["fitness"],
+    )
+    assert second["evaluations"] == whole["evaluations"]
+    # Started again without --more, it reports the current revision.
+    code, again = run_here(tmp_path, short, capsys)
+    assert code == 0 and again["revision"] == 2
+
+
+def test_a_local_run_that_did_not_succeed_refuses_to_go_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short = {**SMALL, "run_id": "local-nothing"}
+    logs = logs_in(tmp_path)
+    assert run_local(settings_in(tmp_path), short, 2, as_json=True, logs=logs, more=1) == 2
+    assert "no such run" in capsys.readouterr().err

@@ -284,3 +284,68 @@ def test_a_dead_letter_note_counts_in_the_version_and_changes_nothing_else() -> 
     assert dataclasses.replace(after, version=4, seen_ids=()) == ended
     assert saga.evolve(after, note) is after  # the same note again: nothing
     assert saga.evolve(None, note) is None  # an unknown run has no log to note in
+
+
+def continued(state: saga.RunState, more: int = 2, **budget: Any) -> list[saga.NewEvent]:
+    command = saga.ContinueRun(f"k{next(_ids)}", "r1", more, budget or None, "t")
+    return saga.decide(state, command)
+
+
+def as_event(new: saga.NewEvent, at: float = T0 + 1000.0) -> saga.Event:
+    return saga.Event(f"e{next(_ids)}", new.type, "r1", "t", new.data, new.causation_id, at=at)
+
+
+def test_a_succeeded_run_continues_from_its_checkpoint_in_a_new_revision() -> None:
+    ended = fold(accepted(), started(), generation(0), generation(1), terminal(ev.RUN_SUCCEEDED))
+    assert ended is not None and ended.status == "succeeded"
+    [new] = continued(ended, more=3, max_evaluations=40)
+    assert new.type == ev.RUN_CONTINUED
+    assert new.data["request"]["ga"]["generations"] == 5
+    # The budget's fields given replace the run's own; the others stay.
+    assert new.data["request"]["budget"] == {"timeout_s": 60.0, "max_evaluations": 40}
+    state = saga.evolve(ended, as_event(new))
+    assert state is not None and state.status == "running" and state.revision == 2
+    assert (state.generation, state.evaluations, state.best) == (2, 8, {"fitness": 1.5})
+    assert state.ga_state == {"generation": 2, "work": 15.0}
+    assert state.history == ended.history and state.traceparent == ended.traceparent
+    assert state.deadline == T0 + 1000.0 + 60.0  # the time budget counts from the continue
+    assert state.version == ended.version + 1 and state.result is None
+    assert saga.react(state, T0 + 1000.0) == saga.RunGeneration(2, ())
+    # The same continue again (a redelivery), even once the run has settled: nothing.
+    again = saga.ContinueRun(new.causation_id or "", "r1", 3, None, "t")
+    assert saga.decide(state, again) == []
+    assert saga.decide(saga.settled(saga.evolve(state, terminal(ev.RUN_SUCCEEDED))), again) == []
+    # A second run.continued for the same revision changes nothing.
+    assert saga.evolve(state, as_event(new)) is state
+
+
+def test_a_continue_on_a_run_that_did_not_succeed_is_refused_with_why() -> None:
+    running = fold(accepted(), started(), generation(0))
+    failed = fold(accepted(), started(), terminal(ev.RUN_FAILED))
+    for state, status in ((running, "running"), (failed, "failed")):
+        assert state is not None
+        [refused] = continued(state)
+        assert refused.type == ev.CONTINUE_REJECTED
+        assert refused.data["reasons"] == [f"run r1 is {status}: {saga.CONTINUABLE}"]
+        after = saga.evolve(state, as_event(refused))
+        # Recorded in the log, and nothing else changes.
+        assert after is not None and after.version == state.version + 1
+        assert dataclasses.replace(after, version=state.version, seen_ids=state.seen_ids) == state
+    assert continued_on_nothing() == []
+
+
+def continued_on_nothing() -> list[saga.NewEvent]:
+    return saga.decide(None, saga.ContinueRun("k", "r1", 1, None, "t"))
+
+
+def test_a_continued_run_reopens_the_log_for_the_invariants() -> None:
+    from thunderhelm.streams.domain.invariants import violations
+
+    ended = fold(accepted(), started(), generation(0), generation(1), terminal(ev.RUN_SUCCEEDED))
+    assert ended is not None
+    [new] = continued(ended, more=1)
+    log = [accepted(), started(), generation(0), generation(1), terminal(ev.RUN_SUCCEEDED)]
+    reopened = [*log, as_event(new), generation(2), terminal(ev.RUN_SUCCEEDED)]
+    assert violations(reopened) == []
+    assert violations([*log, generation(2)]) != []  # without the continue: after the end
+    assert violations([*reopened[:-1]]) == ["no terminal event"]

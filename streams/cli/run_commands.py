@@ -1,4 +1,4 @@
-"""`thunderhelm submit | watch | cancel | rerun | run`: start runs, follow them, stop them.
+"""`thunderhelm submit | watch | cancel | continue | rerun | run`: start, follow, stop runs.
 
 `submit` and `cancel` produce a command to run-requests; `watch` (and
 `submit --wait`) read a run's events from the start of run-events until its
@@ -142,6 +142,9 @@ def register(app: typer.Typer) -> None:
     app.command(help="Produce a run request to run-requests; print the run id.")(submit)
     app.command(help="Follow a run's events to its result; exit 0 if it succeeded.")(watch)
     app.command(help="Request the cancellation of a run.")(cancel)
+    app.command(name="continue", help="Take a run that succeeded on for more generations.")(
+        continue_run
+    )
     app.command(help="Submit a run's request again under a new run id; with --wait, compare.")(
         rerun
     )
@@ -226,6 +229,58 @@ def cancel(
         emit_json(ctx, {"run_id": run_id, "reason": reason, "trace_id": trace_id})
     else:
         emit(ctx, f"cancel requested for {run_id}")
+
+
+def continue_run(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="the run to take on")],
+    generations: Annotated[
+        int, typer.Option("--generations", min=1, max=1000, help="how many more generations")
+    ],
+    budget_s: Annotated[
+        float | None,
+        typer.Option("--budget-s", min=0.001, help="its time budget from now (default: its own)"),
+    ] = None,
+    max_evaluations: Annotated[
+        int | None,
+        typer.Option(min=1, help="its budget of candidate trainings, all generations counted"),
+    ] = None,
+    max_work: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001, help="its budget of training work (epoch-equivalents), all counted"
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Go on from the run's last checkpoint: the same run id, its events and its trace.
+
+    The run ends with a new result record, the next `revision` of the run's
+    result; `watch RUN_ID` follows it. A run that failed, was cancelled or is
+    still running refuses (`run.continue-rejected` in its log, with why).
+    """
+    from thunderhelm.streams.clients import client
+    from thunderhelm.streams.observability import telemetry
+
+    budget: dict[str, Any] = {}
+    for name, value in (
+        ("timeout_s", budget_s),
+        ("max_evaluations", max_evaluations),
+        ("max_work", max_work),
+    ):
+        if value is not None:
+            budget[name] = value
+    settings = state(ctx).settings
+    telemetry.configure(_traced_cli_settings())
+    trace_id = asyncio.run(client.continue_run(settings, run_id, generations, budget))
+    telemetry.flush()
+    if as_json:
+        emit_json(
+            ctx,
+            {"run_id": run_id, "generations": generations, "budget": budget, "trace_id": trace_id},
+        )
+    else:
+        emit(ctx, f"continue requested for {run_id}: {generations} more generation(s)")
 
 
 def rerun(
@@ -317,6 +372,16 @@ def run(
             "else var/local-runs/ here)",
         ),
     ] = None,
+    more: Annotated[
+        int,
+        typer.Option(
+            "--more",
+            min=0,
+            max=1000,
+            help="a run of this id that succeeded goes on for this many more generations "
+            "from its last checkpoint (its log; the same request)",
+        ),
+    ] = 0,
 ) -> None:
     """Exit 0 when the run succeeded, 1 when it failed, 130 when Ctrl-C cancelled it."""
     from thunderhelm.streams.execution.local_run import run_local
@@ -328,7 +393,7 @@ def run(
     cli = state(ctx)
     settings = cli.settings
     if not cli.rich(as_json):
-        finish(run_local(settings, request, pool_size, as_json, log_dir))
+        finish(run_local(settings, request, pool_size, as_json, log_dir, more=more))
         return
     from thunderhelm.streams.cli.progress import RunProgress
 
@@ -347,5 +412,6 @@ def run(
             log_dir,
             progress=on_generation,
             candidates=view.candidate,
+            more=more,
         )
     finish(code)

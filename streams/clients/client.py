@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record, encode_event
 from thunderhelm.schemas.envelope import JSON_CONTENT_TYPE, CloudEvent, utc_now_iso
-from thunderhelm.schemas.requests import CANCEL_REQUESTED, RUN_REQUESTED
+from thunderhelm.schemas.requests import CANCEL_REQUESTED, CONTINUE_REQUESTED, RUN_REQUESTED
 from thunderhelm.streams.clients.errors import TopicMissing
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.observability import telemetry
@@ -75,6 +75,15 @@ async def cancel(settings: Settings, run_id: str, reason: str) -> str:
     return await send_command(settings, CANCEL_REQUESTED, {"run_id": run_id, "reason": reason})
 
 
+async def continue_run(
+    settings: Settings, run_id: str, generations: int, budget: Mapping[str, Any] | None
+) -> str:
+    data: dict[str, Any] = {"run_id": run_id, "generations": generations}
+    if budget:
+        data["budget"] = dict(budget)
+    return await send_command(settings, CONTINUE_REQUESTED, data)
+
+
 async def run_events(settings: Settings, run_id: str) -> list[CloudEvent]:
     """The run's records on run-events that decode, start of log to its end."""
     found = []
@@ -122,7 +131,11 @@ class Observed:
 async def follow(
     settings: Settings, run_id: str, *, timeout_s: float | None = None
 ) -> AsyncIterator[Observed]:
-    """Every event of a run from the start of the log, then its result; then stop."""
+    """Every event of a run from the start of the log, then its current result; then stop.
+
+    A continued run has a result per revision: the one that counts is the
+    one after the run's last `run.continued` (or its first, never continued).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
     )
@@ -142,13 +155,16 @@ async def follow(
         # it until run-events has been read to its end as of that moment.
         result: Observed | None = None
         ends: dict[TopicPartition, int] = {}
+        continued = 0  # `run.continued` events seen: the current result is revision continued+1
         while deadline is None or time.monotonic() < deadline:
             caught_up = result is not None and all(
                 [await consumer.position(tp) >= ends[tp] for tp in events]
             )
             if result is not None and caught_up:
-                yield result
-                return
+                if _revision(result) > continued:
+                    yield result
+                    return
+                result = None  # the run went on after this result: wait for its next
             batch = await consumer.getmany(*(events if result else ()), timeout_ms=500)
             for records in batch.values():
                 for record in records:
@@ -162,13 +178,19 @@ async def follow(
                     tp = headers.get("traceparent")
                     seen = Observed(record.topic, event, tp.decode() if tp else None)
                     if record.topic != settings.run_results:
+                        continued += event.type == ev.RUN_CONTINUED
                         yield seen
-                    elif result is None:
+                    elif result is None or _revision(seen) > _revision(result):
                         result = seen
                         ends = await consumer.end_offsets(events)
         raise TimeoutError(f"run {run_id} did not finish within {timeout_s} s")
     finally:
         await consumer.stop()
+
+
+def _revision(result: Observed) -> int:
+    data = result.event.data
+    return int(data.get("revision", 1)) if isinstance(data, dict) else 1
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
@@ -204,6 +226,11 @@ def describe(observed: Observed) -> str:
         return f"generation {data['generation'] + 1}: {count} candidates out to every worker"
     if e.type == ev.RUN_REJECTED:
         return f"rejected: {'; '.join(data.get('reasons', []))}"
+    if e.type == ev.CONTINUE_REJECTED:
+        return f"continue refused: {'; '.join(data.get('reasons', []))}"
+    if e.type == ev.RUN_CONTINUED:
+        total = (data.get("request") or {}).get("ga", {}).get("generations")
+        return f"continued: {data.get('generations')} more generation(s), {total} in all"
     if e.type in ev.TERMINAL_TYPES:
         result = data.get("result", {})
         best = (result.get("best") or {}).get("metrics", {})

@@ -2,7 +2,9 @@
 
 The raw log, not just the fold, must hold them: one terminal event,
 generations strictly increasing, nothing after the terminal event (notes about
-dead-lettered inputs excepted: they record, they do not change the run).
+dead-lettered inputs and refused continues excepted: they record, they do not
+change the run) but a `run.continued`, which opens the run again until its
+next terminal event.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ def violations(events: Sequence[saga.Event]) -> list[str]:
     terminal_at: int | None = None
     last_generation = -1
     for position, event in enumerate(events):
-        if event.type == ev.EVENT_DEAD_LETTERED:
+        if event.type in (ev.EVENT_DEAD_LETTERED, ev.CONTINUE_REJECTED):
+            continue
+        if event.type == ev.RUN_CONTINUED and terminal_at is not None:
+            terminal_at = None  # a later revision of the run begins
             continue
         if terminal_at is not None:
             problems.append(f"#{position} {event.type} after terminal event #{terminal_at}")

@@ -49,7 +49,18 @@ class RecordOutcome:
     data: Mapping[str, Any]  # `candidate-completed` data, validated by the edge
 
 
-Command = StartRun | CancelRun | RecordOutcome
+@dataclass(frozen=True)
+class ContinueRun:
+    """Take a run that succeeded on from its last checkpoint for `generations` more."""
+
+    command_id: str
+    run_id: str
+    generations: int
+    budget: Mapping[str, Any] | None  # fields that replace the run's budget's
+    time: str
+
+
+Command = StartRun | CancelRun | RecordOutcome | ContinueRun
 
 
 @dataclass(frozen=True)

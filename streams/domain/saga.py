@@ -26,6 +26,7 @@ from typing import Any, Literal
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.domain.messages import CancelRun as CancelRun
 from thunderhelm.streams.domain.messages import Command as Command
+from thunderhelm.streams.domain.messages import ContinueRun as ContinueRun
 from thunderhelm.streams.domain.messages import Event as Event
 from thunderhelm.streams.domain.messages import NewEvent as NewEvent
 from thunderhelm.streams.domain.messages import RecordOutcome as RecordOutcome
@@ -77,6 +78,9 @@ class RunState:
     result: Mapping[str, Any] | None = None
     reasons: tuple[str, ...] = field(default=())
     settled: bool = False  # terminal, result published, bulk dropped
+    # Which result the run ends with next: 1, then one more per continue.
+    revision: int = 1
+    continues: tuple[str, ...] = ()  # ids of the continue commands taken (kept when settled)
 
     @property
     def terminal(self) -> bool:
@@ -97,6 +101,8 @@ class RunState:
                 "evaluations": self.evaluations,
                 "version": self.version,
                 "settled": True,
+                "revision": self.revision,
+                "continues": list(self.continues),
             }
         return {
             "run_id": self.run_id,
@@ -118,6 +124,8 @@ class RunState:
             "result": self.result,
             "reasons": list(self.reasons),
             "settled": self.settled,
+            "revision": self.revision,
+            "continues": list(self.continues),
         }
 
     @classmethod
@@ -142,6 +150,8 @@ class RunState:
             result=raw.get("result"),
             reasons=tuple(raw.get("reasons", ())),
             settled=bool(raw.get("settled", False)),
+            revision=int(raw.get("revision", 1)),
+            continues=tuple(raw.get("continues", ())),
         )
 
 
@@ -161,6 +171,8 @@ def settled(state: RunState) -> RunState:
         evaluations=state.evaluations,
         version=state.version,
         settled=True,
+        revision=state.revision,
+        continues=state.continues,
     )
 
 
@@ -189,6 +201,56 @@ def decide(state: RunState | None, command: Command) -> list[NewEvent]:
             if state is None or not awaits(state, command.data):
                 return []  # late, duplicated or for another generation: nothing new
             return [NewEvent(ev.CANDIDATE_COMPLETED, command.data, command.command_id)]
+        case ContinueRun():
+            return _continue(state, command)
+
+
+# A continue that cannot be taken is recorded in the run's log with its reason.
+CONTINUABLE = "only a run that succeeded (it ran its generations or a budget ran out) goes on"
+
+
+def _continue(state: RunState | None, command: ContinueRun) -> list[NewEvent]:
+    """`run.continued` with the run's last checkpoint, or `run.continue-rejected` with why.
+
+    `state` must be the run's full state (a settled one has dropped its
+    checkpoint: the edge folds the run's log again first).
+    """
+    if state is None or command.command_id in state.continues:
+        return []
+    if state.status != "succeeded":
+        reason = f"run {state.run_id} is {state.status}: {CONTINUABLE}"
+        return [refuse_continue(state.run_id, [reason], command.command_id)]
+    assert not state.settled and state.request is not None, "decided on the full state"
+    data = {
+        "run_id": state.run_id,
+        "generations": command.generations,
+        "request": continued_request(state.request, command.generations, command.budget),
+        "ga_state": state.ga_state,
+        "generation": state.generation,
+        "evaluations": state.evaluations,
+        "best": state.best,
+        "history": list(state.history),
+        "revision": state.revision + 1,
+        "traceparent": state.traceparent,
+        "accepted_at": state.accepted_at,
+    }
+    return [NewEvent(ev.RUN_CONTINUED, data, command.command_id)]
+
+
+def continued_request(
+    request: Mapping[str, Any], more: int, budget: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The run's request as it goes on: `more` generations; `budget`'s fields replace its own.
+
+    The time budget counts from the continue, as it did from the start.
+    """
+    ga = dict(request.get("ga", {}))
+    ga["generations"] = int(ga.get("generations", 0)) + more
+    return {**request, "ga": ga, "budget": {**request.get("budget", {}), **(budget or {})}}
+
+
+def refuse_continue(run_id: str, reasons: list[str], command_id: str) -> NewEvent:
+    return NewEvent(ev.CONTINUE_REJECTED, {"run_id": run_id, "reasons": reasons}, command_id)
 
 
 def awaits(state: RunState, outcome: Mapping[str, Any]) -> bool:
@@ -229,10 +291,15 @@ def evolve(state: RunState | None, event: Event) -> RunState | None:
             fresh = RunState(event.run_id, "cancel-pending", cancel_reason=str(data["reason"]))
             return _remember(fresh, event)
         return None  # nothing to fold onto (e.g. a dead-letter note for an unknown run)
-    if event.type == ev.EVENT_DEAD_LETTERED:
-        # A note records a dead-lettered input and changes nothing else, even
-        # after the end; it counts, so a run's version is its log's length.
+    if event.type in (ev.EVENT_DEAD_LETTERED, ev.CONTINUE_REJECTED):
+        # A note (a dead-lettered input, a refused continue) changes nothing
+        # else, even after the end; it counts, so a run's version is its
+        # log's length.
         return _remember(state, event)
+    if event.type == ev.RUN_CONTINUED:
+        if state.status != "succeeded" or int(data["revision"]) != state.revision + 1:
+            return state
+        return _remember(_continued(state, event), event)
     if state.terminal:
         return state
     new = _apply(state, event)
@@ -249,6 +316,30 @@ def _accepted(event: Event, cancel_reason: str | None = None) -> RunState:
         accepted_at=event.time,
         deadline=event.at + timeout_s(request),
         cancel_reason=cancel_reason,
+    )
+
+
+def _continued(state: RunState, event: Event) -> RunState:
+    """A succeeded run running again from the checkpoint `run.continued` carries."""
+    data = event.data
+    request = data["request"]
+    ids = (*state.continues, event.causation_id) if event.causation_id else state.continues
+    return RunState(
+        run_id=state.run_id,
+        status="running",
+        request=request,
+        ga_state=data["ga_state"],
+        generation=int(data["generation"]),
+        evaluations=int(data["evaluations"]),
+        best=data.get("best"),
+        history=tuple(data.get("history", ())),
+        version=state.version,
+        seen_ids=state.seen_ids,
+        traceparent=data.get("traceparent"),
+        accepted_at=data.get("accepted_at"),
+        deadline=event.at + timeout_s(request),
+        revision=int(data["revision"]),
+        continues=ids[-SEEN_IDS_KEPT:],
     )
 
 

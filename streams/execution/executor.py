@@ -293,6 +293,7 @@ class RunExecutor:
             test_metrics=test_metrics,
             model=model,
             stopped_by=action.stopped_by,
+            revision=state.revision,
         )
 
     def failure_result(self, state: saga.RunState, exc: BaseException) -> dict[str, Any]:
@@ -307,6 +308,7 @@ class RunExecutor:
             work=saga.work_done(state),
             artifact=None,
             error=(type(exc).__name__, str(exc)[:1000]),
+            revision=state.revision,
         )
 
     # --- helpers -------------------------------------------------------------------

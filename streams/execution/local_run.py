@@ -37,6 +37,7 @@ from thunderhelm.ga.training.datasets import load_dataset
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.envelope import utc_now_iso
+from thunderhelm.schemas.limits import validate_request
 from thunderhelm.schemas.requests import RunRequest
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
@@ -250,8 +251,13 @@ def run_local(
     *,
     progress: ProgressHook | None = None,
     candidates: CandidateHook | None = None,
+    more: int = 0,
 ) -> int:
-    """Run (or resume) one request to its end; `logs` overrides `log_dir()`. Exit code back."""
+    """Run (or resume) one request to its end; `logs` overrides `log_dir()`. Exit code back.
+
+    `more`: a run of this id that succeeded goes on for that many more
+    generations (`saga.ContinueRun`, as a worker takes a continue).
+    """
     try:
         request = RunRequest.model_validate(raw).model_dump(mode="json")
     except ValidationError as exc:
@@ -264,7 +270,7 @@ def run_local(
         log = LocalLog(log_path(logs or log_dir(), run_id))
         with log.held():
             hooks = (progress, candidates)
-            return _run_logged(settings, request, log, pool_size, as_json, out, hooks)
+            return _run_logged(settings, request, log, pool_size, as_json, out, hooks, more)
     except LocalLogError as exc:
         print(f"local run log: {exc}", file=sys.stderr)
         return 2
@@ -278,10 +284,11 @@ def _run_logged(
     as_json: bool,
     out: Any,
     hooks: tuple[ProgressHook | None, CandidateHook | None] = (None, None),
+    more: int = 0,
 ) -> int:
     run_id = request["run_id"]
     state, count = log.fold()
-    if state is not None and state.request is not None and dict(state.request) != request:
+    if state is not None and state.request is not None and not _same_run(state, request):
         print(
             f"run {run_id} already exists in {log.path} with another request; use a new run id",
             file=sys.stderr,
@@ -299,6 +306,12 @@ def _run_logged(
         log, executor, Interrupt(executor, run_id), out, progress, candidate_hook=on_candidate
     )
     run.state, run.sequence = state, count
+    if more:
+        problem = _go_on(run, more, settings)
+        if problem is not None:
+            print(f"run {run_id}: {problem}", file=sys.stderr)
+            return 2
+        state = run.state
     if state is not None and state.terminal:
         assert state.result is not None
         print(f"run {run_id} already {state.status} (log {log.path})", file=out)
@@ -328,6 +341,46 @@ def _run_logged(
         finally:
             executor.pool = None
     return _report(dict(result), out, as_json)
+
+
+def _same_run(state: saga.RunState, request: Mapping[str, Any]) -> bool:
+    """Whether `request` is the one the logged run was started with.
+
+    A continued run's request has grown its generations and may have another
+    budget: those two are not compared.
+    """
+    first = dict(state.request or {})
+    if state.revision > 1:
+        first["ga"] = {
+            **first.get("ga", {}),
+            "generations": request.get("ga", {}).get("generations"),
+        }
+        first["budget"] = request.get("budget")
+    return first == dict(request)
+
+
+def _go_on(run: LocalRun, more: int, settings: Settings) -> str | None:
+    """Append the run's continue for `more` generations; why not, if it cannot be taken."""
+    state = run.state
+    if state is None:
+        return "no such run in this folder's logs to continue (run it first)"
+    command = saga.ContinueRun(str(uuid.uuid4()), state.run_id, more, None, utc_now_iso())
+    decided = saga.decide(state, command)
+    if not decided:
+        return None
+    if decided[0].type == ev.CONTINUE_REJECTED:
+        return "; ".join(decided[0].data["reasons"])
+    try:
+        validate_request(decided[0].data["request"], settings.limits)
+    except ValidationError as exc:
+        return "; ".join(describe_validation_error(exc))
+    print(
+        f"run {state.run_id}: continuing from generation {state.generation} "
+        f"for {more} more (log {run.log.path})",
+        file=run.out,
+    )
+    run.append(decided[0])
+    return None
 
 
 def _report(result: dict[str, Any], out: Any, as_json: bool) -> int:

@@ -255,6 +255,7 @@ def result_data(
     model: Mapping[str, Any] | None = None,
     stopped_by: str | None = None,
     work: float | None = None,
+    revision: int = 1,
 ) -> dict[str, Any]:
     """The contract's result `data`.
 
@@ -297,4 +298,5 @@ def result_data(
         "stopped_by": stopped_by,
         "work": work,
         "error": None if error is None else {"class": error[0], "message": error[1]},
+        "revision": revision,
     }

@@ -66,7 +66,9 @@ def result_envelope(state: saga.RunState) -> CloudEvent:
     # One id per run's result, so a consumer can drop a copy written again
     # after a crash between the write and the bookkeeping that follows it.
     record = envelope(state.run_id, RUN_RESULT, data, state.version, None)
-    return record.model_copy(update={"id": f"{state.run_id}/result"})
+    revision = int(data.get("revision", 1))
+    suffix = "" if revision == 1 else f"/{revision}"
+    return record.model_copy(update={"id": f"{state.run_id}/result{suffix}"})
 
 
 def to_domain(record: CloudEvent) -> saga.Event:

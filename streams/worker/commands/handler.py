@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Span
+from pydantic import ValidationError
 
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.envelope import utc_now_iso
-from thunderhelm.schemas.requests import CancelRequest, RunRequest
+from thunderhelm.schemas.limits import validate_request
+from thunderhelm.schemas.requests import CancelRequest, ContinueRequest, RunRequest
 from thunderhelm.schemas.tasks import CandidateTrained
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import telemetry
-from thunderhelm.streams.wire.failures import Failure, Stage, classify
+from thunderhelm.streams.wire.failures import Failure, InputRejected, Stage, classify
 from thunderhelm.streams.worker.commands.control_pressure import ControlPressure
 from thunderhelm.streams.worker.commands.lanes import RunLanes
 from thunderhelm.streams.worker.dead_letters.writer import DeadLetterWriter
@@ -43,6 +48,7 @@ from thunderhelm.streams.worker.intake.admission import (
     unwrap_forwarded,
 )
 from thunderhelm.streams.worker.kafka.records import consumed, pairs, waited
+from thunderhelm.streams.worker.kafka.run_log import folded, run_log
 from thunderhelm.streams.worker.steps.runner import StepRunner
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,13 @@ def command_of(admitted: Admitted, span: Span) -> tuple[str, saga.Command | saga
         case CandidateTrained():
             data = content.model_dump(mode="json", exclude_unset=True)
             return content.run_id, saga.RecordOutcome(envelope.id, content.run_id, data)
+        case ContinueRequest():
+            given = content.budget
+            budget = None if given is None else given.model_dump(mode="json", exclude_unset=True)
+            more = saga.ContinueRun(
+                envelope.id, content.run_id, content.generations, budget, utc_now_iso()
+            )
+            return content.run_id, more
 
 
 @dataclass
@@ -147,9 +160,14 @@ class CommandHandler:
         """
         run_id, command = command_of(admitted, span)
         span.set_attribute("thunderhelm.run_id", run_id)
+        if isinstance(command, saga.ContinueRun):
+            decision = await self.continue_decision(command)
+        else:
 
-        def decision(state: saga.RunState | None) -> list[saga.NewEvent]:
-            return [command] if isinstance(command, saga.NewEvent) else saga.decide(state, command)
+            def decision(state: saga.RunState | None) -> list[saga.NewEvent]:
+                if isinstance(command, saga.NewEvent):
+                    return [command]
+                return saga.decide(state, command)
 
         return await self.journal.record(
             run_id,
@@ -158,3 +176,35 @@ class CommandHandler:
             partition=message.partition,
             allowed=lambda: not message.superseded() and not self.runner.ownership.stalled(),
         )
+
+    async def continue_decision(
+        self, command: saga.ContinueRun
+    ) -> Callable[[saga.RunState | None], list[saga.NewEvent]]:
+        """What a continue decides, on the run's full state (its log folded again if settled)."""
+        run_id = command.run_id
+        stored = self.journal.store.get(run_id)
+        if stored is None:
+            raise InputRejected("decide", f"no run {run_id!r} to continue")
+        full: saga.RunState | None = stored
+        if stored.settled and stored.status == "succeeded":
+            partition = self.journal.store.partition(run_id)
+            assert partition is not None
+            full = folded(await run_log(self.settings, run_id, partition))
+            if full is None or full.version != stored.version:
+                raise InputRejected("decide", f"run {run_id!r}: its log moved while it was read")
+        assert full is not None
+        decided = saga.decide(full, command)
+        if decided and decided[0].type == ev.RUN_CONTINUED:
+            # The request it goes on with, under the operator's limits as any request.
+            try:
+                validate_request(decided[0].data["request"], self.settings.limits)
+            except ValidationError as exc:
+                why = describe_validation_error(exc)
+                decided = [saga.refuse_continue(run_id, why, command.command_id)]
+        version = full.version
+
+        def decision(state: saga.RunState | None) -> list[saga.NewEvent]:
+            # Decided on the run as it was read; nothing if it moved on since.
+            return decided if state is not None and state.version == version else []
+
+        return decision

@@ -71,7 +71,7 @@ class EventHandler:
                 span.set_attribute("thunderhelm.run_id", domain.run_id)
                 stage = "decide"
                 after, changed = await self.journal.fold(domain, message.partition)
-                if not changed or domain.type == ev.EVENT_DEAD_LETTERED:
+                if not changed or domain.type in (ev.EVENT_DEAD_LETTERED, ev.CONTINUE_REJECTED):
                     span.set_attribute("thunderhelm.duplicate", after is not None and not changed)
                     if after is None or not after.terminal or after.settled:
                         return

@@ -9,7 +9,7 @@ state there is. Two rules follow, and they live only here:
 
 - an event is appended only if the fold takes it (`saga.evolve` returns a new
   state): a duplicate, an outcome of a stale generation, anything after the
-  run's terminal event is not written at all;
+  run's terminal event but a note or a `run.continued` is not written at all;
 - its sequence is the run's version once it is folded, so a run's log is
   numbered 1, 2, 3, ... whoever wrote it.
 """

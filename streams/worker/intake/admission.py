@@ -33,9 +33,11 @@ from thunderhelm.schemas.limits import Limits, record_bytes, validate_request
 from thunderhelm.schemas.requests import (
     CANCEL_REQUESTED,
     COMMAND_TYPES,
+    CONTINUE_REQUESTED,
     RUN_ID_PATTERN,
     RUN_REQUESTED,
     CancelRequest,
+    ContinueRequest,
     RunRequest,
 )
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED, CandidateTrained
@@ -61,7 +63,7 @@ class Admitted:
     """A screened command: its envelope and its validated content."""
 
     envelope: CloudEvent
-    command: RunRequest | CancelRequest | InvalidRequest | CandidateTrained
+    command: RunRequest | CancelRequest | ContinueRequest | InvalidRequest | CandidateTrained
 
 
 def run_id_in(data: Any) -> str | None:
@@ -113,7 +115,7 @@ def screen_command(
             return Admitted(command, CandidateTrained.model_validate(command.data))
         if command.type not in COMMAND_TYPES:
             raise InputRejected("validate", f"unknown command type {command.type!r}")
-        content: RunRequest | CancelRequest | InvalidRequest
+        content: RunRequest | CancelRequest | ContinueRequest | InvalidRequest
         if command.type == RUN_REQUESTED:
             try:
                 content = validate_request(command.data, limits)
@@ -122,6 +124,8 @@ def screen_command(
                 if run_id is None:
                     raise  # nobody to tell: dead-lettered
                 content = InvalidRequest(run_id, describe_validation_error(exc))
+        elif command.type == CONTINUE_REQUESTED:
+            content = ContinueRequest.model_validate(command.data)
         else:
             assert command.type == CANCEL_REQUESTED
             content = CancelRequest.model_validate(command.data)

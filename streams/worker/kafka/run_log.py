@@ -1,0 +1,59 @@
+"""A run's whole event log, read again from its run-events partition.
+
+The runs table keeps a finished run settled (`saga.settled`: its checkpoint
+dropped), so a command that needs what the run ended with (a continue) folds
+the run's log again. It reads the run's partition from its start to its
+current end and keeps the run's records: as long as the partition, and only
+for such rare commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.streams.config.settings import Settings
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.wire.events import to_domain
+from thunderhelm.streams.wire.failures import InputRejected
+
+
+async def run_log(settings: Settings, run_id: str, partition: int) -> list[saga.Event]:
+    """The run's events on run-events `partition`, in log order (undecodable ones skipped)."""
+    tp = TopicPartition(settings.run_events, partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    events: list[saga.Event] = []
+    try:
+        await consumer.start()  # inside: a failed start must still be stopped
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        key = run_id.encode()
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            for record in batch.get(tp, []):
+                if record.offset >= end:
+                    break
+                if record.key != key or record.value is None:
+                    continue
+                # A record the run-events agent dead-lettered is not the run's either.
+                with contextlib.suppress(ValueError, InputRejected):
+                    events.append(to_domain(decode_record(record.value, dict(record.headers))))
+    finally:
+        await consumer.stop()
+    return events
+
+
+def folded(events: list[saga.Event]) -> saga.RunState | None:
+    """The state the run's events fold to (never settled: the checkpoint is kept)."""
+    state = None
+    for event in events:
+        state = saga.evolve(state, event)
+    return state

@@ -1,0 +1,130 @@
+"""Continuing a run on the real broker: `thunderhelm.run.continue-requested`.
+
+A run that succeeded goes on from its last checkpoint under the same run id
+and ends with a second result record (revision 2); what it finds equals a run
+requested with the larger generation count from the start. A continue the run
+cannot take is refused with its reason: in the run's log when the run exists,
+on dead-letters when it does not.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from tests.kafka_helpers import WorkerProcess, collect, fresh_env
+from tests.test_e2e_kafka import event_types, for_run, produce, small_request, structured
+from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.requests import CONTINUE_REQUESTED
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+type Records = list[ConsumerRecord[bytes, bytes]]
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    tmp = tmp_path_factory.mktemp("worker")
+    proc = WorkerProcess(fresh_env(tmp), tmp / "worker.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def results(records: Records, run_id: str, topic: str) -> list[Any]:
+    return [decode_record(r.value, {}) for r in for_run(records, run_id, topic)]
+
+
+async def run_to_end(worker: WorkerProcess, request: dict[str, Any], count: int = 1) -> Records:
+    """Produce `request`; the records once the run has `count` results."""
+    s = worker.settings
+    run_id = request["run_id"]
+    await produce(s.run_requests, structured(request), run_id.encode())
+    return await collect(
+        [s.run_events, s.run_results],
+        lambda seen: len(for_run(seen, run_id, s.run_results)) >= count,
+        timeout_s=240.0,
+    )
+
+
+async def test_continue_n_more_equals_one_run_of_the_larger_count(worker: WorkerProcess) -> None:
+    s = worker.settings
+    tag = uuid.uuid4().hex[:6]
+    short, long = f"short-{tag}", f"long-{tag}"
+    await run_to_end(worker, small_request(short, generations=2))
+    more = {"run_id": short, "generations": 1}
+    await produce(s.run_requests, structured(more, CONTINUE_REQUESTED), short.encode())
+    records = await collect(
+        [s.run_events, s.run_results],
+        lambda seen: len(for_run(seen, short, s.run_results)) >= 2,
+        timeout_s=240.0,
+    )
+    first, second = results(records, short, s.run_results)
+    assert first.id == f"{short}/result" and first.data["revision"] == 1
+    assert second.id == f"{short}/result/2" and second.data["revision"] == 2
+    assert second.data["status"] == "succeeded" and second.data["generations"] == 3
+    # One log: the first run's, `run.continued`, one generation more and the end again.
+    types = event_types(for_run(records, short, s.run_events))
+    lifecycle = [t for t in types if t not in (ev.CANDIDATE_COMPLETED, ev.CANDIDATES_DISPATCHED)]
+    assert lifecycle[lifecycle.index(ev.RUN_SUCCEEDED) :] == [
+        ev.RUN_SUCCEEDED,
+        ev.RUN_CONTINUED,
+        ev.GENERATION_COMPLETED,
+        ev.RUN_SUCCEEDED,
+    ]
+    sequences = [
+        int(decode_record(r.value, {}).sequence or 0) for r in for_run(records, short, s.run_events)
+    ]
+    assert sequences == list(range(1, len(sequences) + 1))
+
+    whole = results(
+        await run_to_end(worker, small_request(long, generations=3)), long, s.run_results
+    )
+    best, expected = second.data["best"], whole[0].data["best"]
+    assert (best["genome"], best["fitness"]) == (expected["genome"], expected["fitness"])
+    assert second.data["evaluations"] == whole[0].data["evaluations"]
+
+
+async def test_a_continue_the_run_cannot_take_is_refused_with_its_reason(
+    worker: WorkerProcess,
+) -> None:
+    s = worker.settings
+    tag = uuid.uuid4().hex[:6]
+    running, missing = f"busy-{tag}", f"missing-{tag}"
+    await produce(
+        s.run_requests, structured(small_request(running, generations=200)), running.encode()
+    )
+
+    def started(seen: Records) -> bool:
+        return ev.RUN_STARTED in event_types(for_run(seen, running, s.run_events))
+
+    await collect([s.run_events], started, timeout_s=120.0)
+    for run_id in (running, missing):
+        more = structured({"run_id": run_id, "generations": 2}, CONTINUE_REQUESTED)
+        await produce(s.run_requests, more, run_id.encode())
+
+    def refused(seen: Records) -> bool:
+        in_log = ev.CONTINUE_REJECTED in event_types(for_run(seen, running, s.run_events))
+        return in_log and bool(for_run(seen, missing, s.dead_letters))
+
+    records = await collect([s.run_events, s.dead_letters], refused, timeout_s=120.0)
+    (rejection,) = [
+        e
+        for e in (decode_record(r.value, {}) for r in for_run(records, running, s.run_events))
+        if e.type == ev.CONTINUE_REJECTED
+    ]
+    assert rejection.data["reasons"] == [
+        f"run {running} is running: only a run that succeeded "
+        "(it ran its generations or a budget ran out) goes on"
+    ]
+    headers = dict(for_run(records, missing, s.dead_letters)[0].headers)
+    assert headers["dlq.stage"] == b"decide"
+    assert headers["dlq.error.message"] == f"no run '{missing}' to continue".encode()
+    cancel = structured({"run_id": running}, "thunderhelm.run.cancel-requested")
+    await produce(s.run_requests, cancel, running.encode())
+    assert worker.alive()
