@@ -187,6 +187,51 @@ def test_killed_worker_resumes_from_last_generation_with_the_same_result(
     assert resumed["best"]["fitness"] == uninterrupted["best"]["fitness"]
 
 
+def test_a_worker_killed_in_a_continued_generation_resumes_to_the_same_result(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    first = WorkerProcess(env, tmp_path / "first.log")
+    first.start()
+    run = request(f"more-{uuid.uuid4().hex[:6]}", generations=1, epochs=40)
+    run_id = run["run_id"]
+    start(first, run)
+    wait_for(first, [run_id])
+    more = command("thunderhelm.run.continue-requested", {"run_id": run_id, "generations": 3})
+    asyncio.run(send(first.settings.run_requests, run_id, more))
+    wait_for(first, [], generation_of=run_id, generation=1)
+    first.stop(kill=True)  # mid-generation 3, the second of the continue
+
+    second = WorkerProcess(env, tmp_path / "second.log")
+    second.start()
+    s = second.settings
+    try:
+        twin = request(f"twin-{uuid.uuid4().hex[:6]}", epochs=40)
+        start(second, twin)
+
+        def done(seen: Records) -> bool:
+            return len(of(seen, s.run_results, run_id)) >= 2 and bool(
+                of(seen, s.run_results, twin["run_id"])
+            )
+
+        records = asyncio.run(collect([s.run_events, s.run_results], done, timeout_s=240.0))
+    finally:
+        second.stop()
+    log = events(records, second, run_id)
+    assert violations(log) == [], [e.type for e in log]
+    types = [e.type for e in log]
+    assert types.count(ev.RUN_CONTINUED) == 1 and types.count(ev.RUN_STARTED) == 1
+    generations = [e.data["generation"] for e in log if e.type == ev.GENERATION_COMPLETED]
+    assert generations == [0, 1, 2, 3]
+    raw = [decode_record(r.value, {}) for r in of(records, s.run_events, run_id)]
+    writers = [e.source for e in raw if e.type == ev.GENERATION_COMPLETED]
+    assert writers[1] != writers[-1], writers  # the successor finished what the first began
+    _, resumed = results(records, second, run_id)
+    (uninterrupted,) = results(records, second, twin["run_id"])
+    assert resumed["revision"] == 2 and resumed["status"] == "succeeded"
+    assert resumed["best"]["genome"] == uninterrupted["best"]["genome"]
+    assert resumed["best"]["fitness"] == uninterrupted["best"]["fitness"]
+
+
 def test_two_workers_one_killed_repeatedly_every_run_ends_once(
     env: dict[str, str], tmp_path: Path
 ) -> None:
