@@ -156,6 +156,10 @@ async def test_pages_api_and_write_guards() -> None:
         detail = await (await http.get("/api/runs/r1")).json()
         assert detail["trace_id"] == TRACE
         assert (await http.get("/api/runs/nope")).status == 404
+        # Only a run that succeeded goes on.
+        running = await http.post("/api/runs/r1/continue", json={"generations": 2})
+        assert running.status == 409 and "running" in (await running.json())["error"]
+        assert (await http.post("/api/runs/nope/continue", json={"generations": 2})).status == 404
         # Writes need JSON from the page's own origin: a form post from elsewhere is refused.
         form = await http.post("/api/runs/r1/cancel", data={"reason": "x"})
         assert form.status == 415
@@ -171,3 +175,41 @@ async def test_pages_api_and_write_guards() -> None:
             headers={"Content-Type": "application/json"},
         )
         assert bad.status == 400
+
+
+def test_a_continued_run_shows_its_next_result_not_the_one_it_went_on_from() -> None:
+    model = ReadModel()
+    folded_run(model)
+    result = {
+        "run_id": "r1",
+        "status": "succeeded",
+        "best": None,
+        "generations": 2,
+        "evaluations": 4,
+        "duration_s": 4.0,
+        "artifact": None,
+        "revision": 1,
+    }
+    model.apply_event(
+        record(ev.RUN_SUCCEEDED, {"run_id": "r1", "result": result}, "2026-01-01T00:00:05.000Z"),
+        {},
+    )
+    state = model.runs["r1"].state
+    more = {
+        "run_id": "r1",
+        "generations": 1,
+        "request": {**dict(state.request or {}), "ga": {"generations": 3}},
+        "ga_state": {},
+        "generation": 2,
+        "evaluations": 4,
+        "revision": 2,
+    }
+    model.apply_event(record(ev.RUN_CONTINUED, more, "2026-01-01T00:00:06.000Z"), {})
+    view = model.runs["r1"]
+    assert view.state.status == "running" and view.result is None
+    # The first result, read from run-results after the continue: not the run's now.
+    published = CloudEvent(
+        specversion="1.0", id="r1/result", source="t", type="thunderhelm.run.result", data=result
+    )
+    assert model.apply_result(encode_event(published), {}) is None and view.result is None
+    assert view.summary()["generations"] == 3

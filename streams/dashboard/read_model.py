@@ -126,6 +126,8 @@ class ReadModel:
             view.candidates.append(_candidates(event.data))
         elif event.type in ev.TERMINAL_TYPES and isinstance(event.data.get("result"), Mapping):
             view.result = event.data["result"]
+        elif event.type == ev.RUN_CONTINUED:
+            view.result = None  # running again: the next revision's result is to come
         return event.run_id
 
     def apply_result(self, value: bytes | None, headers: Mapping[str, bytes]) -> str | None:
@@ -139,6 +141,8 @@ class ReadModel:
         view = self.runs.get(str(data.get("run_id", record.subject)))
         if view is None or view.result == data:
             return None
+        if int(data.get("revision") or 1) < view.state.revision:
+            return None  # a result the run has gone on from (read after its continue)
         view.result = data
         return view.state.run_id
 

@@ -141,6 +141,25 @@ async def cancel(request: web.Request) -> web.Response:
     return _json({"cancel_requested": run_id, "reason": reason})
 
 
+async def continue_run(request: web.Request) -> web.Response:
+    """Take a run that succeeded on for `generations` more (the CLI's `continue`)."""
+    _same_origin_json(request)
+    run_id = request.match_info["run_id"]
+    view = request.app[MODEL].runs.get(run_id)
+    if view is None:
+        raise web.HTTPNotFound(text="no such run")
+    if view.state.status != "succeeded":
+        return _json(
+            {"error": f"run is {view.state.status}: only a run that succeeded goes on"}, 409
+        )
+    body = await request.json()
+    generations = body.get("generations") if isinstance(body, dict) else None
+    if type(generations) is not int or not 1 <= generations <= 1000:
+        return _json({"error": "generations: a whole number from 1 to 1000"}, status=400)
+    await client.continue_run(request.app[SETTINGS], run_id, generations, None)
+    return _json({"continue_requested": run_id, "generations": generations})
+
+
 def _letters_filter(query: Any) -> dlq.Filter:
     def text(name: str) -> str | None:
         value = query.get(name)
@@ -250,6 +269,7 @@ def create_app(
     app.router.add_get("/api/runs/{run_id}", run)
     app.router.add_get("/api/runs/{run_id}/trace", trace)
     app.router.add_post("/api/runs/{run_id}/cancel", cancel)
+    app.router.add_post("/api/runs/{run_id}/continue", continue_run)
     app.router.add_get("/api/dead-letters", letters)
     app.router.add_get("/api/dead-letters/{partition}/{offset}", letter)
     app.router.add_post("/api/dead-letters/redrive", redrive)

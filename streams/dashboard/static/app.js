@@ -335,6 +335,15 @@ async function renderRun(runId, refresh) {
     catch (e) { message.textContent = e.message; cancel.disabled = false; }
   } }, "Cancel run");
   cancel.disabled = terminal || Boolean(detail.cancel_reason);
+  const more = h("input", { id: "continue-generations", type: "number", min: "1", max: "1000", value: "2" });
+  more.setAttribute("aria-label", "more generations");
+  const goOn = h("button", { id: "continue", onclick: async () => {
+    goOn.disabled = true;
+    try { await post("/api/runs/" + encodeURIComponent(runId) + "/continue", { generations: Number(more.value) });
+      message.textContent = "continue requested"; }
+    catch (e) { message.textContent = e.message; goOn.disabled = false; }
+  } }, "Continue for");
+  goOn.disabled = detail.status !== "succeeded";
   const err = detail.result && detail.result.error;
   const best = detail.best || (detail.result && detail.result.best);
   show(
@@ -349,7 +358,7 @@ async function renderRun(runId, refresh) {
       err ? [h("dt", { text: "error" }), h("dd", { className: "error-text", text: `${err.class}: ${err.message}` })] : [],
       detail.reasons.length ? [h("dt", { text: "rejected" }), h("dd", { text: detail.reasons.join("; ") })] : []),
       h("p", {}, h("a", { id: "trace-link", href: "#/runs/" + encodeURIComponent(runId) + "/trace", text: "trace waterfall" }),
-        " ", cancel, " ", message)),
+        " ", cancel, " ", goOn, " ", more, " more generations ", message)),
     h("h2", { text: "Fitness per generation" }), fitnessChart(detail.history),
     h("h2", { text: "Best network" }), networkDrawing(best),
     h("h2", { text: "Artifact" }), artifactCard(detail),
