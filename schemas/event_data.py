@@ -37,9 +37,24 @@ class _EventData(BaseModel):
     run_id: str = Field(min_length=1)
 
 
+class WarmStartLineage(BaseModel):
+    """What a warm-started run's generation 0 took from another run."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    run_id: str = Field(min_length=1, description="the source run")
+    top: int = Field(ge=1, description="how many genomes the request asked for")
+    genomes: list[dict[str, Any]] = Field(description="the genomes taken, fittest first")
+    keys: list[str] = Field(description="their genome keys")
+    fitnesses: list[float] = Field(description="their fitness in the source run")
+
+
 class RunAccepted(_EventData):
     request: dict[str, Any]
     traceparent: str | None = None
+    warm_start: WarmStartLineage | None = Field(
+        default=None, description="what generation 0 takes from another run (warm start)"
+    )
 
 
 class RunRejected(_EventData):
@@ -121,6 +136,7 @@ class RunContinued(_EventData):
     revision: int = Field(ge=2, description="the revision of the result the run ends with next")
     traceparent: str | None = None
     accepted_at: str | None = None
+    warm_start: WarmStartLineage | None = None
 
 
 class ContinueRejected(_EventData):

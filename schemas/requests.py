@@ -185,6 +185,13 @@ class Budget(_Strict):
     )
 
 
+class WarmStart(_Strict):
+    run_id: str = Field(pattern=RUN_ID_PATTERN, description="the run to start from")
+    top: int = Field(
+        default=5, ge=1, le=8, description="how many of its best distinct genomes to take"
+    )
+
+
 class RunRequest(_Strict):
     """`data` of a `thunderhelm.run.requested` command."""
 
@@ -197,6 +204,13 @@ class RunRequest(_Strict):
     budget: Budget = Budget()
     final_model: FinalModelSettings = FinalModelSettings()
     fidelity: FidelitySettings = FidelitySettings()
+    warm_start: WarmStart | None = Field(
+        default=None,
+        description=(
+            "generation 0 begins with the best distinct genomes of this earlier run "
+            "(read from its event log); the rest is drawn as usual"
+        ),
+    )
 
     @field_validator("run_id")
     @classmethod

@@ -81,6 +81,13 @@ class DeliveredModel(BaseModel):
     why: str = Field(description="why this model was delivered rather than the other")
 
 
+class WarmStartSummary(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str = Field(description="the run whose genomes began generation 0")
+    genomes: list[str] = Field(description="the keys of the genomes taken, fittest first")
+
+
 class RunResult(BaseModel):
     """`data` of a record on run-results (the contract's result format)."""
 
@@ -109,6 +116,9 @@ class RunResult(BaseModel):
         ),
     )
     error: ErrorInfo | None = None
+    warm_start: WarmStartSummary | None = Field(
+        default=None, description="a warm-started run's source run and the genomes it took"
+    )
     revision: int = Field(
         default=1,
         ge=1,

@@ -559,3 +559,53 @@ def test_a_local_run_that_did_not_succeed_refuses_to_go_on(
     logs = logs_in(tmp_path)
     assert run_local(settings_in(tmp_path), short, 2, as_json=True, logs=logs, more=1) == 2
     assert "no such run" in capsys.readouterr().err
+
+
+def test_a_warm_started_run_begins_with_its_sources_best_genomes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, source = run_here(tmp_path, {**SMALL, "run_id": "local-source"}, capsys)
+    assert code == 0
+    warm = {
+        **SMALL,
+        "run_id": "local-warm",
+        "dataset": {**SMALL["dataset"], "seed": 4},  # the same task, other rows
+        "ga": {**SMALL["ga"], "seed": 12},
+        "warm_start": {"run_id": "local-source", "top": 2},
+    }
+    code, result = run_here(tmp_path, warm, capsys)
+    assert code == 0
+    logged = [
+        json.loads(line)
+        for line in log_path(logs_in(tmp_path), "local-warm").read_text().splitlines()
+    ]
+    accepted = logged[0]["data"]["warm_start"]
+    assert accepted["run_id"] == "local-source" and len(accepted["keys"]) == 2
+    # The fittest first: the source's best, then the next.
+    assert accepted["fitnesses"][0] == source["best"]["fitness"]
+    assert accepted["fitnesses"] == sorted(accepted["fitnesses"], reverse=True)
+    population = logged[1]["data"]["ga_state"]["population"]
+    assert population[:2] == accepted["genomes"]  # generation 0 begins with them
+    assert result["warm_start"] == {"run_id": "local-source", "genomes": accepted["keys"]}
+    # The rest is drawn as a cold start with the same seed draws it.
+    cold = {**warm, "run_id": "local-cold", "warm_start": None}
+    assert run_here(tmp_path, cold, capsys)[0] == 0
+    cold_log = log_path(logs_in(tmp_path), "local-cold").read_text().splitlines()
+    cold_population = json.loads(cold_log[1])["data"]["ga_state"]["population"]
+    assert population[2:] == cold_population[2:]
+
+
+def test_a_warm_start_from_a_missing_or_other_shaped_run_is_refused_with_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_here(tmp_path, {**SMALL, "run_id": "local-three"}, capsys)[0] == 0
+    logs = logs_in(tmp_path)
+    missing = {**SMALL, "run_id": "local-a", "warm_start": {"run_id": "nowhere"}}
+    assert run_local(settings_in(tmp_path), missing, 2, as_json=True, logs=logs) == 2
+    assert "warm_start.run_id: no run 'nowhere'" in capsys.readouterr().err
+    four = {**SMALL, "run_id": "local-b", "dataset": {**SMALL["dataset"], "classes": 4}}
+    other = {**four, "warm_start": {"run_id": "local-three"}}
+    assert run_local(settings_in(tmp_path), other, 2, as_json=True, logs=logs) == 2
+    assert "learned 2 inputs and 3 classes; this request's dataset has 2 inputs and 4" in (
+        capsys.readouterr().err
+    )

@@ -197,6 +197,9 @@ class Executor:
     def train_task(self, task: Mapping[str, Any], context: Context | None) -> dict[str, Any]:
         raise AssertionError("fan-out is off in these tests")
 
+    def dataset_shape(self, spec: Mapping[str, Any]) -> tuple[int, int]:
+        return 2, int(spec.get("classes", 3))
+
 
 class Harness:
     def __init__(self, owned: set[int] | None = None) -> None:

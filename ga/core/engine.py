@@ -275,11 +275,19 @@ def is_finished(state: GAState, config: GAConfig) -> bool:
     return state.generation >= config.generations
 
 
-def initial_state(config: GAConfig) -> GAState:
-    """Generation 0: ``config.population`` distinct random genomes."""
+def initial_state(config: GAConfig, seeds: Sequence[Genome] = ()) -> GAState:
+    """Generation 0: ``config.population`` distinct genomes, ``seeds`` first, the rest random.
+
+    The random ones are drawn as without seeds, position by position (a warm
+    start changes only the places its seeds take).
+    """
     population: list[Genome] = []
     taken: set[str] = set()
-    for index in range(config.population):
+    for genome in seeds[: config.population]:
+        if genome_key(genome) not in taken:
+            taken.add(genome_key(genome))
+            population.append(genome)
+    for index in range(len(population), config.population):
         rng = derive_rng(config.seed, "init", 0, index)
         genome = random_genome(rng, config.space)
         genome = make_unique(rng, genome, taken, config.space, config.mutation_rate)

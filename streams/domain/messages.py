@@ -30,6 +30,8 @@ class StartRun:
     request: Mapping[str, Any]
     time: str
     traceparent: str | None = None
+    # What a warm start takes from its source run (streams/execution/warm_start.py).
+    warm_start: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

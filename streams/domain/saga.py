@@ -81,6 +81,7 @@ class RunState:
     # Which result the run ends with next: 1, then one more per continue.
     revision: int = 1
     continues: tuple[str, ...] = ()  # ids of the continue commands taken (kept when settled)
+    warm_start: Mapping[str, Any] | None = None  # what generation 0 took from another run
 
     @property
     def terminal(self) -> bool:
@@ -126,6 +127,7 @@ class RunState:
             "settled": self.settled,
             "revision": self.revision,
             "continues": list(self.continues),
+            "warm_start": self.warm_start,
         }
 
     @classmethod
@@ -152,6 +154,7 @@ class RunState:
             settled=bool(raw.get("settled", False)),
             revision=int(raw.get("revision", 1)),
             continues=tuple(raw.get("continues", ())),
+            warm_start=raw.get("warm_start"),
         )
 
 
@@ -191,6 +194,8 @@ def decide(state: RunState | None, command: Command) -> list[NewEvent]:
             data = {"run_id": run_id, "request": dict(command.request)}
             if command.traceparent:
                 data["traceparent"] = command.traceparent
+            if command.warm_start:
+                data["warm_start"] = dict(command.warm_start)
             return [NewEvent(ev.RUN_ACCEPTED, data, command.command_id)]
         case CancelRun():
             if state is not None and (state.terminal or state.cancel_reason is not None):
@@ -234,6 +239,8 @@ def _continue(state: RunState | None, command: ContinueRun) -> list[NewEvent]:
         "traceparent": state.traceparent,
         "accepted_at": state.accepted_at,
     }
+    if state.warm_start:
+        data["warm_start"] = dict(state.warm_start)
     return [NewEvent(ev.RUN_CONTINUED, data, command.command_id)]
 
 
@@ -316,6 +323,7 @@ def _accepted(event: Event, cancel_reason: str | None = None) -> RunState:
         accepted_at=event.time,
         deadline=event.at + timeout_s(request),
         cancel_reason=cancel_reason,
+        warm_start=event.data.get("warm_start"),
     )
 
 
@@ -340,6 +348,7 @@ def _continued(state: RunState, event: Event) -> RunState:
         deadline=event.at + timeout_s(request),
         revision=int(data["revision"]),
         continues=ids[-SEEN_IDS_KEPT:],
+        warm_start=data.get("warm_start"),
     )
 
 

@@ -28,7 +28,7 @@ from thunderhelm.ga.training.evaluators import PoolEvaluator
 from thunderhelm.schemas import events as ev
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
-from thunderhelm.streams.execution import candidates, final_model, steps
+from thunderhelm.streams.execution import candidates, final_model, steps, warm_start
 from thunderhelm.streams.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class WorkerExecutor(StepExecutor, Protocol):
     async def generation_tasks(self, state: saga.RunState) -> list[dict[str, Any]]: ...
 
     def train_task(self, task: Mapping[str, Any], context: Context | None) -> dict[str, Any]: ...
+
+    def dataset_shape(self, spec: Mapping[str, Any]) -> tuple[int, int]: ...
 
 
 async def step_event(
@@ -158,7 +160,7 @@ class RunExecutor:
 
     def initial_ga_state(self, state: saga.RunState) -> dict[str, Any]:
         assert state.request is not None
-        return initial_state(steps.ga_config(state.request)).to_dict()
+        return initial_state(steps.ga_config(state.request), warm_start.seeds_of(state)).to_dict()
 
     async def run_generation(
         self,
@@ -239,6 +241,11 @@ class RunExecutor:
         ) as evaluator:
             return candidates.train_task(task, evaluator, context, WORKER_NAME)
 
+    def dataset_shape(self, spec: Mapping[str, Any]) -> tuple[int, int]:
+        """(inputs, classes) of the dataset `spec` names, loaded once (kept for the run)."""
+        dataset = self._task_dataset(spec)
+        return dataset.n_features, dataset.n_classes
+
     def _task_dataset(self, spec: Mapping[str, Any]) -> PreparedDataset:
         """The dataset a task names, loaded once per spec (the newest few are kept)."""
         key = json.dumps(spec, sort_keys=True)
@@ -294,6 +301,7 @@ class RunExecutor:
             model=model,
             stopped_by=action.stopped_by,
             revision=state.revision,
+            warm_start=warm_start.summary(state),
         )
 
     def failure_result(self, state: saga.RunState, exc: BaseException) -> dict[str, Any]:
@@ -309,6 +317,7 @@ class RunExecutor:
             artifact=None,
             error=(type(exc).__name__, str(exc)[:1000]),
             revision=state.revision,
+            warm_start=warm_start.summary(state),
         )
 
     # --- helpers -------------------------------------------------------------------
@@ -356,6 +365,7 @@ class RunExecutor:
             trained[: len(nets)],
             dataset,
             trained[len(nets) :],
+            lineage=warm_start.summary(state),
         )
 
     def _forget(self, run_id: str) -> None:

@@ -262,6 +262,7 @@ def save(
     trained: Sequence[Mapping[str, Any]],
     dataset: PreparedDataset,
     fresh: Sequence[Mapping[str, Any]] | None = None,
+    lineage: Mapping[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Write the run's artifact to `<dir>/<run_id>/`; return its manifest path and figures.
 
@@ -293,7 +294,9 @@ def save(
     for entry in selection["reevaluation"]:
         candidate = kept[entry.pop("finalist")][0]
         entry["generation"], entry["index"] = candidate.get("generation"), candidate.get("index")
-    members = [{"network": n, "training": t, "search": _search(run_id, c)} for c, n, t, _ in used]
+    members = [
+        {"network": n, "training": t, "search": _search(run_id, c, lineage)} for c, n, t, _ in used
+    ]
     try:
         path, metrics = write_artifact(
             target,
@@ -301,7 +304,7 @@ def save(
             members=members,
             dataset=dataset,
             request=request,
-            search=_search(run_id, chosen[0]),
+            search=_search(run_id, chosen[0], lineage),
             selection=selection,
         )
     except OSError as exc:
@@ -364,8 +367,13 @@ def _figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     return figures
 
 
-def _search(run_id: str, candidate: Mapping[str, Any]) -> dict[str, Any]:
+def _search(
+    run_id: str, candidate: Mapping[str, Any], lineage: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    taken = lineage is not None and candidate.get("key") in lineage["genomes"]
     return {
+        # A warm start's genome: the run it came from.
+        **({"warm_start_from": lineage["run_id"]} if taken and lineage else {}),
         "run_id": run_id,
         "genome": candidate.get("genome"),
         "wiring": candidate.get("wiring"),

@@ -18,6 +18,7 @@ there, not something the worker or the dashboard reads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -42,6 +43,7 @@ from thunderhelm.schemas.requests import RunRequest
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import RetryPolicy
+from thunderhelm.streams.execution import warm_start
 from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted, step_event
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
 from thunderhelm.streams.execution.retrying import with_retries
@@ -318,6 +320,13 @@ def _run_logged(
         return _report(dict(state.result), out, as_json)
     if state is None:
         start = saga.StartRun(str(uuid.uuid4()), request, utc_now_iso())
+        if request.get("warm_start"):
+            found = _warm_start(settings, request, log)
+            if isinstance(found, list):
+                for reason in found:
+                    print(f"invalid request: {reason}", file=sys.stderr)
+                return 2
+            start = dataclasses.replace(start, warm_start=found)
         for new in saga.decide(None, start):
             run.append(new)
     else:
@@ -341,6 +350,30 @@ def _run_logged(
         finally:
             executor.pool = None
     return _report(dict(result), out, as_json)
+
+
+def _warm_start(
+    settings: Settings, request: Mapping[str, Any], log: LocalLog
+) -> dict[str, Any] | list[str]:
+    """What the run takes from its source, a run logged in the same folder (or why it cannot)."""
+    source_id = str(request["warm_start"]["run_id"])
+    try:
+        source, _ = LocalLog(log_path(log.path.parent, source_id)).fold()
+    except LocalLogError as exc:
+        return [f"warm_start.run_id: {exc}"]
+    shapes = None
+    if source is not None and source.request is not None:
+        specs = (source.request["dataset"], request["dataset"])
+        try:
+            loaded = [
+                load_dataset(spec, data_root=settings.data_root, text_dir=settings.text_dir)
+                for spec in specs
+            ]
+        except Exception as exc:  # a dataset that does not load: the request's reason
+            return [f"warm_start: cannot compare the datasets: {type(exc).__name__}: {exc}"]
+        theirs, ours = ((d.n_features, d.n_classes) for d in loaded)
+        shapes = (theirs, ours)
+    return warm_start.lineage(request, source, shapes)
 
 
 def _same_run(state: saga.RunState, request: Mapping[str, Any]) -> bool:

@@ -256,6 +256,7 @@ def result_data(
     stopped_by: str | None = None,
     work: float | None = None,
     revision: int = 1,
+    warm_start: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The contract's result `data`.
 
@@ -299,4 +300,5 @@ def result_data(
         "work": work,
         "error": None if error is None else {"class": error[0], "message": error[1]},
         "revision": revision,
+        "warm_start": None if warm_start is None else dict(warm_start),
     }

@@ -19,6 +19,7 @@ said whose the runs are.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from thunderhelm.schemas.requests import CancelRequest, ContinueRequest, RunRequ
 from thunderhelm.schemas.tasks import CandidateTrained
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
+from thunderhelm.streams.execution import warm_start
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.wire.failures import Failure, InputRejected, Stage, classify
 from thunderhelm.streams.worker.commands.control_pressure import ControlPressure
@@ -160,6 +162,8 @@ class CommandHandler:
         """
         run_id, command = command_of(admitted, span)
         span.set_attribute("thunderhelm.run_id", run_id)
+        if isinstance(command, saga.StartRun) and command.request.get("warm_start"):
+            command = await self.with_warm_start(command)
         if isinstance(command, saga.ContinueRun):
             decision = await self.continue_decision(command)
         else:
@@ -176,6 +180,35 @@ class CommandHandler:
             partition=message.partition,
             allowed=lambda: not message.superseded() and not self.runner.ownership.stalled(),
         )
+
+    async def with_warm_start(self, command: saga.StartRun) -> saga.StartRun | saga.NewEvent:
+        """The start with what it takes from its source run, or the rejection that says why not.
+
+        The source's log is read again (its partition's records from the start),
+        and both datasets are loaded (in threads, kept for the run) to compare
+        their shapes; an existing run is left to `decide` (a start changes it not).
+        """
+        run_id = str(command.request["run_id"])
+        if self.journal.store.get(run_id) is not None:
+            return command
+        source_id = str(command.request["warm_start"]["run_id"])
+        source = folded(await run_log(self.settings, source_id))
+        shapes = None
+        if source is not None and source.request is not None:
+            executor = self.runner.executor
+            try:
+                theirs, ours = await asyncio.gather(
+                    asyncio.to_thread(executor.dataset_shape, source.request["dataset"]),
+                    asyncio.to_thread(executor.dataset_shape, command.request["dataset"]),
+                )
+            except Exception as exc:  # a dataset that does not load: the request's reason
+                why = f"warm_start: cannot compare the datasets: {type(exc).__name__}: {exc}"
+                return saga.reject(run_id, [why[:1000]], command.command_id)
+            shapes = (theirs, ours)
+        found = warm_start.lineage(command.request, source, shapes)
+        if isinstance(found, list):
+            return saga.reject(run_id, found, command.command_id)
+        return dataclasses.replace(command, warm_start=found)
 
     async def continue_decision(
         self, command: saga.ContinueRun

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 
 from thunderhelm.schemas.codec import decode_record
@@ -20,9 +21,24 @@ from thunderhelm.streams.domain import saga
 from thunderhelm.streams.wire.events import to_domain
 from thunderhelm.streams.wire.failures import InputRejected
 
+_partitioner = DefaultPartitioner()
 
-async def run_log(settings: Settings, run_id: str, partition: int) -> list[saga.Event]:
-    """The run's events on run-events `partition`, in log order (undecodable ones skipped)."""
+
+def partition_of(settings: Settings, run_id: str) -> int:
+    """The run-events partition of a run: the producer's partitioner over the topic's."""
+    every = list(range(settings.partitions))
+    return int(_partitioner(run_id.encode(), every, every))
+
+
+async def run_log(
+    settings: Settings, run_id: str, partition: int | None = None
+) -> list[saga.Event]:
+    """The run's events on run-events (its `partition`, else computed), in log order.
+
+    Records that do not decode as events are skipped.
+    """
+    if partition is None:
+        partition = partition_of(settings, run_id)
     tp = TopicPartition(settings.run_events, partition)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,

@@ -1,10 +1,13 @@
-"""Continuing a run on the real broker: `thunderhelm.run.continue-requested`.
+"""Runs that build on runs, on the real broker: continue and warm start.
 
 A run that succeeded goes on from its last checkpoint under the same run id
-and ends with a second result record (revision 2); what it finds equals a run
-requested with the larger generation count from the start. A continue the run
-cannot take is refused with its reason: in the run's log when the run exists,
-on dead-letters when it does not.
+(`thunderhelm.run.continue-requested`) and ends with a second result record
+(revision 2); what it finds equals a run requested with the larger generation
+count from the start. A continue the run cannot take is refused with its
+reason: in the run's log when the run exists, on dead-letters when it does
+not. A request with `warm_start` begins generation 0 with the best genomes of
+an earlier run, read from that run's log; a source that is missing or learned
+another shape of problem is a `run.rejected` with the reason.
 """
 
 from __future__ import annotations
@@ -128,3 +131,60 @@ async def test_a_continue_the_run_cannot_take_is_refused_with_its_reason(
     cancel = structured({"run_id": running}, "thunderhelm.run.cancel-requested")
     await produce(s.run_requests, cancel, running.encode())
     assert worker.alive()
+
+
+def decoded(records: Records, run_id: str, topic: str) -> list[Any]:
+    return [decode_record(r.value, {}) for r in for_run(records, run_id, topic)]
+
+
+async def test_a_warm_start_begins_with_the_best_genomes_of_its_source(
+    worker: WorkerProcess,
+) -> None:
+    s = worker.settings
+    tag = uuid.uuid4().hex[:6]
+    source, warm = f"source-{tag}", f"warm-{tag}"
+    first = await run_to_end(worker, small_request(source, generations=2))
+    (source_result,) = results(first, source, s.run_results)
+    request = {**small_request(warm, generations=1), "warm_start": {"run_id": source, "top": 2}}
+    records = await run_to_end(worker, request)
+    events = decoded(records, warm, s.run_events)
+    accepted = next(e for e in events if e.type == ev.RUN_ACCEPTED)
+    lineage = accepted.data["warm_start"]
+    assert lineage["run_id"] == source and len(lineage["keys"]) == 2
+    assert lineage["fitnesses"][0] == source_result.data["best"]["fitness"]
+    started = next(e for e in events if e.type == ev.RUN_STARTED)
+    assert started.data["ga_state"]["population"][:2] == lineage["genomes"]
+    (result,) = results(records, warm, s.run_results)
+    assert result.data["status"] == "succeeded"
+    assert result.data["warm_start"] == {"run_id": source, "genomes": lineage["keys"]}
+
+
+async def test_a_warm_start_from_a_missing_or_other_shaped_run_is_rejected_with_why(
+    worker: WorkerProcess,
+) -> None:
+    s = worker.settings
+    tag = uuid.uuid4().hex[:6]
+    source, missing, other = f"three-{tag}", f"from-nothing-{tag}", f"four-{tag}"
+    await run_to_end(worker, small_request(source, generations=1))
+    nowhere = {**small_request(missing), "warm_start": {"run_id": f"nowhere-{tag}"}}
+    four = small_request(other)
+    four = {**four, "dataset": {**four["dataset"], "classes": 4}, "warm_start": {"run_id": source}}
+    for request in (nowhere, four):
+        await produce(s.run_requests, structured(request), request["run_id"].encode())
+
+    def rejected(seen: Records) -> bool:
+        return all(
+            ev.RUN_REJECTED in event_types(for_run(seen, run_id, s.run_events))
+            for run_id in (missing, other)
+        )
+
+    records = await collect([s.run_events], rejected, timeout_s=120.0)
+    (why_missing,) = [e.data["reasons"] for e in decoded(records, missing, s.run_events)]
+    assert why_missing == [
+        f"warm_start.run_id: no run 'nowhere-{tag}' (its log has no run.accepted)"
+    ]
+    (why_other,) = [e.data["reasons"] for e in decoded(records, other, s.run_events)]
+    assert why_other == [
+        f"warm_start.run_id: run '{source}' learned 2 inputs and 3 classes; "
+        "this request's dataset has 2 inputs and 4 classes"
+    ]
