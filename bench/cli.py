@@ -14,7 +14,20 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import chaos, data, dlq, faults, kernel, pool, quality, scale, soak, stream, tracing
+from bench import (
+    chaos,
+    data,
+    dlq,
+    faults,
+    kernel,
+    pool,
+    quality,
+    scale,
+    soak,
+    stream,
+    tracing,
+    warm_start,
+)
 from bench.common import Options
 from bench.report import DEFAULT_OUT, write_result
 
@@ -27,6 +40,7 @@ BENCHMARKS: dict[str, Runner] = {
     "pool": pool.run,
     "kernel": kernel.run,
     "quality": quality.run,
+    "warm_start": warm_start.run,
     "data": data.run,
     "faults": faults.run,
     "chaos": chaos.run,

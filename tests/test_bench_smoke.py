@@ -45,6 +45,7 @@ FIELDS = {
         "spirals6_random_test_mean",
         "spirals6_random_sh_test_mean",
     ),
+    "warm_start": ("cold_test_mean", "warm_test_mean", "warm_minus_cold_test_mean"),
 }
 
 

@@ -609,3 +609,12 @@ def test_a_warm_start_from_a_missing_or_other_shaped_run_is_refused_with_why(
     assert "learned 2 inputs and 3 classes; this request's dataset has 2 inputs and 4" in (
         capsys.readouterr().err
     )
+
+
+def test_the_artifact_names_the_run_a_members_genome_came_from() -> None:
+    from thunderhelm.streams.execution.final_model import _search
+
+    lineage = {"run_id": "earlier", "genomes": ["k1", "k2"]}
+    assert _search("r", {"key": "k2", "fitness": 0.5}, lineage)["warm_start_from"] == "earlier"
+    assert "warm_start_from" not in _search("r", {"key": "k9"}, lineage)
+    assert "warm_start_from" not in _search("r", {"key": "k1"}, None)
