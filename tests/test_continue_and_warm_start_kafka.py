@@ -98,33 +98,40 @@ async def test_a_continue_the_run_cannot_take_is_refused_with_its_reason(
 ) -> None:
     s = worker.settings
     tag = uuid.uuid4().hex[:6]
-    running, missing = f"busy-{tag}", f"missing-{tag}"
+    running, failed, missing = f"busy-{tag}", f"failed-{tag}", f"missing-{tag}"
     await produce(
         s.run_requests, structured(small_request(running, generations=200)), running.encode()
     )
+    # Out of time before any generation: failed with TimeoutError.
+    doomed = {**small_request(failed), "budget": {"timeout_s": 0.01}}
+    await run_to_end(worker, doomed)
 
     def started(seen: Records) -> bool:
         return ev.RUN_STARTED in event_types(for_run(seen, running, s.run_events))
 
     await collect([s.run_events], started, timeout_s=120.0)
-    for run_id in (running, missing):
+    for run_id in (running, failed, missing):
         more = structured({"run_id": run_id, "generations": 2}, CONTINUE_REQUESTED)
         await produce(s.run_requests, more, run_id.encode())
 
     def refused(seen: Records) -> bool:
-        in_log = ev.CONTINUE_REJECTED in event_types(for_run(seen, running, s.run_events))
-        return in_log and bool(for_run(seen, missing, s.dead_letters))
+        in_logs = all(
+            ev.CONTINUE_REJECTED in event_types(for_run(seen, run_id, s.run_events))
+            for run_id in (running, failed)
+        )
+        return in_logs and bool(for_run(seen, missing, s.dead_letters))
 
     records = await collect([s.run_events, s.dead_letters], refused, timeout_s=120.0)
-    (rejection,) = [
-        e
-        for e in (decode_record(r.value, {}) for r in for_run(records, running, s.run_events))
-        if e.type == ev.CONTINUE_REJECTED
-    ]
-    assert rejection.data["reasons"] == [
-        f"run {running} is running: only a run that succeeded "
-        "(it ran its generations or a budget ran out) goes on"
-    ]
+    for run_id, status in ((running, "running"), (failed, "failed")):
+        (rejection,) = [
+            e
+            for e in (decode_record(r.value, {}) for r in for_run(records, run_id, s.run_events))
+            if e.type == ev.CONTINUE_REJECTED
+        ]
+        assert rejection.data["reasons"] == [
+            f"run {run_id} is {status}: only a run that succeeded "
+            "(it ran its generations or a budget ran out) goes on"
+        ]
     headers = dict(for_run(records, missing, s.dead_letters)[0].headers)
     assert headers["dlq.stage"] == b"decide"
     assert headers["dlq.error.message"] == f"no run '{missing}' to continue".encode()
