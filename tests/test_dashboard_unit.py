@@ -93,11 +93,9 @@ def test_the_fold_keeps_generations_candidates_and_the_trace_id() -> None:
     assert [len(g) for g in view.candidates] == [2, 2]
 
 
-def test_the_result_and_bad_records() -> None:
-    model = ReadModel()
-    folded_run(model)
-    # A result of the contract's shape: the worker refuses events whose result is not.
-    result = {
+def succeeded(**fields: Any) -> dict[str, Any]:
+    """A result of the contract's shape: the worker refuses events whose result is not."""
+    return {
         "run_id": "r1",
         "status": "succeeded",
         "best": None,
@@ -106,7 +104,14 @@ def test_the_result_and_bad_records() -> None:
         "duration_s": 9.5,
         "artifact": "/a/model.npz",
         "error": None,
+        **fields,
     }
+
+
+def test_the_result_and_bad_records() -> None:
+    model = ReadModel()
+    folded_run(model)
+    result = succeeded()
     done = record(ev.RUN_SUCCEEDED, {"run_id": "r1", "result": result}, "2026-01-01T00:00:05Z")
     assert model.apply_event(done, {}) == "r1"
     assert model.runs["r1"].summary()["status"] == "succeeded"
@@ -180,16 +185,7 @@ async def test_pages_api_and_write_guards() -> None:
 def test_a_continued_run_shows_its_next_result_not_the_one_it_went_on_from() -> None:
     model = ReadModel()
     folded_run(model)
-    result = {
-        "run_id": "r1",
-        "status": "succeeded",
-        "best": None,
-        "generations": 2,
-        "evaluations": 4,
-        "duration_s": 4.0,
-        "artifact": None,
-        "revision": 1,
-    }
+    result = succeeded(generations=2, revision=1)
     model.apply_event(
         record(ev.RUN_SUCCEEDED, {"run_id": "r1", "result": result}, "2026-01-01T00:00:05.000Z"),
         {},

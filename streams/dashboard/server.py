@@ -127,12 +127,18 @@ def _same_origin_json(request: web.Request) -> None:
         raise web.HTTPForbidden(text="cross-origin write refused")
 
 
-async def cancel(request: web.Request) -> web.Response:
+def _written_run(request: web.Request) -> tuple[str, Any]:
+    """The run a write names (its id and view): JSON from this origin, a run the page knows."""
     _same_origin_json(request)
     run_id = request.match_info["run_id"]
     view = request.app[MODEL].runs.get(run_id)
     if view is None:
         raise web.HTTPNotFound(text="no such run")
+    return run_id, view
+
+
+async def cancel(request: web.Request) -> web.Response:
+    run_id, view = _written_run(request)
     if view.state.terminal:
         return _json({"error": f"run is already {view.state.status}"}, status=409)
     body = await request.json()
@@ -143,11 +149,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 async def continue_run(request: web.Request) -> web.Response:
     """Take a run that succeeded on for `generations` more (the CLI's `continue`)."""
-    _same_origin_json(request)
-    run_id = request.match_info["run_id"]
-    view = request.app[MODEL].runs.get(run_id)
-    if view is None:
-        raise web.HTTPNotFound(text="no such run")
+    run_id, view = _written_run(request)
     if view.state.status != "succeeded":
         return _json(
             {"error": f"run is {view.state.status}: only a run that succeeded goes on"}, 409
