@@ -1,10 +1,10 @@
 """The intake's writes and commits without a broker: small fakes of the aiokafka clients.
 
 The broker tests (test_intake.py) show the whole path; these pin the two
-promises the intake's commit rests on, each in isolation: offsets are
-committed in batch order whatever order the acks come in (and never past a
-batch whose writes failed), and a write the broker refuses is written again
-until it is taken.
+promises the intake's commit rests on, each in isolation: an offset is
+committed only once every input before it is acknowledged, whatever order
+the acks come in (and never past a batch whose writes failed), and a write
+the broker refuses is written again until it is taken.
 """
 
 from __future__ import annotations
@@ -55,13 +55,22 @@ async def three_batches(size: int) -> tuple[Consumer, InOrderCommits, list[async
     return consumer, commits, acks
 
 
-async def test_offsets_are_committed_in_batch_order_whatever_order_the_acks_come_in() -> None:
+async def test_an_offset_is_committed_once_every_input_before_it_is_acknowledged() -> None:
     consumer, commits, acks = await three_batches(10)
     acks[2].set_result(None)
     acks[1].set_result(None)
     await asyncio.sleep(0.01)
     assert consumer.commits == []  # the first batch is not acknowledged yet
     acks[0].set_result(None)
+    await commits.drain()
+    assert consumer.commits == [30]  # then past all three at once
+
+
+async def test_in_order_acks_commit_batch_by_batch() -> None:
+    consumer, commits, acks = await three_batches(10)
+    for ack in acks:
+        ack.set_result(None)
+        await asyncio.sleep(0.01)
     await commits.drain()
     assert consumer.commits == [10, 20, 30]
 

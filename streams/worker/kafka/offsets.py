@@ -1,15 +1,14 @@
 """Where the aiokafka readers stand: offsets committed in order, after the work is done.
 
 A committed offset must never pass a record whose work is not done, or a
-crash would lose it. Two shapes of reader need that:
+crash would lose it. Every aiokafka reader keeps an `InFlightOffsets` per
+partition, whose commit point is its first record in hand:
 
-* readers that hand each record on to concurrent work (the command reader
-  to the run lanes, the candidate trainer to the pool) keep an
-  `InFlightOffsets` per partition: its commit point is its first record in
-  hand;
+* the command reader hands each record to the run lanes, the candidate
+  trainer to the pool, and each record is done when its work is;
 * the intake routes whole batches at once (the next is screened while the
-  last one's writes are in flight): `InOrderCommits` commits each batch
-  after its own writes and every earlier batch's.
+  last one's writes are in flight): `InOrderCommits` takes a batch's records
+  when it routes them and finishes them once its writes are acknowledged.
 
 The rebalance listener commits before a partition moves away and starts a
 new group where the Faust group of older workers stopped.
@@ -79,38 +78,52 @@ class InFlightOffsets:
 
 
 class InOrderCommits:
-    """Routed batches finish concurrently; their offsets are committed strictly in order.
+    """Routed batches finish in any order; a partition is committed up to its first unacked input.
 
-    A batch's offsets are committed after its own writes and every earlier
-    batch's are acknowledged, so a committed offset never passes an input
-    whose write is still in flight.
+    A batch's records are taken (`InFlightOffsets`) when it is routed and
+    finished once all its writes are acknowledged, so a committed offset
+    never passes an input whose write is in flight, or failed.
     """
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
         self._tasks: deque[asyncio.Task[None]] = deque()
+        self._offsets: dict[TopicPartition, InFlightOffsets] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._committing = asyncio.Lock()  # commits go out one at a time, never backwards
 
     async def add(
         self, routing: Awaitable[Awaitable[None]], batch: dict[TopicPartition, list[Record]]
     ) -> None:
-        """Await `routing` (the writes started), then commit `batch` once they are acked."""
+        """Await `routing` (the writes started), then commit past `batch` once they are acked."""
         while len(self._tasks) >= MAX_BATCHES_IN_FLIGHT:
             await asyncio.wait({self._tasks[0]})
             self._forget_done()
+        for tp, records in batch.items():
+            offsets = self._offsets.setdefault(tp, InFlightOffsets())
+            if records:
+                self._committed.setdefault(tp, records[0].offset)  # where reading began
+            for record in records:
+                offsets.take(record.offset)
         waiting = await routing
-        previous = self._tasks[-1] if self._tasks else None
-        self._tasks.append(asyncio.ensure_future(self._commit_after(waiting, previous, batch)))
+        self._tasks.append(asyncio.ensure_future(self._commit_after(waiting, batch)))
 
     async def _commit_after(
-        self,
-        acknowledged: Awaitable[None],
-        previous: asyncio.Task[None] | None,
-        batch: dict[TopicPartition, list[Record]],
+        self, acknowledged: Awaitable[None], batch: dict[TopicPartition, list[Record]]
     ) -> None:
-        await acknowledged
-        if previous is not None:
-            await previous  # raises if it failed: then nothing after it is committed
-        await commit(self._consumer, batch)
+        await acknowledged  # raises if a write failed: its inputs stay in hand, never passed
+        for tp, records in batch.items():
+            for record in records:
+                self._offsets[tp].finish(record.offset)
+        async with self._committing:
+            points = {
+                tp: point
+                for tp, offsets in self._offsets.items()
+                if (point := offsets.commit_point()) > self._committed.get(tp, point)
+            }
+            if points:
+                await commit(self._consumer, points)
+                self._committed.update(points)
 
     def _forget_done(self) -> None:
         while self._tasks and self._tasks[0].done():
@@ -120,9 +133,12 @@ class InOrderCommits:
         self._forget_done()
 
     async def drain(self) -> None:
+        """Wait for every routed batch (raises if one failed); the next reading starts afresh."""
         while self._tasks:
-            await asyncio.wait({self._tasks[-1]})
+            await asyncio.wait(set(self._tasks))
             self._forget_done()
+        self._offsets.clear()
+        self._committed.clear()
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -182,12 +198,9 @@ async def faust_group_offsets(settings: Settings, topic: str) -> dict[TopicParti
     raise AssertionError("unreachable")
 
 
-async def commit(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Record]]) -> None:
-    offsets = {
-        tp: OffsetAndMetadata(records[-1].offset + 1, "")
-        for tp, records in batch.items()
-        if records
-    }
+async def commit(consumer: AIOKafkaConsumer, points: dict[TopicPartition, int]) -> None:
+    """Commit each partition's next offset to read."""
+    offsets = {tp: OffsetAndMetadata(point, "") for tp, point in points.items()}
     try:
         await consumer.commit(offsets)
     except CommitFailedError as exc:
