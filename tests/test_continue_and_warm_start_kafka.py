@@ -24,6 +24,7 @@ from tests.test_e2e_kafka import event_types, for_run, produce, small_request, s
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.schemas.requests import CONTINUE_REQUESTED
+from thunderhelm.streams.clients import client
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -91,6 +92,24 @@ async def test_continue_n_more_equals_one_run_of_the_larger_count(worker: Worker
     best, expected = second.data["best"], whole[0].data["best"]
     assert (best["genome"], best["fitness"]) == (expected["genome"], expected["fitness"])
     assert second.data["evaluations"] == whole[0].data["evaluations"]
+
+
+async def test_watch_follows_a_continued_run_to_its_next_result(worker: WorkerProcess) -> None:
+    s = worker.settings
+    run_id = f"watched-{uuid.uuid4().hex[:6]}"
+    # Slow enough that the continue's generation is still training when `watch` starts.
+    slow = {**small_request(run_id, generations=1, samples=8000), "training": {"epochs": 30}}
+    await run_to_end(worker, slow)
+    more = structured({"run_id": run_id, "generations": 1}, CONTINUE_REQUESTED)
+    await produce(s.run_requests, more, run_id.encode())
+
+    def continued(seen: Records) -> bool:
+        return ev.RUN_CONTINUED in event_types(for_run(seen, run_id, s.run_events))
+
+    records = await collect([s.run_events, s.run_results], continued, timeout_s=60.0)
+    assert len(for_run(records, run_id, s.run_results)) == 1  # only the first result is out
+    followed = [seen async for seen in client.follow(s, run_id, timeout_s=120.0)]
+    assert followed[-1].topic == s.run_results and followed[-1].event.data["revision"] == 2
 
 
 async def test_a_continue_the_run_cannot_take_is_refused_with_its_reason(
