@@ -237,7 +237,10 @@ class CommandHandler:
         version = full.version
 
         def decision(state: saga.RunState | None) -> list[saga.NewEvent]:
-            # Decided on the run as it was read; nothing if it moved on since.
-            return decided if state is not None and state.version == version else []
+            # Decided on the run as it was read: if it moved on since, the user is told.
+            if state is None or state.version != version:
+                moved = f"run {run_id!r} moved on while its log was read; continue it again"
+                raise InputRejected("decide", moved)
+            return decided
 
         return decision
