@@ -803,3 +803,24 @@ def test_the_events_agent_marks_what_it_folded_even_a_dead_letter() -> None:
         return h
 
     assert only_dead_letter(run(go()))["dlq.stage"] == b"decode"
+
+
+def test_a_worker_that_stood_still_folds_nothing_it_reads_into_the_runs_table() -> None:
+    """Its fold would reach the changelog after the new owner's writes, and a
+    state restored from it later would be stale."""
+
+    async def go() -> tuple[Harness, saga.RunState | None, saga.RunState | None]:
+        h = Harness()
+        await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
+        before = h.worker.state_of("r-1")
+        assert before is not None
+        # Another worker's outcome for the run, read back after this one stood still.
+        metrics = {"status": "ok", "val_accuracy": 0.5}
+        other = saga.NewEvent(ev.CANDIDATE_COMPLETED, outcome_of(before, index=7, metrics=metrics))
+        written = event_envelope("r-1", other, before.version + 1)
+        stood_still(h)
+        await h.event(written.model_dump_json().encode())
+        return h, before, h.worker.state_of("r-1")
+
+    _, before, after = run(go())
+    assert after == before  # not folded, not stored

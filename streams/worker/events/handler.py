@@ -7,6 +7,13 @@ now. An event that changes nothing is dropped, except that a finished run
 whose result is not out yet gets it now: the worker may have died between
 folding the terminal event and writing the result. A candidate's outcome or a
 dead-letter note is folded and stored, and nothing more.
+
+A worker that stood still past the session timeout (`Ownership.stalled`)
+folds nothing it reads until the group has said whose the partitions are:
+its fold would write the runs table, whose changelog a new owner restores
+from, after the new owner's own writes (a stale state that outlives the
+stall). Its own events it folded when it wrote them; another worker's are
+folded by whoever owns the partition next.
 """
 
 from __future__ import annotations
@@ -69,6 +76,16 @@ class EventHandler:
                 domain = to_domain(record)
                 span.set_attribute("cloudevents.event_type", record.type)
                 span.set_attribute("thunderhelm.run_id", domain.run_id)
+                if self.runner.ownership.stalled():
+                    span.set_attribute("thunderhelm.stalled", True)
+                    log.info(
+                        "run %s: %s at %s offset %d not folded: this worker stood still",
+                        domain.run_id,
+                        domain.type,
+                        message.tp,
+                        message.offset,
+                    )
+                    return
                 stage = "decide"
                 after, changed = await self.journal.fold(domain, message.partition)
                 if not changed or domain.type in (ev.EVENT_DEAD_LETTERED, ev.CONTINUE_REJECTED):

@@ -161,7 +161,10 @@ class StepRunner:
             result = self.executor.failure_result(state, exc)
             failed = saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": result})
             with contextlib.suppress(Exception):
-                await self.journal.append(run_id, failed, context)
+                # Not by a worker the run has moved from (or that stood still).
+                await self.journal.append(
+                    run_id, failed, context, allowed=lambda: self.still_current(state, epoch)
+                )
         finally:
             self.tasks.pop(run_id, None)
             self.touch(run_id)
