@@ -44,15 +44,25 @@ def results(records: Records, run_id: str, topic: str) -> list[Any]:
     return [decode_record(r.value, {}) for r in for_run(records, run_id, topic)]
 
 
-async def run_to_end(worker: WorkerProcess, request: dict[str, Any], count: int = 1) -> Records:
-    """Produce `request`; the records once the run has `count` results."""
+def ended(seen: Records, worker: WorkerProcess, run_id: str, count: int = 1) -> bool:
+    """Whether the run has ended `count` times, by its events and its results.
+
+    Both topics are read side by side: a result may come in before the terminal
+    event it follows, so both are awaited.
+    """
+    s = worker.settings
+    types = event_types(for_run(seen, run_id, s.run_events))
+    ends = sum(t in ev.TERMINAL_TYPES for t in types)
+    return ends >= count and len(for_run(seen, run_id, s.run_results)) >= count
+
+
+async def run_to_end(worker: WorkerProcess, request: dict[str, Any]) -> Records:
+    """Produce `request`; the records once the run has ended (events and result)."""
     s = worker.settings
     run_id = request["run_id"]
     await produce(s.run_requests, structured(request), run_id.encode())
     return await collect(
-        [s.run_events, s.run_results],
-        lambda seen: len(for_run(seen, run_id, s.run_results)) >= count,
-        timeout_s=240.0,
+        [s.run_events, s.run_results], lambda seen: ended(seen, worker, run_id), timeout_s=240.0
     )
 
 
@@ -63,10 +73,9 @@ async def test_continue_n_more_equals_one_run_of_the_larger_count(worker: Worker
     await run_to_end(worker, small_request(short, generations=2))
     more = {"run_id": short, "generations": 1}
     await produce(s.run_requests, structured(more, CONTINUE_REQUESTED), short.encode())
+
     records = await collect(
-        [s.run_events, s.run_results],
-        lambda seen: len(for_run(seen, short, s.run_results)) >= 2,
-        timeout_s=240.0,
+        [s.run_events, s.run_results], lambda seen: ended(seen, worker, short, 2), timeout_s=240.0
     )
     first, second = results(records, short, s.run_results)
     assert first.id == f"{short}/result" and first.data["revision"] == 1

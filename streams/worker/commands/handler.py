@@ -237,8 +237,9 @@ class CommandHandler:
         version = full.version
 
         def decision(state: saga.RunState | None) -> list[saga.NewEvent]:
-            # Decided on the run as it was read: if it moved on since, the user is told.
-            if state is None or state.version != version:
+            # Decided on the run as it was read: if it moved on since, the user is
+            # told, unless the log already holds this continue (a redelivery).
+            if decided and (state is None or state.version != version):
                 moved = f"run {run_id!r} moved on while its log was read; continue it again"
                 raise InputRejected("decide", moved)
             return decided
