@@ -187,11 +187,6 @@ def test_killed_worker_resumes_from_last_generation_with_the_same_result(
     assert resumed["best"]["fitness"] == uninterrupted["best"]["fitness"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a successor may restore the run's state from before the continue (the runs "
-    "table's changelog behind the committed run-events offsets) and never resume it",
-)
 def test_a_worker_killed_in_a_continued_generation_resumes_to_the_same_result(
     env: dict[str, str], tmp_path: Path
 ) -> None:

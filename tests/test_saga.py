@@ -62,8 +62,9 @@ def generation(k: int, *, failed: bool = False) -> saga.Event:
     )
 
 
-def terminal(kind: str) -> saga.Event:
-    return event(kind, result={"run_id": "r1", "status": kind.rsplit(".", 1)[1]})
+def terminal(kind: str, revision: int = 1) -> saga.Event:
+    status = kind.rsplit(".", 1)[1]
+    return event(kind, result={"run_id": "r1", "status": status, "revision": revision})
 
 
 def fold(*events: saga.Event) -> saga.RunState | None:
@@ -159,8 +160,8 @@ _DONE = [*_RUNNING, generation(0), generation(1)]
         (_DONE, DEADLINE + 1, TIME_SPENT),  # the last generation came in too late
         ([*_RUNNING, event(ev.CANCEL_RECORDED, reason="x")], DEADLINE + 1,
          saga.Finish("cancelled", "Cancelled", "x")),  # a recorded cancel wins over the clock
-        ([*_DONE, terminal(ev.RUN_FAILED)], DEADLINE + 1,
-         saga.PublishResult({"run_id": "r1", "status": "failed"})),  # ended: publish, whenever
+        ([*_DONE, terminal(ev.RUN_FAILED)], DEADLINE + 1,  # ended: publish, whenever
+         saga.PublishResult({"run_id": "r1", "status": "failed", "revision": 1})),
         ([accepted(request=BUDGETED), started()], T0, saga.RunGeneration(0)),
         ([accepted(request=BUDGETED), started(), generation(0)], T0,
          saga.Finish("succeeded", stopped_by="max_evaluations")),
@@ -314,7 +315,9 @@ def test_a_succeeded_run_continues_from_its_checkpoint_in_a_new_revision() -> No
     # The same continue again (a redelivery), even once the run has settled: nothing.
     again = saga.ContinueRun(new.causation_id or "", "r1", 3, None, "t")
     assert saga.decide(state, again) == []
-    assert saga.decide(saga.settled(saga.evolve(state, terminal(ev.RUN_SUCCEEDED))), again) == []
+    ended_again = saga.evolve(state, terminal(ev.RUN_SUCCEEDED, revision=2))
+    assert ended_again is not None
+    assert saga.decide(saga.settled(ended_again), again) == []
     # A second run.continued for the same revision changes nothing.
     assert saga.evolve(state, as_event(new)) is state
 
@@ -349,3 +352,20 @@ def test_a_continued_run_reopens_the_log_for_the_invariants() -> None:
     assert violations(reopened) == []
     assert violations([*log, generation(2)]) != []  # without the continue: after the end
     assert violations([*reopened[:-1]]) == ["no terminal event"]
+
+
+def test_a_continued_run_takes_nothing_from_its_log_before_the_continue_read_again() -> None:
+    # A worker that takes a continued run over reads run-events again from its
+    # last committed offset, which may lie before the continue; the run
+    # continued from its settled state, which forgot those events' ids.
+    log = [accepted(), started(), generation(0), generation(1), terminal(ev.RUN_SUCCEEDED)]
+    ended = fold(*log)
+    assert ended is not None
+    [new] = continued(ended, more=2)
+    reopened = as_event(new)
+    state = saga.evolve(saga.evolve(saga.settled(ended), reopened), generation(2))
+    assert state is not None and (state.status, state.generation) == ("running", 3)
+    for old in [*log, reopened]:
+        assert saga.evolve(state, old) is state, old.type
+    end = saga.evolve(state, terminal(ev.RUN_SUCCEEDED, revision=2))
+    assert end is not None and end.status == "succeeded"

@@ -396,7 +396,13 @@ def _apply(state: RunState, event: Event) -> RunState:
             )
         case ev.CANCEL_RECORDED if state.cancel_reason is None:
             return replace(state, cancel_reason=str(data["reason"]))
-        case ev.RUN_SUCCEEDED | ev.RUN_FAILED | ev.RUN_CANCELLED:
+        case ev.RUN_SUCCEEDED | ev.RUN_FAILED | ev.RUN_CANCELLED if (
+            int(data["result"].get("revision", 1)) == state.revision
+        ):
+            # A worker that takes a continued run over reads run-events again
+            # from its last committed offset, which may lie before the
+            # continue, and the ids of the events before it are forgotten once
+            # the run settled: the ending of an earlier revision ends nothing.
             return replace(state, status=ENDING_OF[event.type], result=data["result"])
         case _:
             return state
