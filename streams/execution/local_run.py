@@ -38,12 +38,12 @@ from thunderhelm.ga.training.datasets import load_dataset
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.envelope import utc_now_iso
-from thunderhelm.schemas.limits import validate_request
 from thunderhelm.schemas.requests import RunRequest
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import RetryPolicy
 from thunderhelm.streams.execution import warm_start
+from thunderhelm.streams.execution.continuation import continue_events
 from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted, step_event
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
 from thunderhelm.streams.execution.retrying import with_retries
@@ -361,19 +361,12 @@ def _warm_start(
         source, _ = LocalLog(log_path(log.path.parent, source_id)).fold()
     except LocalLogError as exc:
         return [f"warm_start.run_id: {exc}"]
-    shapes = None
-    if source is not None and source.request is not None:
-        specs = (source.request["dataset"], request["dataset"])
-        try:
-            loaded = [
-                load_dataset(spec, data_root=settings.data_root, text_dir=settings.text_dir)
-                for spec in specs
-            ]
-        except Exception as exc:  # a dataset that does not load: the request's reason
-            return [f"warm_start: cannot compare the datasets: {type(exc).__name__}: {exc}"]
-        theirs, ours = ((d.n_features, d.n_classes) for d in loaded)
-        shapes = (theirs, ours)
-    return warm_start.lineage(request, source, shapes)
+
+    def shape(spec: Mapping[str, Any]) -> warm_start.Shape:
+        dataset = load_dataset(spec, data_root=settings.data_root, text_dir=settings.text_dir)
+        return dataset.n_features, dataset.n_classes
+
+    return warm_start.taken(request, source, shape)
 
 
 def _same_run(state: saga.RunState, request: Mapping[str, Any]) -> bool:
@@ -398,15 +391,11 @@ def _go_on(run: LocalRun, more: int, settings: Settings) -> str | None:
     if state is None:
         return "no such run in this folder's logs to continue (run it first)"
     command = saga.ContinueRun(str(uuid.uuid4()), state.run_id, more, None, utc_now_iso())
-    decided = saga.decide(state, command)
+    decided = continue_events(state, command, settings.limits)
     if not decided:
         return None
     if decided[0].type == ev.CONTINUE_REJECTED:
         return "; ".join(decided[0].data["reasons"])
-    try:
-        validate_request(decided[0].data["request"], settings.limits)
-    except ValidationError as exc:
-        return "; ".join(describe_validation_error(exc))
     print(
         f"run {state.run_id}: continuing from generation {state.generation} "
         f"for {more} more (log {run.log.path})",

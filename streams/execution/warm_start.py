@@ -15,7 +15,7 @@ the request, said in words.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from thunderhelm.ga.core.engine import Best
@@ -25,6 +25,25 @@ from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import steps
 
 type Shape = tuple[int, int]  # (inputs, classes)
+
+
+def taken(
+    request: Mapping[str, Any],
+    source: saga.RunState | None,
+    shape: Callable[[Mapping[str, Any]], Shape],
+) -> dict[str, Any] | list[str]:
+    """`lineage`, with both datasets' shapes measured by `shape` (loading them).
+
+    A dataset that does not load is the request's reason, said in words.
+    """
+    shapes = None
+    if source is not None and source.request is not None:
+        try:
+            shapes = (shape(source.request["dataset"]), shape(request["dataset"]))
+        except Exception as exc:
+            why = f"warm_start: cannot compare the datasets: {type(exc).__name__}: {exc}"
+            return [why[:1000]]
+    return lineage(request, source, shapes)
 
 
 def lineage(

@@ -26,17 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Span
-from pydantic import ValidationError
 
-from thunderhelm.schemas import events as ev
-from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.envelope import utc_now_iso
-from thunderhelm.schemas.limits import validate_request
 from thunderhelm.schemas.requests import CancelRequest, ContinueRequest, RunRequest
 from thunderhelm.schemas.tasks import CandidateTrained
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import warm_start
+from thunderhelm.streams.execution.continuation import continue_events
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.wire.failures import Failure, InputRejected, Stage, classify
 from thunderhelm.streams.worker.commands.control_pressure import ControlPressure
@@ -185,7 +182,7 @@ class CommandHandler:
         """The start with what it takes from its source run, or the rejection that says why not.
 
         The source's log is read again (its partition's records from the start),
-        and both datasets are loaded (in threads, kept for the run) to compare
+        and both datasets are loaded (in a thread, kept for the run) to compare
         their shapes; an existing run is left to `decide` (a start changes it not).
         """
         run_id = str(command.request["run_id"])
@@ -193,19 +190,8 @@ class CommandHandler:
             return command
         source_id = str(command.request["warm_start"]["run_id"])
         source = folded(await run_log(self.settings, source_id))
-        shapes = None
-        if source is not None and source.request is not None:
-            executor = self.runner.executor
-            try:
-                theirs, ours = await asyncio.gather(
-                    asyncio.to_thread(executor.dataset_shape, source.request["dataset"]),
-                    asyncio.to_thread(executor.dataset_shape, command.request["dataset"]),
-                )
-            except Exception as exc:  # a dataset that does not load: the request's reason
-                why = f"warm_start: cannot compare the datasets: {type(exc).__name__}: {exc}"
-                return saga.reject(run_id, [why[:1000]], command.command_id)
-            shapes = (theirs, ours)
-        found = warm_start.lineage(command.request, source, shapes)
+        shape = self.runner.executor.dataset_shape
+        found = await asyncio.to_thread(warm_start.taken, command.request, source, shape)
         if isinstance(found, list):
             return saga.reject(run_id, found, command.command_id)
         return dataclasses.replace(command, warm_start=found)
@@ -226,14 +212,7 @@ class CommandHandler:
             if full is None or full.version != stored.version:
                 raise InputRejected("decide", f"run {run_id!r}: its log moved while it was read")
         assert full is not None
-        decided = saga.decide(full, command)
-        if decided and decided[0].type == ev.RUN_CONTINUED:
-            # The request it goes on with, under the operator's limits as any request.
-            try:
-                validate_request(decided[0].data["request"], self.settings.limits)
-            except ValidationError as exc:
-                why = describe_validation_error(exc)
-                decided = [saga.refuse_continue(run_id, why, command.command_id)]
+        decided = continue_events(full, command, self.settings.limits)
         version = full.version
 
         def decision(state: saga.RunState | None) -> list[saga.NewEvent]:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.context import Context
 
@@ -93,8 +94,9 @@ class RunJournal:
                 if taken is None or taken is state:
                     continue  # the fold takes nothing from it: not written
                 await self.writer.produce(self.topic, run_id, encode_event(record), context)
-                state, _ = self._fold(event, partition)
-                written = state
+                # In the lane the stored state cannot have moved since: keep what was folded.
+                self._keep(state, taken, partition, event.data)
+                state = written = taken
             return written
 
     async def append(
@@ -125,11 +127,21 @@ class RunJournal:
         after = saga.evolve(before, event)
         if after is None or after is before:
             return after, False
+        self._keep(before, after, partition, event.data)
+        return after, True
+
+    def _keep(
+        self,
+        before: saga.RunState | None,
+        after: saga.RunState,
+        partition: int | None,
+        data: Mapping[str, Any],
+    ) -> None:
+        """Store a state the fold moved to (`partition`: None keeps the run's own)."""
         if partition is None:
-            partition = self.store.partition(event.run_id)
+            partition = self.store.partition(after.run_id)
         self.store.put(after, partition)
-        self.on_move(event.run_id)
+        self.on_move(after.run_id)
         if after.status != (before.status if before else None):
             log.info("run %s: %s", after.run_id, after.status)
-            meters.run_status(after.status, event.data)
-        return after, True
+            meters.run_status(after.status, data)
