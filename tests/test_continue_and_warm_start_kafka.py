@@ -13,13 +13,12 @@ another shape of problem is a `run.rejected` with the reason.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from tests.kafka_helpers import WorkerProcess, collect, fresh_env
+from tests.kafka_helpers import WorkerProcess, collect, module_worker
 from tests.test_e2e_kafka import event_types, for_run, produce, small_request, structured
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
@@ -31,16 +30,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 type Records = list[ConsumerRecord[bytes, bytes]]
 
 
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    tmp = tmp_path_factory.mktemp("worker")
-    proc = WorkerProcess(fresh_env(tmp), tmp / "worker.log")
-    proc.start()
-    yield proc
-    proc.stop()
+worker = module_worker("worker")
 
 
-def results(records: Records, run_id: str, topic: str) -> list[Any]:
+def decoded(records: Records, run_id: str, topic: str) -> list[Any]:
     return [decode_record(r.value, {}) for r in for_run(records, run_id, topic)]
 
 
@@ -77,7 +70,7 @@ async def test_continue_n_more_equals_one_run_of_the_larger_count(worker: Worker
     records = await collect(
         [s.run_events, s.run_results], lambda seen: ended(seen, worker, short, 2), timeout_s=240.0
     )
-    first, second = results(records, short, s.run_results)
+    first, second = decoded(records, short, s.run_results)
     assert first.id == f"{short}/result" and first.data["revision"] == 1
     assert second.id == f"{short}/result/2" and second.data["revision"] == 2
     assert second.data["status"] == "succeeded" and second.data["generations"] == 3
@@ -90,12 +83,10 @@ async def test_continue_n_more_equals_one_run_of_the_larger_count(worker: Worker
         ev.GENERATION_COMPLETED,
         ev.RUN_SUCCEEDED,
     ]
-    sequences = [
-        int(decode_record(r.value, {}).sequence or 0) for r in for_run(records, short, s.run_events)
-    ]
+    sequences = [int(e.sequence or 0) for e in decoded(records, short, s.run_events)]
     assert sequences == list(range(1, len(sequences) + 1))
 
-    whole = results(
+    whole = decoded(
         await run_to_end(worker, small_request(long, generations=3)), long, s.run_results
     )
     best, expected = second.data["best"], whole[0].data["best"]
@@ -152,9 +143,7 @@ async def test_a_continue_the_run_cannot_take_is_refused_with_its_reason(
     records = await collect([s.run_events, s.dead_letters], refused, timeout_s=120.0)
     for run_id, status in ((running, "running"), (failed, "failed")):
         (rejection,) = [
-            e
-            for e in (decode_record(r.value, {}) for r in for_run(records, run_id, s.run_events))
-            if e.type == ev.CONTINUE_REJECTED
+            e for e in decoded(records, run_id, s.run_events) if e.type == ev.CONTINUE_REJECTED
         ]
         assert rejection.data["reasons"] == [
             f"run {run_id} is {status}: only a run that succeeded "
@@ -168,10 +157,6 @@ async def test_a_continue_the_run_cannot_take_is_refused_with_its_reason(
     assert worker.alive()
 
 
-def decoded(records: Records, run_id: str, topic: str) -> list[Any]:
-    return [decode_record(r.value, {}) for r in for_run(records, run_id, topic)]
-
-
 async def test_a_warm_start_begins_with_the_best_genomes_of_its_source(
     worker: WorkerProcess,
 ) -> None:
@@ -179,7 +164,7 @@ async def test_a_warm_start_begins_with_the_best_genomes_of_its_source(
     tag = uuid.uuid4().hex[:6]
     source, warm = f"source-{tag}", f"warm-{tag}"
     first = await run_to_end(worker, small_request(source, generations=2))
-    (source_result,) = results(first, source, s.run_results)
+    (source_result,) = decoded(first, source, s.run_results)
     request = {**small_request(warm, generations=1), "warm_start": {"run_id": source, "top": 2}}
     records = await run_to_end(worker, request)
     events = decoded(records, warm, s.run_events)
@@ -189,7 +174,7 @@ async def test_a_warm_start_begins_with_the_best_genomes_of_its_source(
     assert lineage["fitnesses"][0] == source_result.data["best"]["fitness"]
     started = next(e for e in events if e.type == ev.RUN_STARTED)
     assert started.data["ga_state"]["population"][:2] == lineage["genomes"]
-    (result,) = results(records, warm, s.run_results)
+    (result,) = decoded(records, warm, s.run_results)
     assert result.data["status"] == "succeeded"
     assert result.data["warm_start"] == {"run_id": source, "genomes": lineage["keys"]}
 

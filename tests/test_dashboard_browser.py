@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.kafka_helpers import REPO, WorkerProcess, collect, free_port, fresh_env
+from tests.kafka_helpers import REPO, WorkerProcess, collect, free_port, module_worker
 from tests.test_e2e_kafka import for_run, produce, small_request, structured
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
@@ -43,13 +43,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    tmp = tmp_path_factory.mktemp("dash-worker")
-    proc = WorkerProcess(fresh_env(tmp), tmp / "worker.log")
-    proc.start()
-    yield proc
-    proc.stop()
+worker = module_worker("dash-worker")
 
 
 @pytest.fixture(scope="module")

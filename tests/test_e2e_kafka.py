@@ -12,7 +12,6 @@ import secrets
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
+from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, module_worker
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 
@@ -28,13 +27,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 JAEGER = os.environ.get("THUNDERHELM_JAEGER_UI", "http://127.0.0.1:16686")
 
 
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    tmp = tmp_path_factory.mktemp("worker")
-    proc = WorkerProcess(fresh_env(tmp), tmp / "worker.log")
-    proc.start()
-    yield proc
-    proc.stop()
+worker = module_worker("worker")
 
 
 def small_request(run_id: str, generations: int = 2, samples: int = 300) -> dict[str, Any]:
