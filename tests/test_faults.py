@@ -23,6 +23,7 @@ from aiokafka.structs import ConsumerRecord
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, fresh_env
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.envelope import CloudEvent
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.invariants import violations
 from thunderhelm.streams.wire.events import to_domain
@@ -338,7 +339,8 @@ def test_a_worker_paused_past_the_session_timeout_writes_nothing_stale(
 ) -> None:
     """SIGSTOP one of two workers mid-run for longer than the session timeout:
     the other takes its runs over; when it moves again it writes nothing after
-    the new owner's events, and says why."""
+    the new owner's events (but what it had handed to its Kafka client before
+    it stopped), folds nothing it reads, and says why."""
     steady = WorkerProcess(env, tmp_path / "steady.log")
     paused = WorkerProcess(env, tmp_path / "paused.log")
     steady.start()
@@ -361,8 +363,41 @@ def test_a_worker_paused_past_the_session_timeout_writes_nothing_stale(
     finally:
         paused.stop()
         steady.stop()
+    paused_source = f"/{pid}"
     for run in runs:
         outcome = results(records, steady, run["run_id"])
         assert len(outcome) == 1 and outcome[0]["status"] == "succeeded", outcome
-        assert violations(events(records, steady, run["run_id"])) == [], run["run_id"]
+        log, stale = stale_writes_apart(records, steady, run["run_id"])
+        assert violations(log) == [], run["run_id"]
+        # The one write a worker may land after the new owner's events: one it
+        # had handed to its Kafka client before it stopped. Its sequence is one
+        # the log has already, so a fold takes nothing from it.
+        assert len(stale) <= 1 and all(e.source.endswith(paused_source) for e in stale), stale
+        replayed = fold(log)
+        assert replayed is not None and fold(events(records, steady, run["run_id"])) == replayed
     assert "stood still" in paused.log_path.read_text(errors="replace")
+
+
+def stale_writes_apart(
+    records: Records, worker: WorkerProcess, run_id: str
+) -> tuple[list[saga.Event], list[CloudEvent]]:
+    """The run's log, and apart from it the writes whose sequence the log had already."""
+    log: list[saga.Event] = []
+    stale: list[CloudEvent] = []
+    last = 0
+    for r in of(records, worker.settings.run_events, run_id):
+        record = decode_record(r.value, {})
+        sequence = int(record.sequence or 0)
+        if sequence <= last:
+            stale.append(record)
+            continue
+        last = sequence
+        log.append(to_domain(record))
+    return log, stale
+
+
+def fold(log: list[saga.Event]) -> saga.RunState | None:
+    state: saga.RunState | None = None
+    for event in log:
+        state = saga.evolve(state, event)
+    return state

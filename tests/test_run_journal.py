@@ -181,3 +181,27 @@ def test_a_run_is_decided_again_only_after_the_last_append_is_acked_and_folded()
     assert seen == ["cancelled"]
     assert w.types()[-1] == ev.RUN_CANCELLED
     assert j._lanes == {}  # a lane lives only while the run is written or folded
+
+
+async def test_a_worker_that_stood_still_during_an_append_stores_nothing_after_its_ack() -> None:
+    # Its store would reach the runs table's changelog after the new owner's
+    # writes, and a restore of the partition would take it as the last state.
+    lane, writer = journal()
+    await lane.record(RUN, lambda _state: [ACCEPTED], None, partition=PARTITION)
+    stood_still = False
+    lane.fenced = lambda: stood_still
+    writer.holding = True
+    pending = asyncio.create_task(lane.append(RUN, STARTED, None))
+    await asyncio.sleep(0)
+    stood_still = True  # the worker stops, and moves again before the ack comes
+    writer.release.set()
+    assert await pending is None
+    assert writer.types() == [ev.RUN_ACCEPTED, ev.RUN_STARTED]  # written, as it was sent
+    stored = lane.store.get(RUN)
+    assert stored is not None and (stored.status, stored.version) == ("accepted", 1)
+    # Nor is anything read back folded, or a finished run settled, while it is fenced.
+    started = to_domain(decode_record(json.dumps(writer.produced[1]).encode(), {}))
+    assert await lane.fold(started, PARTITION) == (stored, False)
+    stood_still = False
+    after, changed = await lane.fold(started, PARTITION)
+    assert changed and after is not None and after.status == "running"

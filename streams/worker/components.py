@@ -38,6 +38,7 @@ class RunWorker:
         self.ownership = Ownership(app, settings.run_events, settings.session_timeout_s)
         self.writer = EventWriter(settings, topics)
         self.journal = RunJournal(self.writer, self.store, settings.run_events)
+        self.journal.fenced = self.ownership.stalled
         self.runner = StepRunner(
             self.executor, self.writer, self.journal, self.ownership, fanout=settings.fanout
         )

@@ -51,6 +51,11 @@ class RunJournal:
         self.topic = topic  # run-events
         # Called with a run's id whenever its state moves (the reconciler's idle clocks).
         self.on_move: Callable[[str], None] = lambda _run_id: None
+        # Whether this worker stood still past its session (`Ownership.stalled`):
+        # then it stores nothing in the runs table. A store written after the
+        # stall reaches the changelog after the new owner's writes, and whoever
+        # restores the partition next would take that stale state as the last.
+        self.fenced: Callable[[], bool] = lambda: False
         self._lanes: dict[str, _Lane] = {}
 
     @contextlib.asynccontextmanager
@@ -94,9 +99,16 @@ class RunJournal:
                 if taken is None or taken is state:
                     continue  # the fold takes nothing from it: not written
                 await self.writer.produce(self.topic, run_id, encode_event(record), context)
-                # In the lane the stored state cannot have moved since: keep what was folded.
-                self._keep(state, taken, partition, event.data)
-                state = written = taken
+                if self.fenced():
+                    # It stood still while the append waited for its ack: the
+                    # partition's new owner folds this event from the log.
+                    log.info("run %s: %s written but not folded: fenced", run_id, new.type)
+                    return None
+                # Folded again on what is stored after the ack, not on `state`: while
+                # the append waited, a rebalance may have restored the runs table
+                # from its changelog under the lane.
+                state, _ = self._fold(event, partition)
+                written = state
             return written
 
     async def append(
@@ -119,6 +131,8 @@ class RunJournal:
         """Keep only what a finished run needs once its result is out (`saga.settled`)."""
         async with self.lane(run_id):
             stored = self.store.get(run_id)
+            if self.fenced():
+                return
             if stored is not None and stored.terminal and not stored.settled:
                 self.store.replace_state(saga.settled(stored))
 
@@ -127,6 +141,8 @@ class RunJournal:
         after = saga.evolve(before, event)
         if after is None or after is before:
             return after, False
+        if self.fenced():
+            return before, False
         self._keep(before, after, partition, event.data)
         return after, True
 
