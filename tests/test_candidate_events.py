@@ -74,14 +74,14 @@ RUNNING = (
     ("after", "outcomes", "action"),
     [
         ((), {}, saga.RunGeneration(0)),
-        ((candidate(0, 2),), {"2": 0.5}, saga.RunGeneration(0, (2,))),
+        ((candidate(0, 2),), {2: 0.5}, saga.RunGeneration(0, (2,))),
         (
             (candidate(0, 2), candidate(0, 0, 0.25)),
-            {"0": 0.25, "2": 0.5},
+            {0: 0.25, 2: 0.5},
             saga.RunGeneration(0, (0, 2)),
         ),
         # a second outcome for a candidate (redelivered, or trained again) changes nothing
-        ((candidate(0, 2), candidate(0, 2, 0.9)), {"2": 0.5}, saga.RunGeneration(0, (2,))),
+        ((candidate(0, 2), candidate(0, 2, 0.9)), {2: 0.5}, saga.RunGeneration(0, (2,))),
         # an outcome of another generation is not this generation's
         ((candidate(1, 0),), {}, saga.RunGeneration(0)),
         # the generation's event folds every outcome in; the next one starts empty
@@ -89,13 +89,13 @@ RUNNING = (
         ((candidate(0, 1), generation(0), candidate(0, 3)), {}, saga.RunGeneration(1)),
         (
             (candidate(0, 1), generation(0), candidate(1, 3)),
-            {"3": 0.5},
+            {3: 0.5},
             saga.RunGeneration(1, (3,)),
         ),
     ],
 )
 def test_the_fold_keeps_one_outcome_per_candidate(
-    after: tuple[saga.Event, ...], outcomes: dict[str, float], action: saga.Action
+    after: tuple[saga.Event, ...], outcomes: dict[int, float], action: saga.Action
 ) -> None:
     state = fold(*RUNNING, *after)
     assert {k: v["fitness"] for k, v in state.outcomes.items()} == outcomes
@@ -162,7 +162,7 @@ def test_a_resumed_generation_trains_only_candidates_without_an_outcome() -> Non
     assert sorted(r["index"] for r in reported) == [i for i, _ in pending(state)]
     assert all(r["duration_s"] == 0.5 for r in reported)
     # Killed after two outcomes were logged: the resumed step trains the rest only.
-    known = {str(r["index"]): r for r in reported[:2]}
+    known = {r["index"]: r for r in reported[:2]}
     resumed = Recording()
     again = steps.run_generation(REQUEST, state, 2, 3, resumed, known=known, report=lambda _: None)
     assert len(resumed.trained) == len(whole.trained) - 2
@@ -173,7 +173,7 @@ def test_a_resumed_generation_trains_only_candidates_without_an_outcome() -> Non
     # Every outcome known: nothing is trained, and the checkpoint is the same.
     idle = Recording()
     done = steps.run_generation(
-        REQUEST, state, 2, 3, idle, known={str(r["index"]): r for r in reported}
+        REQUEST, state, 2, 3, idle, known={r["index"]: r for r in reported}
     )
     assert idle.trained == [] and done.data["ga_state"] == full.data["ga_state"]
 

@@ -115,7 +115,7 @@ def test_a_timed_out_or_cancelled_run_stops_waiting() -> None:
 
 def test_tasks_cover_the_untrained_candidates_and_read_back_strictly() -> None:
     ga_state = GAState.from_dict(initial_state(steps.ga_config(REQUEST)).to_dict())
-    known = {"1": outcome(1)}
+    known = {1: outcome(1)}
     tasks = candidates.generation_tasks(
         REQUEST, ga_state, 2, 2, run_id="fan-1", deadline=2000.0, traceparent=None, known=known
     )

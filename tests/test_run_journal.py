@@ -93,7 +93,7 @@ def test_each_append_is_folded_at_once_and_numbers_the_log() -> None:
     j, w = asyncio.run(go())
     assert w.sequences() == [1, 2, 3]
     state = j.store.get(RUN)
-    assert state is not None and state.version == 3 and "0" in state.outcomes
+    assert state is not None and state.version == 3 and 0 in state.outcomes
     assert j.store.partition(RUN) == PARTITION
 
 

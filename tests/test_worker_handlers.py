@@ -145,7 +145,7 @@ class Executor:
     ) -> dict[str, Any]:
         self.generations_run += 1
         for index in range(self.candidates):
-            if report is not None and str(index) not in state.outcomes:
+            if report is not None and index not in state.outcomes:
                 self.trained.append((state.generation, index))
                 outcome = {
                     "run_id": state.run_id,

@@ -61,9 +61,9 @@ class RunState:
     evaluations: int = 0
     best: Mapping[str, Any] | None = None
     history: tuple[Mapping[str, Any], ...] = ()  # per-generation summary
-    # Outcomes of the current generation's candidates, by index (as text:
-    # the state is stored as JSON): one per candidate, the first one folded.
-    outcomes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Outcomes of the current generation's candidates, by index: one per
+    # candidate, the first one folded.
+    outcomes: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
     # The current generation's candidates put on candidate-tasks for any
     # worker to train; the run waits until each has an outcome.
     dispatched: tuple[int, ...] = ()
@@ -114,7 +114,7 @@ class RunState:
             "evaluations": self.evaluations,
             "best": self.best,
             "history": list(self.history),
-            "outcomes": {k: dict(v) for k, v in self.outcomes.items()},
+            "outcomes": {str(k): dict(v) for k, v in self.outcomes.items()},  # JSON keys
             "dispatched": list(self.dispatched),
             "version": self.version,
             "seen_ids": list(self.seen_ids),
@@ -141,7 +141,7 @@ class RunState:
             evaluations=int(raw.get("evaluations", 0)),
             best=raw.get("best"),
             history=tuple(raw.get("history", ())),
-            outcomes={str(k): v for k, v in (raw.get("outcomes") or {}).items()},
+            outcomes={int(k): v for k, v in (raw.get("outcomes") or {}).items()},
             dispatched=tuple(int(i) for i in raw.get("dispatched") or ()),
             version=int(raw.get("version", 0)),
             seen_ids=tuple(raw.get("seen_ids", ())),
@@ -265,7 +265,7 @@ def awaits(state: RunState, outcome: Mapping[str, Any]) -> bool:
     return (
         state.status == "running"
         and int(outcome["generation"]) == state.generation
-        and str(outcome["index"]) not in state.outcomes
+        and int(outcome["index"]) not in state.outcomes
     )
 
 
@@ -373,7 +373,7 @@ def _apply(state: RunState, event: Event) -> RunState:
         case ev.CANDIDATE_COMPLETED if awaits(state, data):
             # Training is deterministic, so a second outcome for the same
             # candidate (a redelivery, a step run again) says nothing new.
-            outcomes = {**state.outcomes, str(data["index"]): dict(data)}
+            outcomes = {**state.outcomes, int(data["index"]): dict(data)}
             return replace(state, outcomes=outcomes)
         case ev.GENERATION_COMPLETED if (
             state.status == "running" and int(data["generation"]) == state.generation
@@ -503,9 +503,9 @@ def react(state: RunState, now: float) -> Action | None:
 
 def waiting_for_candidates(state: RunState) -> bool:
     """Whether a dispatched candidate of the current generation has no outcome yet."""
-    return any(str(index) not in state.outcomes for index in state.dispatched)
+    return any(index not in state.outcomes for index in state.dispatched)
 
 
 def done_candidates(state: RunState) -> tuple[int, ...]:
     """Indices of the current generation's candidates that have an outcome, in order."""
-    return tuple(sorted(int(index) for index in state.outcomes))
+    return tuple(sorted(state.outcomes))

@@ -35,14 +35,14 @@ def generation_tasks(
     run_id: str,
     deadline: float,
     traceparent: str | None,
-    known: Mapping[str, Mapping[str, Any]],
+    known: Mapping[int, Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
     """`candidate.task` data for each candidate of the generation with no outcome in `known`."""
     config = steps.ga_config(request)
     generation = ga_state.generation
     tasks = []
     for index, genome in pending(ga_state):
-        if str(index) in known:
+        if index in known:
             continue
         seed = candidate_training_seed(config, generation, index)
         task: dict[str, Any] = {

@@ -118,7 +118,7 @@ def run_generation(
     evaluate: Evaluate,
     *,
     context: Context | None = None,
-    known: Mapping[str, Mapping[str, Any]] | None = None,
+    known: Mapping[int, Mapping[str, Any]] | None = None,
     report: Report | None = None,
 ) -> GenerationOutcome:
     """Train generation `ga_state.generation` and breed the next; return the checkpoint.
@@ -132,7 +132,7 @@ def run_generation(
     config = ga_config(request)
     generation = ga_state.generation
     known = known or {}
-    todo = [(i, g) for i, g in pending(ga_state) if str(i) not in known]
+    todo = [(i, g) for i, g in pending(ga_state) if i not in known]
     seeds = [candidate_training_seed(config, generation, i) for i, _ in todo]
     networks = [
         with_rungs(to_network(g, n_features, n_classes, seed), ga_state.rungs, config.fidelity)
@@ -155,8 +155,8 @@ def run_generation(
         evaluated: dict[int, Evaluation] = {}
         candidates: dict[int, dict[str, Any]] = {}
         for key, outcome in known.items():
-            evaluated[int(key)] = outcomes.evaluation_of(outcome)
-            candidates[int(key)] = outcomes.candidate_summary(outcome)
+            evaluated[key] = outcomes.evaluation_of(outcome)
+            candidates[key] = outcomes.candidate_summary(outcome)
 
         def scored(position: int, result: Mapping[str, Any]) -> None:
             index, genome = todo[position]
