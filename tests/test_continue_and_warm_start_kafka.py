@@ -12,18 +12,23 @@ another shape of problem is a `run.rejected` with the reason.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from tests.kafka_helpers import WorkerProcess, collect, module_worker
+from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, module_worker
 from tests.test_e2e_kafka import event_types, for_run, produce, small_request, structured
 from thunderhelm.schemas import events as ev
-from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.codec import decode_record, encode_event
 from thunderhelm.schemas.requests import CONTINUE_REQUESTED
 from thunderhelm.streams.clients import client
+from thunderhelm.streams.domain import saga
+from thunderhelm.streams.wire.events import event_envelope
+from thunderhelm.streams.worker.kafka.run_log import partition_of, run_log
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -208,3 +213,32 @@ async def test_a_warm_start_from_a_missing_or_other_shaped_run_is_rejected_with_
         f"warm_start.run_id: run '{source}' learned 2 inputs and 3 classes; "
         "this request's dataset has 2 inputs and 4 classes"
     ]
+
+
+async def test_a_runs_log_is_read_again_from_its_acceptance_when_that_is_known(
+    worker: WorkerProcess,
+) -> None:
+    # Two notes on the run's partition, stamped ahead of every record there
+    # (which the broker allows up to an hour): the second at the run's
+    # acceptance, the first well before it. Read from the acceptance, the
+    # first is not read; read from the start, both are.
+    s = worker.settings
+    run_id = f"log-{uuid.uuid4().hex[:6]}"
+    accepted = time.time() + 50 * 60
+    note = {"run_id": run_id, "stage": "validate", "error_class": "X", "error_message": "m"}
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    await producer.start()
+    try:
+        for sequence, at in ((1, accepted - 40 * 60), (2, accepted)):
+            record = event_envelope(run_id, saga.NewEvent(ev.EVENT_DEAD_LETTERED, note), sequence)
+            await producer.send_and_wait(
+                s.run_events,
+                encode_event(record),
+                key=run_id.encode(),
+                partition=partition_of(s, run_id),
+                timestamp_ms=int(at * 1000),
+            )
+    finally:
+        await producer.stop()
+    assert len(await run_log(s, run_id)) == 2
+    assert len(await run_log(s, run_id, since=accepted)) == 1

@@ -104,6 +104,7 @@ class RunState:
                 "settled": True,
                 "revision": self.revision,
                 "continues": list(self.continues),
+                "accepted_at": self.accepted_at,
             }
         return {
             "run_id": self.run_id,
@@ -176,6 +177,7 @@ def settled(state: RunState) -> RunState:
         settled=True,
         revision=state.revision,
         continues=state.continues,
+        accepted_at=state.accepted_at,  # where a continue starts reading its log again
     )
 
 

@@ -35,6 +35,7 @@ from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import warm_start
 from thunderhelm.streams.execution.continuation import continue_events
 from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.wire.events import epoch_seconds
 from thunderhelm.streams.wire.failures import Failure, InputRejected, Stage, classify
 from thunderhelm.streams.worker.commands.control_pressure import ControlPressure
 from thunderhelm.streams.worker.commands.lanes import RunLanes
@@ -208,7 +209,10 @@ class CommandHandler:
         if stored.settled and stored.status == "succeeded":
             partition = self.journal.store.partition(run_id)
             assert partition is not None
-            full = folded(await run_log(self.settings, run_id, partition))
+            since = None if stored.accepted_at is None else epoch_seconds(stored.accepted_at)
+            full = folded(await run_log(self.settings, run_id, partition, since))
+            if since is not None and (full is None or full.version != stored.version):
+                full = folded(await run_log(self.settings, run_id, partition))  # from the start
             if full is None or full.version != stored.version:
                 raise InputRejected("decide", f"run {run_id!r}: its log moved while it was read")
         assert full is not None

@@ -3,8 +3,8 @@
 The runs table keeps a finished run settled (`saga.settled`: its checkpoint
 dropped), so a command that needs what the run ended with (a continue) folds
 the run's log again. It reads the run's partition from its start to its
-current end and keeps the run's records: as long as the partition, and only
-for such rare commands.
+current end and keeps the run's records, from where the run was accepted
+when that is known (`since`), else from the partition's start.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ from thunderhelm.streams.wire.events import to_domain
 from thunderhelm.streams.wire.failures import InputRejected
 
 _partitioner = DefaultPartitioner()
+# How far before the run's acceptance time reading starts: record timestamps
+# are set by whichever worker wrote them, and their clocks may differ a little.
+# A log read from too late folds to another version than the stored one, and
+# the caller reads it again from the start.
+CLOCK_SKEW_S = 300.0
 
 
 def partition_of(settings: Settings, run_id: str) -> int:
@@ -31,11 +36,12 @@ def partition_of(settings: Settings, run_id: str) -> int:
 
 
 async def run_log(
-    settings: Settings, run_id: str, partition: int | None = None
+    settings: Settings, run_id: str, partition: int | None = None, since: float | None = None
 ) -> list[saga.Event]:
     """The run's events on run-events (its `partition`, else computed), in log order.
 
-    Records that do not decode as events are skipped.
+    `since` (seconds since the epoch): read from records written after it,
+    less `CLOCK_SKEW_S`. Records that do not decode as events are skipped.
     """
     if partition is None:
         partition = partition_of(settings, run_id)
@@ -50,6 +56,11 @@ async def run_log(
         await consumer.start()  # inside: a failed start must still be stopped
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
+        if since is not None:
+            at = int((since - CLOCK_SKEW_S) * 1000)
+            found = (await consumer.offsets_for_times({tp: max(0, at)}))[tp]
+            if found is not None:
+                consumer.seek(tp, found.offset)
         end = (await consumer.end_offsets([tp]))[tp]
         key = run_id.encode()
         while await consumer.position(tp) < end:
