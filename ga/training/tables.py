@@ -24,8 +24,11 @@ refused as a regression target rather than treated as that many classes.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +195,12 @@ def read_columns(path: Path) -> dict[str, Any]:
     except Exception as exc:  # pyarrow raises its own errors for unreadable files
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TableError(f"{path.name}: not a readable {path.suffix} table ({reason})") from None
-    return {name: table.column(name).combine_chunks() for name in table.column_names}
+    return {name: _one_array(table.column(name)) for name in table.column_names}
+
+
+def _one_array(column: Any) -> Any:
+    """A column read in chunks as one pyarrow array (copied only when it has several)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _read_parquet(path: Path) -> Any:
@@ -269,6 +277,7 @@ def select(raw: Mapping[str, Any], spec: Mapping[str, object], what: str) -> Tab
         else {name for name, values in columns.items() if not is_numeric(values)}
     )
     table = Table(columns, frozenset(categorical), y, labels, target)
+    in_parallel(table.level_codes, sorted(categorical))  # cached for the checks, fit, encoding
     for name in sorted(categorical):
         _, seen = table.level_codes(name)
         if len(seen) > MAX_DISTINCT:
@@ -284,22 +293,31 @@ def select(raw: Mapping[str, Any], spec: Mapping[str, object], what: str) -> Tab
 
 def fit(table: Table, train: npt.NDArray[np.int64]) -> TableEncoding:
     """The encoding of `table`'s columns, fitted on the rows `train` only."""
-    columns: list[Column] = []
-    for name in table.columns:
+
+    def fitted(name: str) -> Column:
         if name in table.categorical:
             codes, levels = table.level_codes(name)
             tally = np.bincount(codes[train], minlength=len(levels))
             counts = {levels[i]: int(n) for i, n in enumerate(tally) if n}
             # Most frequent first; ties by value, so every replay agrees.
             ranked = sorted(counts, key=lambda level: (-counts[level], level))
-            columns.append(CategoricalColumn(name, tuple(ranked[:MAX_LEVELS])))
-        else:
-            numbers, gaps = table.numbers(name)
-            numbers, gaps = numbers[train], gaps[train]
-            present = numbers[~gaps]
-            median = float(np.median(present)) if present.size else 0.0
-            columns.append(NumericColumn(name, median, bool(gaps.any())))
-    return TableEncoding(table.target, tuple(columns))
+            return CategoricalColumn(name, tuple(ranked[:MAX_LEVELS]))
+        numbers, gaps = table.numbers(name)
+        numbers, gaps = numbers[train], gaps[train]
+        present = numbers[~gaps]
+        median = float(np.median(present)) if present.size else 0.0
+        return NumericColumn(name, median, bool(gaps.any()))
+
+    return TableEncoding(table.target, tuple(in_parallel(fitted, list(table.columns))))
+
+
+def in_parallel[T, R](work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`work` of each item, in order, on a few threads (numpy and pyarrow let go of
+    the GIL in their loops); the first failure in order is raised, as in a loop."""
+    if len(items) < 2 or _THREADS < 2:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(_THREADS) as pool:
+        return list(pool.map(work, items))
 
 
 # -- the design matrix, standardised, a block of rows at a time -------------------
@@ -307,6 +325,8 @@ def fit(table: Table, train: npt.NDArray[np.int64]) -> TableEncoding:
 # Rows encoded at a time: a block of the float32 output (4096 x 410 features
 # is 6.7 MB) stays in cache while each run of columns writes its part of it.
 _BLOCK_ROWS = 4096
+# Threads for the column and row-block work (the pyarrow readers use all cores too).
+_THREADS = min(8, os.process_cpu_count() or 1)
 # Rows summed at a time for the moments, as `datasets` sums a dense matrix's.
 _MOMENT_ROWS = 65_536
 
@@ -351,49 +371,63 @@ class Design:
 
     def __init__(self, table: Table, encoding: TableEncoding) -> None:
         self.width = encoding.width
-        self._runs: list[_NumberRun | _OneHotRun] = []
-        at = 0
-        for group in _runs_of(encoding.columns):
-            first = group[0]
-            if isinstance(first, NumericColumn):
-                self._runs.append(_number_run(table, group, at))
-            else:
-                self._runs.append(_one_hot_run(table, group, at))
-            at += self._runs[-1].width
+        groups = _runs_of(encoding.columns)
+        starts = np.cumsum([0] + [sum(c.width for c in group) for group in groups])
+
+        def run(i: int) -> _NumberRun | _OneHotRun:
+            group, at = groups[i], int(starts[i])
+            if isinstance(group[0], NumericColumn):
+                return _number_run(table, group, at)
+            return _one_hot_run(table, group, at)
+
+        self._runs = in_parallel(run, range(len(groups)))
 
     def moments(self, rows: Rows) -> tuple[F64, F64]:
         """Mean and standard deviation of each feature column over `rows`."""
-        n = max(1, len(rows))
-        mean, std = np.zeros(self.width), np.zeros(self.width)
+        parts: list[Callable[[], _Moments]] = []
         for run in self._runs:
-            span = slice(run.at, run.at + run.width)
             if isinstance(run, _NumberRun):
-                numbers = slice(run.at, run.at + run.width, run.step)
-                mean[numbers], std[numbers] = column_moments(run.filled, rows)
+                parts.append(partial(_number_moments, run, rows))
                 if run.gaps is not None:
-                    ones = np.zeros(run.gaps.shape[1], dtype=np.int64)
-                    for start in range(0, len(rows), _MOMENT_ROWS):
-                        ones += run.gaps[rows[start : start + _MOMENT_ROWS]].sum(axis=0)
-                    flags = slice(run.at + 1, run.at + run.width, 2)
-                    mean[flags], std[flags] = _binary_moments(ones, n)
+                    parts.append(partial(_indicator_moments, run, run.gaps, rows))
             else:
-                columns = run.place.shape[1]
-                ones = np.zeros((columns, run.each), dtype=np.int64)
-                for j in range(columns):
-                    ones[j] = np.bincount(run.place[rows, j], minlength=run.each)
-                mean[span], std[span] = _binary_moments(ones.reshape(-1), n)
+                parts.append(partial(_one_hot_moments, run, rows))
+        mean, std = np.zeros(self.width), np.zeros(self.width)
+        for columns, part_mean, part_std in in_parallel(lambda part: part(), parts):
+            mean[columns], std[columns] = part_mean, part_std
         return mean, std
 
     def standardized(self, rows: Rows, mean: F64, scale: F64) -> F32:
         """`(x[rows] - mean) / scale` as float32, x being the encoded matrix."""
         writers = [_writer(run, mean, scale) for run in self._runs]
         out = np.empty((len(rows), self.width), dtype=np.float32)
-        for start in range(0, len(rows), _BLOCK_ROWS):
+
+        def fill(start: int) -> None:  # blocks are disjoint: threads need no lock
             chosen = rows[start : start + _BLOCK_ROWS]
             block = out[start : start + len(chosen)]
             for write in writers:
                 write(block, chosen)
+
+        in_parallel(fill, range(0, len(rows), _BLOCK_ROWS))
         return out
+
+
+type _Moments = tuple[slice, F64, F64]  # which feature columns, their mean and std
+
+
+def _number_moments(run: _NumberRun, rows: Rows) -> _Moments:
+    return (slice(run.at, run.at + run.width, run.step), *column_moments(run.filled, rows))
+
+
+def _indicator_moments(run: _NumberRun, gaps: npt.NDArray[np.bool_], rows: Rows) -> _Moments:
+    ones = np.count_nonzero(np.take(gaps, rows, axis=0), axis=0)
+    return (slice(run.at + 1, run.at + run.width, 2), *_binary_moments(ones, len(rows)))
+
+
+def _one_hot_moments(run: _OneHotRun, rows: Rows) -> _Moments:
+    hot = np.take(run.place, rows, axis=0) + _first_rows(run)
+    ones = np.bincount(hot.reshape(-1), minlength=run.width)
+    return (slice(run.at, run.at + run.width), *_binary_moments(ones, len(rows)))
 
 
 type _Writer = Callable[[F32, Rows], None]
@@ -403,25 +437,26 @@ def _writer(run: _NumberRun | _OneHotRun, mean: F64, scale: F64) -> _Writer:
     """What writes `run`'s standardised columns of a block of rows."""
     if isinstance(run, _OneHotRun):
         return _one_hot_writer(run, mean, scale)
-    numbers = slice(run.at, run.at + run.width, run.step)
-    flags = slice(run.at + 1, run.at + run.width, 2)
-    # An indicator takes two values only: both standardised once here.
-    low = ((0.0 - mean[flags]) / scale[flags]).astype(np.float32)
-    high = ((1.0 - mean[flags]) / scale[flags]).astype(np.float32)
+    span = slice(run.at, run.at + run.width)
+    # Contiguous copies: numpy broadcasts a strided operand several times slower.
+    span_mean, span_scale = np.ascontiguousarray(mean[span]), np.ascontiguousarray(scale[span])
+    gaps = run.gaps
 
     def write(block: F32, rows: Rows) -> None:
-        values = run.filled[rows]
-        values -= mean[numbers]
-        values /= scale[numbers]
-        block[:, numbers] = values
-        if run.gaps is not None:
-            block[:, flags] = np.where(run.gaps[rows], high, low)
+        if gaps is None:
+            values = np.take(run.filled, rows, axis=0)
+        else:  # the encoded columns as they lie: each number, then its 0/1 gap flag
+            values = np.empty((len(rows), run.width))
+            values[:, 0::2] = np.take(run.filled, rows, axis=0)
+            values[:, 1::2] = np.take(gaps, rows, axis=0)
+        values -= span_mean
+        # Divided in float64, rounded to float32 as it is stored: no float64 copy.
+        np.divide(values, span_scale, out=block[:, span], casting="same_kind")
 
     return write
 
 
 def _one_hot_writer(run: _OneHotRun, mean: F64, scale: F64) -> _Writer:
-    columns = run.place.shape[1]
     # A one-hot column takes two values only: each column's every possible row
     # (row k: its k-th column hot), standardised once here and looked up after.
     lookup = np.concatenate(
@@ -430,14 +465,21 @@ def _one_hot_writer(run: _OneHotRun, mean: F64, scale: F64) -> _Writer:
             for at in range(run.at, run.at + run.width, run.each)
         ]
     ).astype(np.float32)
-    first_row = np.arange(columns, dtype=np.intp) * run.each  # each column's rows in lookup
+    first_row = _first_rows(run)
     span = slice(run.at, run.at + run.width)
 
     def write(block: F32, rows: Rows) -> None:
-        hot = run.place[rows] + first_row
-        block[:, span] = lookup[hot].reshape(len(rows), run.width)
+        hot = np.take(run.place, rows, axis=0) + first_row
+        # A contiguous take, then one copy: faster than a take into the strided block.
+        rows_of_lookup = np.take(lookup, hot.reshape(-1), axis=0, mode="clip")  # all in range
+        block[:, span] = rows_of_lookup.reshape(len(rows), run.width)
 
     return write
+
+
+def _first_rows(run: _OneHotRun) -> npt.NDArray[np.intp]:
+    """Where each column of `run` starts among all its columns' one-hot positions."""
+    return np.arange(run.place.shape[1], dtype=np.intp) * run.each
 
 
 def _runs_of(columns: Sequence[Column]) -> list[list[Column]]:
@@ -463,13 +505,15 @@ def _number_run(table: Table, group: Sequence[Column], at: int) -> _NumberRun:
     indicator = isinstance(group[0], NumericColumn) and group[0].indicator
     filled = np.empty((rows, len(group)), dtype=np.float64)
     gaps = np.empty((rows, len(group)), dtype=np.bool_) if indicator else None
-    for j, c in enumerate(group):
-        assert isinstance(c, NumericColumn)
-        numbers, missing = table.numbers(c.name)
-        filled[:, j] = numbers
-        np.copyto(filled[:, j], c.median, where=missing)
-        if gaps is not None:
-            gaps[:, j] = missing
+    columns = [(c.median, *table.numbers(c.name)) for c in group if isinstance(c, NumericColumn)]
+    # Column by column into a block of rows that stays in cache, not down all rows.
+    for start in range(0, rows, _BLOCK_ROWS):
+        part = slice(start, start + _BLOCK_ROWS)
+        for j, (median, numbers, missing) in enumerate(columns):
+            filled[part, j] = numbers[part]
+            np.copyto(filled[part, j], median, where=missing[part])
+            if gaps is not None:
+                gaps[part, j] = missing[part]
     return _NumberRun(at, 2 if indicator else 1, filled, gaps)
 
 
@@ -484,14 +528,16 @@ def _one_hot_run(table: Table, group: Sequence[Column], at: int) -> _OneHotRun:
 
 
 def column_moments(matrix: npt.NDArray[np.floating[Any]], rows: Rows) -> tuple[F64, F64]:
-    """Mean and standard deviation of `matrix`'s `rows`, per column, in two passes of chunks."""
+    """Mean and standard deviation of `matrix`'s `rows`, per column, in two passes of chunks
+    (summed in the order and chunks `datasets` sums a dense matrix's: the same float64s)."""
+    chosen = np.take(matrix, rows, axis=0)  # gathered once for both passes
     total = np.zeros(matrix.shape[1])
     for at in range(0, len(rows), _MOMENT_ROWS):
-        total += matrix[rows[at : at + _MOMENT_ROWS]].sum(axis=0)
+        total += chosen[at : at + _MOMENT_ROWS].sum(axis=0)
     mean = total / max(1, len(rows))
     squares = np.zeros(matrix.shape[1])
     for at in range(0, len(rows), _MOMENT_ROWS):
-        squares += np.square(matrix[rows[at : at + _MOMENT_ROWS]] - mean).sum(axis=0)
+        squares += np.square(chosen[at : at + _MOMENT_ROWS] - mean).sum(axis=0)
     return mean, np.sqrt(squares / max(1, len(rows)))
 
 
@@ -502,6 +548,7 @@ def _binary_moments(ones: npt.NDArray[np.int64], n: int) -> tuple[F64, F64]:
     squares in closed form, which can differ from a running sum in the last
     bits of a float64, far below the float32 they are rounded to).
     """
+    n = max(1, n)  # no rows: zeros, as a sum over none
     mean = ones / n
     squares = ones * np.square(1.0 - mean) + (n - ones) * np.square(mean)
     return mean, np.sqrt(squares / n)
@@ -528,7 +575,7 @@ def rows_to_columns(rows: Any) -> dict[str, Any]:
             raise TableError(f"{path.name}: rows come as a .csv or .parquet file")
         return read_columns(path)
     if hasattr(rows, "column_names") and hasattr(rows, "to_pydict"):  # pyarrow Table
-        return {str(k): rows.column(k).combine_chunks() for k in rows.column_names}
+        return {str(k): _one_array(rows.column(k)) for k in rows.column_names}
     if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # pandas DataFrame
         frame = rows.astype(object).where(rows.notna(), None)
         return {str(k): list(v) for k, v in frame.to_dict("list").items()}
@@ -616,7 +663,9 @@ def level_codes(values: Any) -> tuple[npt.NDArray[np.intp], list[str]]:
     # Values that read alike (a NaN and a gap; 3 and 3.0) are one level.
     distinct: dict[str, int] = {}
     remap = np.array([distinct.setdefault(n, len(distinct)) for n in names], dtype=np.intp)
-    return remap[raw_codes] if len(names) else raw_codes, list(distinct)
+    if len(distinct) == len(names):  # every level its own: the codes stand
+        return raw_codes, list(distinct)
+    return remap[raw_codes], list(distinct)
 
 
 def _kept(values: Any, keep: npt.NDArray[np.bool_]) -> Any:
