@@ -303,9 +303,9 @@ def fit(table: Table, train: npt.NDArray[np.int64]) -> TableEncoding:
             ranked = sorted(counts, key=lambda level: (-counts[level], level))
             return CategoricalColumn(name, tuple(ranked[:MAX_LEVELS]))
         numbers, gaps = table.numbers(name)
-        numbers, gaps = numbers[train], gaps[train]
-        present = numbers[~gaps]
-        median = float(np.median(present)) if present.size else 0.0
+        numbers, gaps = np.take(numbers, train), np.take(gaps, train)
+        present = numbers[~gaps]  # a copy of our own: the median may reorder it
+        median = float(np.median(present, overwrite_input=True)) if present.size else 0.0
         return NumericColumn(name, median, bool(gaps.any()))
 
     return TableEncoding(table.target, tuple(in_parallel(fitted, list(table.columns))))
