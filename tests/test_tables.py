@@ -190,3 +190,126 @@ def test_the_request_schema_takes_a_table_and_refuses_features_with_drop() -> No
     assert ok.dataset.name == "table"
     with pytest.raises(ValidationError, match="give 'features' or 'drop', not both"):
         RunRequest.model_validate({"run_id": "t", "dataset": spec(features=["city"])})
+
+
+def test_the_encoding_is_pinned_on_a_small_mixed_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Levels by count, ties by value, gaps as a level, the rest and unseen values as "other";
+    medians and gap flags from the training rows; the design matrix agrees with `encode`."""
+    from thunderhelm.ga.training import tables
+
+    monkeypatch.setattr(tables, "MAX_LEVELS", 2)
+    raw = {
+        "color": pa.array(["red", "blue", "red", None, None, "blue", "green", "teal"]),
+        "size": pa.array([1.0, None, 3.0, 4.0, 2.0, float("nan"), 5.0, None]),
+        "age": pa.array([10, 20, 30, 40, 50, 60, 70, 80]),
+        "y": pa.array(["a", "b", "a", "b", "a", "b", "a", "b"]),
+    }
+    table = tables.select(raw, {"target": "y"}, "t")
+    train = np.arange(7)  # "teal" (row 7) is never seen in training
+    encoding = tables.fit(table, train)
+    # red, blue and (missing) twice each: the tie goes by value, "(" before "b" before "r".
+    assert encoding.to_dict() == {
+        "target": "y",
+        "columns": [
+            {"name": "color", "kind": "category", "levels": [MISSING, "blue"]},
+            {"name": "size", "kind": "number", "median": 3.0, "indicator": True},
+            {"name": "age", "kind": "number", "median": 40.0, "indicator": False},
+        ],
+    }
+    assert encoding.feature_names() == [
+        f"color={MISSING}",
+        "color=blue",
+        "color=(other)",
+        "size",
+        "size=missing",
+        "age",
+    ]
+    expected = np.array(
+        [
+            [0, 0, 1, 1, 0, 10],
+            [0, 1, 0, 3, 1, 20],
+            [0, 0, 1, 3, 0, 30],
+            [1, 0, 0, 4, 0, 40],
+            [1, 0, 0, 2, 0, 50],
+            [0, 1, 0, 3, 1, 60],
+            [0, 0, 1, 5, 0, 70],
+            [0, 0, 1, 3, 1, 80],
+        ],
+        dtype=np.float64,
+    )
+    x = encoding.encode(table.columns)
+    assert np.array_equal(x, expected)
+    # Raw rows at predict time, as lists with None: the same matrix.
+    as_lists = {name: values.to_pylist() for name, values in raw.items() if name != "y"}
+    assert np.array_equal(encoding.encode(as_lists), expected)
+    # The design matrix: the same moments and standardised values, never built whole.
+    design = tables.Design(table, encoding)
+    mean, scale = design.moments(train)
+    assert np.allclose(mean, expected[train].mean(axis=0), rtol=0, atol=1e-12)
+    assert np.allclose(scale, expected[train].std(axis=0), rtol=0, atol=1e-12)
+    rows = np.array([7, 0, 3, 3, 5])
+    want = ((expected[rows] - mean) / scale).astype(np.float32)
+    assert np.array_equal(design.standardized(rows, mean, scale), want)
+
+
+def mixed(rows: int, seed: int) -> pa.Table:
+    """Runs of every kind: numbers with and without gaps side by side, categories of
+    more and fewer than MAX_LEVELS values, integers, booleans, NaN and infinities."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.random((6, rows)) < 0.1
+    many = rng.integers(0, 45, rows).astype(str)
+    return pa.table(
+        {
+            "a": pa.array(rng.normal(size=rows), mask=gaps[0]),
+            "b": pa.array(rng.normal(size=rows), mask=gaps[1]),
+            "n": rng.integers(-5, 5, rows),
+            "many": pa.array(np.char.add("v", many), mask=gaps[2]),
+            "few": pa.array(rng.choice(["x", "y", "z"], rows), mask=gaps[3]),
+            "few2": pa.array(rng.choice(["p", "q", "r"], rows)),
+            "flag": pa.array(rng.random(rows) < 0.5, mask=gaps[4]),
+            "odd": pa.array(np.where(rng.random(rows) < 0.02, np.inf, rng.normal(size=rows))),
+            "c": pa.array(rng.normal(size=rows), mask=gaps[5]),
+            "y": pa.array(rng.choice(["lo", "hi", "mid"], rows), mask=rng.random(rows) < 0.03),
+        }
+    )
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_the_splits_are_the_encoded_matrix_standardised(
+    tmp_path: Path, suffix: str, standardize: bool
+) -> None:
+    """The splits built a block at a time equal the dense float64 route: `encode` of every
+    row (as at predict time), the training moments, then (x - mean) / scale in float32."""
+    import pyarrow.csv as pa_csv
+
+    from thunderhelm.ga.training import datasets
+
+    table = mixed(3000, seed=5)
+    path = tmp_path / f"mixed{suffix}"
+    if suffix == ".csv":
+        pa_csv.write_csv(table, path)
+    else:
+        pq.write_table(table, path)
+    spec = {"name": "table", "path": path.name, "target": "y", "standardize": standardize}
+    data = load_dataset(spec, data_root=tmp_path, text_dir=tmp_path)
+    encoding = data.table
+    assert encoding is not None
+    kinds = [type(c).__name__ for c in encoding.columns]
+    assert kinds.count("CategoricalColumn") == 4 and len(kinds) == 9
+    # The dense route, rebuilt from the split `load_dataset` drew.
+    n = len(data.y_train) + len(data.y_val) + len(data.y_test)
+    perm = np.random.default_rng([0, 0x5E1]).permutation(n)
+    val, train = perm[: len(data.y_val)], perm[len(data.y_val) + len(data.y_test) :]
+    kept = np.asarray(table.column("y").is_valid())
+    raw = {name: table.column(name).filter(kept).combine_chunks() for name in table.column_names}
+    x = encoding.encode(raw)
+    if standardize:
+        mean, scale = datasets._moments(x, train)
+        scale[~(scale > 1e-12)] = 1.0
+        assert np.array_equal(data.mean, mean.astype(np.float32))
+        assert np.array_equal(data.scale, scale.astype(np.float32))
+    mean, scale = data.mean.astype(np.float64), data.scale.astype(np.float64)
+    assert np.array_equal(data.x_train, ((x[train] - mean) / scale).astype(np.float32))
+    assert np.array_equal(data.x_val, ((x[val] - mean) / scale).astype(np.float32))
+    assert np.array_equal(data.x_test, ((x[data.test_rows] - mean) / scale).astype(np.float32))

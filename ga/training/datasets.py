@@ -19,6 +19,7 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -151,25 +152,31 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
     if name == "table":
         # The encoding learns from the training rows only, like the standardisation.
         encoding = tables.fit(table, np.sort(train))
-        x = encoding.encode(table.columns)
+        # Encoded and standardised straight into each split's float32 rows.
+        design = tables.Design(table, encoding)
+        width, moments, standardized = design.width, design.moments, design.standardized
+    else:
+        width = int(x.shape[1])
+        moments = partial(_moments, x)
+        standardized = partial(_standardized, x)
     if standardize:
-        mean, scale = _moments(x, train)
+        mean, scale = moments(train)
         scale[~(scale > 1e-12)] = 1.0
     else:
-        mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        mean, scale = np.zeros(width), np.ones(width)
     # Rounded to the float32 a saved model keeps, so raw rows standardised
     # later by that model get exactly the values the network was trained on.
     mean = mean.astype(np.float32).astype(np.float64)
     scale = scale.astype(np.float32).astype(np.float64)
     return PreparedDataset(
         name=name,
-        x_train=_frozen(_standardized(x, train, mean, scale)),
+        x_train=_frozen(standardized(train, mean, scale)),
         y_train=_frozen(y[train].astype(np.int32)),
-        x_val=_frozen(_standardized(x, val, mean, scale)),
+        x_val=_frozen(standardized(val, mean, scale)),
         y_val=_frozen(y[val].astype(np.int32)),
-        x_test=_frozen(_standardized(x, test, mean, scale)),
+        x_test=_frozen(standardized(test, mean, scale)),
         y_test=_frozen(y[test].astype(np.int32)),
-        n_features=int(x.shape[1]),
+        n_features=width,
         n_classes=n_classes,
         mean=_frozen(mean.astype(np.float32)),
         scale=_frozen(scale.astype(np.float32)),

@@ -24,8 +24,11 @@ refused as a regression target rather than treated as that many classes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,10 @@ MAX_DISTINCT = 10_000  # a "category" with more distinct values is an identifier
 MAX_CLASSES_INFERRED = 50
 MISSING = "(missing)"
 SUFFIXES = (".csv", ".parquet")
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+Rows = npt.NDArray[np.intp] | npt.NDArray[np.int64]
 
 
 class TableError(ValueError):
@@ -105,11 +112,9 @@ class TableEncoding:
                 if c.indicator:
                     out[:, at + 1] = gaps
             else:
-                index = {level: i for i, level in enumerate(c.levels)}
-                codes, levels = level_codes(values)
-                place = np.array([index.get(level, len(c.levels)) for level in levels], np.intp)
+                place = one_hot_places(level_codes(values), c.levels)
                 if rows:
-                    out[np.arange(rows), at + place[codes]] = 1.0
+                    out[np.arange(rows), at + place] = 1.0
             at += c.width
         return out
 
@@ -150,18 +155,37 @@ class Table:
     y: npt.NDArray[np.int64]
     labels: tuple[str, ...]
     target: str
+    # Each column's codes or numbers, computed once: select, fit and the design
+    # matrix all need them, and a million rows cost milliseconds each.
+    _codes: dict[str, tuple[npt.NDArray[np.intp], list[str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    _numbers: dict[str, tuple[F64, npt.NDArray[np.bool_]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def level_codes(self, name: str) -> tuple[npt.NDArray[np.intp], list[str]]:
+        """`level_codes` of the column `name`, cached."""
+        if name not in self._codes:
+            self._codes[name] = level_codes(self.columns[name])
+        return self._codes[name]
+
+    def numbers(self, name: str) -> tuple[F64, npt.NDArray[np.bool_]]:
+        """The column `name`'s numbers (unspecified at gaps) and its gaps, cached."""
+        if name not in self._numbers:
+            self._numbers[name] = _floats(self.columns[name], name)
+        return self._numbers[name]
 
 
 def read_columns(path: Path) -> dict[str, Any]:
     """Every column of a CSV or Parquet file, as a pyarrow array (typed, nulls for gaps)."""
     try:
         import pyarrow.csv as pa_csv
-        import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - a dependency of the package
         raise TableError(f"reading tables needs pyarrow ({exc})") from None
     try:
         if path.suffix.lower() == ".parquet":
-            table = pq.read_table(path)
+            table = _read_parquet(path)
         else:
             options = pa_csv.ConvertOptions(
                 null_values=["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"],
@@ -171,7 +195,28 @@ def read_columns(path: Path) -> dict[str, Any]:
     except Exception as exc:  # pyarrow raises its own errors for unreadable files
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TableError(f"{path.name}: not a readable {path.suffix} table ({reason})") from None
-    return {name: table.column(name).combine_chunks() for name in table.column_names}
+    return {name: _one_array(table.column(name)) for name in table.column_names}
+
+
+def _one_array(column: Any) -> Any:
+    """A column read in chunks as one pyarrow array (copied only when it has several)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _read_parquet(path: Path) -> Any:
+    """One Parquet file as a pyarrow Table.
+
+    `ParquetFile` reads it as `pq.read_table` does, without importing
+    pyarrow.dataset (and pandas with it: half a second). A file it cannot
+    read goes to `read_table`, whose error message names the file.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path) as file:
+            return file.read()
+    except Exception:
+        return pq.read_table(path)
 
 
 def select(raw: Mapping[str, Any], spec: Mapping[str, object], what: str) -> Table:
@@ -211,7 +256,7 @@ def select(raw: Mapping[str, Any], spec: Mapping[str, object], what: str) -> Tab
     if not keep.any():
         raise TableError(f"{what}: the target {target!r} has no values")
     kept_codes = codes[keep]
-    used = np.unique(kept_codes)
+    used = np.flatnonzero(np.bincount(kept_codes, minlength=len(levels)))  # sorted, as unique
     distinct = sorted(levels[i] for i in used)
     numeric_target = is_numeric(raw[target])
     if numeric_target and len(distinct) > MAX_CLASSES_INFERRED:
@@ -231,8 +276,10 @@ def select(raw: Mapping[str, Any], spec: Mapping[str, object], what: str) -> Tab
         if declared is not None
         else {name for name, values in columns.items() if not is_numeric(values)}
     )
+    table = Table(columns, frozenset(categorical), y, labels, target)
+    in_parallel(table.level_codes, sorted(categorical))  # cached for the checks, fit, encoding
     for name in sorted(categorical):
-        _, seen = level_codes(columns[name])
+        _, seen = table.level_codes(name)
         if len(seen) > MAX_DISTINCT:
             raise TableError(
                 f"{what}: column {name!r} has {len(seen)} distinct values (at most "
@@ -241,27 +288,282 @@ def select(raw: Mapping[str, Any], spec: Mapping[str, object], what: str) -> Tab
     for name in features:
         if name not in categorical and not is_numeric(columns[name]):
             raise TableError(f"{what}: column {name!r} holds text; list it in 'categorical'")
-    return Table(columns, frozenset(categorical), y, labels, target)
+    return table
 
 
 def fit(table: Table, train: npt.NDArray[np.int64]) -> TableEncoding:
     """The encoding of `table`'s columns, fitted on the rows `train` only."""
-    columns: list[Column] = []
-    for name, values in table.columns.items():
+
+    def fitted(name: str) -> Column:
         if name in table.categorical:
-            codes, levels = level_codes(values)
+            codes, levels = table.level_codes(name)
             tally = np.bincount(codes[train], minlength=len(levels))
             counts = {levels[i]: int(n) for i, n in enumerate(tally) if n}
             # Most frequent first; ties by value, so every replay agrees.
             ranked = sorted(counts, key=lambda level: (-counts[level], level))
-            columns.append(CategoricalColumn(name, tuple(ranked[:MAX_LEVELS])))
+            return CategoricalColumn(name, tuple(ranked[:MAX_LEVELS]))
+        numbers, gaps = table.numbers(name)
+        numbers, gaps = np.take(numbers, train), np.take(gaps, train)
+        present = numbers[~gaps]  # a copy of our own: the median may reorder it
+        median = float(np.median(present, overwrite_input=True)) if present.size else 0.0
+        return NumericColumn(name, median, bool(gaps.any()))
+
+    return TableEncoding(table.target, tuple(in_parallel(fitted, list(table.columns))))
+
+
+def in_parallel[T, R](work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`work` of each item, in order, on a few threads (numpy and pyarrow let go of
+    the GIL in their loops); the first failure in order is raised, as in a loop."""
+    if len(items) < 2 or _THREADS < 2:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(_THREADS) as pool:
+        return list(pool.map(work, items))
+
+
+# -- the design matrix, standardised, a block of rows at a time -------------------
+
+# Rows encoded at a time: a block of the float32 output (4096 x 410 features
+# is 6.7 MB) stays in cache while each run of columns writes its part of it.
+_BLOCK_ROWS = 4096
+# Threads for the column and row-block work (the pyarrow readers use all cores too).
+_THREADS = min(8, os.process_cpu_count() or 1)
+# Rows summed at a time for the moments, as `datasets` sums a dense matrix's.
+_MOMENT_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class _NumberRun:
+    """Adjacent numeric columns alike (all with or all without an indicator)."""
+
+    at: int  # the first feature column; each column's indicator follows it
+    step: int  # 2 with indicators, else 1
+    filled: F64  # rows x columns, gaps already the training median
+    gaps: npt.NDArray[np.bool_] | None  # rows x columns, with indicators
+
+    @property
+    def width(self) -> int:
+        return int(self.filled.shape[1]) * self.step
+
+
+@dataclass(frozen=True)
+class _OneHotRun:
+    """Adjacent categorical columns of one width (levels + "other")."""
+
+    at: int
+    each: int  # one column's width
+    place: npt.NDArray[np.integer[Any]]  # rows x columns: the hot column in each ("other" last)
+
+    @property
+    def width(self) -> int:
+        return int(self.place.shape[1]) * self.each
+
+
+class Design:
+    """The matrix `encoding.encode(table.columns)` describes, never built whole.
+
+    `moments` gives its columns' training statistics and `standardized` any
+    rows of it as `(x - mean) / scale` in float32, a block of rows at a time,
+    with the same float64 arithmetic per value as standardising the encoded
+    float64 matrix: the same values, without that matrix (8 bytes a value)
+    or one-hot temporaries. Adjacent columns of a kind go together as a run,
+    so each block costs a few numpy calls per run, not per column.
+    """
+
+    def __init__(self, table: Table, encoding: TableEncoding) -> None:
+        self.width = encoding.width
+        groups = _runs_of(encoding.columns)
+        starts = np.cumsum([0] + [sum(c.width for c in group) for group in groups])
+
+        def run(i: int) -> _NumberRun | _OneHotRun:
+            group, at = groups[i], int(starts[i])
+            if isinstance(group[0], NumericColumn):
+                return _number_run(table, group, at)
+            return _one_hot_run(table, group, at)
+
+        self._runs = in_parallel(run, range(len(groups)))
+
+    def moments(self, rows: Rows) -> tuple[F64, F64]:
+        """Mean and standard deviation of each feature column over `rows`."""
+        parts: list[Callable[[], _Moments]] = []
+        for run in self._runs:
+            if isinstance(run, _NumberRun):
+                parts.append(partial(_number_moments, run, rows))
+                if run.gaps is not None:
+                    parts.append(partial(_indicator_moments, run, run.gaps, rows))
+            else:
+                parts.append(partial(_one_hot_moments, run, rows))
+        mean, std = np.zeros(self.width), np.zeros(self.width)
+        for columns, part_mean, part_std in in_parallel(lambda part: part(), parts):
+            mean[columns], std[columns] = part_mean, part_std
+        return mean, std
+
+    def standardized(self, rows: Rows, mean: F64, scale: F64) -> F32:
+        """`(x[rows] - mean) / scale` as float32, x being the encoded matrix."""
+        writers = [_writer(run, mean, scale) for run in self._runs]
+        out = np.empty((len(rows), self.width), dtype=np.float32)
+
+        def fill(start: int) -> None:  # blocks are disjoint: threads need no lock
+            chosen = rows[start : start + _BLOCK_ROWS]
+            block = out[start : start + len(chosen)]
+            for write in writers:
+                write(block, chosen)
+
+        in_parallel(fill, range(0, len(rows), _BLOCK_ROWS))
+        return out
+
+
+type _Moments = tuple[slice, F64, F64]  # which feature columns, their mean and std
+
+
+def _number_moments(run: _NumberRun, rows: Rows) -> _Moments:
+    return (slice(run.at, run.at + run.width, run.step), *column_moments(run.filled, rows))
+
+
+def _indicator_moments(run: _NumberRun, gaps: npt.NDArray[np.bool_], rows: Rows) -> _Moments:
+    ones = np.count_nonzero(np.take(gaps, rows, axis=0), axis=0)
+    return (slice(run.at + 1, run.at + run.width, 2), *_binary_moments(ones, len(rows)))
+
+
+def _one_hot_moments(run: _OneHotRun, rows: Rows) -> _Moments:
+    hot = np.take(run.place, rows, axis=0) + _first_rows(run)
+    ones = np.bincount(hot.reshape(-1), minlength=run.width)
+    return (slice(run.at, run.at + run.width), *_binary_moments(ones, len(rows)))
+
+
+type _Writer = Callable[[F32, Rows], None]
+
+
+def _writer(run: _NumberRun | _OneHotRun, mean: F64, scale: F64) -> _Writer:
+    """What writes `run`'s standardised columns of a block of rows."""
+    if isinstance(run, _OneHotRun):
+        return _one_hot_writer(run, mean, scale)
+    span = slice(run.at, run.at + run.width)
+    # Contiguous copies: numpy broadcasts a strided operand several times slower.
+    span_mean, span_scale = np.ascontiguousarray(mean[span]), np.ascontiguousarray(scale[span])
+    gaps = run.gaps
+
+    def write(block: F32, rows: Rows) -> None:
+        if gaps is None:
+            values = np.take(run.filled, rows, axis=0)
+        else:  # the encoded columns as they lie: each number, then its 0/1 gap flag
+            values = np.empty((len(rows), run.width))
+            values[:, 0::2] = np.take(run.filled, rows, axis=0)
+            values[:, 1::2] = np.take(gaps, rows, axis=0)
+        values -= span_mean
+        # Divided in float64, rounded to float32 as it is stored: no float64 copy.
+        np.divide(values, span_scale, out=block[:, span], casting="same_kind")
+
+    return write
+
+
+def _one_hot_writer(run: _OneHotRun, mean: F64, scale: F64) -> _Writer:
+    # A one-hot column takes two values only: each column's every possible row
+    # (row k: its k-th column hot), standardised once here and looked up after.
+    lookup = np.concatenate(
+        [
+            (np.eye(run.each) - mean[at : at + run.each]) / scale[at : at + run.each]
+            for at in range(run.at, run.at + run.width, run.each)
+        ]
+    ).astype(np.float32)
+    first_row = _first_rows(run)
+    span = slice(run.at, run.at + run.width)
+
+    def write(block: F32, rows: Rows) -> None:
+        hot = np.take(run.place, rows, axis=0) + first_row
+        # A contiguous take, then one copy: faster than a take into the strided block.
+        rows_of_lookup = np.take(lookup, hot.reshape(-1), axis=0, mode="clip")  # all in range
+        block[:, span] = rows_of_lookup.reshape(len(rows), run.width)
+
+    return write
+
+
+def _first_rows(run: _OneHotRun) -> npt.NDArray[np.intp]:
+    """Where each column of `run` starts among all its columns' one-hot positions."""
+    return np.arange(run.place.shape[1], dtype=np.intp) * run.each
+
+
+def _runs_of(columns: Sequence[Column]) -> list[list[Column]]:
+    """`columns` in order, adjacent ones of a kind and width together."""
+    runs: list[list[Column]] = []
+    for c in columns:
+        last = runs[-1][-1] if runs else None
+        if last is not None and type(last) is type(c) and _alike(last, c):
+            runs[-1].append(c)
         else:
-            numbers, gaps = _numbers(values, name)
-            numbers, gaps = numbers[train], gaps[train]
-            present = numbers[~gaps]
-            median = float(np.median(present)) if present.size else 0.0
-            columns.append(NumericColumn(name, median, bool(gaps.any())))
-    return TableEncoding(table.target, tuple(columns))
+            runs.append([c])
+    return runs
+
+
+def _alike(a: Column, b: Column) -> bool:
+    if isinstance(a, NumericColumn) and isinstance(b, NumericColumn):
+        return a.indicator == b.indicator
+    return a.width == b.width
+
+
+def _number_run(table: Table, group: Sequence[Column], at: int) -> _NumberRun:
+    rows = len(table.y)
+    indicator = isinstance(group[0], NumericColumn) and group[0].indicator
+    filled = np.empty((rows, len(group)), dtype=np.float64)
+    gaps = np.empty((rows, len(group)), dtype=np.bool_) if indicator else None
+    columns = [(c.median, *table.numbers(c.name)) for c in group if isinstance(c, NumericColumn)]
+    # Column by column into a block of rows that stays in cache, not down all rows.
+    for start in range(0, rows, _BLOCK_ROWS):
+        part = slice(start, start + _BLOCK_ROWS)
+        for j, (median, numbers, missing) in enumerate(columns):
+            filled[part, j] = numbers[part]
+            np.copyto(filled[part, j], median, where=missing[part])
+            if gaps is not None:
+                gaps[part, j] = missing[part]
+    return _NumberRun(at, 2 if indicator else 1, filled, gaps)
+
+
+def _one_hot_run(table: Table, group: Sequence[Column], at: int) -> _OneHotRun:
+    each = group[0].width
+    small = np.uint8 if each <= 256 else np.intp  # an eighth of the memory reads
+    place = np.empty((len(table.y), len(group)), dtype=small)
+    for j, c in enumerate(group):
+        assert isinstance(c, CategoricalColumn)
+        place[:, j] = one_hot_places(table.level_codes(c.name), c.levels)
+    return _OneHotRun(at, each, place)
+
+
+def column_moments(matrix: npt.NDArray[np.floating[Any]], rows: Rows) -> tuple[F64, F64]:
+    """Mean and standard deviation of `matrix`'s `rows`, per column, in two passes of chunks
+    (summed in the order and chunks `datasets` sums a dense matrix's: the same float64s)."""
+    chosen = np.take(matrix, rows, axis=0)  # gathered once for both passes
+    total = np.zeros(matrix.shape[1])
+    for at in range(0, len(rows), _MOMENT_ROWS):
+        total += chosen[at : at + _MOMENT_ROWS].sum(axis=0)
+    mean = total / max(1, len(rows))
+    squares = np.zeros(matrix.shape[1])
+    for at in range(0, len(rows), _MOMENT_ROWS):
+        squares += np.square(chosen[at : at + _MOMENT_ROWS] - mean).sum(axis=0)
+    return mean, np.sqrt(squares / max(1, len(rows)))
+
+
+def _binary_moments(ones: npt.NDArray[np.int64], n: int) -> tuple[F64, F64]:
+    """Mean and standard deviation of 0/1 columns of `n` rows with `ones` ones each.
+
+    The same figures as summing the column's values (the mean exactly; the
+    squares in closed form, which can differ from a running sum in the last
+    bits of a float64, far below the float32 they are rounded to).
+    """
+    n = max(1, n)  # no rows: zeros, as a sum over none
+    mean = ones / n
+    squares = ones * np.square(1.0 - mean) + (n - ones) * np.square(mean)
+    return mean, np.sqrt(squares / n)
+
+
+def one_hot_places(coded: tuple[npt.NDArray[np.intp], list[str]], levels: Sequence[str]) -> Any:
+    """Each row's one-hot column for a category encoded over `levels`: its level's
+    position, or `len(levels)` ("other") for any other or unseen value.
+
+    `coded` is the column's `level_codes`.
+    """
+    codes, seen = coded
+    index = {level: i for i, level in enumerate(levels)}
+    place = np.array([index.get(level, len(levels)) for level in seen], np.intp)
+    return place[codes]
 
 
 def rows_to_columns(rows: Any) -> dict[str, Any]:
@@ -273,7 +575,7 @@ def rows_to_columns(rows: Any) -> dict[str, Any]:
             raise TableError(f"{path.name}: rows come as a .csv or .parquet file")
         return read_columns(path)
     if hasattr(rows, "column_names") and hasattr(rows, "to_pydict"):  # pyarrow Table
-        return {str(k): rows.column(k).combine_chunks() for k in rows.column_names}
+        return {str(k): _one_array(rows.column(k)) for k in rows.column_names}
     if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # pandas DataFrame
         frame = rows.astype(object).where(rows.notna(), None)
         return {str(k): list(v) for k, v in frame.to_dict("list").items()}
@@ -345,10 +647,11 @@ def level_codes(values: Any) -> tuple[npt.NDArray[np.intp], list[str]]:
         encoded = pc.dictionary_encode(column)
         names = [level_of(v) for v in encoded.dictionary.to_pylist()]
         indices = encoded.indices
-        if indices.null_count:
-            indices = pc.fill_null(indices, len(names))
+        raw_codes, present = _buffers(indices, np.dtype(f"int{indices.type.bit_width}"))
+        if present is not None:
+            raw_codes = np.where(present, raw_codes, len(names))  # gaps: the code after the last
             names.append(MISSING)
-        raw_codes = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.intp)
+        raw_codes = raw_codes.astype(np.intp, copy=False)
     else:
         lookup: dict[str, int] = {}
         raw_codes = np.fromiter(
@@ -360,29 +663,42 @@ def level_codes(values: Any) -> tuple[npt.NDArray[np.intp], list[str]]:
     # Values that read alike (a NaN and a gap; 3 and 3.0) are one level.
     distinct: dict[str, int] = {}
     remap = np.array([distinct.setdefault(n, len(distinct)) for n in names], dtype=np.intp)
-    return remap[raw_codes] if len(names) else raw_codes, list(distinct)
+    if len(distinct) == len(names):  # every level its own: the codes stand
+        return raw_codes, list(distinct)
+    return remap[raw_codes], list(distinct)
 
 
 def _kept(values: Any, keep: npt.NDArray[np.bool_]) -> Any:
+    if keep.all():  # no target gaps: the column as it is, not a copy
+        return values
     column = _arrow(values)
     if column is not None:
         import pyarrow as pa
 
-        return column.filter(pa.array(keep))
+        packed = pa.py_buffer(np.packbits(keep, bitorder="little"))  # not pa.array: see _buffers
+        return column.filter(pa.Array.from_buffers(pa.bool_(), len(keep), [None, packed]))
     return [v for v, k in zip(values, keep, strict=True) if k]
 
 
-def _numbers(values: Any, name: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+def _numbers(values: Any, name: str) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """A column's numbers (0 where missing) and where they are missing."""
+    numbers, gaps = _floats(values, name)
+    return np.where(gaps, 0.0, numbers), gaps
+
+
+def _floats(values: Any, name: str) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """A column's numbers and where they are missing (a gap, NaN or infinite); the
+    numbers at the gaps are unspecified. A typed column's are its own memory."""
     column = _arrow(values)
     if column is not None and is_numeric(column):
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        numbers = np.asarray(
-            pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
-        )
+        numbers, valid = _buffers(pc.cast(column, pa.float64()), np.dtype(np.float64))
         gaps = ~np.isfinite(numbers)
-        return np.where(gaps, 0.0, numbers), gaps
+        if valid is not None:
+            gaps |= ~valid
+        return numbers, gaps
     if column is not None:
         values = column.to_pylist()
     out = np.zeros(len(values), dtype=np.float64)
@@ -398,6 +714,27 @@ def _numbers(values: Any, name: str) -> tuple[npt.NDArray[np.float64], npt.NDArr
         if not math.isfinite(out[i]):
             gaps[i] = True
     return out, gaps
+
+
+def _buffers(column: Any, dtype: np.dtype[Any]) -> tuple[Any, npt.NDArray[np.bool_] | None]:
+    """A fixed-width pyarrow array's values (read-only, no copy; unspecified under a
+    gap) and which are present (None when all are).
+
+    Read from its buffers: pyarrow's own conversions (`to_numpy`, `pa.array`,
+    `pa.scalar`) import pandas when it is installed, half a second.
+    """
+    n, offset = len(column), column.offset
+    validity, data = column.buffers()[:2]
+    if data is None:  # an array of gaps only
+        values = np.zeros(n, dtype=dtype)
+    else:
+        values = np.frombuffer(data, dtype=dtype, count=offset + n)[offset:]
+        values.flags.writeable = False
+    if not column.null_count:
+        return values, None
+    bits = np.frombuffer(validity, dtype=np.uint8)
+    valid = np.unpackbits(bits, count=offset + n, bitorder="little")[offset:]
+    return values, valid.view(np.bool_)
 
 
 def _names(spec: Mapping[str, object], key: str) -> list[str] | None:
