@@ -17,6 +17,7 @@ new group where the Faust group of older workers stopped.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections import deque
 from collections.abc import Awaitable
@@ -52,6 +53,11 @@ class InFlightOffsets:
     def __init__(self, start: int | None = None) -> None:
         self._next = start  # after the last record taken
         self._in_hand: set[int] = set()
+        # The offsets in hand as a min-heap, finished ones dropped lazily: the
+        # intake finishes a whole batch at once, and `min` over the set per
+        # finished record made that quadratic (DLQ routing fell from 0.53x to
+        # 0.21x of a bare consume->produce loop in `bench dlq`).
+        self._lowest: list[int] = []
 
     def take(self, offset: int) -> bool:
         if self._next is None:
@@ -59,6 +65,7 @@ class InFlightOffsets:
         if offset in self._in_hand or self.commit_point() <= offset < self._next:
             return False
         self._in_hand.add(offset)
+        heapq.heappush(self._lowest, offset)
         self._next = max(self._next, offset + 1)
         return True
 
@@ -69,8 +76,11 @@ class InFlightOffsets:
 
     def commit_point(self) -> int:
         """The first offset not done: every record below it is finished."""
-        if self._in_hand:
-            return min(self._in_hand)
+        lowest = self._lowest
+        while lowest and lowest[0] not in self._in_hand:
+            heapq.heappop(lowest)
+        if lowest:
+            return lowest[0]
         return 0 if self._next is None else self._next
 
     def in_flight(self) -> int:
