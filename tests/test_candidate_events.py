@@ -172,9 +172,7 @@ def test_a_resumed_generation_trains_only_candidates_without_an_outcome() -> Non
     assert again.data["candidates"] == full.data["candidates"]
     # Every outcome known: nothing is trained, and the checkpoint is the same.
     idle = Recording()
-    done = steps.run_generation(
-        REQUEST, state, 2, 3, idle, known={r["index"]: r for r in reported}
-    )
+    done = steps.run_generation(REQUEST, state, 2, 3, idle, known={r["index"]: r for r in reported})
     assert idle.trained == [] and done.data["ga_state"] == full.data["ga_state"]
 
 

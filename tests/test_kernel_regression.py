@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
+from tests.test_kernel import random_spec
 from thunderhelm.ga.training import _kernel
 from thunderhelm.ga.training.candidate import ACTIVATIONS, parse_spec
 from thunderhelm.ga.training.reference import initial_net
-from tests.test_kernel import random_spec
 
 
 def regression_net(network_json: str, rows: int) -> _kernel.Net:

@@ -29,6 +29,8 @@ def to_onnx(model: Predictor) -> Any:
     An ensemble is one graph: the standardisation once, each member's layers
     and softmax, and the members' probabilities summed with their weights.
     """
+    if model.regression:
+        raise ValueError("ONNX export of a regression model is not supported yet")
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
