@@ -216,7 +216,20 @@ def test_a_local_regression_run_succeeds_and_its_model_predicts_the_target(
     assert 1 - np.sum((predicted - truth) ** 2) / np.sum((truth - truth.mean()) ** 2) > 0.4
     with pytest.raises(ValueError, match="regression model predicts numbers"):
         model.predict_proba(raw)
-    from thunderhelm.ga.training.onnx_export import to_onnx
+    check_onnx(model, raw.astype(np.float32), tmp_path)
 
-    with pytest.raises(ValueError, match="regression model is not supported"):
-        to_onnx(model)
+
+def check_onnx(model: Any, raw: np.ndarray, tmp_path: Path) -> None:
+    """The ONNX export (no softmax, de-standardised) agrees with `predict` in onnxruntime."""
+    import onnxruntime
+
+    from thunderhelm.ga.training.onnx_export import REGRESSION_OUTPUT, export_onnx
+
+    single = model.members[0] if hasattr(model, "members") else model
+    for i, predictor in enumerate((model, single)):
+        path = export_onnx(predictor, tmp_path / f"model{i}.onnx")
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [o.name for o in session.get_outputs()] == [REGRESSION_OUTPUT]
+        (out,) = session.run(None, {"input": raw})
+        assert out.shape == (len(raw), 1)
+        np.testing.assert_allclose(out[:, 0], predictor.predict(raw), rtol=0, atol=1e-4)
