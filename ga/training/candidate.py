@@ -493,11 +493,10 @@ def train_candidate(
             regression=spec.regression,
         )
         if spec.regression:
-            for measure in measures.TASK_MEASURES["regression"]:
-                result.pop(measure, None)
-                result[measure] = None
-            for measure in measures.TASK_MEASURES["classification"][:-1]:
+            # A regression result holds its own figures, not the classification ones.
+            for measure in measures.TASK_MEASURES["classification"]:
                 del result[measure]
+            result.update(dict.fromkeys(measures.TASK_MEASURES["regression"]))
         rng = make_rng(spec.seed)
         net.set_params(init_params(spec, rng))
         status = _kernel.STATUS_OK
