@@ -48,6 +48,15 @@ class ShakespeareDataset(_Strict):
     seed: Seed = 0
 
 
+class Friedman1Dataset(_Strict):
+    """Friedman #1 regression (scikit-learn's formula): ten uniform features, five used."""
+
+    name: Literal["friedman1"]
+    samples: int = Field(default=5000, ge=30, le=1_000_000)
+    noise: float = Field(default=1.0, ge=0.0, le=100.0, description="sd of the added N(0, 1)")
+    seed: Seed = 0
+
+
 class FileDataset(_Strict):
     name: Literal["csv", "npz"]
     path: str = Field(pattern=DATA_PATH_PATTERN)
@@ -71,7 +80,12 @@ class TableDataset(FileDataset):
     name: Literal["table"]  # type: ignore[assignment]  # the discriminator differs
     target: ColumnName = Field(description="the column to predict")
     task: Literal["classification", "regression"] = Field(
-        default="classification", description="regression is refused with a reason for now"
+        default="classification",
+        description=(
+            "regression: a numeric target, predicted as a number (standardised for training, "
+            "reported in its own units); a numeric target with more than 50 distinct values "
+            "needs it"
+        ),
     )
     features: list[ColumnName] | None = Field(
         default=None, max_length=4096, description="input columns (default: all but the target)"
@@ -89,7 +103,12 @@ class TableDataset(FileDataset):
 
 
 DatasetSpec = Annotated[
-    SpiralsDataset | DigitsDataset | ShakespeareDataset | FileDataset | TableDataset,
+    SpiralsDataset
+    | DigitsDataset
+    | ShakespeareDataset
+    | FileDataset
+    | TableDataset
+    | Friedman1Dataset,
     Field(discriminator="name"),
 ]
 
@@ -133,13 +152,34 @@ class SearchSpaceSettings(_Strict):
     max_neurons: int = Field(default=64, ge=1, le=1024, description="neurons per unit")
 
 
+CLASSIFICATION_FITNESS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")
+REGRESSION_FITNESS = ("val_r2", "val_rmse")
+
+
+FitnessName = Literal[
+    "val_accuracy", "val_loss", "val_balanced_accuracy", "val_macro_f1", "val_r2", "val_rmse"
+]
+
+
 class FitnessSettings(_Strict):
-    name: Literal["val_accuracy", "val_loss", "val_balanced_accuracy", "val_macro_f1"] = Field(
-        default="val_accuracy",
+    name: (
+        Literal[
+            "val_accuracy",
+            "val_loss",
+            "val_balanced_accuracy",
+            "val_macro_f1",
+            "val_r2",
+            "val_rmse",
+        ]
+        | None
+    ) = Field(
+        default=None,
         description=(
-            "the validation measure the search maximises (val_loss: minimises); "
+            "the validation measure the search maximises (val_loss, val_rmse: minimises); "
+            "null: val_accuracy for classification, val_r2 for regression. "
             "val_balanced_accuracy and val_macro_f1 weigh every class alike, for "
-            "imbalanced classes"
+            "imbalanced classes; val_r2 and val_rmse (in the target's units) are for "
+            "regression only"
         ),
     )
     param_penalty: float = Field(default=0.0, ge=0.0, le=1.0, description="per million params")
@@ -218,6 +258,18 @@ class RunRequest(_Strict):
         if set(value) <= {"."}:
             raise ValueError("run_id must not be only dots")
         return value
+
+    @model_validator(mode="after")
+    def _fitness_fits_task(self) -> RunRequest:
+        regression = isinstance(self.dataset, Friedman1Dataset) or (
+            isinstance(self.dataset, TableDataset) and self.dataset.task == "regression"
+        )
+        name = self.fitness.name
+        if regression and name in CLASSIFICATION_FITNESS:
+            raise ValueError(f"fitness {name!r} is for classification; this dataset is regression")
+        if not regression and name in REGRESSION_FITNESS:
+            raise ValueError(f"fitness {name!r} is for regression; this dataset is classification")
+        return self
 
 
 class CancelRequest(_Strict):

@@ -44,6 +44,17 @@ class ModelFigures(BaseModel):
     )
 
 
+class RegressionFigures(BaseModel):
+    """A regression model's figures, in the target's own units."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rmse: float
+    mae: float
+    r2: float | None = Field(description="1 - SSE / SST (None when the targets do not vary)")
+    loss: float = Field(description="mean squared error on the standardised target")
+
+
 class ModelMember(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -62,6 +73,10 @@ class ModelEstimate(BaseModel):
     retrainings: int = Field(ge=1, description="fresh-seed trainings it was measured from")
 
 
+class RegressionEstimate(RegressionFigures):
+    retrainings: int = Field(ge=1, description="fresh-seed trainings it was measured from")
+
+
 class DeliveredModel(BaseModel):
     """The model the artifact holds: one network or an ensemble of the search's best."""
 
@@ -69,9 +84,11 @@ class DeliveredModel(BaseModel):
 
     kind: Literal["single", "ensemble"]
     members: list[ModelMember]
-    validation: ModelFigures
-    test: ModelFigures = Field(description="on the test split the search never saw")
-    estimate: ModelEstimate | None = Field(
+    validation: ModelFigures | RegressionFigures
+    test: ModelFigures | RegressionFigures = Field(
+        description="on the test split the search never saw"
+    )
+    estimate: ModelEstimate | RegressionEstimate | None = Field(
         default=None,
         description=(
             "the delivered model's validation figures measured again with its networks "

@@ -401,7 +401,9 @@ def test_a_lucky_training_does_not_make_the_best_and_the_estimate_uses_fresh_see
 
     labels = ("a", "b")
     data: Any = SimpleNamespace(
-        x_val=np.zeros((10, 1), np.float32), y_val=np.array([0] * 7 + [1] * 3)
+        x_val=np.zeros((10, 1), np.float32),
+        y_val=np.array([0] * 7 + [1] * 3),
+        task="classification",
     )
     sure_a = _fixed_model(np.array([3.0, 0.0]), labels)  # right on 7 of 10
     sure_b = _fixed_model(np.array([0.0, 3.0]), labels)  # right on 3 of 10
@@ -435,7 +437,9 @@ def test_auto_delivers_the_ensemble_unless_the_best_alone_is_better_on_validatio
 
     labels = ("a", "b")
     y_val = np.array([0] * 6 + [1] * 2)
-    data: Any = SimpleNamespace(x_val=np.zeros((8, 1), np.float32), y_val=y_val)
+    data: Any = SimpleNamespace(
+        x_val=np.zeros((8, 1), np.float32), y_val=y_val, task="classification"
+    )
     sure_a = _fixed_model(np.array([3.0, 0.0]), labels)  # right on 6 of 8
     sure_b = _fixed_model(np.array([0.0, 3.0]), labels)  # right on 2 of 8
     leaning_a = _fixed_model(np.array([1.0, 0.0]), labels)
@@ -445,7 +449,9 @@ def test_auto_delivers_the_ensemble_unless_the_best_alone_is_better_on_validatio
     chosen, why = choose(request, [sure_a, sure_b, sure_b], data)
     assert chosen is sure_a and why["chosen"] == "single", why
     # With half the rows the same margin is within one standard error: the average.
-    half: Any = SimpleNamespace(x_val=data.x_val[:4], y_val=np.array([0, 0, 0, 1]))
+    half: Any = SimpleNamespace(
+        x_val=data.x_val[:4], y_val=np.array([0, 0, 0, 1]), task="classification"
+    )
     chosen, why = choose(request, [sure_a, sure_b, sure_b], half)
     assert why["chosen"] == "ensemble" and why["single_margin"]["mean"] == 0.5, why
     chosen, why = choose(request, [sure_a, leaning_a, sure_a], data)

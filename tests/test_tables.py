@@ -111,8 +111,8 @@ def test_features_drop_and_categorical_choose_the_columns(root: Path) -> None:
         ({"drop": None, "features": ["city", "tier"]}, "cannot also be a feature"),
         ({"categorical": ["nope"]}, "'categorical' names columns that are not features"),
         ({"drop": None}, None),  # the id column: numbers, kept (a user may want it)
-        ({"target": "size"}, "regression target"),
-        ({"task": "regression"}, "regression targets are not supported yet"),
+        ({"target": "size"}, "set task 'regression'"),
+        ({"task": "regression"}, "holds text, not numbers"),
         ({"path": "homes.txt"}, "must name a .csv or .parquet file"),
         ({"path": "broken.parquet"}, "not a readable .parquet table"),
         ({"target": "empty"}, "has no values"),

@@ -5,12 +5,46 @@ figure its successive-halving rungs bound (`min_<measure>` or `max_<measure>`
 in a network spec). `val_balanced_accuracy` (the mean recall of the classes
 present) and `val_macro_f1` (F1 averaged over the classes present or
 predicted) are for imbalanced classes, where plain accuracy rewards
-predicting the majority. Stdlib only: the pool interpreters import it.
+predicting the majority. A regression training reports `val_r2`,
+`val_rmse` and `val_mae` in the target's own units instead (its `val_loss`
+is the mean squared error on the standardised target); as a fitness,
+`val_rmse` is maximised as its negative. Stdlib only: the pool interpreters
+import it.
 """
 
-HIGHER_IS_BETTER: tuple[str, ...] = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")
-LOWER_IS_BETTER: tuple[str, ...] = ("val_loss",)
+HIGHER_IS_BETTER: tuple[str, ...] = (
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+    "val_r2",
+)
+LOWER_IS_BETTER: tuple[str, ...] = ("val_loss", "val_rmse", "val_mae")
 MEASURES: tuple[str, ...] = HIGHER_IS_BETTER + LOWER_IS_BETTER
+
+TASKS: tuple[str, ...] = ("classification", "regression")
+# The measures each task's trainings report (val_loss: both).
+TASK_MEASURES: dict[str, tuple[str, ...]] = {
+    "classification": ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_loss"),
+    "regression": ("val_r2", "val_rmse", "val_mae", "val_loss"),
+}
+# The fitness a request that names none gets.
+DEFAULT_MEASURE: dict[str, str] = {"classification": "val_accuracy", "regression": "val_r2"}
+
+
+def measure_for_task(name: str | None, task: str) -> str:
+    """The fitness measure of a `task` run: `name`, or the task's default when None.
+
+    Raises ValueError for a measure the task's trainings do not report.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if name is None:
+        return DEFAULT_MEASURE[task]
+    if name not in TASK_MEASURES[task]:
+        raise ValueError(
+            f"fitness {name!r} is not a {task} measure; choose one of {TASK_MEASURES[task]}"
+        )
+    return name
 
 
 def higher_is_better(measure: str) -> bool:

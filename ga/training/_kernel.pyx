@@ -183,6 +183,24 @@ cdef double _softmax_xent(NetState *s, int nb, bint want_grad, long *correct,
     return total
 
 
+cdef double _squared_error(NetState *s, int nb, bint want_grad, double *abs_sum) noexcept nogil:
+    """Summed squared error of the single output; fills s.da with d(mean loss)/d(output).
+
+    The loss is the mean squared error (not halved), so the gradient is
+    2 (prediction - target) / nb. ``abs_sum`` gets the summed absolute error.
+    """
+    cdef int r
+    cdef float *a = s.layer_a[s.n_layers - 1]
+    cdef double d, total = 0.0
+    for r in range(nb):
+        d = <double>a[r] - <double>s.targets[r]
+        total += d * d
+        abs_sum[0] += -d if d < 0.0 else d
+        if want_grad:
+            s.da[r] = <float>(2.0 * d / nb)
+    return total
+
+
 cdef void _backward(NetState *s, int nb) noexcept nogil:
     """Gradients of the mean loss into s.grads; s.da holds dLoss/dlogits."""
     cdef int l, j, k, r, i, fi, fo, w, col
@@ -246,21 +264,44 @@ cdef void _adamw(NetState *s, float lr, float wd) noexcept nogil:
                  s.fan_out[l], 1.0, lr, bc1, bc2)
 
 
-cdef void _gather(NetState *s, const float *x, const int32_t *y, const int32_t *order,
+cdef void _gather(NetState *s, const float *x, const void *y, const int32_t *order,
                   Py_ssize_t start, int nb) noexcept nogil:
+    """Copy the batch's rows (and labels, or targets for regression) into the scratch buffers."""
     cdef int r, nin = s.width[0]
     cdef Py_ssize_t row
     for r in range(nb):
         row = order[start + r] if order != NULL else start + r
         memcpy(s.node_h[0] + <Py_ssize_t>r * nin, x + row * nin, nin * sizeof(float))
         if y != NULL:
-            s.labels[r] = y[row]
+            if s.regression:
+                s.targets[r] = (<const float *>y)[row]
+            else:
+                s.labels[r] = (<const int32_t *>y)[row]
+
+
+cdef double _batch_loss(NetState *s, int nb, bint want_grad, long *correct, double *abs_sum,
+                        int64_t *per_class, const float *class_weight) noexcept nogil:
+    """The head's summed loss of the gathered batch (softmax cross-entropy or squared error)."""
+    if s.regression:
+        return _squared_error(s, nb, want_grad, abs_sum)
+    return _softmax_xent(s, nb, want_grad, correct, per_class, class_weight)
 
 
 cdef int _check_labels(NetState *s, const int32_t *y, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
         if y[i] < 0 or y[i] >= s.n_outputs:
+            return 0
+    return 1
+
+
+cdef int _check_targets(NetState *s, const void *y, Py_ssize_t n) noexcept nogil:
+    """Labels in range for classification; finite targets for regression."""
+    cdef Py_ssize_t i
+    if not s.regression:
+        return _check_labels(s, <const int32_t *>y, n)
+    for i in range(n):
+        if not isfinite((<const float *>y)[i]):
             return 0
     return 1
 
@@ -278,11 +319,14 @@ cdef class Net:
     cdef NetState s
 
     def __cinit__(self, int n_inputs, int n_outputs, tuple unit_inputs, tuple unit_neurons,
-                  tuple unit_acts, tuple output_inputs, int max_rows):
+                  tuple unit_acts, tuple output_inputs, int max_rows, bint regression=False):
         cdef int n_units = len(unit_inputs)
         cdef int l, k, j, total_in = 0
         if n_inputs < 1 or n_outputs < 1 or max_rows < 1:
             raise ValueError("n_inputs, n_outputs and max_rows must be positive")
+        if regression and n_outputs != 1:
+            raise ValueError(f"a regression network has one output, not {n_outputs}")
+        self.s.regression = 1 if regression else 0
         if len(unit_neurons) != n_units or len(unit_acts) != n_units:
             raise ValueError("unit_inputs, unit_neurons and unit_acts differ in length")
         self.s.n_layers = n_units + 1
@@ -353,6 +397,7 @@ cdef class Net:
         self.s.labels = <int32_t *>calloc(max_rows, sizeof(int32_t))
         if not self.s.labels:
             raise MemoryError()
+        self.s.targets = _alloc(max_rows)
 
     def __dealloc__(self):
         cdef int l
@@ -370,7 +415,7 @@ cdef class Net:
         free(self.s.params); free(self.s.grads); free(self.s.m); free(self.s.v)
         free(self.s.node_h); free(self.s.node_dh)
         free(self.s.layer_z); free(self.s.layer_a); free(self.s.layer_inv)
-        free(self.s.dz); free(self.s.da); free(self.s.labels)
+        free(self.s.dz); free(self.s.da); free(self.s.labels); free(self.s.targets)
 
     @property
     def n_params(self):
@@ -379,6 +424,19 @@ cdef class Net:
     @property
     def max_rows(self):
         return self.s.cap
+
+    @property
+    def regression(self):
+        return bool(self.s.regression)
+
+    def _target_error(self):
+        if self.s.regression:
+            return ValueError("regression targets must be finite float32 numbers")
+        return ValueError(f"labels must be in 0..{self.s.n_outputs - 1}")
+
+    def _no_class_weight(self, class_weight):
+        if self.s.regression and class_weight is not None:
+            raise ValueError("class_weight applies to classification only")
 
 
     def set_params(self, buf):
@@ -417,28 +475,32 @@ cdef class Net:
                                          <Py_ssize_t>n * self.s.n_outputs * sizeof(float))
 
     def forward_backward(self, x, y, int n, class_weight=None):
-        """Mean loss of the first n rows and their gradients into get_grads() (test hook)."""
+        """Mean loss of the first n rows and their gradients into get_grads() (test hook).
+
+        ``y``: int32 labels, or float32 targets for a regression net.
+        """
         cdef Py_buffer xv, yv, wv
         cdef const float *weights = NULL
-        cdef double loss
+        cdef double loss, abs_sum = 0.0
         cdef long correct = 0
         if n < 1 or n > self.s.cap:
             raise ValueError(f"n must be in 1..{self.s.cap}")
+        self._no_class_weight(class_weight)
         _get_buffer(x, &xv, 4, True, <Py_ssize_t>n * self.s.width[0] * 4)
         try:
-            _get_buffer(y, &yv, 4, False, <Py_ssize_t>n * 4)
+            _get_buffer(y, &yv, 4, self.s.regression, <Py_ssize_t>n * 4)
             try:
-                if not _check_labels(&self.s, <const int32_t *>yv.buf, n):
-                    raise ValueError(f"labels must be in 0..{self.s.n_outputs - 1}")
+                if not _check_targets(&self.s, yv.buf, n):
+                    raise self._target_error()
                 if class_weight is not None:
                     _get_buffer(class_weight, &wv, 4, True, self.s.n_outputs * 4)
                     weights = <const float *>wv.buf
                 try:
                     with nogil:
-                        _gather(&self.s, <const float *>xv.buf, <const int32_t *>yv.buf, NULL,
-                                     0, n)
+                        _gather(&self.s, <const float *>xv.buf, yv.buf, NULL, 0, n)
                         _forward(&self.s, n)
-                        loss = _softmax_xent(&self.s, n, True, &correct, NULL, weights) / n
+                        loss = _batch_loss(&self.s, n, True, &correct, &abs_sum, NULL,
+                                           weights) / n
                         _backward(&self.s, n)
                 finally:
                     if weights != NULL:
@@ -458,6 +520,7 @@ cdef class Net:
         ``(status, loss_sum, rows_done)`` with status one of STATUS_*; loss_sum
         is the summed per-row loss of the completed batches. ``class_weight``:
         float32 per class, scaling each row's loss (None: every row alike).
+        A regression net takes float32 targets as ``y`` and no class_weight.
         """
         cdef Py_buffer xv, yv, ov, cv, wv
         cdef const float *weights = NULL
@@ -465,14 +528,15 @@ cdef class Net:
         cdef volatile const char *flag = NULL
         cdef Py_ssize_t start = 0, i
         cdef int nb, status = ST_OK
-        cdef double total = 0.0, batch_loss
+        cdef double total = 0.0, batch_loss, abs_sum = 0.0
         cdef long correct = 0
         cdef const int32_t *ord
         if n < 1 or batch_size < 1 or batch_size > self.s.cap:
             raise ValueError(f"need n >= 1 and batch_size in 1..{self.s.cap}")
+        self._no_class_weight(class_weight)
         _get_buffer(x, &xv, 4, True, n * self.s.width[0] * 4)
         try:
-            _get_buffer(y, &yv, 4, False, n * 4)
+            _get_buffer(y, &yv, 4, self.s.regression, n * 4)
             try:
                 _get_buffer(order, &ov, 4, False, n * 4)
                 try:
@@ -487,8 +551,8 @@ cdef class Net:
                         for i in range(n):
                             if ord[i] < 0 or ord[i] >= n:
                                 raise ValueError("order holds an index outside 0..n-1")
-                        if not _check_labels(&self.s, <const int32_t *>yv.buf, n):
-                            raise ValueError(f"labels must be in 0..{self.s.n_outputs - 1}")
+                        if not _check_targets(&self.s, yv.buf, n):
+                            raise self._target_error()
                         if class_weight is not None:
                             _get_buffer(class_weight, &wv, 4, True, self.s.n_outputs * 4)
                             weights = <const float *>wv.buf
@@ -501,11 +565,10 @@ cdef class Net:
                                     status = ST_TIMEOUT
                                     break
                                 nb = <int>min(<Py_ssize_t>batch_size, n - start)
-                                _gather(&self.s, <const float *>xv.buf, <const int32_t *>yv.buf,
-                                             ord, start, nb)
+                                _gather(&self.s, <const float *>xv.buf, yv.buf, ord, start, nb)
                                 _forward(&self.s, nb)
-                                batch_loss = _softmax_xent(&self.s, nb, True, &correct, NULL,
-                                                           weights)
+                                batch_loss = _batch_loss(&self.s, nb, True, &correct, &abs_sum,
+                                                         NULL, weights)
                                 if not isfinite(batch_loss):
                                     status = ST_NAN
                                     break
@@ -538,22 +601,27 @@ cdef class Net:
         ``per_class``: a writable buffer of 3 x n_outputs int64, zeroed here
         and filled with each class's predicted rows, right predictions and
         rows (what balanced accuracy and macro-F1 are computed from).
+
+        A regression net (float32 targets, no ``per_class``) returns
+        ``(squared_error_sum, absolute_error_sum)`` instead.
         """
         cdef Py_buffer xv, yv, cv
         cdef int64_t *counts = NULL
         cdef Py_ssize_t k
         cdef Py_ssize_t start = 0
         cdef int nb
-        cdef double total = 0.0
+        cdef double total = 0.0, abs_sum = 0.0
         cdef long correct = 0
         if n < 1:
             raise ValueError("need n >= 1")
+        if self.s.regression and per_class is not None:
+            raise ValueError("per_class counts apply to classification only")
         _get_buffer(x, &xv, 4, True, n * self.s.width[0] * 4)
         try:
-            _get_buffer(y, &yv, 4, False, n * 4)
+            _get_buffer(y, &yv, 4, self.s.regression, n * 4)
             try:
-                if not _check_labels(&self.s, <const int32_t *>yv.buf, n):
-                    raise ValueError(f"labels must be in 0..{self.s.n_outputs - 1}")
+                if not _check_targets(&self.s, yv.buf, n):
+                    raise self._target_error()
                 if per_class is not None:
                     PyObject_GetBuffer(per_class, &cv, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
                     if cv.len != 3 * self.s.n_outputs * 8:
@@ -566,10 +634,10 @@ cdef class Net:
                     with nogil:
                         while start < n:
                             nb = <int>min(<Py_ssize_t>self.s.cap, n - start)
-                            _gather(&self.s, <const float *>xv.buf, <const int32_t *>yv.buf,
-                                         NULL, start, nb)
+                            _gather(&self.s, <const float *>xv.buf, yv.buf, NULL, start, nb)
                             _forward(&self.s, nb)
-                            total += _softmax_xent(&self.s, nb, False, &correct, counts)
+                            total += _batch_loss(&self.s, nb, False, &correct, &abs_sum, counts,
+                                                 NULL)
                             start += nb
                 finally:
                     if counts != NULL:
@@ -578,4 +646,6 @@ cdef class Net:
                 PyBuffer_Release(&yv)
         finally:
             PyBuffer_Release(&xv)
+        if self.s.regression:
+            return total, abs_sum
         return total, correct

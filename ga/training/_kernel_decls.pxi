@@ -223,3 +223,5 @@ cdef struct NetState:
     float *dz
     float *da
     int32_t *labels
+    float *targets  # regression: the batch's standardised targets
+    int regression  # 1: one linear output, squared error on float32 targets

@@ -4,7 +4,10 @@ An artifact is a folder holding `model.json` (the manifest: format version,
 the member networks' specs, preprocessing, class labels, the request, the
 dataset's fingerprint, metrics) and `model.npz` (the weights and the feature
 standardisation, float32). It holds one network (`Model`) or several whose
-probabilities are averaged (`Ensemble`). `docs/artifact.md` is the format's
+probabilities are averaged (`Ensemble`). A regression model (its networks'
+spec says `"task": "regression"`) predicts numbers in the target's units:
+the network's one output times `target_scale` plus `target_mean`, an
+ensemble averaging those. `docs/artifact.md` is the format's
 reference.
 The forward pass is the numpy twin of the kernel (`reference.ReferenceNet`),
 so a loaded model needs numpy only, never the compiled kernel's pool.
@@ -81,21 +84,66 @@ class _Predicting:
         raise NotImplementedError
 
     @property
+    def regression(self) -> bool:
+        raise NotImplementedError
+
+    def standardize(self, x: Any) -> F32:
+        raise NotImplementedError
+
+    def values_of_inputs(self, inputs: F32) -> npt.NDArray[np.float64]:
+        raise NotImplementedError
+
+    @property
     def is_text(self) -> bool:
         return bool(self.vocabulary) and self.context > 0
 
+    def _classification_only(self, what: str) -> None:
+        if self.regression:
+            raise ValueError(f"a regression model predicts numbers; {what} is for classification")
+
+    def predict_values(self, x: Any) -> npt.NDArray[np.float64]:
+        """Regression: the predicted target of every row, in the target's own units."""
+        if not self.regression:
+            raise ValueError("a classification model predicts classes; use predict")
+        return self.values_of_inputs(self.standardize(x))
+
+    def figures(
+        self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False
+    ) -> Scores | RegressionScores:
+        """`evaluate`'s figures, or for a regression model `regression_scores` of its
+        predictions against standardised targets `y`."""
+        if not self.regression:
+            return self.evaluate(x, y, standardized=standardized)
+        inputs = np.asarray(x, dtype=np.float32) if standardized else self.standardize(x)
+        mean, scale = self.target_units()
+        return regression_scores(self.values_of_inputs(inputs), y, mean, scale)
+
+    def target_units(self) -> tuple[float, float]:
+        """Regression: (mean, scale) that turn the standardised output into the target."""
+        raise NotImplementedError
+
+    def evaluate(self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False) -> Scores:
+        raise NotImplementedError
+
     def predict_proba(self, x: npt.ArrayLike) -> F32:
         """Class probabilities, one row per input row."""
+        self._classification_only("predict_proba")
         logits = self.logits(x).astype(np.float64)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         out: F32 = (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
         return out
 
-    def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        """The most probable class index per row (`labels[i]` names class i)."""
+    def predict(self, x: npt.ArrayLike) -> npt.NDArray[Any]:
+        """The most probable class index per row (`labels[i]` names class i).
+
+        A regression model: the predicted numbers (float64, the target's units).
+        """
+        if self.regression:
+            return self.predict_values(x)
         return np.asarray(self.logits(x).argmax(axis=1), dtype=np.int64)
 
     def predict_labels(self, x: npt.ArrayLike) -> list[str]:
+        self._classification_only("predict_labels")
         return [self.labels[i] for i in self.predict(x)]
 
     # -- text ------------------------------------------------------------------
@@ -188,6 +236,38 @@ def scores(log_proba: npt.NDArray[np.float64], y: npt.ArrayLike) -> Scores:
     }
 
 
+class RegressionScores(TypedDict):
+    """A regression model's figures on rows with known targets (`regression_scores`)."""
+
+    rmse: float
+    mae: float
+    r2: float | None
+    loss: float
+    rows: int
+
+
+def regression_scores(
+    predicted: npt.NDArray[np.float64], y: npt.ArrayLike, mean: float, scale: float
+) -> RegressionScores:
+    """Figures of predictions (the target's units) against standardised targets `y`.
+
+    `rmse`, `mae` in the target's units; `r2` (1 - SSE / SST, None when the
+    targets do not vary); `loss`: the mean squared error on the standardised
+    target, the training's loss.
+    """
+    truth = np.asarray(y, dtype=np.float64) * scale + mean
+    error = predicted - truth
+    sst = float(np.sum((truth - truth.mean()) ** 2))
+    mse = float(np.mean(error**2))
+    return {
+        "rmse": math.sqrt(mse),
+        "mae": float(np.mean(np.abs(error))),
+        "r2": 1.0 - float(np.sum(error**2)) / sst if sst > 0 else None,
+        "loss": mse / (scale * scale),
+        "rows": len(truth),
+    }
+
+
 def _one_vs_rest_auc(
     log_proba: npt.NDArray[np.float64],
     labels: npt.NDArray[np.intp],
@@ -238,6 +318,7 @@ class Model(_Predicting):
     manifest: dict[str, Any] = field(default_factory=dict)
     # A table model: raw rows (named columns, text, gaps) are encoded by this first.
     table: TableEncoding | None = None
+    target_mean: float = 0.0  # regression: target = output * spec.target_scale + this
     _net: ReferenceNet = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -247,6 +328,19 @@ class Model(_Predicting):
     @property
     def n_features(self) -> int:
         return self.spec.n_inputs
+
+    @property
+    def regression(self) -> bool:
+        return self.spec.regression
+
+    def target_units(self) -> tuple[float, float]:
+        return self.target_mean, self.spec.target_scale
+
+    def values_of_inputs(self, inputs: F32) -> npt.NDArray[np.float64]:
+        """Regression: predictions in the target's units for rows already standardised."""
+        output = np.asarray(self._net.logits(inputs), dtype=np.float64)[:, 0]
+        out: npt.NDArray[np.float64] = output * self.spec.target_scale + self.target_mean
+        return out
 
     def standardize(self, x: Any) -> F32:
         """Raw rows to the network's inputs: (raw - mean) / scale, float32.
@@ -286,6 +380,7 @@ class Model(_Predicting):
 
         `standardized`: `x` already went through this model's preprocessing.
         """
+        self._classification_only("evaluate")
         inputs = np.asarray(x, dtype=np.float32) if standardized else self.standardize(x)
         return scores(self.log_proba_of_inputs(inputs), y)
 
@@ -309,6 +404,7 @@ class Ensemble(_Predicting):
         first = self.members[0]
         for m in self.members[1:]:
             same = m.labels == first.labels and m.n_features == first.n_features
+            same = same and m.regression == first.regression
             if not same or not np.array_equal(m.mean, first.mean):
                 raise ValueError("ensemble members must share labels and preprocessing")
 
@@ -332,8 +428,22 @@ class Ensemble(_Predicting):
     def table(self) -> TableEncoding | None:
         return self.members[0].table
 
+    @property
+    def regression(self) -> bool:
+        return self.members[0].regression
+
     def standardize(self, x: npt.ArrayLike) -> F32:
         return self.members[0].standardize(x)
+
+    def target_units(self) -> tuple[float, float]:
+        return self.members[0].target_units()
+
+    def values_of_inputs(self, inputs: F32) -> npt.NDArray[np.float64]:
+        """Regression: the weighted mean of the members' predictions (the target's units)."""
+        total = np.zeros(len(inputs), dtype=np.float64)
+        for weight, member in zip(self.weights, self.members, strict=True):
+            total += weight * member.values_of_inputs(inputs)
+        return total
 
     def log_proba_of_inputs(self, inputs: F32) -> npt.NDArray[np.float64]:
         """Log of the weighted mean of the members' probabilities (float64)."""
@@ -349,6 +459,7 @@ class Ensemble(_Predicting):
 
     def evaluate(self, x: npt.ArrayLike, y: npt.ArrayLike, *, standardized: bool = False) -> Scores:
         """Accuracy and mean cross-entropy of the averaged probabilities."""
+        self._classification_only("evaluate")
         inputs = np.asarray(x, dtype=np.float32) if standardized else self.standardize(x)
         return scores(self.log_proba_of_inputs(inputs), y)
 
@@ -369,6 +480,12 @@ def _preprocessing(dataset: PreparedDataset, request: Mapping[str, Any]) -> dict
     table = {}
     if dataset.table is not None:
         table = {"table": dataset.table.to_dict(), "features": dataset.table.feature_names()}
+    if dataset.task == "regression":
+        table["target"] = {
+            "mean": dataset.target_mean,
+            "scale": dataset.target_scale,
+            "predict": "target = output * scale + mean",
+        }
     return {
         **table,
         "encoding": ENCODING_CHARS if text else ENCODING_TABLE if table else ENCODING_FEATURES,
@@ -388,7 +505,7 @@ def model_from_training(
 ) -> Model:
     """The network a training result's `weights` fill, behind `dataset`'s preprocessing."""
     return Model(
-        parse_spec(json.dumps(network)),
+        parse_spec(json.dumps({**network, **dataset.network_keys()})),
         decode_weights(weights),
         np.asarray(dataset.mean, dtype=np.float32),
         np.asarray(dataset.scale, dtype=np.float32),
@@ -397,14 +514,15 @@ def model_from_training(
         dataset.context,
         {"preprocessing": _preprocessing(dataset, request)},
         dataset.table,
+        dataset.target_mean,
     )
 
 
 def split_metrics(predictor: Predictor, dataset: PreparedDataset) -> dict[str, Any]:
     """Validation and test metrics of `predictor` on `dataset`'s (standardised) splits."""
     return {
-        "validation": predictor.evaluate(dataset.x_val, dataset.y_val, standardized=True),
-        "test": predictor.evaluate(dataset.x_test, dataset.y_test, standardized=True),
+        "validation": predictor.figures(dataset.x_val, dataset.y_val, standardized=True),
+        "test": predictor.figures(dataset.x_test, dataset.y_test, standardized=True),
     }
 
 
@@ -443,7 +561,7 @@ def write_artifact(
         arrays.update({prefix + name: net.tensors[name] for name, _ in tensor_shapes(net.spec)})
         listed.append(
             {
-                "network": dict(about["network"]),
+                "network": {**about["network"], **dataset.network_keys()},
                 "tensors": [
                     {"name": prefix + n, "shape": list(shape)}
                     for n, shape in tensor_shapes(net.spec)
@@ -531,6 +649,7 @@ def load_model(path: Path | str) -> Predictor:
         labels = tuple(str(label) for label in manifest["labels"])
         vocabulary, context = str(pre.get("vocabulary", "")), int(pre.get("context", 0))
         table = TableEncoding.from_dict(pre["table"]) if pre.get("table") else None
+        target_mean = float(pre["target"]["mean"]) if pre.get("target") else 0.0
         if version == 1:
             described = [{"network": manifest["network"], "weight": 1.0}]
             prefixes = [""]
@@ -564,7 +683,9 @@ def load_model(path: Path | str) -> Predictor:
             or mean.shape != scale.shape
         ):
             raise ArtifactError(f"{weights_file}: preprocessing arrays missing or mis-shaped")
-        if len(labels) != spec.n_outputs:
+        if spec.regression != bool(pre.get("target")):
+            raise ArtifactError(f"{manifest_file}: regression networks need the target's mean")
+        if not spec.regression and len(labels) != spec.n_outputs:
             raise ArtifactError(
                 f"{manifest_file}: {len(labels)} labels for {spec.n_outputs} outputs"
             )
@@ -572,7 +693,20 @@ def load_model(path: Path | str) -> Predictor:
             raise ArtifactError(f"{manifest_file}: vocabulary and context do not match n_inputs")
         if table is not None and table.width != spec.n_inputs:
             raise ArtifactError(f"{manifest_file}: the table encoding does not match n_inputs")
-        nets.append(Model(spec, tensors, mean, scale, labels, vocabulary, context, manifest, table))
+        nets.append(
+            Model(
+                spec,
+                tensors,
+                mean,
+                scale,
+                labels,
+                vocabulary,
+                context,
+                manifest,
+                table,
+                target_mean,
+            )
+        )
     if len(nets) == 1:
         return nets[0]
     try:

@@ -13,7 +13,10 @@ Result of :func:`train_candidate` (a JSON object):
 * ``status``: ``"ok"`` | ``"timeout"`` | ``"cancelled"`` | ``"error"`` | ``"nan"``
 * ``val_accuracy``, ``val_loss``, ``val_balanced_accuracy``, ``val_macro_f1``:
   on the validation set after the last epoch (null unless status is
-  ``"ok"``; ``thunderhelm.ga.core.measures`` defines them)
+  ``"ok"``; ``thunderhelm.ga.core.measures`` defines them); a regression
+  spec (``"task": "regression"``) reports ``val_loss`` (mean squared error
+  on the standardised target), ``val_rmse``, ``val_mae`` (in the target's
+  units: times ``target_scale``) and ``val_r2`` instead
 * ``train_loss``: mean per-sample loss over the last completed epoch (null if
   none completed)
 * ``params``: number of weights and biases (null if the spec is invalid)
@@ -91,7 +94,10 @@ _SPEC_KEYS = frozenset(
 # there (docs/network-spec.md).
 # ``class_weight``: "balanced" scales each training row's loss by
 # n / (classes present x rows of its class), so every class weighs alike.
-_OPTIONAL_KEYS = frozenset({"rungs", "class_weight"})
+# ``task``: "regression" trains one linear output on float32 standardised
+# targets; ``target_scale`` (the target's standard deviation) turns its
+# validation errors back into the target's units.
+_OPTIONAL_KEYS = frozenset({"rungs", "class_weight", "task", "target_scale"})
 CLASS_WEIGHTS = ("balanced",)
 _UNIT_KEYS = frozenset({"inputs", "neurons", "activation"})
 _STATUS_NAMES = {
@@ -131,6 +137,12 @@ class NetworkSpec:
     # (epoch, bound name, bound), by epoch; empty: every epoch is trained.
     rungs: tuple[tuple[int, str, float], ...] = ()
     class_weight: str | None = None  # None: every training row alike
+    task: str = "classification"
+    target_scale: float = 1.0  # regression: the target's std (standardised -> own units)
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     def widths(self) -> tuple[int, ...]:
         """Width of every node, by node id."""
@@ -177,7 +189,7 @@ def _ids(value: object, below: int, where: str) -> tuple[int, ...]:
     return ids
 
 
-def _rungs(value: object, epochs: int) -> tuple[tuple[int, str, float], ...]:
+def _rungs(value: object, epochs: int, task: str) -> tuple[tuple[int, str, float], ...]:
     if not isinstance(value, list):
         raise SpecError("rungs must be a list")
     rungs: list[tuple[int, str, float]] = []
@@ -190,6 +202,8 @@ def _rungs(value: object, epochs: int) -> tuple[tuple[int, str, float], ...]:
             raise SpecError(
                 f"{where}bound must be one of {sorted(measures.RUNG_BOUNDS)}, got {bound!r}"
             )
+        if measures.bounded_measure(bound) not in measures.TASK_MEASURES[task]:
+            raise SpecError(f"{where}bound {bound!r} does not apply to a {task} network")
         epoch = _int(rung, "epoch", 1, max(1, epochs - 1), where)
         limit = _float(rung, bound, -1e30, 1e30, False)
         rungs.append((epoch, bound, limit))
@@ -203,6 +217,48 @@ def _class_weight(value: object) -> str | None:
     if value is not None and value not in CLASS_WEIGHTS:
         raise SpecError(f"class_weight must be one of {list(CLASS_WEIGHTS)} or null, got {value!r}")
     return None if value is None else str(value)
+
+
+def _task(raw: dict[str, Any], n_outputs: int) -> tuple[str, float]:
+    """The spec's task and target scale, checked against its outputs and class weights."""
+    task = raw.get("task", "classification")
+    if task not in measures.TASKS:
+        raise SpecError(f"task must be one of {list(measures.TASKS)}, got {task!r}")
+    if task == "classification":
+        if "target_scale" in raw:
+            raise SpecError("target_scale applies to regression only")
+        return task, 1.0
+    if n_outputs != 1:
+        raise SpecError(f"a regression network has n_outputs 1, got {n_outputs}")
+    if raw.get("class_weight") is not None:
+        raise SpecError("class_weight applies to classification only")
+    scale = _float(raw, "target_scale", 0.0, 1e30, True) if "target_scale" in raw else 1.0
+    return task, scale
+
+
+def regression_figures(
+    measured: tuple[float, float], n_val: int, total_squares: float, scale: float
+) -> dict[str, Any]:
+    """Validation measures from the squared and absolute error sums (standardised units).
+
+    RMSE and MAE are scaled back to the target's units; R^2 is scale-free:
+    1 - SSE / (sum of squares of the validation targets about their mean).
+    """
+    sse, sae = measured
+    r2 = 1.0 - sse / total_squares if total_squares > 0 else None
+    return {
+        "val_loss": _finite(sse / n_val),
+        "val_rmse": _finite(math.sqrt(sse / n_val) * scale),
+        "val_mae": _finite(sae / n_val * scale),
+        "val_r2": _finite(r2) if r2 is not None else None,
+    }
+
+
+def total_squares(y: Buffer) -> float:
+    """Sum of squares of float32 targets about their mean (R^2's denominator)."""
+    values = memoryview(y).cast("B").cast("f")
+    mean = math.fsum(values) / len(values)
+    return math.fsum((v - mean) * (v - mean) for v in values)
 
 
 def balanced_class_weight(y: Buffer, n_outputs: int) -> "array[float]":
@@ -256,6 +312,7 @@ def parse_spec(network_json: str) -> NetworkSpec:
         raise SpecError(f"network spec: missing keys {missing}, unknown keys {unknown}")
     n_inputs = _int(raw, "n_inputs", 1, MAX_INPUTS, "")
     n_outputs = _int(raw, "n_outputs", 1, MAX_OUTPUTS, "")
+    task, target_scale = _task(raw, n_outputs)
     if not isinstance(raw["units"], list) or len(raw["units"]) > MAX_UNITS:
         raise SpecError(f"units must be a list of at most {MAX_UNITS} units")
     units: list[UnitSpec] = []
@@ -284,8 +341,10 @@ def parse_spec(network_json: str) -> NetworkSpec:
         epochs=_int(raw, "epochs", 1, MAX_EPOCHS, ""),
         batch_size=_int(raw, "batch_size", 1, MAX_BATCH, ""),
         seed=_int(raw, "seed", 0, 2**63 - 1, ""),
-        rungs=_rungs(raw.get("rungs", []), _int(raw, "epochs", 1, MAX_EPOCHS, "")),
+        rungs=_rungs(raw.get("rungs", []), _int(raw, "epochs", 1, MAX_EPOCHS, ""), task),
         class_weight=_class_weight(raw.get("class_weight")),
+        task=task,
+        target_scale=target_scale,
     )
     if param_count(spec) > MAX_PARAMS:
         raise SpecError(f"network has {param_count(spec)} parameters, limit {MAX_PARAMS}")
@@ -389,7 +448,8 @@ def train_candidate(
     """Train the network on the given data and return the result as JSON.
 
     ``x_*`` are C-contiguous row-major float32 buffers (``n x n_features``),
-    ``y_*`` int32 labels; raw byte views of them are accepted. ``deadline`` is
+    ``y_*`` int32 labels (float32 standardised targets for a regression
+    spec); raw byte views of them are accepted. ``deadline`` is
     a ``time.time()`` value and ``cancel`` an optional shared buffer whose first
     byte, once nonzero, stops training; both are checked between batches.
     Never raises: every failure becomes ``status: "error"``.
@@ -430,7 +490,13 @@ def train_candidate(
             tuple(codes[u.activation] for u in spec.units),
             spec.output_inputs,
             rows,
+            regression=spec.regression,
         )
+        if spec.regression:
+            # A regression result holds its own figures, not the classification ones.
+            for measure in measures.TASK_MEASURES["classification"]:
+                del result[measure]
+            result.update(dict.fromkeys(measures.TASK_MEASURES["regression"]))
         rng = make_rng(spec.seed)
         net.set_params(init_params(spec, rng))
         status = _kernel.STATUS_OK
@@ -441,6 +507,7 @@ def train_candidate(
         figures: dict[str, Any] | None = None  # the validation measures after the last epoch
         counts = bytearray(3 * spec.n_outputs * 8)  # per class: predicted, hits, rows
         per_class = memoryview(counts).cast("q")
+        squares = total_squares(y_val) if spec.regression else 0.0
         for epoch in range(1, spec.epochs + 1):
             order = array("i", epoch_order(rng, n_train))
             status, loss_sum, done = net.train_epoch(
@@ -461,8 +528,13 @@ def train_candidate(
             result["train_loss"] = _finite(loss_sum / done)
             # One validation pass per epoch: the learning curve, and the rung's
             # decision; the last one is the training's own validation figure.
-            figures = _figures(net.evaluate(x_val, y_val, n_val, counts), per_class, n_val,
-                               spec.n_outputs)  # fmt: skip
+            if spec.regression:
+                figures = regression_figures(
+                    net.evaluate(x_val, y_val, n_val), n_val, squares, spec.target_scale
+                )
+            else:
+                figures = _figures(net.evaluate(x_val, y_val, n_val, counts), per_class, n_val,
+                                   spec.n_outputs)  # fmt: skip
             point = {k: None if v is None else round(v, 6) for k, v in figures.items()}
             result["curve"].append({"epoch": epoch, **point, "at": time.time()})
             if epoch in rungs and _below_rung(rungs[epoch], figures):
@@ -474,7 +546,7 @@ def train_candidate(
                 status = _kernel.STATUS_NAN
         result["status"] = _STATUS_NAMES[status]
         if status == _kernel.STATUS_NAN:
-            for measure in measures.MEASURES:
+            for measure in measures.TASK_MEASURES[spec.task]:
                 result[measure] = None
         if export_weights:
             result["weights"] = _export(spec, net.get_params())

@@ -11,7 +11,10 @@ Every dataset is split with a seeded permutation into train, validation and
 test rows: a search selects on validation only and the test rows are touched
 once, to report the winner. Features are standardised with the training
 statistics (kept, so a saved model can be applied to raw inputs) and stored as
-C-contiguous float32 features and int32 labels.
+C-contiguous float32 features and int32 labels. A regression dataset
+(`friedman1`, or a `table` with `task: "regression"`) stores float32 targets
+standardised with the training rows' mean and standard deviation, kept as
+`target_mean`/`target_scale` so predictions go back to the target's units.
 """
 
 import csv
@@ -21,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +43,7 @@ __all__ = [
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 
-DATASET_NAMES = ("spirals", "digits", "shakespeare", "csv", "npz", "table")
+DATASET_NAMES = ("spirals", "digits", "shakespeare", "csv", "npz", "table", "friedman1")
 
 _COMMON = {"name", "seed", "validation_fraction", "test_fraction", "standardize"}
 _MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -66,7 +70,7 @@ class PreparedDataset:
 
     name: str
     x_train: F32
-    y_train: I32
+    y_train: I32  # float32 standardised targets for a regression dataset (`task`)
     x_val: F32
     y_val: I32
     x_test: F32
@@ -81,6 +85,10 @@ class PreparedDataset:
     context: int = 0
     # A `table` dataset: how its raw columns became the feature columns.
     table: TableEncoding | None = None
+    task: str = "classification"
+    # Regression: target = standardised target * target_scale + target_mean.
+    target_mean: float = 0.0
+    target_scale: float = 1.0
 
     def fingerprint(self) -> str:
         """sha256 over every split and the standardisation: equal data, equal fingerprint."""
@@ -90,7 +98,15 @@ class PreparedDataset:
             digest.update(str(array.shape).encode())
             digest.update(array.tobytes())
         digest.update("\x00".join(self.labels).encode())
+        if self.task == "regression":  # classification fingerprints stay as they were
+            digest.update(f"regression {self.target_mean!r} {self.target_scale!r}".encode())
         return "sha256:" + digest.hexdigest()
+
+    def network_keys(self) -> dict[str, object]:
+        """What a network spec adds to train on this dataset: nothing for classification."""
+        if self.task != "regression":
+            return {}
+        return {"task": "regression", "target_scale": self.target_scale}
 
     def buffers(self) -> dict[str, memoryview]:
         """Read-only flat views of the four arrays, as the pool attaches them.
@@ -134,13 +150,18 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
     standardize = _bool(spec, "standardize", True)
     ctx = _Context(spec, seed, data_root, text_dir)
     encoding: TableEncoding | None = None
+    task = "classification"
+    y: npt.NDArray[np.int64] | npt.NDArray[np.float64]
     if name == "table":
         table = _table(ctx)
-        y, labels, vocabulary, context = table.y, table.labels, "", 0
+        y, labels, vocabulary, context, task = table.y, table.labels, "", 0, table.task
+    elif name == "friedman1":
+        x, y = _friedman1(ctx)
+        labels, vocabulary, context, task = (), "", 0, "regression"
     else:
         assert loader is not None
         x, y, labels, vocabulary, context = loader(ctx)
-    n_classes = len(labels)
+    n_classes = 1 if task == "regression" else len(labels)  # one output: the target
     if len(y) < 6:
         raise DatasetError(f"dataset {name!r} has {len(y)} samples; at least 6 are needed")
     perm = np.random.default_rng([seed, 0x5E1]).permutation(len(y))
@@ -168,14 +189,15 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
     # later by that model get exactly the values the network was trained on.
     mean = mean.astype(np.float32).astype(np.float64)
     scale = scale.astype(np.float32).astype(np.float64)
+    target = _Target.fit(y, train) if task == "regression" else _Target()
     return PreparedDataset(
         name=name,
         x_train=_frozen(standardized(train, mean, scale)),
-        y_train=_frozen(y[train].astype(np.int32)),
+        y_train=_frozen(target.apply(y[train])),
         x_val=_frozen(standardized(val, mean, scale)),
-        y_val=_frozen(y[val].astype(np.int32)),
+        y_val=_frozen(target.apply(y[val])),
         x_test=_frozen(standardized(test, mean, scale)),
-        y_test=_frozen(y[test].astype(np.int32)),
+        y_test=_frozen(target.apply(y[test])),
         n_features=width,
         n_classes=n_classes,
         mean=_frozen(mean.astype(np.float32)),
@@ -185,7 +207,35 @@ def load_dataset(spec: Mapping[str, object], *, data_root: Path, text_dir: Path)
         vocabulary=vocabulary,
         context=context,
         table=encoding,
+        task=task,
+        target_mean=target.mean,
+        target_scale=target.scale,
     )
+
+
+@dataclass(frozen=True)
+class _Target:
+    """How targets are stored: int32 labels, or (regression) standardised float32 numbers."""
+
+    regression: bool = False
+    mean: float = 0.0
+    scale: float = 1.0
+
+    @classmethod
+    def fit(cls, y: npt.NDArray[Any], train: npt.NDArray[np.intp]) -> "_Target":
+        values = np.asarray(y[train], dtype=np.float64)
+        scale = float(values.std())
+        if not scale > 1e-12:
+            raise DatasetError("a regression target must vary over the training rows")
+        # Rounded to float32, as a saved model keeps them.
+        return cls(True, float(np.float32(values.mean())), float(np.float32(scale)))
+
+    def apply(self, y: npt.NDArray[np.generic]) -> I32:
+        if not self.regression:
+            return y.astype(np.int32)
+        # float32 for regression: the field types name the classification case.
+        out: Any = ((np.asarray(y, np.float64) - self.mean) / self.scale).astype(np.float32)
+        return out  # type: ignore[no-any-return]
 
 
 def bigram_baseline_accuracy(dataset: PreparedDataset) -> float:
@@ -268,6 +318,26 @@ def _labels(raw: npt.NDArray[np.int64], what: str) -> tuple[npt.NDArray[np.int64
 
 
 # -- loaders ------------------------------------------------------------------
+
+
+def _friedman1(ctx: _Context) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Friedman #1 (scikit-learn's make_friedman1 formula), drawn from the dataset's seed.
+
+    x ~ U(0, 1)^10; y = 10 sin(pi x1 x2) + 20 (x3 - 0.5)^2 + 10 x4 + 5 x5 + noise N(0, 1):
+    the other five features are irrelevant.
+    """
+    samples = _int(ctx.spec, "samples", 5000, 6, 1_000_000)
+    noise = _float(ctx.spec, "noise", 1.0, 0.0, 100.0)
+    rng = np.random.default_rng([ctx.seed, 0xF41])
+    x = rng.uniform(0.0, 1.0, (samples, 10))
+    y = (
+        10.0 * np.sin(np.pi * x[:, 0] * x[:, 1])
+        + 20.0 * (x[:, 2] - 0.5) ** 2
+        + 10.0 * x[:, 3]
+        + 5.0 * x[:, 4]
+        + noise * rng.standard_normal(samples)
+    )
+    return x, y
 
 
 def _spirals(ctx: _Context) -> _Loaded:
@@ -470,4 +540,6 @@ _LOADERS: dict[str, tuple[set[str], Callable[[_Context], _Loaded] | None]] = {
     "npz": ({"path"}, _npz),
     # No loader of this shape: `_table`, as its encoding is fitted after the split.
     "table": ({"path", "target", "task", "features", "drop", "categorical"}, None),
+    # Neither: a regression target (float), not class labels.
+    "friedman1": ({"samples", "noise"}, None),
 }

@@ -46,6 +46,7 @@ TRAIN_BUFFERS = ("x_train", "y_train", "x_val", "y_val")
 _keys = count(1)
 
 Result = dict[str, object]
+REGRESSION_MEASURES = ("val_rmse", "val_mae", "val_r2")
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,9 @@ def parse_result(raw: str, interpreter: int | None, fitness: Fitness = Fitness()
         "curve": data.get("curve") or [],
         "pruned_at": data.get("pruned_at"),
     }
+    for measure in REGRESSION_MEASURES:
+        if measure in data:  # a regression training's figures
+            result[measure] = data[measure]
     result["fitness"] = fitness.of(result)
     if "weights" in data:
         result["weights"] = data["weights"]
@@ -208,6 +212,7 @@ class PoolEvaluator:
         for network in networks:
             if self.class_weight is not None:
                 network = {**network, "class_weight": self.class_weight}
+            network = {**network, **self.dataset.network_keys()}
             try:
                 args = train_args(
                     network, refs, self.dataset.n_features, deadline, cancel, self.export_weights
@@ -314,7 +319,7 @@ class InProcessEvaluator:
         started = time.time()
         try:
             args = train_args(
-                network,
+                {**network, **self.dataset.network_keys()},
                 [self._buffers[name] for name in TRAIN_BUFFERS],
                 self.dataset.n_features,
                 deadline,

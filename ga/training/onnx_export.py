@@ -4,8 +4,11 @@ The graph repeats the numpy forward pass of `artifact.Model` node for node:
 standardisation, then per layer a concatenation of its input nodes, a layer
 norm without affine terms (as the kernel computes it), a Gemm and the
 activation, and a softmax at the end; an ensemble's members' probabilities
-are averaged with their weights. It uses standard opset-17 operators only,
-so any ONNX runtime can run it.
+are averaged with their weights. A regression model's graph has no
+softmax: its output `prediction` (rows x 1) is each network's output times
+`target_scale` plus `target_mean`, in the target's units, averaged with the
+members' weights. It uses standard opset-17 operators only, so any ONNX
+runtime can run it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from thunderhelm.ga.training.reference import GELU_C, GELU_K, LN_EPS
 
 OPSET = 17
 INPUT, OUTPUT = "input", "probabilities"
+REGRESSION_OUTPUT = "prediction"
 
 
 def to_onnx(model: Predictor) -> Any:
@@ -58,7 +62,19 @@ def to_onnx(model: Predictor) -> Any:
     eps = const(np.array(LN_EPS), "ln_eps")
     x = node("Sub", [INPUT, const(first.mean, "mean")])
     x = node("Div", [x, const(first.scale, "scale")])
-    if len(members) == 1:
+    output, width = OUTPUT, len(model.labels)
+    if model.regression:
+        output, width = REGRESSION_OUTPUT, 1
+        shares = []
+        for i, (member, weight) in enumerate(zip(members, weights, strict=True)):
+            # The network's output in the target's units: output * scale + mean.
+            out = _network(node, const, member, x, eps, f"m{i}/")
+            mean, scale = member.target_units()
+            value = node("Add", [node("Mul", [out, const(np.array(scale), f"m{i}/target_scale")]),
+                                 const(np.array(mean), f"m{i}/target_mean")])  # fmt: skip
+            shares.append(node("Mul", [value, const(np.array(weight), f"m{i}/weight")]))
+        nodes.append(helper.make_node("Sum", shares, [output]))
+    elif len(members) == 1:
         last = _network(node, const, first, x, eps, "")
         nodes.append(helper.make_node("Softmax", [last], [OUTPUT], axis=1))
     else:
@@ -71,7 +87,7 @@ def to_onnx(model: Predictor) -> Any:
         nodes,
         "thunderhelm_model",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["rows", model.n_features])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["rows", len(model.labels)])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["rows", width])],
         inits,
     )
     proto = helper.make_model(
@@ -79,7 +95,10 @@ def to_onnx(model: Predictor) -> Any:
     )
     proto.ir_version = 8  # readable by onnxruntime releases of the last years
     labels = ",".join(model.labels) if all("," not in label for label in model.labels) else ""
-    helper.set_model_props(proto, {"labels": labels, "members": str(len(members))})
+    props = {"labels": labels, "members": str(len(members))}
+    if model.regression:  # classification's props stay as they were
+        props["task"] = "regression"
+    helper.set_model_props(proto, props)
     onnx.checker.check_model(proto)
     return proto
 

@@ -129,7 +129,6 @@ class ReferenceNet:
         """Mean cross-entropy over the rows (each scaled by its class's weight) and its gradient."""
         labels = np.asarray(y, dtype=np.intp)
         logits, cache = self._forward(x)
-        nodes: list[Array] = cache[-1]
         nb = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
@@ -144,6 +143,19 @@ class ReferenceNet:
         da = exp / total * w[:, None]
         da[rows, labels] -= w
         da /= nb
+        return loss, self._backprop(da, cache)
+
+    def squared_error_and_grads(self, x: npt.ArrayLike, t: npt.ArrayLike) -> tuple[float, Array]:
+        """Regression head: mean squared error (not halved) of the one output, and its gradient."""
+        out, cache = self._forward(x)
+        diff = out[:, 0] - np.asarray(t, dtype=out.dtype)
+        loss = float(np.mean(diff * diff))
+        da = (2 * diff / len(diff))[:, None].astype(out.dtype)
+        return loss, self._backprop(da, cache)
+
+    def _backprop(self, da: Array, cache: list[Any]) -> Array:
+        """Gradients of the parameters given dLoss/d(output) for the rows of `cache`."""
+        nodes: list[Array] = cache[-1]
         grads = np.zeros_like(self.params)
         widths = self.spec.widths()
         dnode = [np.zeros_like(h) for h in nodes]
@@ -165,7 +177,7 @@ class ReferenceNet:
                 if i:
                     dnode[i] += dz[:, col : col + widths[i]]
                 col += widths[i]
-        return loss, grads
+        return grads
 
     def adamw_step(self, grads: Array, lr: float, wd: float) -> None:
         """One AdamW update (decay first, then the bias-corrected Adam step)."""

@@ -15,10 +15,12 @@ the model predicts:
   (missing is a value of its own), every other or unseen value in one
   "other" column.
 
-Rows whose target is missing are left out. Classification only for now: a
-target is read as class labels (as text; numbers in numeric order), and a
-numeric target with more than `MAX_CLASSES_INFERRED` distinct values is
-refused as a regression target rather than treated as that many classes.
+Rows whose target is missing are left out. With `task: "classification"`
+(the default) a target is read as class labels (as text; numbers in numeric
+order), and a numeric target with more than `MAX_CLASSES_INFERRED` distinct
+values is refused (it is a regression target: say `task: "regression"`)
+rather than treated as that many classes. With `task: "regression"` the
+target must be numbers, read as they are.
 """
 
 from __future__ import annotations
@@ -152,9 +154,10 @@ class Table:
 
     columns: dict[str, Any]  # feature name -> a pyarrow array or a list (None for missing)
     categorical: frozenset[str]
-    y: npt.NDArray[np.int64]
-    labels: tuple[str, ...]
+    y: npt.NDArray[np.int64] | npt.NDArray[np.float64]  # float64 numbers for regression
+    labels: tuple[str, ...]  # empty for regression
     target: str
+    task: str = "classification"
     # Each column's codes or numbers, computed once: select, fit and the design
     # matrix all need them, and a million rows cost milliseconds each.
     _codes: dict[str, tuple[npt.NDArray[np.intp], list[str]]] = field(
@@ -246,10 +249,11 @@ def select(raw: Mapping[str, Any], spec: Mapping[str, object], what: str) -> Tab
     if unknown:
         raise TableError(f"'categorical' names columns that are not features: {unknown}")
     task = spec.get("task", "classification")
-    if task == "regression":
-        raise TableError("regression targets are not supported yet; use task 'classification'")
-    if task != "classification":
+    if task not in ("classification", "regression"):
         raise TableError(f"'task' must be 'classification' or 'regression', got {task!r}")
+    if task == "regression":
+        values, kept, no_labels = _regression_target(raw[target], target, what)
+        return _table_of(raw, features, declared, kept, values, no_labels, target, task, what)
     codes, levels = level_codes(raw[target])
     present = np.array([level != MISSING for level in levels], dtype=np.bool_)
     keep = present[codes] if len(levels) else np.zeros(0, np.bool_)
@@ -262,7 +266,7 @@ def select(raw: Mapping[str, Any], spec: Mapping[str, object], what: str) -> Tab
     if numeric_target and len(distinct) > MAX_CLASSES_INFERRED:
         raise TableError(
             f"{what}: the target {target!r} has {len(distinct)} distinct numbers, a regression "
-            f"target (classes: at most {MAX_CLASSES_INFERRED}); regression is not supported yet"
+            f"target (classes: at most {MAX_CLASSES_INFERRED}); set task 'regression'"
         )
     if len(distinct) < 2:
         raise TableError(f"{what}: the target {target!r} has one class only ({distinct[0]!r})")
@@ -270,13 +274,41 @@ def select(raw: Mapping[str, Any], spec: Mapping[str, object], what: str) -> Tab
     code = {label: i for i, label in enumerate(labels)}
     to_label = np.array([code.get(level, -1) for level in levels], dtype=np.int64)
     y = to_label[kept_codes]
+    return _table_of(raw, features, declared, keep, y, labels, target, task, what)
+
+
+def _regression_target(
+    values: Any, target: str, what: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], tuple[str, ...]]:
+    """A regression target's numbers (rows with a gap left out) and which rows are kept."""
+    if not is_numeric(values):
+        raise TableError(f"{what}: the regression target {target!r} holds text, not numbers")
+    numbers, gaps = _numbers(values, target)
+    keep = ~gaps
+    if not keep.any():
+        raise TableError(f"{what}: the target {target!r} has no values")
+    return numbers[keep], keep, ()
+
+
+def _table_of(
+    raw: Mapping[str, Any],
+    features: list[str],
+    declared: list[str] | None,
+    keep: npt.NDArray[np.bool_],
+    y: npt.NDArray[np.int64] | npt.NDArray[np.float64],
+    labels: tuple[str, ...],
+    target: str,
+    task: str,
+    what: str,
+) -> Table:
+    """The chosen feature columns of the kept rows, their kinds checked."""
     columns = {name: _kept(raw[name], keep) for name in features}
     categorical = (
         set(declared)
         if declared is not None
         else {name for name, values in columns.items() if not is_numeric(values)}
     )
-    table = Table(columns, frozenset(categorical), y, labels, target)
+    table = Table(columns, frozenset(categorical), y, labels, target, task)
     in_parallel(table.level_codes, sorted(categorical))  # cached for the checks, fit, encoding
     for name in sorted(categorical):
         _, seen = table.level_codes(name)

@@ -53,6 +53,8 @@ def predict(
     if generate is not None and text is None:
         fail(ExitCode.USAGE, "--generate needs --text")
     model = _load(artifact)
+    if model.regression:
+        fail(ExitCode.NOT_FOUND, "predict for regression models is not in the CLI yet: load_model")
     try:
         if text is not None:
             _text(ctx, model, text, generate, temperature, seed, top, as_json)

@@ -353,6 +353,7 @@ class RunExecutor:
             dataset,
             deadline_s=3600.0,
             export_weights=True,
+            fitness=steps.final_fitness(state.request),
             class_weight=steps.class_weight_of(state.request),
         ) as evaluator:
             trained = evaluator([*nets, *fresh])  # side by side on the pool

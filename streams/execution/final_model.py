@@ -20,6 +20,10 @@ measured again on the fresh-seed networks (`estimate`), whose weights were
 never picked on the validation split. On held-back tasks the estimate
 overstated the test accuracy about half as much as the searched weights'
 own validation figures did (docs/ga.md, "Honest selection").
+
+A regression run does the same with the members' predictions, in the
+target's units, averaged instead of probabilities, and squared errors in
+place of rows right (`_regression_*`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from thunderhelm.ga.training.artifact import (
     Ensemble,
     Model,
     Predictor,
+    RegressionScores,
     model_from_training,
+    regression_scores,
     scores,
     write_artifact,
 )
@@ -138,7 +144,9 @@ def reevaluate(
     fresh-seed training (None: it failed, the search's figure stands alone).
     Ties keep the search's order.
     """
-    fitness = str((request.get("fitness") or {}).get("name", "val_accuracy"))
+    fitness = steps.fitness_name(request)
+    if dataset.task == "regression":
+        return _regression_reevaluate(fitness, models, fresh, dataset)
     y = np.asarray(dataset.y_val, dtype=np.intp)
     means: list[float] = []
     figures: list[dict[str, Any]] = []
@@ -175,6 +183,9 @@ def estimate(fresh: Sequence[Model | None], dataset: PreparedDataset) -> dict[st
         if len(trained) == 1
         else Ensemble(tuple(trained), tuple(1.0 / len(trained) for _ in trained))
     )
+    if dataset.task == "regression":
+        figures_r = _regression_scores_of(model, dataset)
+        return {**_regression_figures(figures_r), "retrainings": len(trained)}
     y = np.asarray(dataset.y_val, dtype=np.intp)
     figures = scores(model.log_proba_of_inputs(dataset.x_val), y)
     accuracy = float(figures["accuracy"])
@@ -226,7 +237,9 @@ def choose(
     """The model to deliver from the retrained finalists (best first), and why."""
     settings = request.get("final_model") or {}
     deliver = str(settings.get("deliver", "auto"))
-    fitness = str((request.get("fitness") or {}).get("name", "val_accuracy"))
+    fitness = steps.fitness_name(request)
+    if dataset.task == "regression":
+        return _regression_choose(deliver, fitness, models, dataset)
     single = models[0]
     y = np.asarray(dataset.y_val, dtype=np.intp)
     alone = single.log_proba_of_inputs(dataset.x_val)
@@ -310,7 +323,7 @@ def save(
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ArtifactWriteError(f"cannot write the model artifact to {target}: {reason}") from exc
-    single_test = searched_best.evaluate(dataset.x_test, dataset.y_test, standardized=True)
+    single_test = searched_best.figures(dataset.x_test, dataset.y_test, standardized=True)
     shares = predictor.weights if isinstance(predictor, Ensemble) else (1.0,)
     model = {
         "kind": "ensemble" if isinstance(predictor, Ensemble) else "single",
@@ -323,8 +336,8 @@ def save(
             }
             for (c, _, _, _), share in zip(used, shares, strict=True)
         ],
-        "validation": _figures(metrics["validation"]),
-        "test": _figures(metrics["test"]),
+        "validation": _any_figures(metrics["validation"]),
+        "test": _any_figures(metrics["test"]),
         "estimate": selection["estimate"],
         "why": selection["why"],
     }
@@ -354,6 +367,95 @@ def build(
 
 def _ok(training: Mapping[str, Any]) -> bool:
     return training.get("status") == "ok" and bool(training.get("weights"))
+
+
+def _any_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    return _regression_figures(metrics) if "rmse" in metrics else _figures(metrics)
+
+
+def _regression_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    return {
+        name: None if metrics.get(name) is None else float(metrics[name])
+        for name in ("rmse", "mae", "r2", "loss")
+    }
+
+
+def _regression_scores_of(model: Predictor, dataset: PreparedDataset) -> RegressionScores:
+    """A regression model's figures on the validation rows."""
+    mean, scale = model.target_units()
+    return regression_scores(model.values_of_inputs(dataset.x_val), dataset.y_val, mean, scale)
+
+
+def _regression_figure(fitness: str, figures: RegressionScores) -> float:
+    """The run's fitness measure from regression figures (higher is better)."""
+    if fitness == "val_rmse":
+        return -figures["rmse"]
+    if fitness == "val_loss":
+        return -figures["loss"]
+    r2 = figures["r2"]
+    return -math.inf if r2 is None else r2
+
+
+def _regression_reevaluate(
+    fitness: str,
+    models: Sequence[Model],
+    fresh: Sequence[Model | None],
+    dataset: PreparedDataset,
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """`reevaluate` for regression: each finalist's figure from its predictions."""
+    means: list[float] = []
+    figures: list[dict[str, Any]] = []
+    for model, again in zip(models, fresh, strict=True):
+        searched = _regression_figure(fitness, _regression_scores_of(model, dataset))
+        second = (
+            None
+            if again is None
+            else _regression_figure(fitness, _regression_scores_of(again, dataset))
+        )
+        means.append(searched if second is None else (searched + second) / 2)
+        figures.append(
+            {
+                "searched": round(searched, 6),
+                "fresh_seed": None if second is None else round(second, 6),
+                "mean": round(means[-1], 6),
+            }
+        )
+    order = sorted(range(len(models)), key=lambda i: -means[i])
+    return order, figures
+
+
+def _regression_choose(
+    deliver: str, fitness: str, models: Sequence[Model], dataset: PreparedDataset
+) -> tuple[Predictor, dict[str, Any]]:
+    """`choose` for regression: the best alone must beat the averaged predictions by more
+    than one standard error of the paired per-row difference of squared errors."""
+    single = models[0]
+    selection: dict[str, Any] = {"deliver": deliver, "fitness": fitness}
+    selection["validation"] = {"single": _regression_scores_of(single, dataset)}
+    if len(models) == 1:
+        return single, {**selection, "chosen": "single", "why": "one network to deliver"}
+    if deliver == "single":
+        return single, {**selection, "chosen": "single", "why": "requested"}
+    ensemble = Ensemble(tuple(models), tuple(1.0 / len(models) for _ in models))
+    selection["validation"]["ensemble"] = _regression_scores_of(ensemble, dataset)
+    if deliver == "ensemble":
+        return ensemble, {**selection, "chosen": "ensemble", "why": "requested"}
+    truth = np.asarray(dataset.y_val, dtype=np.float64)
+    scale = single.spec.target_scale
+    alone = (single.values_of_inputs(dataset.x_val) - single.target_mean) / scale - truth
+    averaged = (ensemble.values_of_inputs(dataset.x_val) - single.target_mean) / scale - truth
+    diff = averaged**2 - alone**2  # positive: the single is better
+    margin = float(diff.mean())
+    se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    selection["single_margin"] = {"mean": round(margin, 6), "standard_error": round(se, 6)}
+    if not margin > se:
+        why = (
+            f"the {len(models)}-network average: the best network alone is not better on "
+            "validation by more than one standard error"
+        )
+        return ensemble, {**selection, "chosen": "ensemble", "why": why}
+    why = "the best network alone is better on validation by more than one standard error"
+    return single, {**selection, "chosen": "single", "why": why}
 
 
 def _figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:

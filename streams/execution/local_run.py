@@ -434,6 +434,13 @@ def _table(result: dict[str, Any], out: Any) -> None:
         ("time", f"{result['duration_s']:.1f}s"),
         ("artifact", result["artifact"]),
     ]
+    if "val_r2" in metrics:  # a regression run: its figures in place of accuracy
+        rows[1:4] = [
+            ("best val_r2", metrics.get("val_r2")),
+            ("best val_rmse", metrics.get("val_rmse")),
+            ("best test_r2", metrics.get("test_r2")),
+            ("best test_rmse", metrics.get("test_rmse")),
+        ]
     if result.get("error"):
         rows.insert(1, ("error", result["error"]))
     width = max(len(k) for k, _ in rows)

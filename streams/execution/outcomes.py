@@ -77,6 +77,9 @@ def candidate_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
         "val_loss",
         "val_balanced_accuracy",
         "val_macro_f1",
+        "val_rmse",  # these three: regression trainings only
+        "val_mae",
+        "val_r2",
         "train_loss",
         "params",
         "epochs_run",

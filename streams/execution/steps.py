@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from thunderhelm.ga.core import measures
 from thunderhelm.ga.core.engine import (
     Evaluation,
     GAConfig,
@@ -85,8 +86,22 @@ def fidelity_of(request: Mapping[str, Any]) -> Fidelity | None:
     return Fidelity(
         eta=float(settings.get("eta", 2.0)),
         min_figures=int(settings.get("min_figures", 6)),
-        metric=str(request.get("fitness", {}).get("name", "val_accuracy")),
+        metric=fitness_name(request),
     )
+
+
+def task_of(request: Mapping[str, Any]) -> str:
+    """Whether a request (or a candidate task, which carries its dataset) is regression."""
+    dataset = request.get("dataset") or {}
+    if dataset.get("name") == "friedman1" or dataset.get("task") == "regression":
+        return "regression"
+    return "classification"
+
+
+def fitness_name(request: Mapping[str, Any]) -> str:
+    """The measure a run's fitness is: the request's, or its task's default when it names none."""
+    name = (request.get("fitness") or {}).get("name")
+    return measures.measure_for_task(None if name is None else str(name), task_of(request))
 
 
 def class_weight_of(request: Mapping[str, Any]) -> str | None:
@@ -99,9 +114,18 @@ def fitness_of(request: Mapping[str, Any]) -> Fitness:
     """The request's fitness settings, for the evaluator that scores every candidate."""
     fitness = request.get("fitness", {})
     return Fitness(
-        kind=str(fitness.get("name", "val_accuracy")),
+        kind=fitness_name(request),
         param_penalty=float(fitness.get("param_penalty", 0.0)) / 1e6,
     )
+
+
+def final_fitness(request: Mapping[str, Any]) -> Fitness:
+    """How the final model's retrainings are scored in their records.
+
+    Classification keeps the evaluator's default, as its artifacts always
+    had; a regression run scores them by its own measure (accuracy is none).
+    """
+    return fitness_of(request) if task_of(request) == "regression" else Fitness()
 
 
 @dataclass(frozen=True)
@@ -241,6 +265,19 @@ def best_network(
     )
 
 
+def _regression_metrics(
+    metrics: Mapping[str, Any], test_metrics: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A regression best's figures in the target's units (none for classification)."""
+    if "val_r2" not in metrics:
+        return {}
+    test = test_metrics or {}
+    return {
+        **{name: metrics.get(name) for name in ("val_r2", "val_rmse", "val_mae")},
+        **{f"test_{name}": test.get(name) for name in ("r2", "rmse", "mae")},
+    }
+
+
 def result_data(
     run_id: str,
     status: str,
@@ -285,6 +322,7 @@ def result_data(
                 "generation": best.get("generation"),
                 "test_accuracy": None if test_metrics is None else test_metrics.get("accuracy"),
                 "test_loss": None if test_metrics is None else test_metrics.get("loss"),
+                **_regression_metrics(best["metrics"], test_metrics),
             },
         }
     return {
