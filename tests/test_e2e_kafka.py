@@ -15,11 +15,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, module_worker
+from thunderhelm.ga.training.artifact import load_model
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 
@@ -258,3 +260,26 @@ async def test_a_bad_record_keyed_by_a_known_run_is_noted_in_its_log(
     assert len(dead) == 1
     assert int(dict(dead[0].headers)["dlq.original.offset"]) == note.data["original_offset"]
     assert worker.alive()
+
+
+async def test_a_regression_run_ends_with_r2_and_a_model_in_the_targets_units(
+    worker: WorkerProcess,
+) -> None:
+    s = worker.settings
+    run_id = f"reg-{uuid.uuid4().hex[:6]}"
+    request = small_request(run_id, generations=2)
+    request["dataset"] = {"name": "friedman1", "samples": 800, "noise": 0.1, "seed": 5}
+    request["training"] = {"epochs": 12, "batch_size": 32}
+    await produce(s.run_requests, structured(request), run_id.encode())
+    records = await wait_result(worker, run_id)
+    (record,) = for_run(records, run_id, s.run_results)
+    result = decode_record(record.value, {}).data
+    assert result["status"] == "succeeded", result.get("error")
+    metrics = result["best"]["metrics"]
+    assert metrics["val_accuracy"] is None and metrics["val_r2"] > 0.2, metrics
+    assert result["best"]["fitness"] == pytest.approx(metrics["val_r2"])  # the default fitness
+    model = load_model(result["artifact"])
+    x = np.random.default_rng(0).uniform(size=(5, 10)).astype(np.float32)
+    predicted = np.asarray(model.predict(x), dtype=np.float64)
+    # Friedman #1 targets lie in about [-3, 30]; predictions come back in those units.
+    assert predicted.shape == (5,) and np.all((predicted > -10) & (predicted < 40)), predicted
