@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pydantic
 import pytest
+from typer.testing import CliRunner
 
 from thunderhelm.ga.core import measures
 from thunderhelm.ga.training.artifact import load_model
@@ -26,6 +27,7 @@ from thunderhelm.ga.training.datasets import DatasetError, load_dataset
 from thunderhelm.ga.training.evaluators import InProcessEvaluator
 from thunderhelm.schemas.requests import RunRequest
 from thunderhelm.schemas.results import validated_result
+from thunderhelm.streams.cli.main import app
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.execution import steps
 from thunderhelm.streams.execution.local_run import run_local
@@ -217,6 +219,14 @@ def test_a_local_regression_run_succeeds_and_its_model_predicts_the_target(
     with pytest.raises(ValueError, match="regression model predicts numbers"):
         model.predict_proba(raw)
     check_onnx(model, raw.astype(np.float32), tmp_path)
+    # The CLI: rows with the target last, predictions and the figures on them.
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, np.column_stack([raw, truth]), delimiter=",")
+    done = CliRunner().invoke(app, ["predict", result["artifact"], "--input", str(rows), "--json"])
+    assert done.exit_code == 0, done.output
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert said["predictions"] == pytest.approx(list(predicted), abs=1e-6)
+    assert said["rows"] == 200 and said["r2"] > 0.4
 
 
 def check_onnx(model: Any, raw: np.ndarray, tmp_path: Path) -> None:

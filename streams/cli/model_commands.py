@@ -53,9 +53,12 @@ def predict(
     if generate is not None and text is None:
         fail(ExitCode.USAGE, "--generate needs --text")
     model = _load(artifact)
-    if model.regression:
-        fail(ExitCode.NOT_FOUND, "predict for regression models is not in the CLI yet: load_model")
     try:
+        if model.regression:
+            if input is None:
+                raise ValueError("a regression model predicts from --input rows, not --text")
+            _numbers(ctx, model, *read_regression_inputs(input, model), as_json)
+            return
         if text is not None:
             _text(ctx, model, text, generate, temperature, seed, top, as_json)
             return
@@ -161,6 +164,105 @@ def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[A
     if unknown:
         raise ValueError(f"{path.name}: labels the model does not know: {unknown[:5]}")
     return x, np.array([index[r[-1].strip()] for r in rows], dtype=np.int64)
+
+
+def read_regression_inputs(path: Path, model: Any) -> tuple[Any, Any]:
+    """A regression model's raw rows and, when the file has them, the targets (else None).
+
+    A table model reads named columns (the target's, if present); any other
+    reads a .npz (`x`, optional `y`) or a CSV of the features and optionally
+    the target last. A missing target is NaN and left out of the figures.
+    """
+    import numpy as np
+
+    if model.table is not None:
+        from thunderhelm.ga.training.tables import TableError, rows_to_columns
+
+        try:
+            columns = rows_to_columns(path)
+        except TableError as exc:
+            raise ValueError(str(exc)) from None
+        if model.table.target not in columns:
+            return columns, None
+        return columns, _numbers_of(columns.pop(model.table.target), path.name)
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive:
+                raise ValueError(f"{path.name}: the archive needs an array 'x'")
+            x = np.atleast_2d(np.asarray(archive["x"], dtype=np.float64))
+            y = np.asarray(archive["y"], dtype=np.float64) if "y" in archive else None
+        if y is not None and y.shape != (len(x),):
+            raise ValueError(f"{path.name}: 'y' must hold one number per row")
+        return x, y
+    if path.suffix.lower() != ".csv":
+        raise ValueError(f"{path.name}: --input must be a .csv or .npz file")
+    from thunderhelm.ga.training.datasets import numeric_cells
+
+    n_features = model.n_features
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows and not numeric_cells(rows[0]):
+        rows = rows[1:]  # a header row
+    if not rows:
+        raise ValueError(f"{path.name}: no rows")
+    width = len(rows[0])
+    if width not in (n_features, n_features + 1) or any(len(r) != width for r in rows):
+        raise ValueError(
+            f"{path.name}: every row needs {n_features} numbers (and optionally the target)"
+        )
+    try:
+        table = np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{path.name}: every cell must be a number") from None
+    return table[:, :n_features], (table[:, n_features] if width > n_features else None)
+
+
+def _numbers_of(column: Any, where: str) -> Any:
+    """A target column's values as float64, NaN where missing."""
+    import numpy as np
+
+    values = column.to_pylist() if hasattr(column, "to_pylist") else list(column)
+    try:
+        return np.array(
+            [np.nan if v is None or v == "" else float(v) for v in values], dtype=np.float64
+        )
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: the target column holds values that are not numbers") from None
+
+
+def _numbers(ctx: typer.Context, model: Any, x: Any, y: Any, as_json: bool) -> None:
+    """A regression model's predictions, and its figures on the rows whose target is given."""
+    import numpy as np
+
+    predicted = np.asarray(model.predict(x), dtype=np.float64)
+    figures: dict[str, float | None] | None = None
+    if y is not None and np.isfinite(y).any():
+        known = np.isfinite(y)
+        truth, guess = y[known], predicted[known]
+        sst = float(np.sum((truth - truth.mean()) ** 2))
+        figures = {
+            "rmse": float(np.sqrt(np.mean((guess - truth) ** 2))),
+            "mae": float(np.mean(np.abs(guess - truth))),
+            "r2": 1.0 - float(np.sum((guess - truth) ** 2)) / sst if sst > 0 else None,
+        }
+    if as_json:
+        out: dict[str, Any] = {
+            "rows": len(predicted),
+            "predictions": [round(float(v), 7) for v in predicted],
+        }
+        if figures is not None:
+            out.update(figures)
+        emit_json(ctx, out)
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["row", "prediction"])
+    for row, value in enumerate(predicted):
+        writer.writerow([row, f"{float(value):.6g}"])
+    state(ctx).out.write(buffer.getvalue())
+    if figures is not None:
+        said = ", ".join(f"{k} {v:.6f}" for k, v in figures.items() if v is not None)
+        print(f"{said} on {int(np.isfinite(y).sum())} rows with a target", file=sys.stderr)
 
 
 def _rows(ctx: typer.Context, model: Any, x: Any, y: Any, as_json: bool) -> None:
