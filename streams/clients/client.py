@@ -234,7 +234,8 @@ def describe(observed: Observed) -> str:
     if e.type in ev.TERMINAL_TYPES:
         result = data.get("result", {})
         best = (result.get("best") or {}).get("metrics", {})
-        line = f"{short}: val_accuracy={best.get('val_accuracy')}"
+        key = "val_r2" if best.get("val_r2") is not None else "val_accuracy"
+        line = f"{short}: {key}={best.get(key)}"
         if model := result.get("model"):
             line += f" model={model_summary(model)}"
         if result.get("stopped_by") not in (None, "generations"):
@@ -253,10 +254,19 @@ def model_summary(model: Mapping[str, Any]) -> str:
         else "?"
         for m in members
     )
-    test = (model.get("test") or {}).get("accuracy")
+    scores = model.get("test") or {}
+    name = "r2" if scores.get("r2") is not None else "accuracy"  # a regression model: R^2
+    test = scores.get(name)
     shown = f"{test:.4f}" if isinstance(test, float) else "-"
     kind = f"ensemble of {len(members)}" if model.get("kind") == "ensemble" else "single"
-    return f"{kind} [{where}] test_accuracy {shown}"
+    return f"{kind} [{where}] test_{name} {shown}"
+
+
+def _best_scores(metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The best network's headline figures: R^2 and RMSE for regression, else accuracy."""
+    if metrics.get("val_r2") is not None:
+        return [("best val_r2", metrics["val_r2"]), ("best val_rmse", metrics.get("val_rmse"))]
+    return [("best val_accuracy", metrics.get("val_accuracy"))]
 
 
 def trace_url(settings: Settings, trace_id: str) -> str:
@@ -281,7 +291,7 @@ def summary(result: Mapping[str, Any]) -> str:
     rows: list[tuple[str, Any]] = [
         ("run", result.get("run_id")),
         ("status", result.get("status")),
-        ("best val_accuracy", metrics.get("val_accuracy")),
+        *_best_scores(metrics),
         ("best val_loss", metrics.get("val_loss")),
         ("params", metrics.get("params")),
         ("hidden levels", shape or "-"),

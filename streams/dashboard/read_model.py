@@ -26,6 +26,8 @@ CANDIDATE_FIELDS = (
     "index",
     "fitness",
     "val_accuracy",
+    "val_r2",
+    "val_rmse",
     "val_loss",
     "train_loss",
     "params",

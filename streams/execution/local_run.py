@@ -423,9 +423,19 @@ def _table(result: dict[str, Any], out: Any) -> None:
     )
     rows = [
         ("status", result["status"]),
-        ("best val_accuracy", metrics.get("val_accuracy")),
-        ("best val_loss", metrics.get("val_loss")),
-        ("best test_accuracy", metrics.get("test_accuracy")),
+        *(
+            [
+                ("best val_r2", metrics.get("val_r2")),
+                ("best val_rmse", metrics.get("val_rmse")),
+                ("best test_r2", metrics.get("test_r2")),
+            ]
+            if metrics.get("val_r2") is not None  # a regression run
+            else [
+                ("best val_accuracy", metrics.get("val_accuracy")),
+                ("best val_loss", metrics.get("val_loss")),
+                ("best test_accuracy", metrics.get("test_accuracy")),
+            ]
+        ),
         ("params", metrics.get("params")),
         ("levels (neurons+act)", shape or "-"),
         ("learning rate", genome.get("learning_rate")),

@@ -206,13 +206,19 @@ function fitnessChart(history) {
 
 const CANDIDATE_COLUMNS = [
   ["generation", "generation", "int"], ["index", "candidate", "int"], ["fitness", "fitness", "f"],
-  ["val_accuracy", "val accuracy", "f"], ["val_loss", "val loss", "f"],
+  ["val_accuracy", "val accuracy", "f"], ["val_r2", "val R²", "f"], ["val_rmse", "val RMSE", "f"],
+  ["val_loss", "val loss", "f"],
   ["train_loss", "train loss", "f"], ["params", "params", "int"], ["epochs_run", "epochs", "int"],
   ["status", "status", "text"],
 ];
 
+// Shown only when a candidate has them: accuracy for classification, R² and RMSE for regression.
+const TASK_COLUMNS = new Set(["val_accuracy", "val_r2", "val_rmse"]);
+
 function candidateTable(candidates) {
   const rows = candidates.flatMap((gen, g) => gen.map((c) => ({ generation: g, ...c })));
+  const columns = CANDIDATE_COLUMNS.filter(([key]) =>
+    !TASK_COLUMNS.has(key) || rows.some((c) => c[key] !== null && c[key] !== undefined));
   const sort = { key: "generation", dir: 1 };
   const body = h("tbody", { id: "candidates-body" });
   const table = h("table", { id: "candidates" });
@@ -225,7 +231,7 @@ function candidateTable(candidates) {
       return (va < vb ? -1 : 1) * sort.dir;
     });
     body.replaceChildren(...sorted.map((c) => h("tr", { "data-generation": c.generation, "data-index": c.index },
-      CANDIDATE_COLUMNS.map(([key, , kind]) => h("td", {
+      columns.map(([key, , kind]) => h("td", {
         className: kind === "text" ? key : key + " num",
         "data-value": c[key] === null || c[key] === undefined ? "" : c[key],
         text: kind === "f" ? fmt(c[key]) : (c[key] === null || c[key] === undefined ? "–" : c[key]),
@@ -234,7 +240,7 @@ function candidateTable(candidates) {
       th.textContent = th.dataset.label + (th.dataset.key === sort.key ? (sort.dir > 0 ? " ▲" : " ▼") : "");
     });
   };
-  table.append(h("thead", {}, h("tr", {}, CANDIDATE_COLUMNS.map(([key, label]) => h("th", {
+  table.append(h("thead", {}, h("tr", {}, columns.map(([key, label]) => h("th", {
     className: "sortable", "data-key": key, "data-label": label,
     onclick: () => { sort.dir = sort.key === key ? -sort.dir : (key === "generation" || key === "index" ? 1 : -1); sort.key = key; draw(); },
   })))), body);
@@ -294,7 +300,7 @@ function artifactCard(detail) {
   ].join("\n");
   const metrics = (detail.result.best && detail.result.best.metrics) || {};
   const rows = [h("dt", { text: "artifact" }), h("dd", { id: "artifact-path", text: artifact })];
-  for (const key of ["val_accuracy", "test_accuracy"]) {
+  for (const key of ["val_accuracy", "test_accuracy", "val_r2", "test_r2", "test_rmse"]) {
     if (typeof metrics[key] === "number") {
       rows.push(h("dt", { text: "best " + key.replace("_", " ") }), h("dd", { text: metrics[key].toFixed(4) }));
     }
