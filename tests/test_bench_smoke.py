@@ -32,6 +32,8 @@ FIELDS = {
         "parquet_ratio_vs_pandas_sklearn",
         "peak_rss_ratio",
         "rss_per_interpreter_growth_mb",
+        "friedman_r2",
+        "hgb_r2",
     ),
     "quality": (
         "evaluations",
