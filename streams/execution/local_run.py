@@ -333,22 +333,26 @@ def _run_logged(
         print(
             f"run {run_id}: resuming from generation {state.generation} (log {log.path})", file=out
         )
-    dataset = load_dataset(
-        request["dataset"], data_root=settings.data_root, text_dir=settings.text_dir
-    )
-    print(
-        f"run {run_id}: {dataset.name} {dataset.n_features} features, "
-        f"{dataset.n_classes} classes, {len(dataset.y_train)} train / {len(dataset.y_val)} val"
-        f" / {len(dataset.y_test)} test",
-        file=out,
-    )
-    executor.use_dataset(run_id, dataset)
-    with InterpreterPool(local.pool_size or None) as pool, run.interrupt:
-        executor.pool = pool
-        try:
-            result = run.drive()
-        finally:
-            executor.pool = None
+    # Ctrl-C is a cancel from here on, while the data loads and the pool starts
+    # too: a SIGINT that came in during the pool's start was lost (the run went
+    # on), and the first step cancels itself once one has come (`keep_cancelling`).
+    with run.interrupt:
+        dataset = load_dataset(
+            request["dataset"], data_root=settings.data_root, text_dir=settings.text_dir
+        )
+        print(
+            f"run {run_id}: {dataset.name} {dataset.n_features} features, "
+            f"{dataset.n_classes} classes, {len(dataset.y_train)} train / "
+            f"{len(dataset.y_val)} val / {len(dataset.y_test)} test",
+            file=out,
+        )
+        executor.use_dataset(run_id, dataset)
+        with InterpreterPool(local.pool_size or None) as pool:
+            executor.pool = pool
+            try:
+                result = run.drive()
+            finally:
+                executor.pool = None
     return _report(dict(result), out, as_json)
 
 
