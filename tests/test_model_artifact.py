@@ -507,7 +507,7 @@ def test_the_imbalance_measures_of_rows_of_one_class() -> None:
 def test_for_a_class_balanced_fitness_the_single_must_win_on_balanced_accuracy() -> None:
     from sklearn.metrics import balanced_accuracy_score
 
-    from thunderhelm.streams.execution.final_model import _single_clearly_better
+    from thunderhelm.streams.execution.final_model import _row_advantage
 
     # 18 common rows and 2 rare ones: the single gets the rare ones right and
     # two common ones wrong; the average the reverse.
@@ -515,10 +515,8 @@ def test_for_a_class_balanced_fitness_the_single_must_win_on_balanced_accuracy()
     single = np.array([0] * 16 + [1] * 2 + [1] * 2)
     average = np.array([0] * 18 + [0] * 2)
     as_log = lambda labels: np.log(np.eye(2)[labels] * 0.98 + 0.01)  # noqa: E731
-    _, by_rows, _ = _single_clearly_better("val_accuracy", as_log(single), as_log(average), y)
-    _, balanced, _ = _single_clearly_better(
-        "val_balanced_accuracy", as_log(single), as_log(average), y
-    )
+    by_rows = _row_advantage("val_accuracy", as_log(single), as_log(average), y).mean()
+    balanced = _row_advantage("val_balanced_accuracy", as_log(single), as_log(average), y).mean()
     assert by_rows == pytest.approx(-0.0)  # rows right: a tie
     assert balanced == pytest.approx(
         balanced_accuracy_score(y, single) - balanced_accuracy_score(y, average)

@@ -243,3 +243,28 @@ def check_onnx(model: Any, raw: np.ndarray, tmp_path: Path) -> None:
         (out,) = session.run(None, {"input": raw})
         assert out.shape == (len(raw), 1)
         np.testing.assert_allclose(out[:, 0], predictor.predict(raw), rtol=0, atol=1e-4)
+
+
+def test_a_regression_ensemble_is_delivered_only_when_the_best_alone_is_not_clearly_better(
+    tmp_path: Path,
+) -> None:
+    from thunderhelm.ga.training.artifact import Ensemble, model_from_training
+    from thunderhelm.streams.execution.final_model import choose
+
+    data = friedman(tmp_path)
+    request = {"dataset": {"name": "friedman1"}}
+    weak = {**NET, "epochs": 1, "learning_rate": 0.0001}
+    nets = [NET, {**NET, "seed": 2}, weak]
+    trained = InProcessEvaluator(data, export_weights=True)(nets)
+    good, twin, bad = (
+        model_from_training(n, t["weights"], data, request)
+        for n, t in zip(nets, trained, strict=True)
+    )
+    # Averaged with a network that has barely trained, the best alone is clearly better.
+    chosen, why = choose(request, [good, bad], data)
+    assert chosen is good and why["chosen"] == "single", why
+    assert why["single_margin"]["mean"] > why["single_margin"]["standard_error"] > 0
+    # Two equally good networks: their average is delivered.
+    chosen, why = choose(request, [good, twin], data)
+    assert isinstance(chosen, Ensemble) and why["chosen"] == "ensemble", why
+    assert why["validation"]["ensemble"]["r2"] >= why["validation"]["single"]["r2"] - 0.01

@@ -126,20 +126,23 @@ def read_table_inputs(path: Path, target: str, labels: tuple[str, ...]) -> tuple
     return columns, np.array([index[level] for level in levels], dtype=np.int64)[codes]
 
 
-def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[Any, Any]:
-    """Raw rows `x` and, when the file has them, class indices `y` (else None)."""
+def _read_rows(path: Path, n_features: int, last: str) -> tuple[Any, Any]:
+    """Raw feature rows `x` (float64) of a .npz or CSV file, and what it gives beside them.
+
+    A .npz holds `x` and optionally `y` (returned as stored); a CSV holds the
+    features and optionally `last` (a label, the target) as each row's last
+    cell (returned as text), after an optional header row. None: no `y`.
+    """
     import numpy as np
 
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive:
                 raise ValueError(f"{path.name}: the archive needs an array 'x'")
-            x = np.asarray(archive["x"], dtype=np.float64)
-            y = np.asarray(archive["y"], dtype=np.int64) if "y" in archive else None
-        if x.ndim == 1:
-            x = x[None, :]
-        if y is not None and (y.shape != (len(x),) or y.min() < 0 or y.max() >= len(labels)):
-            raise ValueError(f"{path.name}: 'y' must hold one class index per row")
+            x = np.atleast_2d(np.asarray(archive["x"], dtype=np.float64))
+            y = np.asarray(archive["y"]) if "y" in archive else None
+        if y is not None and y.shape != (len(x),):
+            raise ValueError(f"{path.name}: 'y' must hold {last} per row")
         return x, y
     if path.suffix.lower() != ".csv":
         raise ValueError(f"{path.name}: --input must be a .csv or .npz file")
@@ -154,16 +157,32 @@ def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[A
     width = len(rows[0])
     if width not in (n_features, n_features + 1) or any(len(r) != width for r in rows):
         raise ValueError(
-            f"{path.name}: every row needs {n_features} features (and optionally a label)"
+            f"{path.name}: every row needs {n_features} features (and optionally {last})"
         )
-    x = np.array([[float(c) for c in r[:n_features]] for r in rows], dtype=np.float64)
-    if width == n_features:
+    try:
+        x = np.array([[float(c) for c in r[:n_features]] for r in rows], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{path.name}: every feature must be a number") from None
+    return x, ([r[-1].strip() for r in rows] if width > n_features else None)
+
+
+def read_inputs(path: Path, n_features: int, labels: tuple[str, ...]) -> tuple[Any, Any]:
+    """Raw rows `x` and, when the file has them, class indices `y` (else None)."""
+    import numpy as np
+
+    x, given = _read_rows(path, n_features, "a label")
+    if given is None:
         return x, None
+    if isinstance(given, np.ndarray):  # a .npz: class indices
+        y = np.asarray(given, dtype=np.int64)
+        if len(y) and (y.min() < 0 or y.max() >= len(labels)):
+            raise ValueError(f"{path.name}: 'y' must hold one class index per row")
+        return x, y
     index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({r[-1].strip() for r in rows} - set(index))
+    unknown = sorted(set(given) - set(index))
     if unknown:
         raise ValueError(f"{path.name}: labels the model does not know: {unknown[:5]}")
-    return x, np.array([index[r[-1].strip()] for r in rows], dtype=np.int64)
+    return x, np.array([index[label] for label in given], dtype=np.int64)
 
 
 def read_regression_inputs(path: Path, model: Any) -> tuple[Any, Any]:
@@ -173,8 +192,6 @@ def read_regression_inputs(path: Path, model: Any) -> tuple[Any, Any]:
     reads a .npz (`x`, optional `y`) or a CSV of the features and optionally
     the target last. A missing target is NaN and left out of the figures.
     """
-    import numpy as np
-
     if model.table is not None:
         from thunderhelm.ga.training.tables import TableError, rows_to_columns
 
@@ -185,36 +202,8 @@ def read_regression_inputs(path: Path, model: Any) -> tuple[Any, Any]:
         if model.table.target not in columns:
             return columns, None
         return columns, _numbers_of(columns.pop(model.table.target), path.name)
-    if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if "x" not in archive:
-                raise ValueError(f"{path.name}: the archive needs an array 'x'")
-            x = np.atleast_2d(np.asarray(archive["x"], dtype=np.float64))
-            y = np.asarray(archive["y"], dtype=np.float64) if "y" in archive else None
-        if y is not None and y.shape != (len(x),):
-            raise ValueError(f"{path.name}: 'y' must hold one number per row")
-        return x, y
-    if path.suffix.lower() != ".csv":
-        raise ValueError(f"{path.name}: --input must be a .csv or .npz file")
-    from thunderhelm.ga.training.datasets import numeric_cells
-
-    n_features = model.n_features
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if rows and not numeric_cells(rows[0]):
-        rows = rows[1:]  # a header row
-    if not rows:
-        raise ValueError(f"{path.name}: no rows")
-    width = len(rows[0])
-    if width not in (n_features, n_features + 1) or any(len(r) != width for r in rows):
-        raise ValueError(
-            f"{path.name}: every row needs {n_features} numbers (and optionally the target)"
-        )
-    try:
-        table = np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
-    except ValueError:
-        raise ValueError(f"{path.name}: every cell must be a number") from None
-    return table[:, :n_features], (table[:, n_features] if width > n_features else None)
+    x, given = _read_rows(path, model.n_features, "the target")
+    return x, None if given is None else _numbers_of(given, path.name)
 
 
 def _numbers_of(column: Any, where: str) -> Any:

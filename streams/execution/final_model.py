@@ -6,8 +6,8 @@ them are retrained with the genome, wiring and training seed the search
 scored them with (so with the weights it measured), side by side on the
 pool. Averaging their class probabilities is the delivered model unless the
 best network alone beats the average on validation by more than one
-standard error (`_single_clearly_better` says why a plain comparison would
-be unfair), or the request asks for one network (`final_model.deliver`).
+standard error (`choose` says why a plain comparison would be unfair), or
+the request asks for one network (`final_model.deliver`).
 Members weigh the same: a weighting fitted on the validation split would fit
 its noise as well, while a plain average of good networks does not.
 
@@ -23,7 +23,7 @@ own validation figures did (docs/ga.md, "Honest selection").
 
 A regression run does the same with the members' predictions, in the
 target's units, averaged instead of probabilities, and squared errors in
-place of rows right (`_regression_*`).
+place of rows right.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,7 @@ from thunderhelm.ga.training.artifact import (
     Model,
     Predictor,
     RegressionScores,
+    Scores,
     model_from_training,
     regression_scores,
     scores,
@@ -121,13 +122,23 @@ _SCORE_OF: dict[str, Literal["accuracy", "balanced_accuracy", "macro_f1"]] = {
 }
 
 
-def _fitness_figure(
-    fitness: str, log_proba: npt.NDArray[np.float64], y: npt.NDArray[np.intp]
-) -> float:
-    """The run's fitness measure of a model on the validation rows (higher is better)."""
-    figures = scores(log_proba, y)
+def _validation_scores(model: Predictor, dataset: PreparedDataset) -> Scores | RegressionScores:
+    """A model's figures on the validation rows: `scores`, or `regression_scores`."""
+    if dataset.task == "regression":
+        mean, scale = model.target_units()
+        return regression_scores(model.values_of_inputs(dataset.x_val), dataset.y_val, mean, scale)
+    return scores(model.log_proba_of_inputs(dataset.x_val), np.asarray(dataset.y_val, np.intp))
+
+
+def _fitness_figure(fitness: str, figures: Scores | RegressionScores) -> float:
+    """The run's fitness measure read off a model's figures (higher is better)."""
     if fitness == "val_loss":
         return -float(figures["loss"])
+    if "rmse" in figures:  # regression
+        regression = cast(RegressionScores, figures)
+        if fitness == "val_rmse":
+            return -regression["rmse"]
+        return -math.inf if regression["r2"] is None else regression["r2"]
     figure = figures[_SCORE_OF.get(fitness, "accuracy")]
     return float(figure) if figure is not None else -math.inf
 
@@ -145,17 +156,12 @@ def reevaluate(
     Ties keep the search's order.
     """
     fitness = steps.fitness_name(request)
-    if dataset.task == "regression":
-        return _regression_reevaluate(fitness, models, fresh, dataset)
-    y = np.asarray(dataset.y_val, dtype=np.intp)
     means: list[float] = []
     figures: list[dict[str, Any]] = []
     for model, again in zip(models, fresh, strict=True):
-        searched = _fitness_figure(fitness, model.log_proba_of_inputs(dataset.x_val), y)
+        searched = _fitness_figure(fitness, _validation_scores(model, dataset))
         second = (
-            None
-            if again is None
-            else _fitness_figure(fitness, again.log_proba_of_inputs(dataset.x_val), y)
+            None if again is None else _fitness_figure(fitness, _validation_scores(again, dataset))
         )
         means.append(searched if second is None else (searched + second) / 2)
         figures.append(
@@ -183,80 +189,93 @@ def estimate(fresh: Sequence[Model | None], dataset: PreparedDataset) -> dict[st
         if len(trained) == 1
         else Ensemble(tuple(trained), tuple(1.0 / len(trained) for _ in trained))
     )
-    if dataset.task == "regression":
-        figures_r = _regression_scores_of(model, dataset)
-        return {**_regression_figures(figures_r), "retrainings": len(trained)}
-    y = np.asarray(dataset.y_val, dtype=np.intp)
-    figures = scores(model.log_proba_of_inputs(dataset.x_val), y)
+    figures = _validation_scores(model, dataset)
+    if "rmse" in figures:
+        return {**_regression_figures(figures), "retrainings": len(trained)}
     accuracy = float(figures["accuracy"])
     return {
         "accuracy": accuracy,
         "loss": float(figures["loss"]),
-        "accuracy_se": round(math.sqrt(accuracy * (1.0 - accuracy) / max(1, len(y))), 6),
+        "accuracy_se": round(math.sqrt(accuracy * (1.0 - accuracy) / max(1, figures["rows"])), 6),
         "retrainings": len(trained),
     }
 
 
-def _single_clearly_better(
+def _row_advantage(
     fitness: str,
     alone: npt.NDArray[np.float64],
     averaged: npt.NDArray[np.float64],
     y: npt.NDArray[np.intp],
-) -> tuple[bool, float, float]:
-    """Whether the best network alone beats the average on validation by more than noise.
+) -> npt.NDArray[np.float64]:
+    """Per validation row, how much better the best network alone does than the average.
 
-    `alone` and `averaged` are their log-probabilities of the validation rows.
-    The best network was picked on this very validation split, so its score
-    there is its luckiest (the winner's curse) while the average's is not:
-    comparing the two scores as they are would favour it. It has to win by
-    more than one standard error of the paired per-row difference (rows
+    `alone` and `averaged` are their log-probabilities of the rows: rows
     right, or cross-entropy for a `val_loss` run; for the class-balanced
     measures, rows right weighted so that each class counts alike, which is
-    balanced accuracy exactly and macro-F1's nearest per-row form). Returns
-    the decision, the mean difference (positive: the single is better) and
-    that standard error.
+    balanced accuracy exactly and macro-F1's nearest per-row form.
     """
     rows = np.arange(len(y))
     if fitness == "val_loss":
-        diff = alone[rows, y] - averaged[rows, y]  # = loss(average) - loss(single)
-    else:
-        diff = (alone.argmax(axis=1) == y).astype(np.float64) - (
-            averaged.argmax(axis=1) == y
-        ).astype(np.float64)
-        if fitness in ("val_balanced_accuracy", "val_macro_f1"):
-            counts = np.bincount(y)
-            diff *= len(y) / (np.count_nonzero(counts) * counts[y])
-    mean = float(diff.mean())
-    se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    return mean > se, mean, se
+        # = loss(average) - loss(single)
+        return np.asarray(alone[rows, y] - averaged[rows, y], dtype=np.float64)
+    right_alone = (alone.argmax(axis=1) == y).astype(np.float64)
+    diff: npt.NDArray[np.float64] = right_alone - (averaged.argmax(axis=1) == y).astype(np.float64)
+    if fitness in ("val_balanced_accuracy", "val_macro_f1"):
+        counts = np.bincount(y)
+        diff *= len(y) / (np.count_nonzero(counts) * counts[y])
+    return diff
+
+
+def _single_advantage(
+    fitness: str, single: Model, ensemble: Ensemble, dataset: PreparedDataset
+) -> npt.NDArray[np.float64]:
+    """`_row_advantage` of the two models; for regression, the average's squared error
+    less the single's (standardised units)."""
+    if dataset.task == "regression":
+        truth = np.asarray(dataset.y_val, dtype=np.float64)
+        mean, scale = single.target_units()
+        alone = (single.values_of_inputs(dataset.x_val) - mean) / scale - truth
+        averaged = (ensemble.values_of_inputs(dataset.x_val) - mean) / scale - truth
+        return np.asarray(averaged**2 - alone**2, dtype=np.float64)
+    y = np.asarray(dataset.y_val, dtype=np.intp)
+    return _row_advantage(
+        fitness,
+        single.log_proba_of_inputs(dataset.x_val),
+        ensemble.log_proba_of_inputs(dataset.x_val),
+        y,
+    )
 
 
 def choose(
     request: Mapping[str, Any], models: Sequence[Model], dataset: PreparedDataset
 ) -> tuple[Predictor, dict[str, Any]]:
-    """The model to deliver from the retrained finalists (best first), and why."""
+    """The model to deliver from the retrained finalists (best first), and why.
+
+    The best network was picked on this very validation split, so its score
+    there is its luckiest (the winner's curse) while the average's is not:
+    comparing the two scores as they are would favour it. It has to win by
+    more than one standard error of the paired per-row difference
+    (`_single_advantage`).
+    """
     settings = request.get("final_model") or {}
     deliver = str(settings.get("deliver", "auto"))
     fitness = steps.fitness_name(request)
-    if dataset.task == "regression":
-        return _regression_choose(deliver, fitness, models, dataset)
     single = models[0]
-    y = np.asarray(dataset.y_val, dtype=np.intp)
-    alone = single.log_proba_of_inputs(dataset.x_val)
     selection: dict[str, Any] = {"deliver": deliver, "fitness": fitness}
-    selection["validation"] = {"single": scores(alone, y)}
+    selection["validation"] = {"single": _validation_scores(single, dataset)}
     if len(models) == 1:
         return single, {**selection, "chosen": "single", "why": "one network to deliver"}
     if deliver == "single":
         return single, {**selection, "chosen": "single", "why": "requested"}
     ensemble = Ensemble(tuple(models), tuple(1.0 / len(models) for _ in models))
-    averaged = ensemble.log_proba_of_inputs(dataset.x_val)
-    selection["validation"]["ensemble"] = scores(averaged, y)
+    selection["validation"]["ensemble"] = _validation_scores(ensemble, dataset)
     if deliver == "ensemble":
         return ensemble, {**selection, "chosen": "ensemble", "why": "requested"}
-    better, margin, se = _single_clearly_better(fitness, alone, averaged, y)
+    diff = _single_advantage(fitness, single, ensemble, dataset)
+    margin = float(diff.mean())
+    se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
     selection["single_margin"] = {"mean": round(margin, 6), "standard_error": round(se, 6)}
-    if not better:
+    if not margin > se:
         why = (
             f"the {len(models)}-network average: the best network alone is not better on "
             "validation by more than one standard error"
@@ -378,84 +397,6 @@ def _regression_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
         name: None if metrics.get(name) is None else float(metrics[name])
         for name in ("rmse", "mae", "r2", "loss")
     }
-
-
-def _regression_scores_of(model: Predictor, dataset: PreparedDataset) -> RegressionScores:
-    """A regression model's figures on the validation rows."""
-    mean, scale = model.target_units()
-    return regression_scores(model.values_of_inputs(dataset.x_val), dataset.y_val, mean, scale)
-
-
-def _regression_figure(fitness: str, figures: RegressionScores) -> float:
-    """The run's fitness measure from regression figures (higher is better)."""
-    if fitness == "val_rmse":
-        return -figures["rmse"]
-    if fitness == "val_loss":
-        return -figures["loss"]
-    r2 = figures["r2"]
-    return -math.inf if r2 is None else r2
-
-
-def _regression_reevaluate(
-    fitness: str,
-    models: Sequence[Model],
-    fresh: Sequence[Model | None],
-    dataset: PreparedDataset,
-) -> tuple[list[int], list[dict[str, Any]]]:
-    """`reevaluate` for regression: each finalist's figure from its predictions."""
-    means: list[float] = []
-    figures: list[dict[str, Any]] = []
-    for model, again in zip(models, fresh, strict=True):
-        searched = _regression_figure(fitness, _regression_scores_of(model, dataset))
-        second = (
-            None
-            if again is None
-            else _regression_figure(fitness, _regression_scores_of(again, dataset))
-        )
-        means.append(searched if second is None else (searched + second) / 2)
-        figures.append(
-            {
-                "searched": round(searched, 6),
-                "fresh_seed": None if second is None else round(second, 6),
-                "mean": round(means[-1], 6),
-            }
-        )
-    order = sorted(range(len(models)), key=lambda i: -means[i])
-    return order, figures
-
-
-def _regression_choose(
-    deliver: str, fitness: str, models: Sequence[Model], dataset: PreparedDataset
-) -> tuple[Predictor, dict[str, Any]]:
-    """`choose` for regression: the best alone must beat the averaged predictions by more
-    than one standard error of the paired per-row difference of squared errors."""
-    single = models[0]
-    selection: dict[str, Any] = {"deliver": deliver, "fitness": fitness}
-    selection["validation"] = {"single": _regression_scores_of(single, dataset)}
-    if len(models) == 1:
-        return single, {**selection, "chosen": "single", "why": "one network to deliver"}
-    if deliver == "single":
-        return single, {**selection, "chosen": "single", "why": "requested"}
-    ensemble = Ensemble(tuple(models), tuple(1.0 / len(models) for _ in models))
-    selection["validation"]["ensemble"] = _regression_scores_of(ensemble, dataset)
-    if deliver == "ensemble":
-        return ensemble, {**selection, "chosen": "ensemble", "why": "requested"}
-    truth = np.asarray(dataset.y_val, dtype=np.float64)
-    scale = single.spec.target_scale
-    alone = (single.values_of_inputs(dataset.x_val) - single.target_mean) / scale - truth
-    averaged = (ensemble.values_of_inputs(dataset.x_val) - single.target_mean) / scale - truth
-    diff = averaged**2 - alone**2  # positive: the single is better
-    margin = float(diff.mean())
-    se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    selection["single_margin"] = {"mean": round(margin, 6), "standard_error": round(se, 6)}
-    if not margin > se:
-        why = (
-            f"the {len(models)}-network average: the best network alone is not better on "
-            "validation by more than one standard error"
-        )
-        return ensemble, {**selection, "chosen": "ensemble", "why": why}
-    why = "the best network alone is better on validation by more than one standard error"
-    return single, {**selection, "chosen": "single", "why": why}
 
 
 def _figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
