@@ -9,6 +9,16 @@ softmax: its output `prediction` (rows x 1) is each network's output times
 `target_scale` plus `target_mean`, in the target's units, averaged with the
 members' weights. It uses standard opset-17 operators only, so any ONNX
 runtime can run it.
+
+A table model's graph takes the raw columns, one input each, named as the
+columns are (`table_inputs`): a number column as float32 [rows, 1] (NaN or
+infinite: missing), a category column as text [rows, 1] (the empty string:
+missing; a number category as its text, `3` for 3.0). The table's encoding
+comes first in the graph, as `TableEncoding.encode` does it: a missing
+number becomes the training median (and its 0/1 "was missing" column), a
+category goes through ONNX-ML's `OneHotEncoder` over its levels, with one
+more column for every other or unseen value. Names inside the graph start
+with `NAME_PREFIX`, so no column name can collide with them.
 """
 
 from __future__ import annotations
@@ -21,10 +31,13 @@ import numpy as np
 
 from thunderhelm.ga.training.artifact import Ensemble, Model, Predictor
 from thunderhelm.ga.training.reference import GELU_C, GELU_K, LN_EPS
+from thunderhelm.ga.training.tables import MISSING, CategoricalColumn, TableEncoding
 
 OPSET = 17
+ML_OPSET = 1  # ai.onnx.ml: OneHotEncoder
 INPUT, OUTPUT = "input", "probabilities"
 REGRESSION_OUTPUT = "prediction"
+NAME_PREFIX = "thunderhelm/"
 
 
 def to_onnx(model: Predictor) -> Any:
@@ -41,30 +54,36 @@ def to_onnx(model: Predictor) -> Any:
     counter = iter(range(1_000_000))
 
     def const(value: np.ndarray, name: str) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        name = NAME_PREFIX + name
+        array = np.asarray(value)
+        array = array.astype(np.float32) if array.dtype.kind == "f" else array  # ints: axes
+        inits.append(numpy_helper.from_array(array, name))
         return name
 
     def node(op: str, inputs: list[str], **attrs: Any) -> str:
-        out = f"{op.lower()}_{next(counter)}"
+        out = f"{NAME_PREFIX}{op.lower()}_{next(counter)}"
         nodes.append(helper.make_node(op, inputs, [out], **attrs))
         return out
 
     members = model.members if isinstance(model, Ensemble) else (model,)
     weights = model.weights if isinstance(model, Ensemble) else (1.0,)
     first = members[0]
+    output = REGRESSION_OUTPUT if model.regression else OUTPUT
     if first.table is not None:
-        # A graph without the table's encoding would take encoded columns where
-        # users give raw ones, and answer wrongly without a word.
-        raise ValueError(
-            "ONNX export of a table model (its column encoding) is not supported yet; "
-            "use thunderhelm predict or load_model"
-        )
+        inputs = table_inputs(first.table)
+        taken = {i.name for i in inputs} & {output}
+        if taken or any(i.name.startswith(NAME_PREFIX) for i in inputs):
+            raise ValueError(f"a column's name is one the ONNX graph uses itself: {taken}")
+        raw = _table_encoding(node, const, first.table)
+    else:
+        features: list[str | int | None] = ["rows", model.n_features]
+        inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, features)]
+        raw = INPUT
     eps = const(np.array(LN_EPS), "ln_eps")
-    x = node("Sub", [INPUT, const(first.mean, "mean")])
+    x = node("Sub", [raw, const(first.mean, "mean")])
     x = node("Div", [x, const(first.scale, "scale")])
-    output, width = OUTPUT, len(model.labels)
+    width = 1 if model.regression else len(model.labels)
     if model.regression:
-        output, width = REGRESSION_OUTPUT, 1
         shares = []
         for i, (member, weight) in enumerate(zip(members, weights, strict=True)):
             # The network's output in the target's units: output * scale + mean.
@@ -86,13 +105,14 @@ def to_onnx(model: Predictor) -> Any:
     graph = helper.make_graph(
         nodes,
         "thunderhelm_model",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["rows", model.n_features])],
+        inputs,
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["rows", width])],
         inits,
     )
-    proto = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="thunderhelm"
-    )
+    opsets = [helper.make_opsetid("", OPSET)]
+    if first.table is not None:
+        opsets.append(helper.make_opsetid("ai.onnx.ml", ML_OPSET))
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="thunderhelm")
     proto.ir_version = 8  # readable by onnxruntime releases of the last years
     labels = ",".join(model.labels) if all("," not in label for label in model.labels) else ""
     props = {"labels": labels, "members": str(len(members))}
@@ -101,6 +121,50 @@ def to_onnx(model: Predictor) -> Any:
     helper.set_model_props(proto, props)
     onnx.checker.check_model(proto)
     return proto
+
+
+def table_inputs(encoding: TableEncoding) -> list[Any]:
+    """The graph's inputs for a table model: one per raw column, [rows, 1] each."""
+    from onnx import TensorProto, helper
+
+    return [
+        helper.make_tensor_value_info(
+            c.name,
+            TensorProto.STRING if isinstance(c, CategoricalColumn) else TensorProto.FLOAT,
+            ["rows", 1],
+        )
+        for c in encoding.columns
+    ]
+
+
+def _table_encoding(
+    node: Callable[..., str],
+    const: Callable[[np.ndarray, str], str],
+    encoding: TableEncoding,
+) -> str:
+    """The raw column inputs encoded as the network's feature columns (rows x width)."""
+    from onnx import TensorProto, helper
+
+    parts: list[str] = []
+    for i, c in enumerate(encoding.columns):
+        if isinstance(c, CategoricalColumn):
+            # An empty string is how a missing category comes in as text.
+            cats = ["" if level == MISSING and "" not in c.levels else level for level in c.levels]
+            if not cats:  # every value is "other"
+                ones = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+                parts.append(node("ConstantOfShape", [node("Shape", [c.name])], value=ones))
+                continue
+            hot = node("OneHotEncoder", [c.name], domain="ai.onnx.ml", cats_strings=cats, zeros=1)
+            axis = const(np.array([1], dtype=np.int64), f"col{i}/axis")
+            hot = node("Squeeze", [hot, axis])
+            seen = node("ReduceSum", [hot, axis], keepdims=1)
+            parts += [hot, node("Sub", [const(np.ones((1, 1)), f"col{i}/one"), seen])]
+            continue
+        gaps = node("Or", [node("IsNaN", [c.name]), node("IsInf", [c.name])])
+        parts.append(node("Where", [gaps, const(np.array([[c.median]]), f"col{i}/median"), c.name]))
+        if c.indicator:
+            parts.append(node("Cast", [gaps], to=TensorProto.FLOAT))
+    return node("Concat", parts, axis=1)
 
 
 def _network(
