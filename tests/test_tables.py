@@ -179,16 +179,17 @@ def test_a_table_runs_end_to_end_and_predicts_from_raw_rows(
     assert answer["rows"] == 900 and answer["accuracy"] > 0.5
     # ONNX: the raw columns in (text with gaps as "", numbers with gaps as NaN).
     assert cli(["export", result["artifact"], "--onnx", str(tmp_path / "t.onnx")]) == 0
-    check_raw_onnx(model, root / "homes.csv", tmp_path / "t.onnx")
-
-
-def check_raw_onnx(model: Any, path: Path, onnx_file: Path) -> None:
-    """onnxruntime, fed a table file's raw columns as a user would, agrees with `predict`."""
-    import onnxruntime
     import pandas as pd
 
+    check_raw_onnx(model, pd.read_csv(root / "homes.csv"), tmp_path / "t.onnx")  # "NA": a gap
+    check_raw_onnx(model, pd.DataFrame(rows).astype({"size": float}), tmp_path / "t.onnx")
+
+
+def check_raw_onnx(model: Any, frame: Any, onnx_file: Path) -> None:
+    """onnxruntime, fed a DataFrame's raw columns as a user would, agrees with `predict`."""
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(str(onnx_file))
-    frame = pd.read_csv(path)  # "NA" cells read as gaps
     feeds: dict[str, Any] = {}
     for given in session.get_inputs():
         column = frame[given.name]
@@ -198,7 +199,7 @@ def check_raw_onnx(model: Any, path: Path, onnx_file: Path) -> None:
         else:
             feeds[given.name] = column.to_numpy(dtype=np.float32).reshape(-1, 1)
     (got,) = session.run(None, feeds)
-    want = model.predict(path) if model.regression else model.predict_proba(path)
+    want = model.predict(frame) if model.regression else model.predict_proba(frame)
     np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-4)
 
 
