@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import typer
 
 from thunderhelm.streams.cli import (
+    data_commands,
     dlq_commands,
     log_commands,
     model_commands,
@@ -59,6 +60,7 @@ run_commands.register(app)
 log_commands.register(app)
 app.add_typer(dlq_commands.dlq_app, name="dlq")
 model_commands.register(app)
+data_commands.register(app)
 ops_commands.register_bench(app)
 
 

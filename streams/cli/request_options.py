@@ -66,8 +66,8 @@ def build_request(
     """The request `data`, validated; CliError(NOT_FOUND) for a bad file or request."""
     if file is not None:
         request = _from_file(file)
-        if run_id:
-            request["run_id"] = run_id
+        if run_id or "run_id" not in request:  # a file without one gets one, as options do
+            request["run_id"] = run_id or f"run-{uuid.uuid4().hex[:10]}"
     else:
         data: dict[str, Any] = {"name": dataset.value, "seed": seed}
         if dataset is Dataset.spirals:
