@@ -74,6 +74,7 @@ class CandidateMetrics(BaseModel):
     val_loss: float | None = None
     val_balanced_accuracy: float | None = None
     val_macro_f1: float | None = None
+    val_roc_auc: float | None = Field(default=None, description="when the fitness is val_roc_auc")
     params: int | None = None
 
 

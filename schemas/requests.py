@@ -152,34 +152,31 @@ class SearchSpaceSettings(_Strict):
     max_neurons: int = Field(default=64, ge=1, le=1024, description="neurons per unit")
 
 
-CLASSIFICATION_FITNESS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")
+CLASSIFICATION_FITNESS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_roc_auc")
 REGRESSION_FITNESS = ("val_r2", "val_rmse")
 
 
 FitnessName = Literal[
-    "val_accuracy", "val_loss", "val_balanced_accuracy", "val_macro_f1", "val_r2", "val_rmse"
+    "val_accuracy",
+    "val_loss",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+    "val_roc_auc",
+    "val_r2",
+    "val_rmse",
 ]
 
 
 class FitnessSettings(_Strict):
-    name: (
-        Literal[
-            "val_accuracy",
-            "val_loss",
-            "val_balanced_accuracy",
-            "val_macro_f1",
-            "val_r2",
-            "val_rmse",
-        ]
-        | None
-    ) = Field(
+    name: FitnessName | None = Field(
         default=None,
         description=(
             "the validation measure the search maximises (val_loss, val_rmse: minimises); "
             "null: val_accuracy for classification, val_r2 for regression. "
             "val_balanced_accuracy and val_macro_f1 weigh every class alike, for "
-            "imbalanced classes; val_r2 and val_rmse (in the target's units) are for "
-            "regression only"
+            "imbalanced classes; val_roc_auc (one class against the rest, averaged) "
+            "rewards probabilities that rank the rows well; val_r2 and val_rmse (in the "
+            "target's units) are for regression only"
         ),
     )
     param_penalty: float = Field(default=0.0, ge=0.0, le=1.0, description="per million params")

@@ -103,3 +103,25 @@ def test_an_unknown_example_or_format_is_refused_with_its_reason(tmp_path: Path)
     code, _, err = cli("examples", "--format", "xlsx", env=env)
     assert code == 2 and "--format is one of" in err
     assert not (tmp_path / "data").exists()
+
+
+def test_a_run_can_search_for_roc_auc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from thunderhelm.schemas.results import validated_result
+    from thunderhelm.streams.config.settings import Settings
+    from thunderhelm.streams.execution.local_run import run_local
+
+    path = write_example(EXAMPLES["cancer"], tmp_path)
+    request = {
+        "run_id": "cancer-auc",
+        "dataset": dataset_spec(EXAMPLES["cancer"], path.name),
+        "ga": {"population": 4, "generations": 2, "seed": 5},
+        "training": {"epochs": 5, "class_weight": "balanced"},
+        "fitness": {"name": "val_roc_auc"},
+    }
+    settings = Settings(data_root=tmp_path, artifact_dir=tmp_path / "artifacts", pool_size=2)
+    assert run_local(settings, request, 2, as_json=True, logs=tmp_path / "logs") == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert validated_result(result) == result
+    best = result["best"]
+    assert best["fitness"] == best["metrics"]["val_roc_auc"] > 0.9
+    assert result["model"]["validation"]["roc_auc"] > 0.9

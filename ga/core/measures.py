@@ -5,7 +5,9 @@ figure its successive-halving rungs bound (`min_<measure>` or `max_<measure>`
 in a network spec). `val_balanced_accuracy` (the mean recall of the classes
 present) and `val_macro_f1` (F1 averaged over the classes present or
 predicted) are for imbalanced classes, where plain accuracy rewards
-predicting the majority. A regression training reports `val_r2`,
+predicting the majority; `val_roc_auc` (one class against the rest,
+averaged over the classes) measures how well the probabilities rank the
+rows, whatever the threshold. A regression training reports `val_r2`,
 `val_rmse` and `val_mae` in the target's own units instead (its `val_loss`
 is the mean squared error on the standardised target); as a fitness,
 `val_rmse` is maximised as its negative. Stdlib only: the pool interpreters
@@ -16,17 +18,28 @@ HIGHER_IS_BETTER: tuple[str, ...] = (
     "val_accuracy",
     "val_balanced_accuracy",
     "val_macro_f1",
+    "val_roc_auc",
     "val_r2",
 )
 LOWER_IS_BETTER: tuple[str, ...] = ("val_loss", "val_rmse", "val_mae")
 MEASURES: tuple[str, ...] = HIGHER_IS_BETTER + LOWER_IS_BETTER
 
 TASKS: tuple[str, ...] = ("classification", "regression")
-# The measures each task's trainings report (val_loss: both).
+# The measures each task's trainings report (val_loss: both; val_roc_auc: when
+# the network spec asks for it, see `ON_REQUEST`).
 TASK_MEASURES: dict[str, tuple[str, ...]] = {
-    "classification": ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_loss"),
+    "classification": (
+        "val_accuracy",
+        "val_balanced_accuracy",
+        "val_macro_f1",
+        "val_roc_auc",
+        "val_loss",
+    ),
     "regression": ("val_r2", "val_rmse", "val_mae", "val_loss"),
 }
+# Measured only when asked (a network spec's `roc_auc`): it costs a sort of the
+# validation rows per class on every pass.
+ON_REQUEST: tuple[str, ...] = ("val_roc_auc",)
 # The fitness a request that names none gets.
 DEFAULT_MEASURE: dict[str, str] = {"classification": "val_accuracy", "regression": "val_r2"}
 
@@ -83,3 +96,37 @@ def class_figures(
     balanced = sum(recalls) / len(recalls) if recalls else None
     macro_f1 = sum(f1s) / len(f1s) if f1s else None
     return balanced, macro_f1
+
+
+def one_vs_rest_auc(scores: list[list[float]], labels: list[int]) -> float | None:
+    """Macro one-vs-rest ROC-AUC (scikit-learn's), from ranks: the Mann-Whitney statistic.
+
+    `scores[k][i]` is row i's score for class k (its probability); tied
+    scores share the mean of their ranks. Averaged over the classes with rows
+    on both sides; for two classes, the plain AUC. None when no class has.
+    """
+    n = len(labels)
+    counts = [0] * len(scores)
+    for label in labels:
+        counts[label] += 1
+    aucs: list[float] = []
+    for k, column in enumerate(scores):
+        positives = counts[k]
+        if not 0 < positives < n:
+            continue
+        order = sorted(range(n), key=column.__getitem__)
+        rank_sum = 0.0
+        start = 0
+        while start < n:  # a run of tied scores shares its mean rank
+            end = start + 1
+            while end < n and column[order[end]] == column[order[start]]:
+                end += 1
+            mean_rank = (start + end + 1) / 2.0
+            rank_sum += mean_rank * sum(1 for i in order[start:end] if labels[i] == k)
+            start = end
+        aucs.append((rank_sum - positives * (positives + 1) / 2.0) / (positives * (n - positives)))
+    if not aucs:
+        return None
+    if len(scores) == 2:
+        return aucs[-1]  # both classes give the same AUC
+    return sum(aucs) / len(aucs)

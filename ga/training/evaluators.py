@@ -20,6 +20,7 @@ from itertools import count
 from types import TracebackType
 from typing import Protocol, Self
 
+from thunderhelm.ga.core import measures
 from thunderhelm.ga.core.search import fitness_from_metrics
 from thunderhelm.ga.pool.interpreter_pool import (
     CancelToken,
@@ -62,6 +63,10 @@ class Fitness:
 
     def of(self, metrics: Mapping[str, object]) -> float:
         return fitness_from_metrics(metrics, self.kind, self.param_penalty)
+
+    def spec_keys(self) -> dict[str, object]:
+        """What each trained network spec needs for this fitness to be measured."""
+        return {"roc_auc": True} if self.kind in measures.ON_REQUEST else {}
 
 
 def train_args(
@@ -114,6 +119,7 @@ def parse_result(raw: str, interpreter: int | None, fitness: Fitness = Fitness()
         "val_loss": data.get("val_loss"),
         "val_balanced_accuracy": data.get("val_balanced_accuracy"),
         "val_macro_f1": data.get("val_macro_f1"),
+        **({"val_roc_auc": data["val_roc_auc"]} if "val_roc_auc" in data else {}),
         "train_loss": data.get("train_loss"),
         "params": data.get("params"),
         "epochs_run": data.get("epochs_run", 0),
@@ -212,7 +218,7 @@ class PoolEvaluator:
         for network in networks:
             if self.class_weight is not None:
                 network = {**network, "class_weight": self.class_weight}
-            network = {**network, **self.dataset.network_keys()}
+            network = {**network, **self.fitness.spec_keys(), **self.dataset.network_keys()}
             try:
                 args = train_args(
                     network, refs, self.dataset.n_features, deadline, cancel, self.export_weights
@@ -319,7 +325,7 @@ class InProcessEvaluator:
         started = time.time()
         try:
             args = train_args(
-                {**network, **self.dataset.network_keys()},
+                {**network, **self.fitness.spec_keys(), **self.dataset.network_keys()},
                 [self._buffers[name] for name in TRAIN_BUFFERS],
                 self.dataset.n_features,
                 deadline,

@@ -115,10 +115,11 @@ def reevaluation_networks(
 
 
 # The figure of `scores` that each fitness measure where higher is better reads.
-_SCORE_OF: dict[str, Literal["accuracy", "balanced_accuracy", "macro_f1"]] = {
+_SCORE_OF: dict[str, Literal["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"]] = {
     "val_accuracy": "accuracy",
     "val_balanced_accuracy": "balanced_accuracy",
     "val_macro_f1": "macro_f1",
+    "val_roc_auc": "roc_auc",
 }
 
 
@@ -210,12 +211,14 @@ def _row_advantage(
     """Per validation row, how much better the best network alone does than the average.
 
     `alone` and `averaged` are their log-probabilities of the rows: rows
-    right, or cross-entropy for a `val_loss` run; for the class-balanced
+    right, or cross-entropy for a `val_loss` run and for a `val_roc_auc` one
+    (a ranking measure has no per-row form; cross-entropy is the per-row
+    measure of the same probabilities, and a proper one); for the class-balanced
     measures, rows right weighted so that each class counts alike, which is
     balanced accuracy exactly and macro-F1's nearest per-row form.
     """
     rows = np.arange(len(y))
-    if fitness == "val_loss":
+    if fitness in ("val_loss", "val_roc_auc"):
         # = loss(average) - loss(single)
         return np.asarray(alone[rows, y] - averaged[rows, y], dtype=np.float64)
     right_alone = (alone.argmax(axis=1) == y).astype(np.float64)

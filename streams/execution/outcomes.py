@@ -77,6 +77,7 @@ def candidate_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
         "val_loss",
         "val_balanced_accuracy",
         "val_macro_f1",
+        "val_roc_auc",  # when the run's fitness is it
         "val_rmse",  # these three: regression trainings only
         "val_mae",
         "val_r2",

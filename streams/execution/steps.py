@@ -265,6 +265,11 @@ def best_network(
     )
 
 
+def _present(metrics: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """`{name: value}` when the training measured it (val_roc_auc: only when asked)."""
+    return {name: metrics[name]} if metrics.get(name) is not None else {}
+
+
 def _regression_metrics(
     metrics: Mapping[str, Any], test_metrics: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -316,6 +321,7 @@ def result_data(
                 "val_loss": best["metrics"].get("val_loss"),
                 "val_balanced_accuracy": best["metrics"].get("val_balanced_accuracy"),
                 "val_macro_f1": best["metrics"].get("val_macro_f1"),
+                **_present(best["metrics"], "val_roc_auc"),
                 "params": best["metrics"].get("params"),
                 "train_loss": best["metrics"].get("train_loss"),
                 "epochs_run": best["metrics"].get("epochs_run"),
