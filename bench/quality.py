@@ -40,12 +40,15 @@ generation (mean over seeds of the test accuracy and of the work share at
 that generation). A network the final model retrains at several
 checkpoints is trained once (`_Memo`: the kernel is deterministic).
 
-Tasks: `shakespeare`, `spirals6` (six noisy spiral arms), and three tables
+Tasks: `shakespeare`, `spirals6` (six noisy spiral arms), three tables
 made from scikit-learn's bundled data and generators: `cancer` (569 rows,
 30 features, 2 classes), `blobs4` (1,500 rows, 20 features, 4 classes,
 10 % flipped labels) and `wide3` (2,400 rows, 60 features, 8 informative,
-3 classes). Mean ± sd over seeds, paired wins and Wilcoxon p are reported
-whatever they are.
+3 classes), and one regression task, `friedman` (scikit-learn's Friedman #1
+formula, 2,000 rows, noise 1.0), whose figure is R² where the others' is
+accuracy (`measure` per task; every search maximises the run's fitness,
+`val_r2` there). Mean ± sd over seeds, paired wins and Wilcoxon p are
+reported whatever they are.
 """
 
 import dataclasses
@@ -64,6 +67,7 @@ import numpy as np
 
 from bench.common import Options, cores, warm_pool
 from bench.report import bar
+from thunderhelm.ga.core import measures
 from thunderhelm.ga.core.engine import (
     GAConfig,
     GAState,
@@ -152,6 +156,10 @@ def task_requests(quick: bool) -> dict[str, dict[str, Any]]:
                 "dataset": {"name": "shakespeare", "samples": 400, "context": 2, "seed": 0},
             },
             "cancer": {**tiny, "dataset": {"name": "npz", "path": "cancer.npz", "seed": 0}},
+            "friedman": {
+                **tiny,
+                "dataset": {"name": "friedman1", "samples": 300, "noise": 1.0, "seed": 0},
+            },
         }
     table = {
         "ga": {"population": 8, "generations": 5},
@@ -172,6 +180,10 @@ def task_requests(quick: bool) -> dict[str, dict[str, Any]]:
         "cancer": {**table, "dataset": {"name": "npz", "path": "cancer.npz", "seed": 0}},
         "blobs4": {**table, "dataset": {"name": "npz", "path": "blobs4.npz", "seed": 0}},
         "wide3": {**table, "dataset": {"name": "npz", "path": "wide3.npz", "seed": 0}},
+        "friedman": {
+            **table,
+            "dataset": {"name": "friedman1", "samples": 2000, "noise": 1.0, "seed": 0},
+        },
     }
 
 
@@ -191,6 +203,11 @@ def write_tables(root: Path) -> None:
         n_clusters_per_class=3, flip_y=0.03, class_sep=1.0, random_state=11,
     )  # fmt: skip
     np.savez(root / "wide3.npz", x=x, y=y)
+
+
+def figure_of(figures: Mapping[str, Any]) -> float:
+    """A task's figure from a model's figures: R² for regression, else accuracy."""
+    return float(figures["r2"] if "r2" in figures else figures["accuracy"])
 
 
 def _with_seed(request: Mapping[str, Any], seed: int) -> dict[str, Any]:
@@ -332,22 +349,28 @@ def tpe_hyperband_search(
             for i, t in enumerate(trials)
         ]
         results = list(evaluate(networks))
+        measure = steps.fitness_name(request)
         for trial, network, result in zip(trials, networks, results, strict=True):
-            scored.append(_replayed(study, trial, network, result))
+            scored.append(_replayed(study, trial, network, result, measure))
         batch += 1
     return scored
 
 
-def _replayed(study: Any, trial: Any, network: Network, result: Mapping[str, Any]) -> Trained:
-    """Report a finished training's curve to its trial; pruned: the work before the prune."""
+def _replayed(
+    study: Any, trial: Any, network: Network, result: Mapping[str, Any], measure: str
+) -> Trained:
+    """Report a finished training's curve of `measure` to its trial (negated where lower
+    is better: the study maximises); pruned: the work before the prune."""
     import optuna
+
+    sign = 1.0 if measures.higher_is_better(measure) else -1.0
 
     curve = list(result.get("curve") or [])
     if result.get("status") != "ok" or not curve:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return Trained(-math.inf, network, work_of(result), False)
     for point in curve:
-        epoch, value = int(point["epoch"]), float(point["val_accuracy"])
+        epoch, value = int(point["epoch"]), sign * float(point[measure])
         trial.report(value, step=epoch)
         if epoch < len(curve) and trial.should_prune():
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -379,8 +402,8 @@ def deliver(
         if alone.get("status") != "ok" or not alone.get("weights"):
             return Delivered(search_val, 0.0, work, 0)
         model = model_from_training(nets[0], alone["weights"], dataset, request)
-        test = model.evaluate(dataset.x_test, dataset.y_test, standardized=True)["accuracy"]
-        return Delivered(search_val, float(test), work, 1)
+        test = figure_of(model.figures(dataset.x_test, dataset.y_test, standardized=True))
+        return Delivered(search_val, test, work, 1)
     finalists = [{"generation": 0, "index": i} for i in range(len(nets))]
     fresh = final_model.reevaluation_networks(request, finalists, nets)
     trained: list[Mapping[str, Any]] = list(exporter([*nets, *fresh]))
@@ -401,13 +424,9 @@ def deliver(
     ]
     predictor, selection, delivered = final_model.build(request, models, seconds, dataset)
     estimated = selection["estimate"]
-    val = (
-        float(estimated["accuracy"])
-        if estimated
-        else float(selection["validation"][selection["chosen"]]["accuracy"])
-    )
-    test = predictor.evaluate(dataset.x_test, dataset.y_test, standardized=True)["accuracy"]
-    return Delivered(val, float(test), work, len(delivered))
+    val = figure_of(estimated or selection["validation"][selection["chosen"]])
+    test = figure_of(predictor.figures(dataset.x_test, dataset.y_test, standardized=True))
+    return Delivered(val, test, work, len(delivered))
 
 
 class _Memo:
@@ -524,9 +543,12 @@ def _task(
     seeds: Sequence[int],
 ) -> dict[str, Any]:
     per_seed = []
+    fitness = steps.fitness_of(request)  # val_r2 for a regression task
     with (
-        PoolEvaluator(pool, dataset, deadline_s=3600.0) as evaluate,
-        PoolEvaluator(pool, dataset, deadline_s=3600.0, export_weights=True) as exporter,
+        PoolEvaluator(pool, dataset, deadline_s=3600.0, fitness=fitness) as evaluate,
+        PoolEvaluator(
+            pool, dataset, deadline_s=3600.0, export_weights=True, fitness=fitness
+        ) as exporter,
     ):
         for seed in seeds:
             row = {
@@ -559,6 +581,7 @@ def _task(
             entry["losses_vs_default"] = sum(t < d for t, d in zip(test, default_test, strict=True))
         methods[method] = entry
     return {
+        "measure": "r2" if dataset.task == "regression" else "accuracy",
         "budget_work_mean": round(statistics.mean(r["budget"] for r in per_seed), 2),
         "trainings_mean": {
             m: round(statistics.mean(r["methods"][m]["trainings"] for r in per_seed), 1)
@@ -635,8 +658,8 @@ def run(opts: Options) -> dict[str, Any]:
         "budget": "the plain GA's training work at its generations, in epoch-equivalents; "
         "every other search goes on until its own work reaches it",
         "tasks": tasks,
-        "aggregate": "mean ± sd over seeds of the test accuracy of what each method delivers "
-        "(selected on validation only)",
+        "aggregate": "mean ± sd over seeds of the test accuracy (R² for a regression task) of "
+        "what each method delivers (selected on validation only)",
         "workers": size,
         "wall_s": round(time.perf_counter() - began, 1),
         "environment": {"load_before": [round(x, 2) for x in load_before]},

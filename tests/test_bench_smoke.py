@@ -40,6 +40,8 @@ FIELDS = {
         "shakespeare_default_test_mean",
         "cancer_default_test_mean",
         "cancer_tpe_hyperband_ensemble_test_mean",
+        "friedman_default_test_mean",
+        "friedman_tpe_hyperband_test_mean",
         "shakespeare_ga_test_mean",
         "shakespeare_random_test_mean",
         "shakespeare_tpe_hyperband_test_mean",
