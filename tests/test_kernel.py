@@ -65,8 +65,9 @@ def random_spec(seed: int, n_inputs: int = 9, n_outputs: int = 4, **overrides: A
     return json.dumps(spec)
 
 
-def kernel_net(network_json: str, rows: int) -> _kernel.Net:
-    """A kernel Net with the same initial weights as the reference."""
+def kernel_net(network_json: str, rows: int, *, regression: bool = False) -> _kernel.Net:
+    """A kernel Net with the same initial weights as the reference (`regression`: one
+    linear output trained on squared error)."""
     spec = parse_spec(network_json)
     ref, _ = initial_net(network_json)
     codes = {name: code for code, name in enumerate(ACTIVATIONS)}
@@ -78,6 +79,7 @@ def kernel_net(network_json: str, rows: int) -> _kernel.Net:
         tuple(codes[u.activation] for u in spec.units),
         spec.output_inputs,
         rows,
+        regression=regression,
     )
     net.set_params(ref.params.astype(np.float32))
     return net

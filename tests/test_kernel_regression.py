@@ -11,29 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from tests.test_kernel import random_spec
+from tests.test_kernel import kernel_net, random_spec
 from thunderhelm.ga.training import _kernel
-from thunderhelm.ga.training.candidate import ACTIVATIONS, parse_spec
 from thunderhelm.ga.training.reference import initial_net
 
 
 def regression_net(network_json: str, rows: int) -> _kernel.Net:
     """A kernel regression Net with the reference's initial weights."""
-    spec = parse_spec(network_json)
-    ref, _ = initial_net(network_json)
-    codes = {name: code for code, name in enumerate(ACTIVATIONS)}
-    net = _kernel.Net(
-        spec.n_inputs,
-        1,
-        tuple(u.inputs for u in spec.units),
-        tuple(u.neurons for u in spec.units),
-        tuple(codes[u.activation] for u in spec.units),
-        spec.output_inputs,
-        rows,
-        regression=True,
-    )
-    net.set_params(ref.params.astype(np.float32))
-    return net
+    return kernel_net(network_json, rows, regression=True)
 
 
 def linear_rows(n: int, n_inputs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
