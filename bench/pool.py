@@ -275,41 +275,69 @@ def _empty() -> None:
 
 
 def dispatch_parts_us(tasks: int, repeats: int) -> dict[str, float]:
-    """Where a dispatch's time goes: median microseconds of its parts, one thread, no pool.
+    """Where a dispatch's time goes: median microseconds of its parts, no pool.
 
+    `loop_round_trip_us`: an echo task through a serving loop (`Interpreter.serve`
+    on its own thread, as a pool slot runs it) from a thread that posts it and
+    waits on `caller_fd` as a waiting caller does: two thread wake-ups, the
+    task's unmarshal, allowlist lookup and call, the result back; the pool's
+    dispatch adds its bookkeeping (future, task record, queue) to it.
     `exec_empty_us`: `_interpreters.exec` of an empty function into a warm
-    interpreter. CPython 3.13 creates and destroys a thread state for every
-    call (one mmap and one munmap of its 16 KiB data stack), so this is the
-    floor of any per-task entry into an interpreter. `run_task_us`: a whole
-    echo task (send, exec, unmarshal, allowlist lookup, result back) from the
-    interpreter's own thread; the pool's dispatch adds two thread wake-ups and
-    its bookkeeping (future, task record) to it.
+    interpreter, the cost of entering an interpreter per task, which the pool
+    no longer pays: CPython 3.13 creates and destroys a thread state for every
+    call (one mmap and one munmap of its 16 KiB data stack).
     """
     import _interpreters
 
-    from thunderhelm.ga.pool.backend import new_interpreter
+    from thunderhelm.ga.pool.backend import STOP, Interpreter, encode_task, new_interpreter
 
-    interp = new_interpreter(tuple(p for p in sys.path if isinstance(p, str)), ALLOWED)
-    task = (ECHO, ("x",))
-    try:
+    path = tuple(p for p in sys.path if isinstance(p, str))
 
-        def median_us(step: Callable[[], object]) -> float:
-            for _ in range(min(500, tasks)):
+    def median_us(step: Callable[[], object]) -> float:
+        for _ in range(min(500, tasks)):
+            step()
+        per_call = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            for _ in range(tasks):
                 step()
-            per_call = []
-            for _ in range(repeats):
-                began = time.perf_counter()
-                for _ in range(tasks):
-                    step()
-                per_call.append((time.perf_counter() - began) / tasks * 1e6)
-            return round(statistics.median(per_call), 2)
+            per_call.append((time.perf_counter() - began) / tasks * 1e6)
+        return round(statistics.median(per_call), 2)
 
-        return {
-            "exec_empty_us": median_us(lambda: _interpreters.exec(interp.id, _empty)),
-            "run_task_us": median_us(lambda: interp.run_task(task)),
-        }
+    interp = new_interpreter(path, ALLOWED)
+    try:
+        exec_empty = median_us(lambda: _interpreters.exec(interp.id, _empty))
     finally:
         interp.close()
+
+    # The interpreter is created, served and destroyed by one thread, as in the pool.
+    ready: queue.SimpleQueue[Interpreter] = queue.SimpleQueue()
+
+    def serve() -> None:
+        served = new_interpreter(path, ALLOWED)
+        try:
+            ready.put(served)
+            served.serve()
+        finally:
+            served.close()
+
+    server = threading.Thread(target=serve)
+    server.start()
+    served = ready.get()
+    served.signals.waiting[0] = 1  # results come to caller_fd, as for a waiting caller
+    command = encode_task((ECHO, ("x",)))
+
+    def round_trip() -> str | None:
+        served.post(command)
+        os.eventfd_read(served.signals.caller_fd)
+        return served.take_result()
+
+    try:
+        loop = median_us(round_trip)
+    finally:
+        served.post(STOP)
+        server.join()
+    return {"loop_round_trip_us": loop, "exec_empty_us": exec_empty}
 
 
 def thread_handoff_us(tasks: int, repeats: int) -> float:
@@ -484,9 +512,10 @@ def run(opts: Options) -> dict[str, Any]:
         bar(
             "dispatch round-trip <= 2x a bare thread hand-off",
             f"{dispatch['median_us']:.1f} us vs {handoff:.1f} us "
-            f"({dispatch['median_us'] / handoff:.2f}x); of it, in the interpreter's thread: "
-            f"{parts['run_task_us']:.1f} us per task, {parts['exec_empty_us']:.1f} us of "
-            "which is entering the interpreter at all (a thread state made per call)",
+            f"({dispatch['median_us'] / handoff:.2f}x); of it, the serving loop's round trip "
+            f"without the pool's bookkeeping: {parts['loop_round_trip_us']:.1f} us. Entering "
+            f"the interpreter per task (a thread state made per call), which the pool no "
+            f"longer does, alone costs {parts['exec_empty_us']:.1f} us",
             dispatch["median_us"] <= 2 * handoff,
         ),
         bar(

@@ -11,9 +11,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -422,3 +423,92 @@ def test_the_worker_setting_picks_the_pool_priority(priority: str, nice: int, id
         assert lowered == (1 if nice else 0)
     finally:
         executor.close()
+
+
+def _pool_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("thunderhelm-pool")]
+
+
+def test_close_leaves_no_pool_threads() -> None:
+    with InterpreterPool(2, allowed=SELFTEST) as p:
+        assert p.submit(T + "echo", ("x",)).result(timeout=10) == "x"
+        assert len(_pool_threads()) == 4  # per slot: the task thread and its results thread
+    assert _pool_threads() == []
+
+
+def test_futures_nobody_waits_on_still_complete(pool: InterpreterPool) -> None:
+    # No caller in `result`: the slots' results threads hand every result back.
+    seen: list[str] = []
+    futures = [pool.submit(T + "echo", (f"w{i}",)) for i in range(12)]
+    for fut in futures:
+        fut.add_done_callback(lambda f: seen.append(f.result()))
+    _, pending = wait(futures, timeout=30)
+    assert not pending
+    deadline = time.time() + 10  # callbacks run just after the future resolves
+    while len(seen) < 12 and time.time() < deadline:
+        time.sleep(0.001)
+    assert sorted(seen) == sorted(f"w{i}" for i in range(12))
+    assert pool.stats().tasks_done == 12
+
+
+def test_a_caller_that_stops_waiting_hands_the_result_over() -> None:
+    with InterpreterPool(1, allowed=SELFTEST) as p:
+        token = CancelToken()
+        p.attach("flag", {"cancel": token.view})
+        running = p.submit(T + "wait_for_cancel", (dataset_arg("flag", "cancel"), time.time() + 60))
+        with pytest.raises(TimeoutError):
+            running.result(timeout=0.05)
+        token.cancel()
+        # Nobody waits now: the result goes through the results thread.
+        deadline = time.time() + 10
+        while not running.done() and time.time() < deadline:
+            time.sleep(0.001)
+        assert json.loads(running.result(timeout=0)) == {"status": "cancelled"}
+        assert p.submit(T + "echo", ("next",)).result(timeout=10) == "next"
+
+
+def test_a_callback_may_wait_for_the_next_task_of_its_slot() -> None:
+    # The waiting caller runs the first future's callbacks itself, right after
+    # the slot started the queued second task.
+    with InterpreterPool(1, allowed=SELFTEST) as p:
+        token = CancelToken()
+        p.attach("flag", {"cancel": token.view})
+        first = p.submit(T + "wait_for_cancel", (dataset_arg("flag", "cancel"), time.time() + 60))
+        second = p.submit(T + "echo", ("second",))
+        got: list[str] = []
+        first.add_done_callback(lambda _: got.append(second.result(timeout=10)))
+        while p.stats().busy == 0:
+            time.sleep(0.001)
+        token.cancel()
+        assert json.loads(first.result(timeout=10)) == {"status": "cancelled"}
+        assert got == ["second"]
+
+
+def test_several_threads_wait_for_one_task() -> None:
+    with InterpreterPool(1, allowed=SELFTEST) as p:
+        token = CancelToken()
+        p.attach("flag", {"cancel": token.view})
+        running = p.submit(T + "wait_for_cancel", (dataset_arg("flag", "cancel"), time.time() + 60))
+        with ThreadPoolExecutor(3) as ex:
+            waits = [ex.submit(running.result, 30) for _ in range(3)]
+            time.sleep(0.05)
+            token.cancel()
+            assert {w.result(timeout=30) for w in waits} == {json.dumps({"status": "cancelled"})}
+
+
+def test_a_waiting_caller_sees_a_task_failure_and_the_pool_keeps_serving() -> None:
+    with InterpreterPool(1, allowed=SELFTEST) as p:
+        for i in range(20):
+            with pytest.raises(RemoteError):
+                p.submit(T + "fail", (f"boom {i}",)).result(timeout=10)
+            assert p.submit(T + "echo", (str(i),)).result(timeout=10) == str(i)
+        assert p.stats().recycles == 20
+
+
+def test_many_quick_round_trips_all_arrive() -> None:
+    # Results race the caller to the wait: each must arrive whoever takes it.
+    with InterpreterPool(2, allowed=SELFTEST) as p:
+        for i in range(2000):
+            assert p.submit(T + "echo", (str(i),)).result(timeout=10) == str(i)
+        futures = [p.submit(T + "echo", (str(i),)) for i in range(500)]
+        assert [f.result(timeout=30) for f in futures] == [str(i) for i in range(500)]

@@ -5,7 +5,9 @@ one process, at a dispatch cost of tens of microseconds instead of a process
 pool's milliseconds. The pool exists to keep that safe and boring:
 
 - every interpreter is created, used and destroyed by one dedicated thread
-  (3.13 races otherwise), and kept warm between tasks;
+  (3.13 races otherwise), which stays inside it between tasks, waiting for
+  the next command the pool posts (entering per task cost a thread state
+  each time);
 - work is plain data — an allowlisted ``"module:function"`` name plus a tuple
   of shareable values — so nothing from an event is ever executed;
 - datasets cross once per interpreter as shared buffers (`attach`), and a
@@ -29,7 +31,13 @@ from types import TracebackType
 from typing import Self
 
 from thunderhelm.ga import check_python
-from thunderhelm.ga.pool.backend import RemoteError
+from thunderhelm.ga.pool.backend import (
+    STOP,
+    RemoteError,
+    encode_attach,
+    encode_detach,
+    encode_task,
+)
 from thunderhelm.ga.pool.slot import Attached, Job, Slot
 from thunderhelm.ga.pool.task_runner import DATASET_REF_TAG
 from thunderhelm.ga.pool.types import (
@@ -112,12 +120,15 @@ class InterpreterPool:
         for name in self.allowed:
             if not _FUNC_NAME.fullmatch(name):
                 raise ValueError(f"allowlist entry {name!r} is not 'module:function'")
+        # Guards the queue, the counters and every slot's `accepting`/`job`;
+        # commands are posted to an interpreter only while it is held, so one
+        # command's items never interleave with another's.
         self._lock = threading.Lock()
+        # Idle slots, most recently idle last: popped first, since its
+        # thread and interpreter are still hot in the CPU caches.
         self._idle: list[Slot] = []
         self._jobs: collections.deque[Job] = collections.deque()
         self._datasets: dict[str, Attached] = {}
-        self._ds_version = 0
-        self._ds_generation = 0
         self._recent: collections.deque[TaskInfo] = collections.deque(maxlen=history)
         self._task_ids = 0
         self._busy = self._done = self._failed = self._recycles = 0
@@ -129,7 +140,7 @@ class InterpreterPool:
         self._slots = [Slot(self, i) for i in range(size)]
         self._alive = 0
         for slot in self._slots:
-            slot.thread.start()
+            slot.start()
         self._all_started.wait()
         if self._start_errors:
             self.close()
@@ -160,7 +171,8 @@ class InterpreterPool:
             self._task_ids += 1
             fut = TaskFuture(self._task_ids, func)
             self._jobs.append(Job(fut, (func, args), deadline, time.time()))
-            self._wake(every=False)
+            expired = self._assign(self._idle.pop()) if self._idle else []
+        _fail(expired)
         return fut
 
     def map(
@@ -188,8 +200,8 @@ class InterpreterPool:
     def attach(self, key: str, buffers: Mapping[str, memoryview]) -> None:
         """Share `buffers` with every interpreter under `key` (replacing a previous one).
 
-        Interpreters pick the buffers up before their next task (idle ones at
-        once), so a task submitted after `attach` always sees them. The views
+        The buffers are posted to every interpreter at once, ahead of any task
+        submitted later, so such a task always sees them. The views
         stay referenced until `detach`; keep their exporters alive and do not
         resize them.
         """
@@ -203,17 +215,18 @@ class InterpreterPool:
             if not view.c_contiguous:
                 raise ValueError(f"buffer {name!r} is not C-contiguous")
         with self._lock:
-            self._ds_generation += 1
-            self._datasets[key] = Attached(self._ds_generation, names, views)
-            self._ds_version += 1
-            self._wake(every=True)
+            att = self._datasets[key] = Attached(names, views)
+            for slot in self._slots:
+                if slot.accepting:
+                    self._post(slot, encode_attach(key, names), *att.views)
 
     def detach(self, key: str) -> None:
         """Stop sharing a dataset; interpreters drop their views (no error if unknown)."""
         with self._lock:
             if self._datasets.pop(key, None) is not None:
-                self._ds_version += 1
-                self._wake(every=True)
+                for slot in self._slots:
+                    if slot.accepting:
+                        self._post(slot, encode_detach(key))
 
     def attached(self) -> tuple[str, ...]:
         with self._lock:
@@ -246,13 +259,20 @@ class InterpreterPool:
             self._closing = True
             pending = list(self._jobs)
             self._jobs.clear()
-            self._wake(every=True)
+            self._idle.clear()
+            for slot in self._slots:
+                if slot.accepting:
+                    # Queued behind a running task, which finishes first.
+                    slot.accepting = False
+                    self._post(slot, STOP)
         for job in pending:
             job.future.cancel()
         if wait:
+            # A slot's own threads (a future's callback may close the pool)
+            # cannot wait for that slot to exit.
             me = threading.current_thread()
             for slot in self._slots:
-                if slot.thread is not me and slot.thread.ident is not None:
+                if not slot.owns(me) and slot.thread.ident is not None:
                     slot.thread.join()
 
     def __enter__(self) -> Self:
@@ -273,63 +293,193 @@ class InterpreterPool:
                 if att is None or arg[2] not in att.names:
                     raise LookupError(f"dataset buffer {arg[1]!r}/{arg[2]!r} is not attached")
 
+    # -- dispatch (caller holds self._lock) --------------------------------
+
+    def _post(self, slot: Slot, command: bytes, *views: memoryview) -> bool:
+        interp = slot.interp
+        try:
+            if interp is None:
+                raise RuntimeError("the slot has no interpreter")
+            interp.post(command, *views)
+        except Exception:
+            # A task that needs what was lost fails alone and recycles the
+            # interpreter, which posts every dataset again.
+            _log.exception("posting to pool interpreter in slot %d failed", slot.index)
+            return False
+        return True
+
+    def _assign(self, slot: Slot) -> list[tuple[Job, BaseException]]:
+        """Start the next queued job on the idle `slot`, or mark it idle.
+
+        Returns the jobs that failed without running (their deadline passed
+        while queued), for the caller to complete once the lock is released.
+        """
+        failed: list[tuple[Job, BaseException]] = []
+        while self._jobs:
+            job = self._jobs.popleft()
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            now = time.time()
+            if job.deadline is not None and now >= job.deadline:
+                error: BaseException = TimeoutError(
+                    f"task {job.future.task_id} reached its deadline while queued"
+                )
+                self._finish(job, slot, now, now, error, slot_interpreter(slot))
+                failed.append((job, error))
+                continue
+            slot.job, slot.started_at = job, now
+            job.future.wait_running = slot.wait_for
+            self._busy += 1
+            if self._post(slot, encode_task(job.task)):
+                return failed
+            slot.job = None
+            self._busy -= 1
+            error = PoolBrokenError("could not hand the task to its interpreter")
+            self._finish(job, slot, now, time.time(), error, slot_interpreter(slot))
+            failed.append((job, error))
+        if slot.accepting:
+            self._idle.append(slot)
+        return failed
+
+    def _accept(self, slot: Slot) -> list[tuple[Job, BaseException]]:
+        """Let a new interpreter take work: datasets first, then the next job."""
+        slot.accepting = True
+        for key, att in self._datasets.items():
+            self._post(slot, encode_attach(key, att.names), *att.views)
+        return self._assign(slot)
+
+    def _finish(
+        self,
+        job: Job,
+        slot: Slot,
+        started: float,
+        ended: float,
+        error: BaseException | None,
+        interpreter: int | None,
+    ) -> None:
+        fut = job.future
+        info = TaskInfo(
+            task_id=fut.task_id,
+            func=fut.func,
+            slot=slot.index,
+            interpreter=interpreter,
+            submitted_at=job.submitted_at,
+            started_at=started,
+            ended_at=ended,
+            ok=error is None,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+        )
+        # Set before the future resolves, and the counters updated, so
+        # whoever reacts to the future sees them.
+        fut.info = info
+        self._recent.append(info)
+        if error is None:
+            self._done += 1
+        else:
+            self._failed += 1
+
+    def _take_job(self, slot: Slot) -> Job | None:
+        job, slot.job = slot.job, None
+        if job is not None:
+            self._busy -= 1
+        return job
+
     # -- called by the slot threads (slot.py: SlotOwner) ------------------
 
     def slot_started(self, slot: Slot, error: BaseException | None) -> None:
+        expired: list[tuple[Job, BaseException]] = []
         with self._lock:
             self._started += 1
-            if error is None:
-                self._alive += 1
-            else:
+            if error is not None:
                 self._start_errors.append(error)
+            else:
+                self._alive += 1
+                if self._closing:
+                    self._post(slot, STOP)
+                else:
+                    expired = self._accept(slot)
             if self._started == len(self._slots):
                 self._all_started.set()
+        _fail(expired)
 
-    def next_job(self, slot: Slot) -> Job | tuple[int, dict[str, Attached]] | None:
-        while True:
-            with self._lock:
-                if self._closing or slot.interp is None:
-                    return None
-                if slot.ds_version != self._ds_version:
-                    return self._ds_version, dict(self._datasets)
-                if self._jobs:
-                    self._busy += 1
-                    return self._jobs.popleft()
-                self._idle.append(slot)
-            slot.wake.acquire()
+    def task_succeeded(self, slot: Slot, result: str) -> None:
+        self._task_ended(slot, result, None)
 
-    def _wake(self, *, every: bool) -> None:
-        # Caller holds self._lock. The most recently idle slot is woken first:
-        # its thread and interpreter are still hot in the CPU caches, which
-        # roughly halves dispatch latency compared with round-robin wake-ups.
-        while self._idle:
-            self._idle.pop().wake.release()
-            if not every:
-                return
+    def task_failed(self, slot: Slot, error: BaseException) -> None:
+        self._task_ended(slot, None, error)
 
-    def task_finished(self, info: TaskInfo | None) -> None:
+    def _task_ended(self, slot: Slot, result: str | None, error: BaseException | None) -> None:
+        ended = time.time()
         with self._lock:
-            self._busy -= 1
-            if info is not None:
-                self._recent.append(info)
-                if info.ok:
-                    self._done += 1
-                else:
-                    self._failed += 1
+            job = self._take_job(slot)
+            if job is not None:
+                self._finish(job, slot, slot.started_at, ended, error, slot_interpreter(slot))
+            # The interpreter starts its next task before this one's caller wakes.
+            expired = self._assign(slot) if slot.accepting else []
+        _fail(expired)
+        if job is None:
+            _log.error("pool slot %d handed back a result for no task", slot.index)
+            return
+        if error is None:
+            assert result is not None
+            job.future.set_result(result)
+        else:
+            job.future.set_exception(error)
+        slot.poke_waiter()
 
-    def recycled(self, slot: Slot) -> None:
+    def slot_stopping(self, slot: Slot) -> None:
+        with self._lock:
+            slot.accepting = False
+            if slot in self._idle:
+                self._idle.remove(slot)
+
+    def slot_recycled(self, slot: Slot, failure: RemoteError, old_interpreter: int) -> bool:
+        ended = time.time()
         with self._lock:
             self._recycles += 1
+            job = self._take_job(slot)
+            if job is not None:
+                self._finish(job, slot, slot.started_at, ended, failure, old_interpreter)
+            keep = slot.interp is not None and not self._closing
+            expired = self._accept(slot) if keep else []
+        _fail(expired)
+        if job is None:
+            _log.error("pool interpreter %d failed between tasks: %s", old_interpreter, failure)
+        else:
+            job.future.set_exception(failure)
+            slot.poke_waiter()
+        return keep
 
     def slot_exited(self, slot: Slot) -> None:
         with self._lock:
+            slot.accepting = False
+            if slot in self._idle:
+                self._idle.remove(slot)
             self._alive -= 1
+            # Only if the slot's thread failed itself: every other way out
+            # completes the running task first.
+            lost = self._take_job(slot)
+            if lost is not None:
+                error = PoolBrokenError("the pool interpreter's thread stopped")
+                self._finish(lost, slot, slot.started_at, time.time(), error, None)
             orphans: list[Job] = []
             if self._alive == 0:
                 orphans, self._jobs = list(self._jobs), collections.deque()
+        if lost is not None:
+            lost.future.set_exception(error)
+            slot.poke_waiter()
         for job in orphans:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(PoolBrokenError("no pool interpreter is alive"))
+
+
+def slot_interpreter(slot: Slot) -> int | None:
+    return None if slot.interp is None else slot.interp.id
+
+
+def _fail(jobs: list[tuple[Job, BaseException]]) -> None:
+    for job, error in jobs:
+        job.future.set_exception(error)
 
 
 def _preload_blas() -> None:

@@ -1,24 +1,33 @@
-"""One thread of the interpreter pool and the sub-interpreter it owns.
+"""One slot of the interpreter pool: the sub-interpreter, the thread inside it, and its results.
 
 CPython 3.13 races when an interpreter is created, used and destroyed from
 different threads, so each interpreter lives its whole life on one `Slot`
-thread: the slot creates it, runs tasks and dataset attaches on it, recycles
-it after a failed task, and destroys it when the pool closes. The slot asks
-its pool for work and reports back only through `SlotOwner`, so the pool's
-queue, counters and lock stay in interpreter_pool.py.
+thread: the slot creates it, then stays inside it running the serving loop
+(`Interpreter.serve`) until the pool stops it or a task fails, recycles it
+after a failed task, and destroys it when the pool closes. The thread stays
+in because entering an interpreter per task made and freed a thread state
+every time, which cost more than the rest of a dispatch.
+
+A thread inside an interpreter cannot touch the main interpreter's objects,
+so a second thread per slot, in the main interpreter, waits for the loop's
+"result ready" signal and completes the task's future. The pool posts
+commands to the slot's interpreter and keeps its queue, counters and lock in
+interpreter_pool.py; the slot reports back only through `SlotOwner`.
 """
 
+import contextlib
 import logging
-import marshal
+import math
 import os
+import select
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from thunderhelm.ga.pool.backend import Interpreter, new_interpreter
-from thunderhelm.ga.pool.types import PoolBrokenError, TaskFuture, TaskInfo
+from thunderhelm.ga.pool.backend import Interpreter, RemoteError, Signals, new_interpreter
+from thunderhelm.ga.pool.types import TaskFuture
 
 _log = logging.getLogger(__name__)
 
@@ -35,15 +44,14 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Attached:
-    """A dataset shared with the interpreters; `generation` tells a re-attach apart."""
+    """A dataset shared with the interpreters."""
 
-    generation: int
     names: tuple[str, ...]
     views: tuple[memoryview, ...]
 
 
 class SlotOwner(Protocol):
-    """What a slot needs of its pool (InterpreterPool): work, and where to report."""
+    """What a slot needs of its pool (InterpreterPool): where to report."""
 
     allowed: tuple[str, ...]
     niceness: int
@@ -51,133 +59,223 @@ class SlotOwner(Protocol):
 
     def slot_started(self, slot: "Slot", error: BaseException | None) -> None: ...
 
-    def next_job(self, slot: "Slot") -> "Job | tuple[int, dict[str, Attached]] | None": ...
+    def task_succeeded(self, slot: "Slot", result: str) -> None: ...
 
-    def task_finished(self, info: TaskInfo | None) -> None: ...
+    def task_failed(self, slot: "Slot", error: BaseException) -> None: ...
 
-    def recycled(self, slot: "Slot") -> None: ...
+    def slot_stopping(self, slot: "Slot") -> None: ...
+
+    def slot_recycled(self, slot: "Slot", failure: RemoteError, old_interpreter: int) -> bool: ...
 
     def slot_exited(self, slot: "Slot") -> None: ...
 
 
 class Slot:
-    """One worker thread and the interpreter it owns."""
+    """One worker thread, the interpreter it owns, and the thread that hands its results back.
+
+    `interp` (its reference), `accepting`, `job` and `started_at` are written
+    under the pool's lock: the pool posts to `interp` only while `accepting`,
+    and `job` is the task the loop is running (None when idle). Results are
+    taken from the interpreter's outbox only under `_collect_lock`, which
+    also guards replacing `interp`, so no one reads an outbox being destroyed.
+    """
 
     def __init__(self, pool: SlotOwner, index: int) -> None:
         self.pool = pool
         self.index = index
         self.interp: Interpreter | None = None
-        self.attached: dict[str, int] = {}
-        self.ds_version = -1
-        # A binary semaphore, held while the slot is on the pool's idle stack;
-        # the pool releases it exactly once to wake this slot.
-        self.wake = threading.Lock()
-        self.wake.acquire()
+        self.accepting = False
+        self.job: Job | None = None
+        self.started_at = 0.0
+        self.signals = Signals()
+        self._collect_lock = threading.Lock()
+        self._waiter = 0  # the thread id of the caller in `wait_for`, 0 if none
+        self._retired = False  # the slot has exited; `signals` close with the last waiter
+        self._caller_poll = select.poll()
+        self._caller_poll.register(self.signals.caller_fd, select.POLLIN)
+        self._exiting = False
         self.thread = threading.Thread(target=self._main, name=f"thunderhelm-pool-{index}")
+        self.results = threading.Thread(
+            target=self._hand_back, name=f"thunderhelm-pool-{index}-results"
+        )
+
+    def start(self) -> None:
+        # Both from the pool's thread: a new thread inherits its creator's
+        # nice value and policy, and only the task thread is lowered.
+        self.results.start()
+        self.thread.start()
+
+    def owns(self, thread: threading.Thread) -> bool:
+        return thread is self.thread or thread is self.results
+
+    # -- the task thread ------------------------------------------------------
 
     def _main(self) -> None:
         pool = self.pool
         if pool.niceness or pool.idle:
             _lower_priority(pool.niceness, pool.idle)
         try:
-            self.interp = new_interpreter(import_path(), pool.allowed)
+            self.interp = new_interpreter(import_path(), pool.allowed, self.signals)
         except BaseException as exc:
+            self._stop_results()
+            self.signals.close()
             pool.slot_started(self, exc)
             return
         pool.slot_started(self, None)
         try:
-            while (job := pool.next_job(self)) is not None:
-                if isinstance(job, Job):
-                    self._execute(job)
-                else:
-                    self._sync_datasets(job)
+            while (interp := self.interp) is not None:
+                failure = interp.serve()
+                if failure is None:
+                    break  # the pool posted stop
+                if not self._recycle(interp, failure):
+                    break
         finally:
+            # The results thread hands back every result the loop signalled
+            # to it before it returned, this thread any left for a waiter;
+            # only then may the outbox go.
+            self._stop_results()
+            self._collect()
             self._close_interp()
             pool.slot_exited(self)
+            self._retire_signals()
 
-    def _sync_datasets(self, wanted: tuple[int, dict[str, Attached]]) -> None:
-        version, datasets = wanted
-        self.ds_version = version
-        interp = self.interp
-        assert interp is not None
-        try:
-            for key in [k for k in self.attached if k not in datasets]:
-                interp.send(key)
-                interp.exec("__th_worker__.detach_from_queue(__th_inbox__)")
-                del self.attached[key]
-            for key, att in datasets.items():
-                if self.attached.get(key) != att.generation:
-                    # One value per item, no tuples: see `encode_task` on why.
-                    interp.send(key, marshal.dumps(att.names), *att.views)
-                    interp.exec("__th_worker__.attach_from_queue(__th_inbox__)")
-                    self.attached[key] = att.generation
-        except Exception:
-            # A task that needs the missing buffer will fail alone and
-            # recycle this interpreter, which retries the attach.
-            _log.exception("attaching datasets to pool interpreter %s failed", interp.id)
-
-    def _execute(self, job: Job) -> None:
-        fut = job.future
-        started = time.time()
-        interp = self.interp
-        result: str | None = None
-        error: BaseException | None = None
-        ran = False
-        if not fut.set_running_or_notify_cancel():
-            self.pool.task_finished(None)
-            return
-        if job.deadline is not None and started >= job.deadline:
-            error = TimeoutError(f"task {fut.task_id} reached its deadline while queued")
-        elif interp is None:
-            error = PoolBrokenError("pool interpreter is gone")
-        else:
-            ran = True
-            try:
-                result = interp.run_task(job.task)
-            except Exception as exc:
-                error = exc
-        ended = time.time()
-        info = TaskInfo(
-            task_id=fut.task_id,
-            func=fut.func,
-            slot=self.index,
-            interpreter=interp.id if interp is not None else None,
-            submitted_at=job.submitted_at,
-            started_at=started,
-            ended_at=ended,
-            ok=error is None,
-            error=None if error is None else f"{type(error).__name__}: {error}",
-        )
-        fut.info = info
-        if error is not None and ran:
-            # The task's module state may be half-updated or the interpreter
-            # broken: start over before the failure becomes visible, so stats
-            # are consistent for whoever reacts to the future.
-            self._recycle()
-        self.pool.task_finished(info)
-        if error is None:
-            assert result is not None
-            fut.set_result(result)
-        else:
-            fut.set_exception(error)
-
-    def _recycle(self) -> None:
+    def _recycle(self, interp: Interpreter, failure: RemoteError) -> bool:
+        """Replace the interpreter after a failure; False if the slot should exit."""
+        old = interp.id
+        self.pool.slot_stopping(self)
         self._close_interp()
-        self.attached.clear()
-        self.ds_version = -1
         try:
-            self.interp = new_interpreter(import_path(), self.pool.allowed)
+            new = new_interpreter(import_path(), self.pool.allowed, self.signals)
         except Exception:
             _log.exception("could not recreate pool interpreter in slot %d", self.index)
-        self.pool.recycled(self)
+        else:
+            with self._collect_lock:
+                self.interp = new
+        return self.pool.slot_recycled(self, failure, old)
 
     def _close_interp(self) -> None:
-        interp, self.interp = self.interp, None
+        with self._collect_lock:
+            interp, self.interp = self.interp, None
         if interp is not None:
             try:
                 interp.close()
             except Exception:
                 _log.exception("destroying pool interpreter %s failed", interp.id)
+
+    def _stop_results(self) -> None:
+        self._exiting = True
+        os.eventfd_write(self.signals.done_fd, 1)
+        self.results.join()
+
+    def _retire_signals(self) -> None:
+        # A caller may still be in `wait_for`, about to read caller_fd: the
+        # descriptors close when it leaves, never under it (the number could
+        # be reused by another file by then).
+        with self._collect_lock:
+            self._retired = True
+            if self._waiter:
+                return
+        self.signals.close()
+
+    # -- handing results back -------------------------------------------------
+
+    def _hand_back(self) -> None:
+        # One token per result the loop signalled here, and one more when the
+        # slot exits; a token may find its result already taken by a waiting
+        # caller (see `wait_for`).
+        while True:
+            os.eventfd_read(self.signals.done_fd)
+            try:
+                if not self._collect(waiter=False) and self._exiting:
+                    return
+            except Exception:  # never leave the slot without its results thread
+                _log.exception("handing back a result of pool slot %d failed", self.index)
+
+    def _collect(self, *, waiter: bool = True) -> bool:
+        """Hand back the result waiting on the outbox, if there is one.
+
+        The results thread leaves it to a waiting caller, which checks the
+        outbox after it starts waiting and again after it stops.
+        """
+        with self._collect_lock:
+            interp = self.interp
+            if interp is None or (not waiter and self.signals.waiting[0]):
+                return False
+            try:
+                result = interp.take_result()
+            except Exception as exc:
+                error: BaseException | None = exc
+            else:
+                if result is None:
+                    return False
+                error = None
+        # Completed outside the lock: a future's callbacks run here and may
+        # wait for another task of this slot.
+        if error is None:
+            assert result is not None
+            self.pool.task_succeeded(self, result)
+        else:
+            self.pool.task_failed(self, error)
+        return True
+
+    def wait_for(self, fut: TaskFuture, timeout: float | None) -> None:
+        """Wait until `fut` (running here) is done or `timeout` passes, taking results directly.
+
+        One caller at a time waits this way (others wait on the future as
+        usual). While `signals.waiting` is set the loop signals `caller_fd`
+        rather than the results thread, and the waiter collects: the loop
+        reads the flag after putting the result, and the waiter checks the
+        outbox after setting or clearing the flag, so every result is seen by
+        one of the two.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        waiting = self.signals.waiting
+        me = threading.get_ident()
+        with self._collect_lock:
+            if self._retired or fut.done():
+                return
+            # Nested: a callback run by this waiter's own collect waits for
+            # another task here; this thread is already the one that collects.
+            nested = self._waiter == me
+            if waiting[0] and not nested:
+                return
+            waiting[0] = 1
+            self._waiter = me
+        try:
+            while True:
+                self._collect()
+                if fut.done():
+                    return
+                if end is not None:
+                    left = end - time.monotonic()
+                    if left <= 0 or not self._caller_poll.poll(math.ceil(left * 1000)):
+                        return
+                # Only this waiter reads caller_fd, so after poll this does
+                # not block. A token may be stale (its result taken already):
+                # then the loop just goes round once more.
+                os.eventfd_read(self.signals.caller_fd)
+        finally:
+            if not nested:
+                self._stop_waiting()
+
+    def _stop_waiting(self) -> None:
+        with self._collect_lock:
+            self.signals.waiting[0] = 0
+            self._waiter = 0
+            retired = self._retired
+        if retired:
+            self.signals.close()
+            return
+        # A result the loop signalled to this waiter after it stopped
+        # looking (only possible while a task is still running here).
+        if self.job is not None:
+            self._collect()
+
+    def poke_waiter(self) -> None:
+        """Wake the waiting caller after its task was completed some other way."""
+        if self.signals.waiting[0] and self._waiter != threading.get_ident():
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self.signals.caller_fd, 1)
 
 
 def import_path() -> tuple[str, ...]:

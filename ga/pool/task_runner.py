@@ -11,19 +11,36 @@ interpreter never runs anything the main interpreter did not allow, even if a
 caller bypassed the pool's own check. Arguments of the form
 ``("@dataset", key, name)`` are replaced by the buffer attached under that
 key, which is how datasets cross once per interpreter instead of per task.
+
+The interpreter's thread stays in `serve`, taking commands from its inbox
+one at a time: a task, a dataset attach or detach, or stop.
 """
 
 import _interpqueues
 import contextlib
 import importlib
 import marshal
+import os
+import time
 from collections.abc import Callable
 
 DATASET_REF_TAG = "@dataset"
 
+# Command kinds: the first item of every marshalled command `serve` reads.
+TASK = "task"
+ATTACH = "attach"
+DETACH = "detach"
+STOP = "stop"
+
+# How long the loop waits, spinning, for a caller to start waiting for a
+# result before it hands it to the results thread: a few thread wake-ups.
+HANDOVER_S = 50e-6
+
 _allowed: frozenset[str] = frozenset()
 _functions: dict[str, Callable[..., object]] = {}
 _datasets: dict[str, dict[str, memoryview]] = {}
+# Why an attach failed, kept for the task that looks the dataset up.
+_attach_errors: dict[str, str] = {}
 
 
 def configure(allowed: tuple[str, ...]) -> None:
@@ -40,36 +57,70 @@ def receive(queue_id: int) -> object:
     return _interpqueues.get(queue_id)[0]
 
 
-def attach_from_queue(queue_id: int) -> None:
+def serve(
+    inbox: int, outbox: int, wake_fd: int, done_fd: int, caller_fd: int, waiting: memoryview
+) -> None:
+    """Run the commands posted to `inbox` until told to stop (3.13 path).
+
+    One read of the semaphore eventfd `wake_fd` per command: the pool writes
+    it after the command's last item is queued. A task's str result goes on
+    `outbox`, then `caller_fd` is signalled if a caller waits for it
+    (`waiting[0]`, read after the put), else `done_fd`. A task that raises
+    ends the loop with its exception (nothing put on the outbox), so the
+    pool recycles this interpreter.
+    """
+    while True:
+        os.eventfd_read(wake_fd)
+        # The token is written after the command's items are queued.
+        command = _interpqueues.get(inbox)[0]
+        if not isinstance(command, bytes):
+            raise TypeError("a command arrives marshalled, as bytes")
+        decoded = marshal.loads(command)
+        kind = decoded[0]
+        if kind == TASK:
+            _interpqueues.put(outbox, call(decoded[1]), 0, 1)
+            if not waiting[0]:
+                # The caller that submitted a short task is usually about to
+                # wait for it: a moment's grace lets it take the result itself
+                # instead of being woken through the results thread.
+                # Yielding, not spinning: the caller may be waiting for
+                # this very CPU (its wake-up of this thread can preempt it).
+                end = time.perf_counter() + HANDOVER_S
+                while not waiting[0] and time.perf_counter() < end:
+                    os.sched_yield()
+            if _interpqueues.get_count(outbox):  # else a waiting caller took it already
+                os.eventfd_write(caller_fd if waiting[0] else done_fd, 1)
+        elif kind == ATTACH:
+            _, key, names = decoded
+            views = [receive(inbox) for _ in names]
+            attach(key, names, views)
+        elif kind == DETACH:
+            detach(decoded[1])
+        elif kind == STOP:
+            return
+        else:
+            raise ValueError(f"unknown pool command {kind!r}")
+
+
+def attach(key: str, names: tuple[str, ...], views: list[object]) -> None:
     """Keep the shared buffers of one dataset under its key (no copy is made).
 
-    The pool sends the key, the marshalled tuple of buffer names, then one
-    memoryview per name, in that order.
+    A bad attach does not end the loop: the task that needs the dataset
+    fails instead (and its interpreter is recycled, which retries the attach).
     """
-    key = receive(queue_id)
-    names = receive(queue_id)
-    if not isinstance(key, str) or not isinstance(names, bytes):
-        raise TypeError("a dataset attach starts with its key and its marshalled names")
+    detach(key)
     found: dict[str, memoryview] = {}
-    for name in marshal.loads(names):
-        view = receive(queue_id)
+    for name, view in zip(names, views, strict=True):
         if not isinstance(view, memoryview):
-            raise TypeError(f"dataset buffer {name!r} did not arrive as a memoryview")
+            _attach_errors[key] = f"dataset buffer {name!r} did not arrive as a memoryview"
+            return
         found[name] = view
-    detach(key)
     _datasets[key] = found
-
-
-def detach_from_queue(queue_id: int) -> None:
-    """Drop the dataset whose key the pool sent."""
-    key = receive(queue_id)
-    if not isinstance(key, str):
-        raise TypeError("a dataset detach takes its key")
-    detach(key)
 
 
 def detach(key: str) -> None:
     """Drop this interpreter's references to a dataset's buffers."""
+    _attach_errors.pop(key, None)
     views = _datasets.pop(key, None)
     if views is not None:
         # Releasing promptly lets the owning interpreter free the memory
@@ -109,28 +160,15 @@ def _resolve(arg: object) -> object:
         try:
             return _datasets[key][name]
         except KeyError:
-            raise LookupError(f"dataset buffer {key!r}/{name!r} is not attached here") from None
+            why = _attach_errors.get(key, "not attached here")
+            raise LookupError(f"dataset buffer {key!r}/{name!r}: {why}") from None
     return arg
 
 
 def call(task: "bytes | tuple[str, tuple[object, ...]]") -> str:
     """Run one task (marshalled, or as a tuple in-process) and return its str result."""
     func_name, args = _decode(task)
-    result = _lookup(func_name)(*(_resolve(a) for a in args))
+    result = _lookup(func_name)(*[_resolve(a) for a in args])
     if not isinstance(result, str):
         raise TypeError(f"{func_name} returned {type(result).__name__}, expected str")
     return result
-
-
-def call_from_queue(inbox: int, outbox: int) -> None:
-    """Run the task waiting in `inbox` and put its result on `outbox` (3.13 path).
-
-    On 3.13 `_interpreters.exec` discards return values, so the result travels
-    back through an `_interpqueues` queue owned by the worker thread. The put is
-    the last statement: a task that raised leaves the outbox empty.
-    """
-    task = receive(inbox)
-    if not isinstance(task, bytes):
-        raise TypeError("a task arrives marshalled, as bytes")
-    result = call(task)
-    _interpqueues.put(outbox, result, 0, 1)
