@@ -8,7 +8,7 @@ results``, so the same loop runs with an in-process fake or the sub-interpreter 
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from thunderhelm.ga.core import measures
 from thunderhelm.ga.core.engine import (
@@ -26,10 +26,22 @@ from thunderhelm.ga.core.fidelity import with_rungs
 from thunderhelm.ga.core.network import to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 
-# Trains each network (docs/network-spec.md) and returns one result per network,
-# in the same order. Each result has at least ``fitness`` (-inf when training
-# failed), ``val_accuracy``, ``val_loss``, ``params`` and ``status``.
-Evaluate = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
+# One training's result: at least ``fitness`` (-inf when training failed),
+# ``val_accuracy``, ``val_loss``, ``params`` and ``status``.
+Result = dict[str, object]
+# Called with (position in `networks`, result) as each result comes in.
+OnResult = Callable[[int, Result], None]
+
+
+class Evaluate(Protocol):
+    """Train each network spec (docs/network-spec.md) and return one result per spec,
+    in order; `on_result` hears of each as it comes in. The one port training sits
+    behind: the pool's and the in-process evaluators implement it, tests fake it."""
+
+    def __call__(
+        self, networks: Sequence[Mapping[str, object]], on_result: OnResult | None = None
+    ) -> list[Result]: ...
+
 
 FITNESS_KINDS = measures.MEASURES
 # The status ga/training/candidate.py gives a run that produced usable metrics; any other
@@ -100,7 +112,10 @@ def run_search(
         for (index, _genome), result in zip(todo, results, strict=True):
             if "fitness" not in result:
                 raise ValueError(f"result for candidate {index} has no 'fitness'")
-            fitness = sanitize_fitness(float(result["fitness"]))
+            given = result["fitness"]
+            if not isinstance(given, int | float):
+                raise ValueError(f"result for candidate {index} has a fitness that is no number")
+            fitness = sanitize_fitness(float(given))
             evaluated[index] = Evaluation(fitness, dict(result))
         fitnesses, metrics = merge_results(state, evaluated)
         state = complete_generation(state, config, fitnesses, metrics)

@@ -18,10 +18,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from itertools import count
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
 from thunderhelm.ga.core import measures
-from thunderhelm.ga.core.search import fitness_from_metrics
+from thunderhelm.ga.core.search import Evaluate, OnResult, Result, fitness_from_metrics
 from thunderhelm.ga.pool.interpreter_pool import (
     CancelToken,
     InterpreterPool,
@@ -46,7 +46,6 @@ TRAIN_FUNCTION = "thunderhelm.ga.training.candidate:train_candidate"
 TRAIN_BUFFERS = ("x_train", "y_train", "x_val", "y_val")
 _keys = count(1)
 
-Result = dict[str, object]
 REGRESSION_MEASURES = ("val_rmse", "val_mae", "val_r2")
 
 
@@ -86,18 +85,6 @@ def train_args(
         raise ValueError(f"need {len(TRAIN_BUFFERS)} buffers, got {len(buffers)}")
     spec = json.dumps(network, allow_nan=False)
     return (spec, *buffers, n_features, deadline, cancel, export_weights)
-
-
-# Called with (position in `networks`, result) as each result comes in.
-OnResult = Callable[[int, Result], None]
-
-
-class Evaluate(Protocol):
-    """Train each network spec and return one result dict per spec, in order."""
-
-    def __call__(
-        self, networks: Sequence[Mapping[str, object]], on_result: OnResult | None = None
-    ) -> list[Result]: ...
 
 
 def parse_result(raw: str, interpreter: int | None, fitness: Fitness = Fitness()) -> Result:
