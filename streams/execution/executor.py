@@ -287,37 +287,20 @@ class RunExecutor:
         if action.status != "succeeded":
             error = (action.error_class or "Error", action.message or action.status)
         self._forget(state.run_id)
-        return steps.result_data(
-            state.run_id,
+        return _result_of(
+            state,
             action.status,
-            best=state.best,
-            generations=state.generation,
-            evaluations=state.evaluations,
-            started_at=state.accepted_at,
-            work=saga.work_done(state),
             artifact=artifact,
             error=error,
             test_metrics=test_metrics,
             model=model,
             stopped_by=action.stopped_by,
-            revision=state.revision,
-            warm_start=warm_start.summary(state),
         )
 
     def failure_result(self, state: saga.RunState, exc: BaseException) -> dict[str, Any]:
         self._forget(state.run_id)
-        return steps.result_data(
-            state.run_id,
-            "failed",
-            best=state.best,
-            generations=state.generation,
-            evaluations=state.evaluations,
-            started_at=state.accepted_at,
-            work=saga.work_done(state),
-            artifact=None,
-            error=(type(exc).__name__, str(exc)[:1000]),
-            revision=state.revision,
-            warm_start=warm_start.summary(state),
+        return _result_of(
+            state, "failed", artifact=None, error=(type(exc).__name__, str(exc)[:1000])
         )
 
     # --- helpers -------------------------------------------------------------------
@@ -373,6 +356,23 @@ class RunExecutor:
         with self._lock:
             self._datasets.pop(run_id, None)
         self._cancels.pop(run_id, None)
+
+
+def _result_of(state: saga.RunState, status: str, **ending: Any) -> dict[str, Any]:
+    """The result data of `state` ending with `status`; `ending`: artifact, error and the
+    figures of the saved model (`steps.result_data`'s keywords)."""
+    return steps.result_data(
+        state.run_id,
+        status,
+        best=state.best,
+        generations=state.generation,
+        evaluations=state.evaluations,
+        started_at=state.accepted_at,
+        work=saga.work_done(state),
+        revision=state.revision,
+        warm_start=warm_start.summary(state),
+        **ending,
+    )
 
 
 def _deadline(state: saga.RunState) -> float:
