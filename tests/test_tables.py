@@ -183,6 +183,16 @@ def test_a_table_runs_end_to_end_and_predicts_from_raw_rows(
 
     check_raw_onnx(model, pd.read_csv(root / "homes.csv"), tmp_path / "t.onnx")  # "NA": a gap
     check_raw_onnx(model, pd.DataFrame(rows).astype({"size": float}), tmp_path / "t.onnx")
+    # A column named as the graph's own output cannot be an input beside it.
+    import dataclasses
+
+    from thunderhelm.ga.training.onnx_export import to_onnx
+    from thunderhelm.ga.training.tables import TableEncoding
+
+    single = getattr(model, "members", (model,))[0]
+    clash = TableEncoding("tier", (NumericColumn("probabilities", 0.0, False),))
+    with pytest.raises(ValueError, match=r"uses itself: \['probabilities'\]"):
+        to_onnx(dataclasses.replace(single, table=clash))
 
 
 def check_raw_onnx(model: Any, frame: Any, onnx_file: Path) -> None:
@@ -307,7 +317,7 @@ def test_the_splits_are_the_encoded_matrix_standardised(
 
     from thunderhelm.ga.training import datasets
 
-    table = mixed(3000, seed=5)
+    table = mixed(9000, seed=5)  # more rows than one thread's share of the number run
     path = tmp_path / f"mixed{suffix}"
     if suffix == ".csv":
         pa_csv.write_csv(table, path)

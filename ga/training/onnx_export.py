@@ -71,9 +71,9 @@ def to_onnx(model: Predictor) -> Any:
     output = REGRESSION_OUTPUT if model.regression else OUTPUT
     if first.table is not None:
         inputs = table_inputs(first.table)
-        taken = {i.name for i in inputs} & {output}
-        if taken or any(i.name.startswith(NAME_PREFIX) for i in inputs):
-            raise ValueError(f"a column's name is one the ONNX graph uses itself: {taken}")
+        taken = sorted(i.name for i in inputs if i.name == output or i.name.startswith(NAME_PREFIX))
+        if taken:
+            raise ValueError(f"column names the ONNX graph uses itself: {taken}")
         raw = _table_encoding(node, const, first.table)
     else:
         features: list[str | int | None] = ["rows", model.n_features]
