@@ -81,10 +81,15 @@ class WorkerProcess:
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop(kill=True)  # the supervisor's worker, if it outlived it
                 raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
             if "Ready" in self.log_path.read_text(errors="replace")[offset:]:
                 return
             time.sleep(0.3)
+        # Callers start a worker before the `try` that stops it: one that never got
+        # ready (no broker, say) would otherwise outlive them, restarted by its
+        # supervisor, loading the broker and the cores the next tests use.
+        self.stop(kill=True)
         raise TimeoutError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
 
     @property
@@ -101,10 +106,10 @@ class WorkerProcess:
     def stop(self, *, kill: bool = False) -> None:
         if self.proc is None:
             return
+        if kill:  # the whole group: the worker too, should its supervisor be gone
+            self._kill_group()
         if self.proc.poll() is None:
-            if kill:
-                self._kill_group()
-            else:
+            if not kill:
                 self.proc.terminate()  # the supervisor stops its worker, then itself
             try:
                 self.proc.wait(30)
