@@ -538,14 +538,21 @@ def _number_run(table: Table, group: Sequence[Column], at: int) -> _NumberRun:
     filled = np.empty((rows, len(group)), dtype=np.float64)
     gaps = np.empty((rows, len(group)), dtype=np.bool_) if indicator else None
     columns = [(c.median, *table.numbers(c.name)) for c in group if isinstance(c, NumericColumn)]
-    # Column by column into a block of rows that stays in cache, not down all rows.
-    for start in range(0, rows, _BLOCK_ROWS):
-        part = slice(start, start + _BLOCK_ROWS)
-        for j, (median, numbers, missing) in enumerate(columns):
-            filled[part, j] = numbers[part]
-            np.copyto(filled[part, j], median, where=missing[part])
-            if gaps is not None:
-                gaps[part, j] = missing[part]
+
+    def fill(first: int) -> None:  # a share of the rows: threads write disjoint rows
+        # Column by column into a block of rows that stays in cache, not down all rows.
+        for start in range(first, min(rows, first + share), _BLOCK_ROWS):
+            part = slice(start, min(start + _BLOCK_ROWS, first + share))
+            for j, (median, numbers, missing) in enumerate(columns):
+                filled[part, j] = numbers[part]
+                np.copyto(filled[part, j], median, where=missing[part])
+                if gaps is not None:
+                    gaps[part, j] = missing[part]
+
+    # The numbers are most of a table's columns: their run alone would keep one
+    # thread busy while the others wait, so its rows are shared out too.
+    share = max(_BLOCK_ROWS, -(-rows // _THREADS // _BLOCK_ROWS) * _BLOCK_ROWS)
+    in_parallel(fill, range(0, rows, share))
     return _NumberRun(at, 2 if indicator else 1, filled, gaps)
 
 
