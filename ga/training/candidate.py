@@ -314,14 +314,13 @@ def _figures(
     }
 
 
-def validation_roc_auc(net: Any, x: Buffer, y: Buffer, n: int) -> float | None:
-    """One-vs-rest ROC-AUC of the net's class probabilities on the first n rows.
+def validation_roc_auc(net: Any, x: Buffer, y: Buffer, n: int, width: int) -> float | None:
+    """One-vs-rest ROC-AUC of the net's class probabilities on the first n rows of `width`.
 
     As `measures.one_vs_rest_auc` defines it (scikit-learn's). The logits
     come from the kernel a chunk of `max_rows` at a time; the softmax and the
     ranking are plain Python, as numpy is not available here.
     """
-    width = len(memoryview(x).cast("B")) // (n * 4) if n else 0
     rows = memoryview(x).cast("B")
     logits: list[float] = []
     start = 0
@@ -583,7 +582,8 @@ def train_candidate(
                                    spec.n_outputs)  # fmt: skip
                 if spec.roc_auc and (epoch in rungs or epoch == spec.epochs):
                     # Where a decision reads it: a rung, and the training's own figure.
-                    figures["val_roc_auc"] = validation_roc_auc(net, x_val, y_val, n_val)
+                    auc = validation_roc_auc(net, x_val, y_val, n_val, n_features)
+                    figures["val_roc_auc"] = auc
             point = {k: None if v is None else round(v, 6) for k, v in figures.items()}
             result["curve"].append({"epoch": epoch, **point, "at": time.time()})
             if epoch in rungs and _below_rung(rungs[epoch], figures):
