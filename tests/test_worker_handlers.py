@@ -25,6 +25,7 @@ from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.schemas.envelope import format_sequence
 from thunderhelm.schemas.event_data import EVENT_DATA
+from thunderhelm.schemas.requests import CONTINUE_REQUESTED
 from thunderhelm.schemas.results import RUN_RESULT
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
@@ -469,6 +470,34 @@ def test_a_decision_taken_while_the_ending_awaits_its_ack_ends_nothing_again() -
     h = run(go())
     assert h.types().count(ev.RUN_CANCELLED) == 1
     assert len(h.on(SETTINGS.run_results)) == 1
+
+
+def test_a_continue_of_a_run_that_moves_on_while_it_waits_is_refused_in_its_log() -> None:
+    """A running run's state moves on between reading it and the continue's turn
+    in its lane (here: an append of the run's own waits for its ack); the
+    refusal goes to the run's log, not to dead letters."""
+
+    async def go() -> Harness:
+        h = Harness()
+        await h.command(request(generations=50), "thunderhelm.run.requested", "c-1")
+        before = h.worker.state_of("r-1")
+        assert before is not None and before.status == "running"
+        ack = h.hold_ack(ev.GENERATION_COMPLETED)
+        stepping = asyncio.create_task(h.settle())
+        await h.until(lambda: ev.GENERATION_COMPLETED in h.types())
+        more = {"run_id": "r-1", "generations": 2}
+        continued = asyncio.create_task(h.command(more, CONTINUE_REQUESTED, "c-2"))
+        for _ in range(20):
+            await asyncio.sleep(0)  # the continue reads the run, then waits for the lane
+        ack.set_result(None)
+        await continued
+        stepping.cancel()
+        return h
+
+    h = run(go())
+    assert not h.app.producer.dead
+    (refusal,) = [e for e in h.on(SETTINGS.run_events) if e["type"] == ev.CONTINUE_REJECTED]
+    assert refusal["data"]["reasons"] == [f"run r-1 is running: {saga.CONTINUABLE}"]
 
 
 def outcome_of(state: saga.RunState, **extra: Any) -> dict[str, Any]:

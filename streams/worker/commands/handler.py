@@ -220,6 +220,10 @@ class CommandHandler:
         version = full.version
 
         def decision(state: saga.RunState | None) -> list[saga.NewEvent]:
+            if state is not None and state.status != "succeeded":
+                # A refusal needs no checkpoint: decided on the run as it is now,
+                # since a running run moves on while the command waits for its lane.
+                return continue_events(state, command, self.settings.limits)
             # Decided on the run as it was read: if it moved on since, the user is
             # told, unless the log already holds this continue (a redelivery).
             if decided and (state is None or state.version != version):

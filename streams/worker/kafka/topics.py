@@ -51,7 +51,32 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
         # Another worker may create a topic between our list and create.
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new)
+        await _until_visible(admin, wanted, deadline)
         log.info("created topics %s", ", ".join(wanted))
         return wanted
     finally:
         await admin.close()
+
+
+async def _until_visible(admin: AIOKafkaAdminClient, names: list[str], deadline: float) -> None:
+    """Wait until the broker's metadata lists every partition of `names` with a leader.
+
+    A consumer group formed before then leaves the missing topics out of its
+    assignment until its next metadata refresh (minutes on a busy broker).
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        described = await admin.describe_topics(names)
+        ready = {
+            t["topic"]
+            for t in described
+            if t["error_code"] == 0
+            and t["partitions"]
+            and all(p["leader"] >= 0 for p in t["partitions"])
+        }
+        if ready >= set(names):
+            return
+        if loop.time() > deadline:
+            missing = ", ".join(sorted(set(names) - ready))
+            raise TimeoutError(f"topics created but not in the broker's metadata: {missing}")
+        await asyncio.sleep(0.2)
