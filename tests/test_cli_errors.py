@@ -96,6 +96,25 @@ def test_submit_with_the_broker_down_keeps_the_traced_path_quiet(tmp_path: Path)
     one_line(err)
 
 
+def test_a_reader_that_left_stdout_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`thunderhelm … | head`: stdout's reader is gone before the command writes."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [str(SCRIPT), "services", "status"],
+            env={**os.environ, **down(tmp_path)},
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert done.stderr == ""  # not "cannot reach the Kafka broker ([Errno 32] Broken pipe)"
+    assert done.returncode == 128 + signal.SIGPIPE
+
+
 def test_jaeger_down_is_exit_3(tmp_path: Path) -> None:
     code, _, err = cli(
         "trace", "r", "--trace-id", "0" * 32, "--jaeger", "http://127.0.0.1:1", env=down(tmp_path)

@@ -273,10 +273,17 @@ def test_binary_is_shown_as_base64() -> None:
     assert _text_or_base64(None) == {"null": True}
 
 
-def test_one_list_of_stages_for_the_wire_the_worker_and_the_cli() -> None:
+def test_the_cli_takes_the_stages_the_wire_has_and_refuses_others() -> None:
     from typing import get_args
 
-    from thunderhelm.schemas.event_data import DeadLetterStage
-    from thunderhelm.streams.cli.dlq_commands import Stage
+    from typer.testing import CliRunner
 
-    assert {s.value for s in Stage} == set(get_args(DeadLetterStage.__value__))
+    from thunderhelm.schemas.event_data import DeadLetterStage
+    from thunderhelm.streams.cli.main import app
+
+    stages = get_args(DeadLetterStage.__value__)
+    shown = CliRunner().invoke(app, ["dlq", "list", "--help"], env={"COLUMNS": "200"})
+    assert "[" + "|".join(stages) + "]" in shown.output
+    refused = CliRunner().invoke(app, ["dlq", "list", "--stage", "train"], env={"COLUMNS": "200"})
+    assert refused.exit_code == 2
+    assert all(f"'{stage}'" in refused.output for stage in stages)

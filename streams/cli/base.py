@@ -11,8 +11,13 @@ plain lines scripts read.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import os
+import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
@@ -21,6 +26,9 @@ from typer.core import TyperGroup
 
 from thunderhelm.streams.cli.exits import CliError, ExitCode, classify
 from thunderhelm.streams.config.settings import Settings
+
+# What a shell reports for a pipe writer killed by SIGPIPE.
+SIGPIPE_EXIT = 128 + signal.SIGPIPE
 
 
 @dataclass
@@ -100,6 +108,12 @@ class ThunderhelmGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            # The reader of stdout left (`| head`): stop quietly, as a killed
+            # pipe writer does, and keep Python from writing to it at exit.
+            # (The Kafka client reports a broken broker socket as its own error.)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(SIGPIPE_EXIT) from None
         except Exception as exc:
             cli = state(ctx)
             bootstrap = cli.settings_given.bootstrap_servers if cli.settings_given else None
@@ -109,3 +123,34 @@ class ThunderhelmGroup(TyperGroup):
             name = " ".join(["thunderhelm", *cli.command])
             print(f"{name}: {known.message}", file=sys.stderr, flush=True)
             raise typer.Exit(int(known.code)) from None
+
+
+def options_of(
+    build: Callable[..., Any], name: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A command decorator: `build`'s parameters become options in place of `name`.
+
+    Typer reads options from a signature and has no way to group them, so
+    commands that share options declare them once, on `build`; the command is
+    called with what `build` makes of them as `name`.
+    """
+    options = inspect.signature(build, eval_str=True).parameters
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name == name:
+                params += [option.replace(kind=param.kind) for option in options.values()]
+            else:
+                params.append(param)
+
+        @functools.wraps(command)
+        def with_options(*args: Any, **kwargs: Any) -> None:
+            chosen = {option: kwargs.pop(option) for option in options}
+            command(*args, **{name: build(**chosen)}, **kwargs)
+
+        with_options.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        return with_options
+
+    return decorate

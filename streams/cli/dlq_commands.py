@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import inspect
-from collections.abc import Callable
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 
-from thunderhelm.streams.cli.base import ThunderhelmGroup, emit, emit_json, fail, finish, state
+from thunderhelm.schemas.event_data import DeadLetterStage
+from thunderhelm.streams.cli.base import (
+    ThunderhelmGroup,
+    emit,
+    emit_json,
+    fail,
+    finish,
+    options_of,
+    state,
+)
 from thunderhelm.streams.cli.exits import ExitCode
 
 dlq_app = typer.Typer(
@@ -30,12 +35,8 @@ FILTERS = "Filters"
 PREVIEW_BYTES = 400
 
 
-class Stage(StrEnum):
-    decode = "decode"
-    validate = "validate"
-    decide = "decide"
-    execute = "execute"
-    produce = "produce"
+# Typer checks a Literal's values itself; its help would show the alias's name.
+STAGES = "[" + "|".join(get_args(DeadLetterStage.__value__)) + "]"
 
 
 def _when(text: str) -> int:
@@ -56,7 +57,10 @@ def _record(text: str) -> tuple[int, int]:
         raise typer.BadParameter(str(exc)) from None
 
 
-StageOpt = Annotated[Stage | None, typer.Option(help="pipeline stage", rich_help_panel=FILTERS)]
+StageOpt = Annotated[
+    DeadLetterStage | None,
+    typer.Option(help="pipeline stage", metavar=STAGES, rich_help_panel=FILTERS),
+]
 ErrorOpt = Annotated[
     str | None,
     typer.Option(help="error class (substring, case-insensitive)", rich_help_panel=FILTERS),
@@ -95,7 +99,7 @@ def _filter(
     from thunderhelm.streams.clients.dead_letters import Filter
 
     return Filter(
-        stage=stage.value if stage else None,
+        stage=stage,
         error=error,
         topic=topic,
         since_ms=since,
@@ -104,28 +108,7 @@ def _filter(
     )
 
 
-def _filtered(command: Callable[..., None]) -> Callable[..., None]:
-    """`command` with the filter options in place of its `wanted` parameter.
-
-    Typer reads the options from the signature; `command` is called with the
-    `Filter` they make as `wanted`.
-    """
-    options = inspect.signature(_filter, eval_str=True).parameters
-    signature = inspect.signature(command, eval_str=True)
-    params: list[inspect.Parameter] = []
-    for param in signature.parameters.values():
-        if param.name == "wanted":
-            params += [option.replace(kind=param.kind) for option in options.values()]
-        else:
-            params.append(param)
-
-    @functools.wraps(command)
-    def with_filter(*args: Any, **kwargs: Any) -> None:
-        chosen = {name: kwargs.pop(name) for name in options}
-        command(*args, wanted=_filter(**chosen), **kwargs)
-
-    with_filter.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    return with_filter
+_filtered = options_of(_filter, "wanted")
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> Any:

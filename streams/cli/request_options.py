@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from thunderhelm.streams.cli.base import options_of
 from thunderhelm.streams.cli.exits import CliError, ExitCode
 
 PANEL = "Request (ignored with --file, except --run-id)"
@@ -51,19 +52,23 @@ BudgetOpt = Annotated[
 
 
 def build_request(
-    file: Path | None,
-    run_id: str | None,
-    dataset: Dataset,
-    samples: int,
-    classes: int,
-    population: int,
-    generations: int,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    budget_s: float,
+    file: FileOpt = None,
+    run_id: RunIdOpt = None,
+    dataset: DatasetOpt = Dataset.spirals,
+    samples: SamplesOpt = 1200,
+    classes: ClassesOpt = 3,
+    population: PopulationOpt = 6,
+    generations: GenerationsOpt = 3,
+    epochs: EpochsOpt = 4,
+    batch_size: BatchOpt = 64,
+    seed: SeedOpt = 7,
+    budget_s: BudgetOpt = 600.0,
 ) -> dict[str, Any]:
-    """The request `data`, validated; CliError(NOT_FOUND) for a bad file or request."""
+    """The request `data`, validated; CliError(NOT_FOUND) for a bad file or request.
+
+    Its parameters declare the request options of `submit` and `run`
+    (`with_request`).
+    """
     if file is not None:
         request = _from_file(file)
         if run_id or "run_id" not in request:  # a file without one gets one, as options do
@@ -86,6 +91,10 @@ def build_request(
             "budget": {"timeout_s": budget_s},
         }
     return validated(request, str(file) if file else "the request")
+
+
+# A command's `request` parameter: the request its options make.
+with_request = options_of(build_request, "request")
 
 
 def _from_file(path: Path) -> dict[str, Any]:

@@ -151,19 +151,10 @@ def register(app: typer.Typer) -> None:
     app.command(help="Run a NAS job on the local interpreter pool, without Kafka.")(run)
 
 
+@ro.with_request
 def submit(
     ctx: typer.Context,
-    file: ro.FileOpt = None,
-    run_id: ro.RunIdOpt = None,
-    dataset: ro.DatasetOpt = ro.Dataset.spirals,
-    samples: ro.SamplesOpt = 1200,
-    classes: ro.ClassesOpt = 3,
-    population: ro.PopulationOpt = 6,
-    generations: ro.GenerationsOpt = 3,
-    epochs: ro.EpochsOpt = 4,
-    batch_size: ro.BatchOpt = 64,
-    seed: ro.SeedOpt = 7,
-    budget_s: ro.BudgetOpt = 600.0,
+    request: dict[str, Any],
     wait: Annotated[
         bool, typer.Option("--wait", help="then follow the run to its end, as watch")
     ] = False,
@@ -173,10 +164,6 @@ def submit(
     from thunderhelm.streams.clients import client
     from thunderhelm.streams.observability import telemetry
 
-    request = ro.build_request(
-        file, run_id, dataset, samples, classes, population, generations, epochs,
-        batch_size, seed, budget_s,
-    )  # fmt: skip
     settings = state(ctx).settings
     telemetry.configure(_traced_cli_settings())
     trace_id = asyncio.run(client.submit(settings, request))
@@ -345,19 +332,10 @@ def rerun(
     finish(outcome.code if matched is not False else int(ExitCode.FAILED))
 
 
+@ro.with_request
 def run(
     ctx: typer.Context,
-    file: ro.FileOpt = None,
-    run_id: ro.RunIdOpt = None,
-    dataset: ro.DatasetOpt = ro.Dataset.spirals,
-    samples: ro.SamplesOpt = 1200,
-    classes: ro.ClassesOpt = 3,
-    population: ro.PopulationOpt = 6,
-    generations: ro.GenerationsOpt = 3,
-    epochs: ro.EpochsOpt = 4,
-    batch_size: ro.BatchOpt = 64,
-    seed: ro.SeedOpt = 7,
-    budget_s: ro.BudgetOpt = 600.0,
+    request: dict[str, Any],
     pool_size: Annotated[
         int, typer.Option(min=0, help="interpreters in the pool (0: one per core)")
     ] = 0,
@@ -386,10 +364,6 @@ def run(
     """Exit 0 when the run succeeded, 1 when it failed, 130 when Ctrl-C cancelled it."""
     from thunderhelm.streams.execution.local_run import run_local
 
-    request = ro.build_request(
-        file, run_id, dataset, samples, classes, population, generations, epochs,
-        batch_size, seed, budget_s,
-    )  # fmt: skip
     cli = state(ctx)
     settings = cli.settings
     if not cli.rich(as_json):

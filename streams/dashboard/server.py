@@ -53,14 +53,20 @@ class Hub:
         self.publish("")
 
 
+# Each handler declares its route (aiohttp's route table).
+routes = web.RouteTableDef()
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, allow_nan=False))
 
 
+@routes.get("/")
 async def index(request: web.Request) -> web.Response:
     return _static_file("index.html")
 
 
+@routes.get("/static/{name}")
 async def static(request: web.Request) -> web.Response:
     return _static_file(request.match_info["name"])
 
@@ -80,6 +86,7 @@ def _static_file(name: str) -> web.Response:
     return web.Response(body=body, content_type=STATIC_TYPES[suffix], headers=headers)
 
 
+@routes.get("/api/config")
 async def config(request: web.Request) -> web.Response:
     s, d = request.app[SETTINGS], request.app[DASH]
     return _json(
@@ -92,11 +99,13 @@ async def config(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/api/runs")
 async def runs(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     return _json(request.app[MODEL].summaries(status))
 
 
+@routes.get("/api/runs/{run_id}")
 async def run(request: web.Request) -> web.Response:
     view = request.app[MODEL].runs.get(request.match_info["run_id"])
     if view is None:
@@ -104,6 +113,7 @@ async def run(request: web.Request) -> web.Response:
     return _json(view.detail())
 
 
+@routes.get("/api/runs/{run_id}/trace")
 async def trace(request: web.Request) -> web.Response:
     view = request.app[MODEL].runs.get(request.match_info["run_id"])
     if view is None or not view.trace_id:
@@ -137,6 +147,7 @@ def _written_run(request: web.Request) -> tuple[str, Any]:
     return run_id, view
 
 
+@routes.post("/api/runs/{run_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     run_id, view = _written_run(request)
     if view.state.terminal:
@@ -147,6 +158,7 @@ async def cancel(request: web.Request) -> web.Response:
     return _json({"cancel_requested": run_id, "reason": reason})
 
 
+@routes.post("/api/runs/{run_id}/continue")
 async def continue_run(request: web.Request) -> web.Response:
     """Take a run that succeeded on for `generations` more (the CLI's `continue`)."""
     run_id, view = _written_run(request)
@@ -178,6 +190,7 @@ def _letters_filter(query: Any) -> dlq.Filter:
     )  # fmt: skip
 
 
+@routes.get("/api/dead-letters")
 async def letters(request: web.Request) -> web.Response:
     found = await dlq.read_dead_letters(request.app[SETTINGS], _letters_filter(request.query))
     return _json([dlq.summary(dl) for dl in found])
@@ -190,6 +203,7 @@ def _record(request: web.Request) -> tuple[int, int]:
         raise web.HTTPBadRequest(text="PARTITION and OFFSET are integers") from exc
 
 
+@routes.get("/api/dead-letters/{partition}/{offset}")
 async def letter(request: web.Request) -> web.Response:
     partition, offset = _record(request)
     only = dlq.Filter(records=frozenset([(partition, offset)]), partition=partition)
@@ -199,6 +213,7 @@ async def letter(request: web.Request) -> web.Response:
     return _json(dlq.detail(found[0], preview=64 * 1024))
 
 
+@routes.post("/api/dead-letters/redrive")
 async def redrive(request: web.Request) -> web.Response:
     _same_origin_json(request)
     body = await request.json()
@@ -225,6 +240,7 @@ async def redrive(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/api/events")
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one `run` event with the run's summary whenever it changes."""
     hub, model = request.app[HUB], request.app[MODEL]
@@ -264,18 +280,7 @@ def create_app(
     app[DASH] = dash
     app[MODEL] = ReadModel()
     app[HUB] = Hub()
-    app.router.add_get("/", index)
-    app.router.add_get("/static/{name}", static)
-    app.router.add_get("/api/config", config)
-    app.router.add_get("/api/runs", runs)
-    app.router.add_get("/api/runs/{run_id}", run)
-    app.router.add_get("/api/runs/{run_id}/trace", trace)
-    app.router.add_post("/api/runs/{run_id}/cancel", cancel)
-    app.router.add_post("/api/runs/{run_id}/continue", continue_run)
-    app.router.add_get("/api/dead-letters", letters)
-    app.router.add_get("/api/dead-letters/{partition}/{offset}", letter)
-    app.router.add_post("/api/dead-letters/redrive", redrive)
-    app.router.add_get("/api/events", events)
+    app.router.add_routes(routes)
     if follow:
         app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_streams)
