@@ -79,6 +79,14 @@ def emit_json(ctx: typer.Context, value: Any, *, indent: int | None = None) -> N
     emit(ctx, json.dumps(value, indent=indent))
 
 
+def answer(ctx: typer.Context, as_json: bool, data: Any, line: str) -> None:
+    """A command's one answer: `data` as a JSON line with --json, else `line`."""
+    if as_json:
+        emit_json(ctx, data)
+    else:
+        emit(ctx, line)
+
+
 def note(line: str) -> None:
     """A line for the person, not for the script: stderr."""
     print(line, file=sys.stderr, flush=True)

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thunderhelm.streams.cli.base import emit, emit_json, fail, state
+from thunderhelm.streams.cli.base import answer, emit, emit_json, fail, state
 from thunderhelm.streams.cli.exits import ExitCode
 
 __all__ = ["read_inputs", "register"]
@@ -85,10 +85,7 @@ def export(
         written = export_onnx(_load(artifact), onnx)
     except ValueError as exc:  # a model the export cannot express
         fail(ExitCode.NOT_FOUND, str(exc))
-    if as_json:
-        emit_json(ctx, {"onnx": str(written)})
-    else:
-        emit(ctx, str(written))
+    answer(ctx, as_json, {"onnx": str(written)}, str(written))
 
 
 def register(app: typer.Typer) -> None:

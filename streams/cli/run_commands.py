@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from thunderhelm.streams.cli import request_options as ro
-from thunderhelm.streams.cli.base import emit, emit_json, finish, note, state
+from thunderhelm.streams.cli.base import answer, emit, emit_json, finish, note, state
 from thunderhelm.streams.cli.exits import CliError, ExitCode
 from thunderhelm.streams.config.settings import Settings
 
@@ -138,6 +138,16 @@ def _traced_cli_settings() -> Settings:
     return Settings.from_env({**os.environ, "OTEL_SERVICE_NAME": name})
 
 
+def _traced(send: Coroutine[Any, Any, str]) -> str:
+    """Produce a request under the CLI's tracing; the trace id it began (its spans flushed)."""
+    from thunderhelm.streams.observability import telemetry
+
+    telemetry.configure(_traced_cli_settings())
+    trace_id = asyncio.run(send)
+    telemetry.flush()
+    return trace_id
+
+
 def register(app: typer.Typer) -> None:
     app.command(help="Produce a run request to run-requests; print the run id.")(submit)
     app.command(help="Follow a run's events to its result; exit 0 if it succeeded.")(watch)
@@ -162,12 +172,9 @@ def submit(
     as_json: JsonOpt = False,
 ) -> None:
     from thunderhelm.streams.clients import client
-    from thunderhelm.streams.observability import telemetry
 
     settings = state(ctx).settings
-    telemetry.configure(_traced_cli_settings())
-    trace_id = asyncio.run(client.submit(settings, request))
-    telemetry.flush()
+    trace_id = _traced(client.submit(settings, request))
     if not wait:
         if as_json:
             emit_json(ctx, {"run_id": request["run_id"], "trace_id": trace_id, "result": None})
@@ -206,16 +213,11 @@ def cancel(
     as_json: JsonOpt = False,
 ) -> None:
     from thunderhelm.streams.clients import client
-    from thunderhelm.streams.observability import telemetry
 
     settings = state(ctx).settings
-    telemetry.configure(_traced_cli_settings())
-    trace_id = asyncio.run(client.cancel(settings, run_id, reason))
-    telemetry.flush()
-    if as_json:
-        emit_json(ctx, {"run_id": run_id, "reason": reason, "trace_id": trace_id})
-    else:
-        emit(ctx, f"cancel requested for {run_id}")
+    trace_id = _traced(client.cancel(settings, run_id, reason))
+    data = {"run_id": run_id, "reason": reason, "trace_id": trace_id}
+    answer(ctx, as_json, data, f"cancel requested for {run_id}")
 
 
 def continue_run(
@@ -247,7 +249,6 @@ def continue_run(
     still running refuses (`run.continue-rejected` in its log, with why).
     """
     from thunderhelm.streams.clients import client
-    from thunderhelm.streams.observability import telemetry
 
     budget: dict[str, Any] = {}
     for name, value in (
@@ -258,16 +259,9 @@ def continue_run(
         if value is not None:
             budget[name] = value
     settings = state(ctx).settings
-    telemetry.configure(_traced_cli_settings())
-    trace_id = asyncio.run(client.continue_run(settings, run_id, generations, budget))
-    telemetry.flush()
-    if as_json:
-        emit_json(
-            ctx,
-            {"run_id": run_id, "generations": generations, "budget": budget, "trace_id": trace_id},
-        )
-    else:
-        emit(ctx, f"continue requested for {run_id}: {generations} more generation(s)")
+    trace_id = _traced(client.continue_run(settings, run_id, generations, budget))
+    data = {"run_id": run_id, "generations": generations, "budget": budget, "trace_id": trace_id}
+    answer(ctx, as_json, data, f"continue requested for {run_id}: {generations} more generation(s)")
 
 
 def rerun(
@@ -293,7 +287,6 @@ def rerun(
     import uuid
 
     from thunderhelm.streams.clients import client
-    from thunderhelm.streams.observability import telemetry
 
     settings = state(ctx).settings
     request, first = asyncio.run(client.run_record(settings, run_id))
@@ -301,9 +294,7 @@ def rerun(
         raise CliError(ExitCode.NOT_FOUND, f"no accepted run {run_id!r} on {settings.run_events}")
     new_id = new_run_id or f"{run_id[:110]}-rerun-{uuid.uuid4().hex[:6]}"
     request = {**request, "run_id": new_id}
-    telemetry.configure(_traced_cli_settings())
-    trace_id = asyncio.run(client.submit(settings, request))
-    telemetry.flush()
+    trace_id = _traced(client.submit(settings, request))
     if not wait:
         if as_json:
             emit_json(ctx, {"run_id": new_id, "rerun_of": run_id, "trace_id": trace_id})
