@@ -47,7 +47,13 @@ from thunderhelm.streams.worker.intake.admission import (
     screen_command,
     unwrap_forwarded,
 )
-from thunderhelm.streams.worker.kafka.records import consumed, pairs, waited
+from thunderhelm.streams.worker.kafka.records import (
+    Command,
+    CommandDelivery,
+    consumed,
+    pairs,
+    waited,
+)
 from thunderhelm.streams.worker.kafka.run_log import folded, run_log
 from thunderhelm.streams.worker.steps.runner import StepRunner
 
@@ -96,11 +102,11 @@ class CommandHandler:
     def __post_init__(self) -> None:
         self.lanes = RunLanes(self.dead_letters.acks)
 
-    async def submit(self, event: Any) -> None:  # a command_reader.CommandEvent
+    async def submit(self, event: CommandDelivery) -> None:
         """The command reader's entry: queue the command behind its run's lane (the record key)."""
         await self.lanes.submit(event, event.message.key, lambda: self.handle(event))
 
-    async def handle(self, event: Any) -> None:  # a command_reader.CommandEvent
+    async def handle(self, event: CommandDelivery) -> None:
         """Handle one command now (its lane's turn has come)."""
         message = event.message
         if not await self.ours_to_decide(message):
@@ -113,7 +119,8 @@ class CommandHandler:
             return
         # The input as the user wrote it, and where on run-requests it was.
         original, origin = unwrap_forwarded(pairs(message.headers))
-        with consumed(self.app, message, dict(pairs(message.headers))) as span:
+        # The command reader reports its consumer lag per batch.
+        with consumed(self.app, message, dict(pairs(message.headers)), lag_reported=True) as span:
             screened = screen_command(
                 message.key, message.value, original, self.settings.limits, internal=True
             )
@@ -144,7 +151,7 @@ class CommandHandler:
                     event, classify(exc, stage), span, original, origin
                 )
 
-    async def ours_to_decide(self, message: Any) -> bool:
+    async def ours_to_decide(self, message: Command) -> bool:
         """Whether the command may be decided here: False once it is superseded."""
         while not message.superseded():
             if not self.runner.ownership.stalled():
@@ -152,7 +159,9 @@ class CommandHandler:
             await asyncio.sleep(STALL_POLL_S)
         return False
 
-    async def decide(self, admitted: Admitted, span: Span, message: Any) -> saga.RunState | None:
+    async def decide(
+        self, admitted: Admitted, span: Span, message: Command
+    ) -> saga.RunState | None:
         """Append and fold what the command decides; the state to act on (None: nothing).
 
         Nothing is written once the command is superseded, or while the worker's

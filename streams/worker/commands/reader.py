@@ -39,7 +39,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -80,7 +79,6 @@ class CommandMessage:
     value: bytes | None
     headers: list[tuple[str, bytes]]
     timestamp: float | None  # CreateTime in seconds, as Faust gives it
-    lag_observed: ClassVar[bool] = True  # the reader reports its consumer lag per batch
     on_done: Callable[[CommandMessage], None] = field(repr=False)
     # Whether the reader started this command's partition again since it read
     # it (partitions moved): that reading, here or on the partition's new

@@ -3,14 +3,60 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import Span
 
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
+
+
+class Consumed(Protocol):
+    """A consumed record as the handlers read it: a Faust message or a `CommandMessage`."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Any: ...  # pairs, or a mapping (Faust gives either)
+    @property
+    def timestamp(self) -> float | None: ...  # CreateTime in seconds
+    @property
+    def tp(self) -> Hashable: ...
+    def incref(self, n: int = 1) -> None: ...
+
+
+class Delivery(Protocol):
+    """An input in hand, a Faust event or a `CommandEvent`: acked once handled."""
+
+    @property
+    def message(self) -> Consumed: ...
+    @property
+    def headers(self) -> Mapping[str, bytes] | None: ...
+    def ack(self) -> bool: ...
+
+
+class Command(Consumed, Protocol):
+    """A run-commands record: one the reader read again since is not to be decided."""
+
+    def superseded(self) -> bool: ...
+
+
+class CommandDelivery(Protocol):
+    @property
+    def message(self) -> Command: ...
+    @property
+    def headers(self) -> Mapping[str, bytes] | None: ...
+    def ack(self) -> bool: ...
 
 
 def pairs(headers: Any) -> list[tuple[str, bytes]]:
@@ -19,10 +65,8 @@ def pairs(headers: Any) -> list[tuple[str, bytes]]:
     return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
 
 
-def observe_lag(app: Any, message: Any) -> None:
+def observe_lag(app: Any, message: Consumed) -> None:
     """Consumer lag of the record's partition as of this record (a metric only)."""
-    if getattr(message, "lag_observed", False):
-        return  # read outside Faust, whose reader reported it
     try:
         high = app.consumer.highwater(message.tp)
     except Exception:  # no consumer yet, or no fetch seen: nothing to report
@@ -31,18 +75,22 @@ def observe_lag(app: Any, message: Any) -> None:
         meters.consumer_lag(message.topic, message.partition, high - message.offset - 1)
 
 
-def waited(message: Any) -> float:
+def waited(message: Consumed) -> float:
     """Seconds from the record's CreateTime (its producer's clock) until now; 0: unknown."""
-    stamp = getattr(message, "timestamp", None)
+    stamp = message.timestamp
     if not isinstance(stamp, int | float) or stamp <= 0:
         return 0.0
     return max(0.0, time.time() - float(stamp))
 
 
 @contextmanager
-def consumed(app: Any, message: Any, headers: Mapping[str, Any]) -> Iterator[Span]:
-    """The CONSUMER span of one record an agent handles, its lag reported first."""
-    observe_lag(app, message)
+def consumed(
+    app: Any, message: Consumed, headers: Mapping[str, Any], *, lag_reported: bool = False
+) -> Iterator[Span]:
+    """The CONSUMER span of one record an agent handles, its lag reported first
+    (unless its reader reports lag itself: `lag_reported`)."""
+    if not lag_reported:
+        observe_lag(app, message)
     with telemetry.consume_span(
         message.topic, message.partition, message.offset, message.key, headers
     ) as span:
