@@ -4,6 +4,7 @@ import contextlib
 import csv
 import io
 import json
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,20 @@ def test_each_bad_table_spec_gets_one_clear_reason(
         load(root, **overrides)
 
 
+@pytest.mark.parametrize("mapped", [False, True], ids=["numpy", "mapped"])
 def test_a_table_runs_end_to_end_and_predicts_from_raw_rows(
-    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mapped: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The interpreter pool trains on the design matrix in numpy's memory and in a
+    mapping of its own (`tables._present`, a large table's) alike."""
+    from thunderhelm.ga.training import tables
+
+    if mapped:
+        monkeypatch.setattr(tables, "_POPULATE_BYTES", 0)
     request = {
         "run_id": "table-homes",
         "dataset": spec(seed=2),
@@ -306,16 +318,29 @@ def mixed(rows: int, seed: int) -> pa.Table:
     )
 
 
+def _mapped(array: np.ndarray) -> bool:
+    """Whether `array`'s memory is an mmap of its own (`tables._present`)."""
+    base: Any = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
+@pytest.mark.parametrize("mapped", [False, True], ids=["numpy", "mapped"])
 @pytest.mark.parametrize("standardize", [True, False])
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_the_splits_are_the_encoded_matrix_standardised(
-    tmp_path: Path, suffix: str, standardize: bool
+    tmp_path: Path, suffix: str, standardize: bool, mapped: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The splits built a block at a time equal the dense float64 route: `encode` of every
-    row (as at predict time), the training moments, then (x - mean) / scale in float32."""
+    row (as at predict time), the training moments, then (x - mean) / scale in float32;
+    the same in memory mapped whole (a large table's) as in numpy's own."""
     import pyarrow.csv as pa_csv
 
-    from thunderhelm.ga.training import datasets
+    from thunderhelm.ga.training import datasets, tables
+
+    if mapped:
+        monkeypatch.setattr(tables, "_POPULATE_BYTES", 0)  # every array mapped, however small
 
     table = mixed(9000, seed=5)  # more rows than one thread's share of the number run
     path = tmp_path / f"mixed{suffix}"
@@ -343,5 +368,6 @@ def test_the_splits_are_the_encoded_matrix_standardised(
         assert np.array_equal(data.scale, scale.astype(np.float32))
     mean, scale = data.mean.astype(np.float64), data.scale.astype(np.float64)
     assert np.array_equal(data.x_train, ((x[train] - mean) / scale).astype(np.float32))
+    assert _mapped(data.x_train) == mapped
     assert np.array_equal(data.x_val, ((x[val] - mean) / scale).astype(np.float32))
     assert np.array_equal(data.x_test, ((x[data.test_rows] - mean) / scale).astype(np.float32))

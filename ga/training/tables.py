@@ -26,6 +26,7 @@ target must be numbers, read as they are.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -432,7 +433,7 @@ class Design:
     def standardized(self, rows: Rows, mean: F64, scale: F64) -> F32:
         """`(x[rows] - mean) / scale` as float32, x being the encoded matrix."""
         writers = [_writer(run, mean, scale) for run in self._runs]
-        out = np.empty((len(rows), self.width), dtype=np.float32)
+        out = _present((len(rows), self.width), np.float32)
 
         def fill(start: int) -> None:  # blocks are disjoint: threads need no lock
             chosen = rows[start : start + _BLOCK_ROWS]
@@ -514,6 +515,31 @@ def _first_rows(run: _OneHotRun) -> npt.NDArray[np.intp]:
     return np.arange(run.place.shape[1], dtype=np.intp) * run.each
 
 
+# Below this an array's page faults cost too little to be worth a mapping of its own.
+_POPULATE_BYTES = 64 << 20
+
+
+def _present[D: np.generic](shape: tuple[int, int], dtype: type[D]) -> npt.NDArray[D]:
+    """`np.empty(shape, dtype)` whose memory the kernel maps in at once (MAP_POPULATE).
+
+    Written row block by row block, a fresh array takes a page fault per 4 KB
+    page, and on a virtual machine those faults were the largest part of
+    encoding a million-row table (`bench data`, bench/RESULTS.md); mapped in
+    one call they cost less than half. Elsewhere, or for a small array, it is
+    `np.empty`.
+    """
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    flags = getattr(mmap, "MAP_POPULATE", 0)
+    if size < _POPULATE_BYTES or not flags:
+        return np.empty(shape, dtype=dtype)
+    try:
+        mapped = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | flags)
+    except OSError:  # no room to map it whole now: page by page, as numpy does
+        return np.empty(shape, dtype=dtype)
+    # The array holds the mapping; it is unmapped when the last view goes.
+    return np.frombuffer(mapped, dtype=dtype).reshape(shape)
+
+
 def _runs_of(columns: Sequence[Column]) -> list[list[Column]]:
     """`columns` in order, adjacent ones of a kind and width together."""
     runs: list[list[Column]] = []
@@ -535,7 +561,7 @@ def _alike(a: Column, b: Column) -> bool:
 def _number_run(table: Table, group: Sequence[Column], at: int) -> _NumberRun:
     rows = len(table.y)
     indicator = isinstance(group[0], NumericColumn) and group[0].indicator
-    filled = np.empty((rows, len(group)), dtype=np.float64)
+    filled = _present((rows, len(group)), np.float64)
     gaps = np.empty((rows, len(group)), dtype=np.bool_) if indicator else None
     columns = [(c.median, *table.numbers(c.name)) for c in group if isinstance(c, NumericColumn)]
 
