@@ -254,7 +254,7 @@ def _python(code: str, *args: str, timeout_s: float = 1800) -> dict[str, Any]:
 
 def _pool_growth(quick: bool) -> dict[str, Any]:
     """The second interpreter's extra RSS at two row counts, and how it grows with rows."""
-    small, large = (5_000, 20_000) if quick else (100_000, 600_000)
+    small, large = (5_000, 20_000) if quick else (10_000, 1_000_000)
     cost = {}
     for rows in (small, large):
         one = _python(_POOL, str(rows), "1")["rss_mb"]
