@@ -55,8 +55,7 @@ class InFlightOffsets:
         self._in_hand: set[int] = set()
         # The offsets in hand as a min-heap, finished ones dropped lazily: the
         # intake finishes a whole batch at once, and `min` over the set per
-        # finished record made that quadratic (DLQ routing fell from 0.53x to
-        # 0.21x of a bare consume->produce loop in `bench dlq`).
+        # finished record made that quadratic (`bench dlq` measured it).
         self._lowest: list[int] = []
 
     def take(self, offset: int) -> bool:
