@@ -49,7 +49,7 @@ from thunderhelm.streams.worker.intake.admission import (
 )
 from thunderhelm.streams.worker.kafka.records import (
     Command,
-    CommandDelivery,
+    Delivery,
     consumed,
     pairs,
     waited,
@@ -102,11 +102,11 @@ class CommandHandler:
     def __post_init__(self) -> None:
         self.lanes = RunLanes(self.dead_letters.acks)
 
-    async def submit(self, event: CommandDelivery) -> None:
+    async def submit(self, event: Delivery[Command]) -> None:
         """The command reader's entry: queue the command behind its run's lane (the record key)."""
         await self.lanes.submit(event, event.message.key, lambda: self.handle(event))
 
-    async def handle(self, event: CommandDelivery) -> None:
+    async def handle(self, event: Delivery[Command]) -> None:
         """Handle one command now (its lane's turn has come)."""
         message = event.message
         if not await self.ours_to_decide(message):

@@ -22,7 +22,7 @@ from thunderhelm.streams.wire.failures import Failure, Origin, dead_letter_heade
 from thunderhelm.streams.worker.dead_letters.acks import OrderedAcks, ThrottledLog
 from thunderhelm.streams.worker.events.journal import RunJournal
 from thunderhelm.streams.worker.intake.admission import run_id_of_key
-from thunderhelm.streams.worker.kafka.records import Delivery, pairs
+from thunderhelm.streams.worker.kafka.records import Consumed, Delivery, pairs
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,13 @@ class DeadLetterWriter:
         self.acks = OrderedAcks()
         self.log = ThrottledLog(log)
 
-    def hold(self, event: Delivery) -> None:
+    def hold(self, event: Delivery[Consumed]) -> None:
         """Hold the record's ack until it is handled (acked in offset order)."""
         self.acks.hold(event)
 
     async def dead_letter(
         self,
-        event: Delivery,
+        event: Delivery[Consumed],
         failure: Failure,
         span: Span,
         original: list[tuple[str, bytes]] | None = None,

@@ -29,7 +29,7 @@ from thunderhelm.streams.wire.events import to_domain
 from thunderhelm.streams.wire.failures import Stage, classify
 from thunderhelm.streams.worker.dead_letters.writer import DeadLetterWriter
 from thunderhelm.streams.worker.events.journal import RunJournal
-from thunderhelm.streams.worker.kafka.records import Delivery, consumed
+from thunderhelm.streams.worker.kafka.records import Consumed, Delivery, consumed
 from thunderhelm.streams.worker.steps.runner import StepRunner
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class EventHandler:
     def folded_to(self, partition: int) -> int:
         return self.folded.get(partition, 0)
 
-    async def handle(self, event: Delivery) -> None:
+    async def handle(self, event: Delivery[Consumed]) -> None:
         try:
             await self._handle(event)
         finally:
@@ -64,7 +64,7 @@ class EventHandler:
                 self.folded.get(message.partition, 0), message.offset + 1
             )
 
-    async def _handle(self, event: Delivery) -> None:
+    async def _handle(self, event: Delivery[Consumed]) -> None:
         self.dead_letters.hold(event)
         message = event.message
         headers = dict(event.headers or {})

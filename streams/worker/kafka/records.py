@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -11,38 +11,19 @@ from opentelemetry.trace import Span
 
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
+from thunderhelm.streams.worker.dead_letters.acks import AckableMessage
 
 
-class Consumed(Protocol):
-    """A consumed record as the handlers read it: a Faust message or a `CommandMessage`."""
+class Consumed(telemetry.ConsumedRecord, AckableMessage, Protocol):
+    """A consumed record as the handlers read it: a Faust message or a `CommandMessage`
+    (where it is, as spans name it, and its references, as acks count them)."""
 
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Any: ...  # pairs, or a mapping (Faust gives either)
     @property
     def timestamp(self) -> float | None: ...  # CreateTime in seconds
-    @property
-    def tp(self) -> Hashable: ...
-    def incref(self, n: int = 1) -> None: ...
-
-
-class Delivery(Protocol):
-    """An input in hand, a Faust event or a `CommandEvent`: acked once handled."""
-
-    @property
-    def message(self) -> Consumed: ...
-    @property
-    def headers(self) -> Mapping[str, bytes] | None: ...
-    def ack(self) -> bool: ...
 
 
 class Command(Consumed, Protocol):
@@ -51,9 +32,11 @@ class Command(Consumed, Protocol):
     def superseded(self) -> bool: ...
 
 
-class CommandDelivery(Protocol):
+class Delivery[M: Consumed](Protocol):
+    """An input in hand, a Faust event or a `CommandEvent`: acked once handled."""
+
     @property
-    def message(self) -> Command: ...
+    def message(self) -> M: ...
     @property
     def headers(self) -> Mapping[str, bytes] | None: ...
     def ack(self) -> bool: ...
