@@ -74,8 +74,14 @@ def run_here(root: Path, request: dict[str, Any], capsys: pytest.CaptureFixture[
     return code, result
 
 
+def events_in(path: Path) -> list[dict[str, Any]]:
+    """The log's complete lines: a child still running may be midway through writing one."""
+    raw = path.read_bytes()
+    return [json.loads(line) for line in raw[: raw.rfind(b"\n") + 1].splitlines()]
+
+
 def types_in(path: Path) -> list[str]:
-    return [json.loads(line)["type"] for line in path.read_text().splitlines()]
+    return [event["type"] for event in events_in(path)]
 
 
 def lifecycle_in(path: Path) -> list[str]:
@@ -85,7 +91,7 @@ def lifecycle_in(path: Path) -> list[str]:
 
 def candidates_in(path: Path) -> list[tuple[int, int]]:
     """(generation, index) of every candidate-completed on the log, in log order."""
-    events = [json.loads(line) for line in path.read_text().splitlines()]
+    events = events_in(path)
     return [
         (e["data"]["generation"], e["data"]["index"])
         for e in events
@@ -155,15 +161,13 @@ def test_a_run_finishes_and_its_log_folds_to_the_same_state(
     # One outcome per trained candidate, each before its generation's event.
     trained = candidates_in(path)
     assert len(trained) == len(set(trained)) == result["evaluations"]
-    events = [json.loads(line) for line in path.read_text().splitlines()]
+    events = events_in(path)
     for position, event in enumerate(events):
         if event["type"] == ev.CANDIDATE_COMPLETED:
             before = [e["type"] for e in events[:position]]
             assert before.count(ev.GENERATION_COMPLETED) == event["data"]["generation"]
     total = len(events)
-    assert [int(json.loads(line)["sequence"]) for line in path.read_text().splitlines()] == list(
-        range(1, total + 1)
-    )
+    assert [int(event["sequence"]) for event in events] == list(range(1, total + 1))
     state, count = LocalLog(path).fold()
     assert state is not None and count == total
     assert state.status == "succeeded" and state.generation == 3
@@ -239,9 +243,9 @@ def test_a_killed_run_resumes_from_its_log_to_the_same_result(
     assert code == 0
     same_outcome(resumed, whole)
     generations = [
-        json.loads(line)["data"]["generation"]
-        for line in path.read_text().splitlines()
-        if json.loads(line)["type"] == ev.GENERATION_COMPLETED
+        event["data"]["generation"]
+        for event in events_in(path)
+        if event["type"] == ev.GENERATION_COMPLETED
     ]
     assert generations == list(range(SLOW["ga"]["generations"]))  # none trained twice
     # Killed mid-generation: only candidates without an outcome were trained
@@ -575,10 +579,7 @@ def test_a_warm_started_run_begins_with_its_sources_best_genomes(
     }
     code, result = run_here(tmp_path, warm, capsys)
     assert code == 0
-    logged = [
-        json.loads(line)
-        for line in log_path(logs_in(tmp_path), "local-warm").read_text().splitlines()
-    ]
+    logged = events_in(log_path(logs_in(tmp_path), "local-warm"))
     accepted = logged[0]["data"]["warm_start"]
     assert accepted["run_id"] == "local-source" and len(accepted["keys"]) == 2
     # The fittest first: the source's best, then the next.
@@ -590,8 +591,8 @@ def test_a_warm_started_run_begins_with_its_sources_best_genomes(
     # The rest is drawn as a cold start with the same seed draws it.
     cold = {**warm, "run_id": "local-cold", "warm_start": None}
     assert run_here(tmp_path, cold, capsys)[0] == 0
-    cold_log = log_path(logs_in(tmp_path), "local-cold").read_text().splitlines()
-    cold_population = json.loads(cold_log[1])["data"]["ga_state"]["population"]
+    cold_log = events_in(log_path(logs_in(tmp_path), "local-cold"))
+    cold_population = cold_log[1]["data"]["ga_state"]["population"]
     assert population[2:] == cold_population[2:]
 
 
