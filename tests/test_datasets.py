@@ -1,6 +1,8 @@
 """Dataset registry: shapes, dtypes, seeded determinism and path confinement."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,26 @@ def test_digits_from_scikit_learn() -> None:
     assert ds.labels == tuple("0123456789")
     small = _load({"name": "digits", "samples": 200, "seed": 1})
     assert len(small.y_train) + len(small.y_val) + len(small.y_test) == 200
+
+
+def test_digits_are_scikit_learns_without_importing_it() -> None:
+    """The rows are load_digits' own, read in a process that never imports sklearn."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    probe = (
+        "import sys, numpy as np\n"
+        "from thunderhelm.ga.training.datasets import _digits_table\n"
+        "x, y = _digits_table()\n"
+        "assert 'sklearn' not in sys.modules, 'sklearn was imported'\n"
+        "sys.stdout.buffer.write(np.ascontiguousarray(x).tobytes() + y.tobytes())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    read = np.frombuffer(done.stdout[: x.size * 8], dtype=np.float64).reshape(x.shape)
+    labels = np.frombuffer(done.stdout[x.size * 8 :], dtype=np.int64)
+    np.testing.assert_array_equal(read, x)
+    np.testing.assert_array_equal(labels, y)
 
 
 @needs_text
