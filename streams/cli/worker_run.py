@@ -7,6 +7,7 @@ supervisor) never imports Faust: only the supervised child runs this.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 from thunderhelm.streams.config.settings import Settings
@@ -39,6 +40,10 @@ def run_worker(settings: Settings) -> int:
         print(f"created topics: {', '.join(created)}", flush=True)
     telemetry.configure(settings)
     app, service = create_app(settings)
+    # What is alive now (every imported module, the app) lives as long as the
+    # worker: out of the collector's sight, a full collection walks only what
+    # runs made, and no longer stalls the event loop for ~90 ms at a time.
+    gc.freeze()
     worker = faust.Worker(
         app,
         loop=loop,
