@@ -9,11 +9,14 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import get_args
 
 from rich.console import Console
 
+from thunderhelm.streams.cli.log_commands import Status
 from thunderhelm.streams.cli.progress import RunProgress
 from thunderhelm.streams.clients import replay, trace_view
+from thunderhelm.streams.domain import saga
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -127,3 +130,8 @@ def test_same_outcome_compares_status_best_network_and_fitness() -> None:
     assert not same_outcome(first, {**first, "status": "failed"})
     assert not same_outcome(first, {**first, "best": {**first["best"], "fitness": 0.8}})
     assert not same_outcome(first, {**first, "best": {**first["best"], "genome": {"levels": []}}})
+
+
+def test_runs_status_filter_offers_exactly_the_sagas_statuses() -> None:
+    """`thunderhelm runs --status` lists what the fold can say, no more and no less."""
+    assert {status.value for status in Status} == set(get_args(saga.Status))

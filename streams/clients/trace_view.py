@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from thunderhelm.schemas import events as ev
 from thunderhelm.streams.config.settings import Settings
 
 RED = "\x1b[31m"
@@ -221,18 +222,14 @@ async def find_trace_id(settings: Settings, run_id: str) -> str | None:
     return fallback
 
 
-# A run's trace is whole once its terminal event was processed; until then the
-# worker's batch exporter may still be sending spans.
-_TERMINAL_TYPES = frozenset(
-    f"thunderhelm.run.{name}" for name in ("succeeded", "failed", "cancelled")
-)
-
-
 def is_complete(trace: Mapping[str, Any]) -> bool:
-    """Whether the trace holds the span that processed the run's terminal event."""
+    """Whether the trace holds the span that processed the run's terminal event.
+
+    Until then the worker's batch exporter may still be sending spans.
+    """
     for span in trace.get("spans") or []:
         for tag in span.get("tags") or []:
-            if tag.get("key") == "cloudevents.event_type" and tag.get("value") in _TERMINAL_TYPES:
+            if tag.get("key") == "cloudevents.event_type" and tag.get("value") in ev.TERMINAL_TYPES:
                 return True
     return False
 

@@ -82,15 +82,19 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.stop(kill=True)  # the supervisor's worker, if it outlived it
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            if "Ready" in self.log_path.read_text(errors="replace")[offset:]:
+                raise RuntimeError(f"worker exited: {self._tail()}")
+            if b"Ready" in self.log_path.read_bytes()[offset:]:
                 return
             time.sleep(0.3)
         # Callers start a worker before the `try` that stops it: one that never got
         # ready (no broker, say) would otherwise outlive them, restarted by its
         # supervisor, loading the broker and the cores the next tests use.
         self.stop(kill=True)
-        raise TimeoutError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+        raise TimeoutError(f"worker not ready: {self._tail()}")
+
+    def _tail(self) -> str:
+        """The log's last lines, for an error (a cut multi-byte character is replaced)."""
+        return self.log_path.read_bytes()[-3000:].decode(errors="replace")
 
     @property
     def worker_pid(self) -> int:

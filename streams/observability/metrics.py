@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 
+from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import export_outage
 
 if TYPE_CHECKING:
@@ -291,7 +292,7 @@ def shutdown() -> None:
 
 def run_status(status: str, data: Mapping[str, Any]) -> None:
     """Count a run whose folded status just became final (terminal events and rejections)."""
-    if status not in ("succeeded", "failed", "cancelled", "rejected"):
+    if status not in saga.TERMINAL:
         return
     result = data.get("result")
     duration = result.get("duration_s") if isinstance(result, Mapping) else None
