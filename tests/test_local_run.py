@@ -442,6 +442,27 @@ def test_an_unwritable_artifact_folder_fails_the_run_with_its_reason(
     assert result["best"]["fitness"] is not None  # what the search found is in the result
 
 
+def test_a_dataset_that_cannot_be_used_fails_the_run_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As on a worker: a clear reason, the run failed on its log, no traceback."""
+    (tmp_path / "one-class.csv").write_text("a,b,y\n" + "0.1,0.2,same\n" * 40)
+    dataset = {"name": "table", "path": "one-class.csv", "target": "y"}
+    request = {**SMALL, "run_id": "one-class", "dataset": dataset}
+    code = run_local(settings_in(tmp_path), request, 2, as_json=True, logs=logs_in(tmp_path))
+    out, err = capsys.readouterr()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 1 and result["status"] == "failed"
+    assert result["error"] == {
+        "class": "DatasetError",
+        "message": "one-class.csv: the target 'y' has one class only ('same')",
+    }
+    assert "run one-class: dataset: one-class.csv: the target 'y' has one class" in err
+    assert types_in(log_path(logs_in(tmp_path), "one-class")) == [ev.RUN_ACCEPTED, ev.RUN_FAILED]
+    # Settled: asked again, the run says how it ended and loads nothing.
+    assert run_here(tmp_path, request, capsys) == (1, result)
+
+
 def test_a_training_that_reports_after_the_run_ended_adds_nothing_to_the_log() -> None:
     """A cancel or a spent budget ends the run while a training still runs
     in the pool; its outcome comes after the ending and must not follow it."""

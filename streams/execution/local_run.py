@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from thunderhelm.ga.pool.interpreter_pool import InterpreterPool
-from thunderhelm.ga.training.datasets import load_dataset
+from thunderhelm.ga.training.datasets import DatasetError, load_dataset
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.envelope import utc_now_iso
@@ -337,9 +337,17 @@ def _run_logged(
     # too: a SIGINT that came in during the pool's start was lost (the run went
     # on), and the first step cancels itself once one has come (`keep_cancelling`).
     with run.interrupt:
-        dataset = load_dataset(
-            request["dataset"], data_root=settings.data_root, text_dir=settings.text_dir
-        )
+        try:
+            dataset = load_dataset(
+                request["dataset"], data_root=settings.data_root, text_dir=settings.text_dir
+            )
+        except DatasetError as exc:
+            # As a worker ends it: the run fails with the reason, on its log.
+            assert run.state is not None
+            print(f"run {run_id}: dataset: {exc}", file=sys.stderr)
+            failed = executor.failure_result(run.state, exc)
+            run.append(saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": failed}))
+            return _report(failed, out, as_json)
         print(
             f"run {run_id}: {dataset.name} {dataset.n_features} features, "
             f"{dataset.n_classes} classes, {len(dataset.y_train)} train / "
@@ -455,8 +463,8 @@ def _table(result: dict[str, Any], out: Any) -> None:
             ("best test_r2", metrics.get("test_r2")),
             ("best test_rmse", metrics.get("test_rmse")),
         ]
-    if result.get("error"):
-        rows.insert(1, ("error", result["error"]))
+    if error := result.get("error"):
+        rows.insert(1, ("error", f"{error['class']}: {error['message']}"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         if isinstance(value, float):
