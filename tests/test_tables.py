@@ -40,10 +40,10 @@ def homes(rows: int = 900, seed: int = 0) -> dict[str, list[Any]]:
     }
 
 
-def write_csv(table: dict[str, list[Any]], path: Path) -> Path:
+def write_csv(table: dict[str, list[Any]], path: Path, delimiter: str = ",") -> Path:
     names = list(table)
     with path.open("w", newline="") as f:
-        out = csv.writer(f)
+        out = csv.writer(f, delimiter=delimiter)
         out.writerow(names)
         for row in zip(*(table[n] for n in names), strict=True):
             out.writerow(["NA" if v is None else v for v in row])
@@ -93,6 +93,25 @@ def test_a_mixed_table_becomes_numbers_with_the_encoding_fitted_on_training_rows
 def test_parquet_and_csv_of_one_table_give_the_same_dataset(root: Path) -> None:
     from_csv, from_parquet = load(root), load(root, path="homes.parquet")
     assert from_csv.fingerprint() == from_parquet.fingerprint()
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_a_csv_separated_otherwise_than_by_commas_gives_the_same_dataset(
+    root: Path, delimiter: str
+) -> None:
+    table = homes()
+    # A quoted header name with more commas than separators: its commas are not one.
+    table["rooms, baths, floors, sheds, porches, total"] = table.pop("age")
+    write_csv(table, root / "separated.csv", delimiter)
+    write_csv(table, root / "commas.csv")
+    separated, commas = load(root, path="separated.csv"), load(root, path="commas.csv")
+    assert separated.table is not None
+    assert [c.name for c in separated.table.columns] == [
+        "city",
+        "size",
+        "rooms, baths, floors, sheds, porches, total",
+    ]
+    assert separated.fingerprint() == commas.fingerprint()
 
 
 def test_features_drop_and_categorical_choose_the_columns(root: Path) -> None:

@@ -25,6 +25,9 @@ target must be numbers, read as they are.
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import math
 import mmap
 import os
@@ -43,6 +46,9 @@ MAX_DISTINCT = 10_000  # a "category" with more distinct values is an identifier
 MAX_CLASSES_INFERRED = 50
 MISSING = "(missing)"
 SUFFIXES = (".csv", ".parquet")
+CSV_DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie
+_SNIFF_BYTES = 1 << 16
+_SNIFF_ROWS = 20
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -195,11 +201,35 @@ def read_columns(path: Path) -> dict[str, Any]:
                 null_values=["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"],
                 strings_can_be_null=True,
             )
-            table = pa_csv.read_csv(path, convert_options=options)
+            parse = pa_csv.ParseOptions(delimiter=_delimiter(path))
+            table = pa_csv.read_csv(path, parse_options=parse, convert_options=options)
     except Exception as exc:  # pyarrow raises its own errors for unreadable files
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TableError(f"{path.name}: not a readable {path.suffix} table ({reason})") from None
     return {name: _one_array(table.column(name)) for name in table.column_names}
+
+
+def _delimiter(path: Path) -> str:
+    """The separator of a CSV file: the one that splits its first rows into most columns alike.
+
+    Files saved with a comma as the decimal mark (much of Europe) separate
+    fields with ';', and tab-separated files are common too. A candidate
+    counts only if every sampled row gets the same number of fields, so a
+    header name holding commas does not make ',' the separator; a file no
+    candidate splits is one column, read with ','.
+    """
+    with path.open("rb") as handle:
+        sample = handle.read(_SNIFF_BYTES)
+    text = sample.decode("utf-8", errors="replace")
+    if len(sample) == _SNIFF_BYTES:
+        text = text[: text.rfind("\n") + 1]  # the last row may be cut
+    best, widest = ",", 1
+    for candidate in CSV_DELIMITERS:
+        rows = itertools.islice(csv.reader(io.StringIO(text), delimiter=candidate), _SNIFF_ROWS)
+        widths = {len(row) for row in rows if row}
+        if len(widths) == 1 and (width := widths.pop()) > widest:
+            best, widest = candidate, width
+    return best
 
 
 def _one_array(column: Any) -> Any:
