@@ -138,6 +138,7 @@ def test_features_drop_and_categorical_choose_the_columns(root: Path) -> None:
         ({"target": "empty"}, "has no values"),
         ({"drop": None, "categorical": ["city", "id"]}, None),  # 900 ids as levels: allowed
         ({"path": "ids.csv", "drop": None}, "10050 distinct values"),
+        ({"path": "latin-1.csv"}, "latin-1.csv: not UTF-8 text"),
     ],
 )
 def test_each_bad_table_spec_gets_one_clear_reason(
@@ -150,6 +151,7 @@ def test_each_bad_table_spec_gets_one_clear_reason(
     rows = 10_050
     ids = {"key": [f"k{i}" for i in range(rows)], "tier": ["a", "b"] * (rows // 2)}
     write_csv(ids, root / "ids.csv")
+    (root / "latin-1.csv").write_bytes("id,city,größe,tier\n1,SF,3,low\n".encode("latin-1"))
     if overrides.get("target") == "empty":
         overrides = {**overrides, "path": "empty.csv"}
     if reason is None:

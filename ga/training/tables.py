@@ -203,10 +203,14 @@ def read_columns(path: Path) -> dict[str, Any]:
             )
             parse = pa_csv.ParseOptions(delimiter=_delimiter(path))
             table = pa_csv.read_csv(path, parse_options=parse, convert_options=options)
+        names = table.column_names  # decoded here: a header not in UTF-8 fails now
+    except UnicodeDecodeError as exc:
+        where = f"{exc.reason} at byte {exc.start}"
+        raise TableError(f"{path.name}: not UTF-8 text ({where}); save it as UTF-8") from None
     except Exception as exc:  # pyarrow raises its own errors for unreadable files
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TableError(f"{path.name}: not a readable {path.suffix} table ({reason})") from None
-    return {name: _one_array(table.column(name)) for name in table.column_names}
+    return {name: _one_array(table.column(name)) for name in names}
 
 
 def _delimiter(path: Path) -> str:
