@@ -125,10 +125,11 @@ def test_shakespeare_needs_text_files(tmp_path: Path) -> None:
         load_dataset({"name": "shakespeare"}, data_root=tmp_path, text_dir=tmp_path)
 
 
-def test_csv_with_header_and_string_labels(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sep", [",", ";", "\t"])
+def test_csv_with_header_and_string_labels(tmp_path: Path, sep: str) -> None:
     rows = ["a,b,label"] + [f"{i},{i % 3 * 0.5},{'cat' if i % 2 else 'dog'}" for i in range(40)]
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "pets.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "sub" / "pets.csv").write_text("\n".join(rows).replace(",", sep) + "\n")
     ds = _load({"name": "csv", "path": "sub/pets.csv", "seed": 1}, tmp_path)
     _check_layout(ds)
     assert (ds.n_features, ds.n_classes) == (2, 2)

@@ -138,6 +138,13 @@ def test_predict_command_reproduces_the_test_accuracy(
     assert out["rows"] == len(ds.test_rows)
     assert out["accuracy"] == csv_run["result"]["model"]["test"]["accuracy"]
     assert all(p in LABELS for p in out["predictions"])
+    # The same rows separated by ';' read alike.
+    semicolons = (tmp_path / "test.csv").read_text().replace(",", ";")
+    (tmp_path / "test-semicolons.csv").write_text(semicolons)
+    assert (
+        cli(["predict", artifact, "--input", str(tmp_path / "test-semicolons.csv"), "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out) == out
     # CSV out, from an .npz input without labels.
     np.savez(tmp_path / "raw.npz", x=x[ds.test_rows[:5]])
     assert cli(["predict", str(Path(artifact).parent), "--input", str(tmp_path / "raw.npz")]) == 0

@@ -494,8 +494,9 @@ def _confined_file(ctx: _Context, suffix: str | tuple[str, ...]) -> Path:
 
 def _csv(ctx: _Context) -> _Loaded:
     path = _confined_file(ctx, ".csv")
+    delimiter = tables.csv_delimiter(path)
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
     if rows and not numeric_cells(rows[0][:-1]):
         rows = rows[1:]  # a header row
     if not rows or len(rows[0]) < 2:

@@ -201,7 +201,7 @@ def read_columns(path: Path) -> dict[str, Any]:
                 null_values=["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"],
                 strings_can_be_null=True,
             )
-            parse = pa_csv.ParseOptions(delimiter=_delimiter(path))
+            parse = pa_csv.ParseOptions(delimiter=csv_delimiter(path))
             table = pa_csv.read_csv(path, parse_options=parse, convert_options=options)
         names = table.column_names  # decoded here: a header not in UTF-8 fails now
     except UnicodeDecodeError as exc:
@@ -213,7 +213,7 @@ def read_columns(path: Path) -> dict[str, Any]:
     return {name: _one_array(table.column(name)) for name in names}
 
 
-def _delimiter(path: Path) -> str:
+def csv_delimiter(path: Path) -> str:
     """The separator of a CSV file: the one that splits its first rows into most columns alike.
 
     Files saved with a comma as the decimal mark (much of Europe) separate

@@ -144,9 +144,11 @@ def _read_rows(path: Path, n_features: int, last: str) -> tuple[Any, Any]:
     if path.suffix.lower() != ".csv":
         raise ValueError(f"{path.name}: --input must be a .csv or .npz file")
     from thunderhelm.ga.training.datasets import numeric_cells
+    from thunderhelm.ga.training.tables import csv_delimiter
 
+    delimiter = csv_delimiter(path)
     with path.open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
     if rows and not numeric_cells(rows[0][:n_features]):
         rows = rows[1:]  # a header row
     if not rows:
