@@ -15,7 +15,13 @@ import pytest
 
 import thunderhelm
 from thunderhelm.ga.training.datasets import DatasetError, load_dataset
-from thunderhelm.ga.training.tables import MAX_LEVELS, MISSING, CategoricalColumn, NumericColumn
+from thunderhelm.ga.training.tables import (
+    MAX_LEVELS,
+    MISSING,
+    CategoricalColumn,
+    NumericColumn,
+    csv_delimiter,
+)
 from thunderhelm.streams.cli.main import main as cli
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.execution.local_run import run_local
@@ -112,6 +118,13 @@ def test_a_csv_separated_otherwise_than_by_commas_gives_the_same_dataset(
         "rooms, baths, floors, sheds, porches, total",
     ]
     assert separated.fingerprint() == commas.fingerprint()
+
+
+def test_the_separator_of_a_header_wider_than_any_buffer_is_found(tmp_path: Path) -> None:
+    names = [f"measurement_{i:05d}" for i in range(8000)]  # a 150 kB header line
+    row = ";".join("1.5" for _ in names)
+    (tmp_path / "wide.csv").write_text(";".join(names) + "\n" + f"{row}\n" * 3)
+    assert csv_delimiter(tmp_path / "wide.csv") == ";"
 
 
 def test_features_drop_and_categorical_choose_the_columns(root: Path) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import math
 import mmap
 import os
@@ -47,7 +46,7 @@ MAX_CLASSES_INFERRED = 50
 MISSING = "(missing)"
 SUFFIXES = (".csv", ".parquet")
 CSV_DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie
-_SNIFF_BYTES = 1 << 16
+_SNIFF_LINE_BYTES = 1 << 24
 _SNIFF_ROWS = 20
 
 F64 = npt.NDArray[np.float64]
@@ -223,14 +222,18 @@ def csv_delimiter(path: Path) -> str:
     candidate splits is one column, read with ','.
     """
     with path.open("rb") as handle:
-        sample = handle.read(_SNIFF_BYTES)
+        # Whole lines, however wide the header; one more than needed, since
+        # a row with a quoted line break may end past the last line read.
+        sample = b"".join(handle.readline(_SNIFF_LINE_BYTES) for _ in range(_SNIFF_ROWS + 1))
+        whole = not handle.read(1)
     text = sample.decode("utf-8", errors="replace")
-    if len(sample) == _SNIFF_BYTES:
-        text = text[: text.rfind("\n") + 1]  # the last row may be cut
     best, widest = ",", 1
     for candidate in CSV_DELIMITERS:
-        rows = itertools.islice(csv.reader(io.StringIO(text), delimiter=candidate), _SNIFF_ROWS)
-        widths = {len(row) for row in rows if row}
+        try:
+            rows = [row for row in csv.reader(io.StringIO(text), delimiter=candidate) if row]
+        except csv.Error:  # a field past the csv module's limit: not this separator
+            continue
+        widths = {len(row) for row in rows[: len(rows) if whole else -1][:_SNIFF_ROWS]}
         if len(widths) == 1 and (width := widths.pop()) > widest:
             best, widest = candidate, width
     return best
