@@ -193,8 +193,10 @@ def test_a_local_regression_run_succeeds_and_its_model_predicts_the_target(
     }
     settings = Settings(data_root=tmp_path, artifact_dir=tmp_path / "artifacts", pool_size=2)
     code = run_local(settings, request, 2, as_json=True, logs=tmp_path / "logs")
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out, err = capsys.readouterr()
+    result = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and result["status"] == "succeeded"
+    assert "friedman1 10 features, a number (regression), 1200 train" in err
     assert validated_result(result) == result
     metrics = result["best"]["metrics"]
     assert result["best"]["fitness"] == metrics["val_r2"]

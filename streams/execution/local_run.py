@@ -348,9 +348,14 @@ def _run_logged(
             failed = executor.failure_result(run.state, exc)
             run.append(saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": failed}))
             return _report(failed, out, as_json)
+        predicts = (
+            "a number (regression)"
+            if dataset.task == "regression"
+            else f"{dataset.n_classes} classes"
+        )
         print(
             f"run {run_id}: {dataset.name} {dataset.n_features} features, "
-            f"{dataset.n_classes} classes, {len(dataset.y_train)} train / "
+            f"{predicts}, {len(dataset.y_train)} train / "
             f"{len(dataset.y_val)} val / {len(dataset.y_test)} test",
             file=out,
         )
