@@ -756,6 +756,18 @@ def test_a_worker_that_stood_still_past_the_session_timeout_owns_nothing_until_r
     assert ownership.owns(PARTITION)  # no rebalance came by then: the group kept it
 
 
+def test_a_worker_that_stood_still_before_its_first_watch_owns_nothing() -> None:
+    now = [100.0]
+    ownership = Ownership(App({PARTITION}), SETTINGS.run_events, 6.0, clock=lambda: now[0])
+    ownership.reassigned()  # its first assignment: it decides, then stops before any watch
+    assert ownership.owns(PARTITION)
+    now[0] += 15.0  # SIGSTOP, then SIGCONT
+    assert not ownership.owns(PARTITION)
+    ownership.watch()
+    now[0] += 1.0
+    assert not ownership.owns(PARTITION)  # fenced until the group assigns again
+
+
 def stood_still(h: Harness) -> list[float]:
     """Make the harness's worker one that stood still past the session timeout; its clock."""
     now = [100.0]

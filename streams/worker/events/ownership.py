@@ -61,9 +61,14 @@ class Ownership:
         self.epoch += 1
 
     def reassigned(self) -> None:
-        """The group assigned partitions again: the fence of a stall is lifted."""
+        """The group assigned partitions (again): the fence of a stall is lifted.
+
+        The clock is watched from the first assignment on, not only from the
+        first `watch`: a worker stopped in between (it had decided events
+        already) wrote on after it moved again, beside the run's new owner.
+        """
         self._fenced_until = -math.inf
-        if self._seen is not None:
+        if self.stall_limit_s is not None:
             self._seen = self.clock()
 
     def stalled(self) -> bool:
