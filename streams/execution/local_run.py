@@ -225,8 +225,12 @@ class LocalRun:
             return None  # the saga's next decision ends the run
         except Exception as exc:
             print(f"run {run_id}: step failed: {type(exc).__name__}: {exc}", file=self.out)
-            result = self.executor.failure_result(state, exc)
-            return saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": result})
+            return self.failed(state, exc)
+
+    def failed(self, state: saga.RunState, exc: BaseException) -> saga.NewEvent:
+        """The `run.failed` that ends the run with `exc` as its error, as a worker ends it."""
+        result = self.executor.failure_result(state, exc)
+        return saga.NewEvent(ev.RUN_FAILED, {"run_id": state.run_id, "result": result})
 
     def progress(self, seconds: float) -> None:
         state = self.state
@@ -345,9 +349,9 @@ def _run_logged(
             # As a worker ends it: the run fails with the reason, on its log.
             assert run.state is not None
             print(f"run {run_id}: dataset: {exc}", file=sys.stderr)
-            failed = executor.failure_result(run.state, exc)
-            run.append(saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": failed}))
-            return _report(failed, out, as_json)
+            run.append(run.failed(run.state, exc))
+            assert run.state.result is not None
+            return _report(dict(run.state.result), out, as_json)
         predicts = (
             "a number (regression)"
             if dataset.task == "regression"
