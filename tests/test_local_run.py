@@ -300,6 +300,34 @@ def test_ctrl_c_cancels_the_run_with_exit_code_130(tmp_path: Path) -> None:
     assert state.cancel_reason == INTERRUPT_REASON
 
 
+# One short generation, then a final model whose retrainings (ten full trainings
+# of 150 epochs on 12,000 rows, the search's own were cut at its rungs) take
+# several times as long: a Ctrl-C after the generation lands in them.
+SLOW_FINISH: dict[str, Any] = {
+    "run_id": "local-slow-finish",
+    "dataset": {"name": "spirals", "samples": 12000, "classes": 3, "seed": 5},
+    "ga": {"population": 4, "generations": 1, "tournament_size": 2, "elite": 1, "seed": 7},
+    "training": {"epochs": 150, "batch_size": 32},
+    "search_space": {"max_levels": 2, "max_units": 3, "max_neurons": 32},
+}
+
+
+def test_ctrl_c_while_the_final_model_retrains_cancels_the_run(tmp_path: Path) -> None:
+    path = log_path(logs_in(tmp_path), SLOW_FINISH["run_id"])
+    child = start_child(tmp_path, SLOW_FINISH)
+    try:
+        wait_for_generation(path, child)  # the only one: the finish runs next
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert (child.returncode, result["status"]) == (130, "cancelled")
+    assert result["artifact"] is None
+    assert types_in(path)[-3:] == [ev.GENERATION_COMPLETED, ev.CANCEL_RECORDED, ev.RUN_CANCELLED]
+
+
 @pytest.mark.parametrize("run_id", ["../escape", "a/b", "..", ".hidden", "", "a\\b", "x\x00y"])
 def test_a_bad_run_id_never_becomes_a_path(
     tmp_path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch

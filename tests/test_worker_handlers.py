@@ -126,7 +126,8 @@ class Executor:
     """Generations that score 0.5 each; an ending with a valid result."""
 
     def __init__(self) -> None:
-        self.cancelled: list[str] = []
+        # (run id, whether the final model's retraining stops too)
+        self.cancelled: list[tuple[str, bool]] = []
         self.generations_run = 0
         self.candidates = 0  # candidates each generation reports
         self.trained: list[tuple[int, int]] = []
@@ -135,8 +136,8 @@ class Executor:
 
     def close(self) -> None: ...
 
-    def cancel(self, run_id: str) -> None:
-        self.cancelled.append(run_id)
+    def cancel(self, run_id: str, *, final_model: bool = True) -> None:
+        self.cancelled.append((run_id, final_model))
 
     def initial_ga_state(self, state: saga.RunState) -> dict[str, Any]:
         return {"population": []}
@@ -675,7 +676,8 @@ def test_the_reconciler_ends_a_run_past_its_deadline() -> None:
     assert ended.types() == [ev.RUN_FAILED]
     assert ended.on(SETTINGS.run_events)[0]["data"]["result"]["error"]["class"] == "TimeoutError"
     stopped = run(go(busy=True))
-    assert stopped.executor.cancelled == ["r-1"] and stopped.types() == []
+    # The generation stops; a final model retraining would not: the run is owed its model.
+    assert stopped.executor.cancelled == [("r-1", False)] and stopped.types() == []
 
 
 def test_a_revoked_partition_stops_its_runs_steps() -> None:
@@ -688,7 +690,7 @@ def test_a_revoked_partition_stops_its_runs_steps() -> None:
         h.worker.runner.tasks.pop("r-1").cancel()
         return h
 
-    assert run(go()).executor.cancelled == ["r-1"]
+    assert run(go()).executor.cancelled == [("r-1", True)]
 
 
 def test_a_training_that_reports_after_a_revocation_appends_nothing() -> None:

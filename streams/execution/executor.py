@@ -46,6 +46,10 @@ POOL_PRIORITIES: dict[str, tuple[int, bool]] = {
 WORKER_NAME = f"{socket.gethostname()}/{os.getpid()}"
 # Datasets of other runs' tasks kept loaded: a worker helps a few runs at a time.
 TASK_DATASETS_KEPT = 4
+# How long the final model's retrainings may take. Not the run's own budget:
+# a run its time budget stopped must still get its model (saga.react), and
+# the finalists are networks the search already trained once each.
+FINAL_MODEL_TIMEOUT_S = 3600.0
 
 
 class StepInterrupted(Exception):
@@ -74,7 +78,7 @@ class WorkerExecutor(StepExecutor, Protocol):
 
     def close(self) -> None: ...
 
-    def cancel(self, run_id: str) -> None: ...
+    def cancel(self, run_id: str, *, final_model: bool = True) -> None: ...
 
     def pool_stats(self) -> PoolStats | None: ...
 
@@ -125,7 +129,8 @@ class RunExecutor:
         # One load per spec at a time: runs that arrive together wait for the
         # first load instead of each loading (and importing) it again.
         self._loading: dict[str, threading.Lock] = {}
-        self._cancels: dict[str, CancelToken] = {}
+        self._cancels: dict[str, CancelToken] = {}  # each run's generation in flight
+        self._final_cancels: dict[str, CancelToken] = {}  # each run's final model in flight
 
     def start(self) -> None:
         if self.pool is None:
@@ -151,10 +156,15 @@ class RunExecutor:
 
     # --- budget and cancel ------------------------------------------------------
 
-    def cancel(self, run_id: str) -> None:
+    def cancel(self, run_id: str, *, final_model: bool = True) -> None:
+        """Stop the run's step in flight. `final_model=False` spares the final model's
+        retraining: a run past its time budget still gets its model."""
         token = self._cancels.get(run_id)
         if token is not None:
             token.cancel()
+        final = self._final_cancels.get(run_id)
+        if final is not None and final_model:
+            final.cancel()
 
     # --- steps -------------------------------------------------------------------
 
@@ -331,15 +341,21 @@ class RunExecutor:
         chosen = final_model.finalists(state.request, state.ga_state, state.best)
         nets = final_model.networks(state.request, chosen, dataset.n_features, dataset.n_classes)
         fresh = final_model.reevaluation_networks(state.request, chosen, nets)
+        # Its own token: a cancel that comes while the finalists retrain (a
+        # big table's may take minutes) stops them, and the run ends cancelled.
+        token = self._final_cancels[state.run_id] = CancelToken()
         with PoolEvaluator(
             self._pool(),
             dataset,
-            deadline_s=3600.0,
+            deadline_s=FINAL_MODEL_TIMEOUT_S,
+            cancel=token,
             export_weights=True,
             fitness=steps.final_fitness(state.request),
             class_weight=steps.class_weight_of(state.request),
         ) as evaluator:
             trained = evaluator([*nets, *fresh])  # side by side on the pool
+        if token.cancelled:
+            raise StepInterrupted("cancelled")
         return final_model.save(
             self.settings.artifact_dir,
             state.run_id,
@@ -356,6 +372,7 @@ class RunExecutor:
         with self._lock:
             self._datasets.pop(run_id, None)
         self._cancels.pop(run_id, None)
+        self._final_cancels.pop(run_id, None)
 
 
 def _result_of(state: saga.RunState, status: str, **ending: Any) -> dict[str, Any]:

@@ -52,7 +52,8 @@ class Reconciler:
             timed_out = saga.timed_out(state, wall)
             if state.run_id in self.runner.tasks:
                 if timed_out:
-                    executor.cancel(state.run_id)  # the step stops, then the run fails
+                    # The generation stops, then the run ends; its final model is spared.
+                    executor.cancel(state.run_id, final_model=False)
                 continue
             last = clocks.setdefault(state.run_id, now)
             if not timed_out and now - last < self.idle_before_resume_s:
