@@ -1,10 +1,10 @@
-"""The data model of each lifecycle event type (`EVENT_DATA`).
+"""The data model of each lifecycle event type (`EVENT_DATA`), the saga's typed events.
 
-The worker validates an event's data with its model when it writes the event
-and again when it reads one back (`streams/worker/kafka/records.py:to_domain`), so
-the fold only ever sees data of the right shape; the pure saga holds the
-validated data as plain JSON. Models allow fields they do not name: a newer
-writer may add one, and the fold reads only the fields below.
+An event's data is one of these frozen models from the moment it is read
+(`streams/wire/events.py:to_domain`) or decided until it is written
+(`wire_data`), so the fold reads typed fields and never a JSON key. Models
+allow fields they do not name: a newer writer may add one, and it is
+written back as it came; the fold reads only the fields below.
 """
 
 from __future__ import annotations
@@ -161,7 +161,22 @@ class EventDeadLettered(BaseModel):
     original_offset: int | None = None
 
 
-EVENT_DATA: dict[str, type[BaseModel]] = {
+# The data of any lifecycle event: what `saga.Event.data` and `saga.NewEvent.data` hold.
+type EventData = (
+    RunAccepted
+    | RunRejected
+    | RunStarted
+    | CandidatesDispatched
+    | CandidateCompleted
+    | GenerationCompleted
+    | RunEnded
+    | CancelRecorded
+    | EventDeadLettered
+    | RunContinued
+    | ContinueRejected
+)
+
+EVENT_DATA: dict[str, type[EventData]] = {
     RUN_ACCEPTED: RunAccepted,
     RUN_REJECTED: RunRejected,
     RUN_STARTED: RunStarted,
@@ -178,11 +193,23 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
 }
 
 
-def validated_data(event_type: str, data: Any) -> dict[str, Any]:
-    """`data` checked against its type's model, as JSON; raises `ValidationError`.
+def event_data(event_type: str, data: Any) -> EventData:
+    """`data` as its event type's model; raises `ValidationError` on the wrong shape."""
+    return EVENT_DATA[event_type].model_validate(data)
 
-    Only the fields `data` carries come back (no defaults filled in), so
-    validating an event leaves its wire form as it was.
+
+def wire_data(event_type: str, data: EventData) -> dict[str, Any]:
+    """The JSON an event's data is written as.
+
+    Only the fields set come out (no defaults filled in), so an event read
+    and written again keeps its wire form.
     """
-    model = EVENT_DATA[event_type].model_validate(data)
-    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    expected = EVENT_DATA[event_type]
+    if type(data) is not expected:
+        raise TypeError(f"{event_type} data must be {expected.__name__}, not {type(data).__name__}")
+    return data.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def validated_data(event_type: str, data: Any) -> dict[str, Any]:
+    """`data` checked against its type's model, as JSON; raises `ValidationError`."""
+    return wire_data(event_type, event_data(event_type, data))

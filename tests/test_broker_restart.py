@@ -102,4 +102,4 @@ def test_broker_stopped_and_restarted_mid_run(broker: ServicesSettings, tmp_path
     assert len(results) == 1 and results[0]["status"] == "succeeded", results
     log = [to_domain(decode_record(r.value, {})) for r in records if r.topic == s.run_events]
     assert violations(log) == []
-    assert [e.data["generation"] for e in log if e.type == ev.GENERATION_COMPLETED] == [0, 1, 2, 3]
+    assert [e.data.generation for e in log if e.type == ev.GENERATION_COMPLETED] == [0, 1, 2, 3]

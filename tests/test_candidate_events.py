@@ -12,7 +12,7 @@ import pytest
 
 from thunderhelm.ga.core.engine import initial_state, pending
 from thunderhelm.schemas import events as ev
-from thunderhelm.schemas.event_data import validated_data
+from thunderhelm.schemas.event_data import CandidateCompleted, event_data, validated_data
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import steps
 
@@ -28,7 +28,12 @@ _ids = itertools.count()
 
 def event(kind: str, **data: Any) -> saga.Event:
     return saga.Event(
-        f"c{next(_ids)}", kind, "r1", "2026-01-01T00:00:00Z", {"run_id": "r1", **data}, at=T0
+        f"c{next(_ids)}",
+        kind,
+        "r1",
+        "2026-01-01T00:00:00Z",
+        event_data(kind, {"run_id": "r1", **data}),
+        at=T0,
     )
 
 
@@ -98,7 +103,7 @@ def test_the_fold_keeps_one_outcome_per_candidate(
     after: tuple[saga.Event, ...], outcomes: dict[int, float], action: saga.Action
 ) -> None:
     state = fold(*RUNNING, *after)
-    assert {k: v["fitness"] for k, v in state.outcomes.items()} == outcomes
+    assert {k: v.fitness for k, v in state.outcomes.items()} == outcomes
     assert saga.react(state, T0) == action
     assert saga.RunState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
 
@@ -162,7 +167,7 @@ def test_a_resumed_generation_trains_only_candidates_without_an_outcome() -> Non
     assert sorted(r["index"] for r in reported) == [i for i, _ in pending(state)]
     assert all(r["duration_s"] == 0.5 for r in reported)
     # Killed after two outcomes were logged: the resumed step trains the rest only.
-    known = {r["index"]: r for r in reported[:2]}
+    known = {r["index"]: CandidateCompleted(run_id="r1", **r) for r in reported[:2]}
     resumed = Recording()
     again = steps.run_generation(REQUEST, state, 2, 3, resumed, known=known, report=lambda _: None)
     assert len(resumed.trained) == len(whole.trained) - 2
@@ -172,7 +177,14 @@ def test_a_resumed_generation_trains_only_candidates_without_an_outcome() -> Non
     assert again.data["candidates"] == full.data["candidates"]
     # Every outcome known: nothing is trained, and the checkpoint is the same.
     idle = Recording()
-    done = steps.run_generation(REQUEST, state, 2, 3, idle, known={r["index"]: r for r in reported})
+    done = steps.run_generation(
+        REQUEST,
+        state,
+        2,
+        3,
+        idle,
+        known={r["index"]: CandidateCompleted(run_id="r1", **r) for r in reported},
+    )
     assert idle.trained == [] and done.data["ga_state"] == full.data["ga_state"]
 
 

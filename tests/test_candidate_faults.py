@@ -29,7 +29,7 @@ __all__ = ["env"]  # the fixture, shared with test_faults
 def outcomes(records: Records, worker: WorkerProcess, run_id: str) -> list[tuple[int, int]]:
     """(generation, index) of every candidate-completed of the run, in log order."""
     return [
-        (int(e.data["generation"]), int(e.data["index"]))
+        (e.data.generation, e.data.index)
         for e in events(records, worker, run_id)
         if e.type == ev.CANDIDATE_COMPLETED
     ]
@@ -67,14 +67,14 @@ def test_the_log_has_one_outcome_per_trained_candidate(env: dict[str, str], tmp_
     assert len(seen) == len(set(seen)) == expected == result["evaluations"]
     # Each outcome is on the log before its generation's event, which lists it.
     for generation_event in (e for e in log if e.type == ev.GENERATION_COMPLETED):
-        generation = int(generation_event.data["generation"])
-        listed = {int(c["index"]) for c in generation_event.data["candidates"]}
+        generation = generation_event.data.generation
+        listed = {int(c["index"]) for c in generation_event.data.candidates}
         assert listed == {i for g, i in seen if g == generation}
     position = {e.id: n for n, e in enumerate(log)}
     for e in log:
         if e.type == ev.CANDIDATE_COMPLETED:
             later = [x for x in log[position[e.id] :] if x.type == ev.GENERATION_COMPLETED]
-            assert later and int(later[0].data["generation"]) == int(e.data["generation"])
+            assert later and later[0].data.generation == e.data.generation
 
 
 def test_a_worker_killed_mid_generation_retrains_only_candidates_without_an_outcome(
@@ -117,9 +117,9 @@ def test_a_worker_killed_mid_generation_retrains_only_candidates_without_an_outc
     # after a kill: the fold keeps the first.)
     generation = max(g for g, _ in before)
     (dispatched,) = [
-        e.data["candidates"]
+        e.data.candidates
         for e in events(at_kill, first, run_id)
-        if e.type == ev.CANDIDATES_DISPATCHED and e.data["generation"] == generation
+        if e.type == ev.CANDIDATES_DISPATCHED and e.data.generation == generation
     ]
     without = {i for i in dispatched if (generation, i) not in before}
     trainings = trained(second, run_id)

@@ -24,6 +24,7 @@ from tests.kafka_helpers import BOOTSTRAP, WorkerProcess, collect, module_worker
 from tests.test_e2e_kafka import event_types, for_run, produce, small_request, structured
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record, encode_event
+from thunderhelm.schemas.event_data import event_data
 from thunderhelm.schemas.requests import CONTINUE_REQUESTED
 from thunderhelm.streams.clients import client
 from thunderhelm.streams.domain import saga
@@ -230,7 +231,8 @@ async def test_a_runs_log_is_read_again_from_its_acceptance_when_that_is_known(
     await producer.start()
     try:
         for sequence, at in ((1, accepted - 40 * 60), (2, accepted)):
-            record = event_envelope(run_id, saga.NewEvent(ev.EVENT_DEAD_LETTERED, note), sequence)
+            data = event_data(ev.EVENT_DEAD_LETTERED, note)
+            record = event_envelope(run_id, saga.NewEvent(ev.EVENT_DEAD_LETTERED, data), sequence)
             await producer.send_and_wait(
                 s.run_events,
                 encode_event(record),

@@ -64,7 +64,7 @@ def test_two_workers_share_a_run_and_find_what_one_process_finds(
     (result,) = results(records, first, run["run_id"])
     assert result["status"] == "succeeded", result
     trained_by = Counter(
-        e.data["worker"].split("/")[-1] for e in log if e.type == ev.CANDIDATE_COMPLETED
+        e.data.worker.split("/")[-1] for e in log if e.type == ev.CANDIDATE_COMPLETED
     )
     pids = {str(first.worker_pid), str(second.worker_pid)}
     assert set(trained_by) == pids, (trained_by, pids)

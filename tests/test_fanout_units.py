@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from thunderhelm.ga.core.engine import GAState, candidate_training_seed, initial_state, pending
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.envelope import CloudEvent
+from thunderhelm.schemas.event_data import CandidateCompleted, CandidateMetrics, event_data
 from thunderhelm.schemas.limits import Limits
 from thunderhelm.schemas.tasks import CANDIDATE_TRAINED, CandidateTask
 from thunderhelm.streams.clients.client import Observed, describe
@@ -36,7 +37,8 @@ _ids = iter(range(1_000_000))
 
 
 def event(kind: str, data: dict[str, Any]) -> saga.Event:
-    return saga.Event(str(next(_ids)), kind, "fan-1", "2026-12-06T00:00:00Z", data, at=1000.0)
+    typed = event_data(kind, data)
+    return saga.Event(str(next(_ids)), kind, "fan-1", "2026-12-06T00:00:00Z", typed, at=1000.0)
 
 
 def running() -> saga.RunState:
@@ -47,16 +49,16 @@ def running() -> saga.RunState:
     return state
 
 
-def outcome(index: int, generation: int = 0) -> dict[str, Any]:
-    return {
-        "run_id": "fan-1",
-        "generation": generation,
-        "index": index,
-        "genome_key": f"g{index}",
-        "fitness": 0.5,
-        "metrics": {"status": "ok", "val_accuracy": 0.5},
-        "seed": 1,
-    }
+def outcome(index: int, generation: int = 0) -> CandidateCompleted:
+    return CandidateCompleted(
+        run_id="fan-1",
+        generation=generation,
+        index=index,
+        genome_key=f"g{index}",
+        fitness=0.5,
+        metrics=CandidateMetrics.model_validate({"status": "ok", "val_accuracy": 0.5}),
+        seed=1,
+    )
 
 
 def dispatched(state: saga.RunState, indices: list[int]) -> saga.RunState:
@@ -70,7 +72,7 @@ def record(state: saga.RunState, index: int, generation: int = 0) -> saga.RunSta
     (new,) = saga.decide(
         state, saga.RecordOutcome(f"c{index}", "fan-1", outcome(index, generation))
     )
-    after = saga.evolve(state, event(new.type, dict(new.data)))
+    after = saga.evolve(state, event(new.type, new.data.model_dump(exclude_unset=True)))
     assert after is not None
     return after
 
@@ -145,7 +147,7 @@ def test_an_outcome_is_taken_from_run_commands_only() -> None:
             "id": "o-1",
             "source": "tests",
             "type": CANDIDATE_TRAINED,
-            "data": {**outcome(0), "worker": "w/1"},
+            "data": {**outcome(0).model_dump(exclude_unset=True), "worker": "w/1"},
         }
     ).encode()
     from_users = screen_command(b"fan-1", value, [], Limits())
@@ -163,7 +165,9 @@ def test_watch_says_where_a_candidate_trained_and_how_many_went_out() -> None:
     assert line(ev.CANDIDATES_DISPATCHED, dispatched) == (
         "generation 1: 3 candidates out to every worker"
     )
-    trained = line(ev.CANDIDATE_COMPLETED, {**outcome(2), "worker": "host/41"})
+    trained = line(
+        ev.CANDIDATE_COMPLETED, {**outcome(2).model_dump(exclude_unset=True), "worker": "host/41"}
+    )
     assert (
         trained.startswith("generation 1: candidate 2  fitness 0.5000") and "on host/41" in trained
     )

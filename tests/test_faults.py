@@ -118,7 +118,7 @@ def wait_for(
     def done(seen: Records) -> bool:
         if generation_of is not None:
             return any(
-                e.type == ev.GENERATION_COMPLETED and e.data["generation"] >= generation
+                e.type == ev.GENERATION_COMPLETED and e.data.generation >= generation
                 for e in events(seen, worker, generation_of)
             )
         return all(of(seen, s.run_results, r) for r in run_ids)
@@ -173,7 +173,7 @@ def test_killed_worker_resumes_from_last_generation_with_the_same_result(
     assert violations(log) == [], [e.type for e in log]
     types = [e.type for e in log]
     assert types.count(ev.RUN_STARTED) == 1  # resumed, not restarted
-    generations = [e.data["generation"] for e in log if e.type == ev.GENERATION_COMPLETED]
+    generations = [e.data.generation for e in log if e.type == ev.GENERATION_COMPLETED]
     assert generations == [0, 1, 2, 3]
     # Generations 0 and 1 were written by the killed worker, the rest by its successor.
     raw = [
@@ -226,7 +226,7 @@ def test_a_worker_killed_in_a_continued_generation_resumes_to_the_same_result(
     assert violations(log) == [], [e.type for e in log]
     types = [e.type for e in log]
     assert types.count(ev.RUN_CONTINUED) == 1 and types.count(ev.RUN_STARTED) == 1
-    generations = [e.data["generation"] for e in log if e.type == ev.GENERATION_COMPLETED]
+    generations = [e.data.generation for e in log if e.type == ev.GENERATION_COMPLETED]
     assert generations == [0, 1, 2, 3]
     raw = [decode_record(r.value, {}) for r in of(records, s.run_events, run_id)]
     writers = [e.source for e in raw if e.type == ev.GENERATION_COMPLETED]
@@ -267,7 +267,7 @@ def test_two_workers_one_killed_repeatedly_every_run_ends_once(
         log = events(records, steady, run["run_id"])
         assert violations(log) == [], (
             run["run_id"],
-            [(e.type, e.data.get("generation")) for e in log],
+            [(e.type, getattr(e.data, "generation", None)) for e in log],
         )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.results import validated_result
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
@@ -171,7 +172,7 @@ def test_a_run_finishes_and_its_log_folds_to_the_same_state(
     state, count = LocalLog(path).fold()
     assert state is not None and count == total
     assert state.status == "succeeded" and state.generation == 3
-    assert state.result == result
+    assert state.result is not None and validated_result(state.result) == result
     assert state.evaluations == result["evaluations"]
     assert Path(result["artifact"]).exists()
     # Started again: the result from the log, no training, nothing appended.
@@ -497,7 +498,10 @@ def test_a_training_that_reports_after_the_run_ended_adds_nothing_to_the_log() -
     log: list[Any] = []
     local = LocalRun(log, executor=None, interrupt=None, out=None)  # type: ignore[arg-type]
     local.state = saga.RunState(run_id="r-1", status="cancelled", version=7)
-    local.candidate({"run_id": "r-1", "generation": 0, "index": 0, "fitness": 0.5})
+    local.candidate(
+        {"run_id": "r-1", "generation": 0, "index": 0, "genome_key": "g0", "fitness": 0.5,
+         "metrics": {"status": "ok"}, "seed": 1}
+    )  # fmt: skip
     assert log == [] and local.sequence == 0
 
 

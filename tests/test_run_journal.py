@@ -13,6 +13,7 @@ from typing import Any
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.event_data import RunAccepted, RunStarted, event_data
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.wire.events import to_domain
 from thunderhelm.streams.worker.events.journal import RunJournal
@@ -47,8 +48,8 @@ def journal() -> tuple[RunJournal, Writer]:
     return RunJournal(writer, RunStore({}), "run-events"), writer  # type: ignore[arg-type]
 
 
-ACCEPTED = saga.NewEvent(ev.RUN_ACCEPTED, {"run_id": RUN, "request": {"run_id": RUN}}, "c-1")
-STARTED = saga.NewEvent(ev.RUN_STARTED, {"run_id": RUN, "ga_state": {"population": []}})
+ACCEPTED = saga.NewEvent(ev.RUN_ACCEPTED, RunAccepted(run_id=RUN, request={"run_id": RUN}), "c-1")
+STARTED = saga.NewEvent(ev.RUN_STARTED, RunStarted(run_id=RUN, ga_state={"population": []}))
 RESULT = {
     "run_id": RUN,
     "status": "cancelled",
@@ -59,7 +60,9 @@ RESULT = {
     "artifact": None,
     "error": {"class": "Cancelled", "message": "by the user"},
 }
-CANCELLED = saga.NewEvent(ev.RUN_CANCELLED, {"run_id": RUN, "result": RESULT})
+CANCELLED = saga.NewEvent(
+    ev.RUN_CANCELLED, event_data(ev.RUN_CANCELLED, {"run_id": RUN, "result": RESULT})
+)
 
 
 def outcome(generation: int, index: int = 0) -> saga.NewEvent:
@@ -72,12 +75,12 @@ def outcome(generation: int, index: int = 0) -> saga.NewEvent:
         "metrics": {"val_accuracy": 0.5},
         "seed": 1,
     }
-    return saga.NewEvent(ev.CANDIDATE_COMPLETED, data)
+    return saga.NewEvent(ev.CANDIDATE_COMPLETED, event_data(ev.CANDIDATE_COMPLETED, data))
 
 
 def note() -> saga.NewEvent:
     data = {"run_id": RUN, "stage": "validate", "error_class": "X", "error_message": "bad"}
-    return saga.NewEvent(ev.EVENT_DEAD_LETTERED, data)
+    return saga.NewEvent(ev.EVENT_DEAD_LETTERED, event_data(ev.EVENT_DEAD_LETTERED, data))
 
 
 def test_each_append_is_folded_at_once_and_numbers_the_log() -> None:

@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.event_data import event_data
 from thunderhelm.schemas.requests import Budget
+from thunderhelm.schemas.results import RunResult
 from thunderhelm.streams.domain import saga
 
 REQUEST: dict[str, Any] = {
@@ -32,7 +34,12 @@ DONE = saga.Finish("succeeded", stopped_by="generations")
 
 def event(kind: str, at: float = T0, **data: Any) -> saga.Event:
     return saga.Event(
-        f"e{next(_ids)}", kind, "r1", "2026-01-01T00:00:00Z", {"run_id": "r1", **data}, at=at
+        f"e{next(_ids)}",
+        kind,
+        "r1",
+        "2026-01-01T00:00:00Z",
+        event_data(kind, {"run_id": "r1", **data}),
+        at=at,
     )
 
 
@@ -62,9 +69,22 @@ def generation(k: int, *, failed: bool = False) -> saga.Event:
     )
 
 
+def result(status: str, revision: int = 1) -> dict[str, Any]:
+    """A result of the contract's shape (nothing found, no artifact)."""
+    return {
+        "run_id": "r1",
+        "status": status,
+        "best": None,
+        "generations": 0,
+        "evaluations": 0,
+        "duration_s": 0.0,
+        "artifact": None,
+        "revision": revision,
+    }
+
+
 def terminal(kind: str, revision: int = 1) -> saga.Event:
-    status = kind.rsplit(".", 1)[1]
-    return event(kind, result={"run_id": "r1", "status": status, "revision": revision})
+    return event(kind, result=result(kind.rsplit(".", 1)[1], revision))
 
 
 def fold(*events: saga.Event) -> saga.RunState | None:
@@ -129,10 +149,10 @@ def test_decide_start_is_idempotent() -> None:
 def test_cancel_before_the_run_is_kept_and_applied() -> None:
     cancel = saga.CancelRun("c9", "r1", "stop", "t")
     (recorded,) = saga.decide(None, cancel)
-    s = saga.evolve(None, event(recorded.type, **recorded.data))
+    s = saga.evolve(None, event(recorded.type, **recorded.data.model_dump(exclude_unset=True)))
     assert s is not None and s.status == "cancel-pending" and saga.react(s, T0) is None
     (acc,) = saga.decide(s, saga.StartRun("c1", REQUEST, "t"))
-    s = saga.evolve(s, event(acc.type, at=T0 + 5, **acc.data))
+    s = saga.evolve(s, event(acc.type, at=T0 + 5, **acc.data.model_dump(exclude_unset=True)))
     assert s is not None and s.status == "accepted" and s.deadline == DEADLINE + 5
     assert saga.react(s, T0) == saga.Finish("cancelled", "Cancelled", "stop")
 
@@ -161,7 +181,7 @@ _DONE = [*_RUNNING, generation(0), generation(1)]
         ([*_RUNNING, event(ev.CANCEL_RECORDED, reason="x")], DEADLINE + 1,
          saga.Finish("cancelled", "Cancelled", "x")),  # a recorded cancel wins over the clock
         ([*_DONE, terminal(ev.RUN_FAILED)], DEADLINE + 1,  # ended: publish, whenever
-         saga.PublishResult({"run_id": "r1", "status": "failed", "revision": 1})),
+         saga.PublishResult(RunResult.model_validate(result("failed")))),
         ([accepted(request=BUDGETED), started()], T0, saga.RunGeneration(0)),
         ([accepted(request=BUDGETED), started(), generation(0)], T0,
          saga.Finish("succeeded", stopped_by="max_evaluations")),
@@ -276,10 +296,14 @@ def test_a_dead_letter_note_counts_in_the_version_and_changes_nothing_else() -> 
         ev.EVENT_DEAD_LETTERED,
         "r1",
         "2026-01-01T00:00:00Z",
-        {"run_id": "r1", "stage": "validate", "error_class": "X", "error_message": "bad"},
+        event_data(
+            ev.EVENT_DEAD_LETTERED,
+            {"run_id": "r1", "stage": "validate", "error_class": "X", "error_message": "bad"},
+        ),
         at=0.0,
     )
-    ended = saga.RunState("r1", "cancelled", result={"run_id": "r1"}, version=4)
+    done = RunResult.model_validate(result("cancelled"))
+    ended = saga.RunState("r1", "cancelled", result=done, version=4)
     after = saga.evolve(ended, note)
     assert after is not None and after.version == 5 and "n-1" in after.seen_ids
     assert dataclasses.replace(after, version=4, seen_ids=()) == ended
@@ -301,9 +325,9 @@ def test_a_succeeded_run_continues_from_its_checkpoint_in_a_new_revision() -> No
     assert ended is not None and ended.status == "succeeded"
     [new] = continued(ended, more=3, max_evaluations=40)
     assert new.type == ev.RUN_CONTINUED
-    assert new.data["request"]["ga"]["generations"] == 5
+    assert new.data.request["ga"]["generations"] == 5
     # The budget's fields given replace the run's own; the others stay.
-    assert new.data["request"]["budget"] == {"timeout_s": 60.0, "max_evaluations": 40}
+    assert new.data.request["budget"] == {"timeout_s": 60.0, "max_evaluations": 40}
     state = saga.evolve(ended, as_event(new))
     assert state is not None and state.status == "running" and state.revision == 2
     assert (state.generation, state.evaluations, state.best) == (2, 8, {"fitness": 1.5})
@@ -329,7 +353,7 @@ def test_a_continue_on_a_run_that_did_not_succeed_is_refused_with_why() -> None:
         assert state is not None
         [refused] = continued(state)
         assert refused.type == ev.CONTINUE_REJECTED
-        assert refused.data["reasons"] == [f"run r1 is {status}: {saga.CONTINUABLE}"]
+        assert refused.data.reasons == [f"run r1 is {status}: {saga.CONTINUABLE}"]
         after = saga.evolve(state, as_event(refused))
         # Recorded in the log, and nothing else changes.
         assert after is not None and after.version == state.version + 1

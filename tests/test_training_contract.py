@@ -65,11 +65,18 @@ def test_a_generation_records_the_evaluators_fitness_as_is() -> None:
 
 
 def test_runs_lists_the_artifact_of_a_finished_run() -> None:
+    from thunderhelm.schemas.results import RunResult
     from thunderhelm.streams.clients.replay import Replayed, render_runs
     from thunderhelm.streams.domain.saga import RunState
 
-    done = RunState("r1", "succeeded", result={"artifact": "/a/r1/model.json"})
-    failed = RunState("r2", "failed", result={"artifact": None})
+    def result(run_id: str, status: str, artifact: str | None) -> RunResult:
+        return RunResult.model_validate(
+            {"run_id": run_id, "status": status, "best": None, "generations": 1,
+             "evaluations": 4, "duration_s": 1.0, "artifact": artifact}
+        )  # fmt: skip
+
+    done = RunState("r1", "succeeded", result=result("r1", "succeeded", "/a/r1/model.json"))
+    failed = RunState("r2", "failed", result=result("r2", "failed", None))
     text = render_runs(Replayed({"r1": done, "r2": failed}, {}, 0), None)
     lines = text.splitlines()
     assert lines[0].startswith("r1") and lines[0].endswith("artifact /a/r1/model.json")

@@ -24,13 +24,14 @@ from thunderhelm.ga.pool.interpreter_pool import PoolStats
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
 from thunderhelm.schemas.envelope import format_sequence
-from thunderhelm.schemas.event_data import EVENT_DATA
+from thunderhelm.schemas.event_data import EVENT_DATA, CancelRecorded, RunAccepted, event_data
 from thunderhelm.schemas.requests import CONTINUE_REQUESTED
 from thunderhelm.schemas.results import RUN_RESULT
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
+from thunderhelm.streams.execution.executor import ended
 from thunderhelm.streams.execution.steps import Report
-from thunderhelm.streams.wire.events import event_envelope, result_envelope, to_domain
+from thunderhelm.streams.wire.events import event_envelope, to_domain
 from thunderhelm.streams.worker.components import RunWorker
 from thunderhelm.streams.worker.events.ownership import Ownership
 
@@ -403,9 +404,8 @@ ACCEPTED_AT = 1_767_225_600.0  # 2026-01-01T00:00:00Z; the budget is the default
 
 
 def _accepted() -> saga.Event:
-    return saga.Event(
-        "e-0", ev.RUN_ACCEPTED, "r-1", "2026-01-01T00:00:00Z", {"request": {}}, at=ACCEPTED_AT
-    )
+    data = RunAccepted(run_id="r-1", request={})
+    return saga.Event("e-0", ev.RUN_ACCEPTED, "r-1", "2026-01-01T00:00:00Z", data, at=ACCEPTED_AT)
 
 
 def test_a_second_start_before_the_first_is_read_back_adds_nothing() -> None:
@@ -606,11 +606,13 @@ def test_an_event_whose_time_is_not_rfc3339_is_dead_lettered_at_validate() -> No
 
 
 def test_nothing_of_the_wrong_shape_is_written() -> None:
-    with pytest.raises(ValidationError):
-        event_envelope("r-1", saga.NewEvent(ev.RUN_STARTED, {"run_id": "r-1"}), 1)
-    state = saga.RunState("r-1", "succeeded", result={"run_id": "r-1", "status": "done"})
-    with pytest.raises(ValidationError):
-        result_envelope(state)
+    with pytest.raises(ValidationError):  # an event's data is made by its model
+        event_data(ev.RUN_STARTED, {"run_id": "r-1"})
+    cancel = CancelRecorded(run_id="r-1", reason="by the user")
+    with pytest.raises(TypeError):  # another type's data
+        event_envelope("r-1", saga.NewEvent(ev.RUN_STARTED, cancel), 1)
+    with pytest.raises(ValidationError):  # a result not of the contract's shape
+        ended("r-1", {"run_id": "r-1", "status": "done"})
 
 
 def test_only_the_owner_of_a_run_resumes_it() -> None:
@@ -859,7 +861,8 @@ def test_a_worker_that_stood_still_folds_nothing_it_reads_into_the_runs_table() 
         assert before is not None
         # Another worker's outcome for the run, read back after this one stood still.
         metrics = {"status": "ok", "val_accuracy": 0.5}
-        other = saga.NewEvent(ev.CANDIDATE_COMPLETED, outcome_of(before, index=7, metrics=metrics))
+        data = event_data(ev.CANDIDATE_COMPLETED, outcome_of(before, index=7, metrics=metrics))
+        other = saga.NewEvent(ev.CANDIDATE_COMPLETED, data)
         written = event_envelope("r-1", other, before.version + 1)
         stood_still(h)
         await h.event(written.model_dump_json().encode())

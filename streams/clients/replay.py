@@ -90,7 +90,7 @@ def run_rows(replayed: Replayed, status: str | None) -> list[dict[str, Any]]:
                 "generations": state.total_generations,
                 "evaluations": state.evaluations,
                 "best_fitness": (state.best or {}).get("fitness"),
-                "artifact": (state.result or {}).get("artifact"),
+                "artifact": None if state.result is None else state.result.artifact,
             }
         )
     return rows

@@ -16,6 +16,8 @@ from typing import Any
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
+from thunderhelm.schemas.event_data import GenerationCompleted, RunAccepted, RunContinued, RunEnded
+from thunderhelm.schemas.results import validated_result
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability.telemetry import trace_id_of
 from thunderhelm.streams.wire.events import to_domain
@@ -89,9 +91,9 @@ def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def _candidates(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _candidates(done: GenerationCompleted) -> list[dict[str, Any]]:
     rows = []
-    for raw in data.get("candidates") or []:
+    for raw in done.candidates:
         if isinstance(raw, Mapping):
             rows.append({k: raw.get(k) for k in CANDIDATE_FIELDS})
     return rows
@@ -122,14 +124,15 @@ class ReadModel:
             return None
         view.first_time = view.first_time or event.time
         view.last_time = event.time
-        if event.type == ev.RUN_ACCEPTED:
-            view.trace_id = trace_id_of(str(event.data.get("traceparent") or "")) or None
-        elif event.type == ev.GENERATION_COMPLETED:
-            view.candidates.append(_candidates(event.data))
-        elif event.type in ev.TERMINAL_TYPES and isinstance(event.data.get("result"), Mapping):
-            view.result = event.data["result"]
-        elif event.type == ev.RUN_CONTINUED:
-            view.result = None  # running again: the next revision's result is to come
+        match event.data:
+            case RunAccepted(traceparent=traceparent):
+                view.trace_id = trace_id_of(traceparent or "") or None
+            case GenerationCompleted() as done:
+                view.candidates.append(_candidates(done))
+            case RunEnded(result=result):
+                view.result = validated_result(result)  # as on run-results
+            case RunContinued():
+                view.result = None  # running again: the next revision's result is to come
         return event.run_id
 
     def apply_result(self, value: bytes | None, headers: Mapping[str, bytes]) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.event_data import GenerationCompleted
 from thunderhelm.streams.domain import saga
 
 
@@ -28,8 +29,8 @@ def violations(events: Sequence[saga.Event]) -> list[str]:
         if terminal_at is not None:
             problems.append(f"#{position} {event.type} after terminal event #{terminal_at}")
             continue
-        if event.type == ev.GENERATION_COMPLETED:
-            generation = int(event.data["generation"])
+        if isinstance(event.data, GenerationCompleted):
+            generation = event.data.generation
             if generation <= last_generation:
                 problems.append(
                     f"#{position} generation {generation} after generation {last_generation}"

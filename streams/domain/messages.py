@@ -1,7 +1,8 @@
 """What flows into and out of the run saga: events, commands, and events to append.
 
 Plain frozen dataclasses with no behaviour; `saga` re-exports them, so callers
-write `saga.Event`, `saga.StartRun` and so on.
+write `saga.Event`, `saga.StartRun` and so on. An event's data is its type's
+frozen model (thunderhelm/schemas/event_data.py), never a bare mapping.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from thunderhelm.schemas.event_data import CandidateCompleted, EventData
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class Event:
     type: str
     run_id: str
     time: str  # RFC 3339, as written on the log
-    data: Mapping[str, Any]
+    data: EventData  # the model of `type`'s data
     causation_id: str | None = None
     at: float = field(kw_only=True)  # `time` in seconds since the epoch
 
@@ -48,7 +51,7 @@ class RecordOutcome:
 
     command_id: str
     run_id: str
-    data: Mapping[str, Any]  # `candidate-completed` data, validated by the edge
+    data: CandidateCompleted  # validated by the edge
 
 
 @dataclass(frozen=True)
@@ -70,5 +73,5 @@ class NewEvent:
     """An event `decide` asks the edge to append (the edge assigns id and time)."""
 
     type: str
-    data: Mapping[str, Any]
+    data: EventData  # the model of `type`'s data
     causation_id: str | None = None

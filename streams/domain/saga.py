@@ -24,6 +24,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.event_data import (
+    CancelRecorded,
+    CandidateCompleted,
+    CandidatesDispatched,
+    ContinueRejected,
+    GenerationCompleted,
+    RunAccepted,
+    RunContinued,
+    RunEnded,
+    RunRejected,
+    RunStarted,
+    WarmStartLineage,
+)
+from thunderhelm.schemas.results import RunResult
 from thunderhelm.streams.domain.messages import CancelRun as CancelRun
 from thunderhelm.streams.domain.messages import Command as Command
 from thunderhelm.streams.domain.messages import ContinueRun as ContinueRun
@@ -63,7 +77,7 @@ class RunState:
     history: tuple[Mapping[str, Any], ...] = ()  # per-generation summary
     # Outcomes of the current generation's candidates, by index: one per
     # candidate, the first one folded.
-    outcomes: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    outcomes: Mapping[int, CandidateCompleted] = field(default_factory=dict)
     # The current generation's candidates put on candidate-tasks for any
     # worker to train; the run waits until each has an outcome.
     dispatched: tuple[int, ...] = ()
@@ -75,13 +89,13 @@ class RunState:
     # When the time budget runs out (seconds since the epoch): acceptance
     # time plus budget.timeout_s, fixed by the fold so every replay agrees.
     deadline: float | None = None
-    result: Mapping[str, Any] | None = None
+    result: RunResult | None = None
     reasons: tuple[str, ...] = field(default=())
     settled: bool = False  # terminal, result published, bulk dropped
     # Which result the run ends with next: 1, then one more per continue.
     revision: int = 1
     continues: tuple[str, ...] = ()  # ids of the continue commands taken (kept when settled)
-    warm_start: Mapping[str, Any] | None = None  # what generation 0 took from another run
+    warm_start: WarmStartLineage | None = None  # what generation 0 took from another run
 
     @property
     def terminal(self) -> bool:
@@ -115,7 +129,7 @@ class RunState:
             "evaluations": self.evaluations,
             "best": self.best,
             "history": list(self.history),
-            "outcomes": {str(k): dict(v) for k, v in self.outcomes.items()},  # JSON keys
+            "outcomes": {str(k): _stored(v) for k, v in self.outcomes.items()},
             "dispatched": list(self.dispatched),
             "version": self.version,
             "seen_ids": list(self.seen_ids),
@@ -123,12 +137,12 @@ class RunState:
             "traceparent": self.traceparent,
             "accepted_at": self.accepted_at,
             "deadline": self.deadline,
-            "result": self.result,
+            "result": None if self.result is None else _stored(self.result),
             "reasons": list(self.reasons),
             "settled": self.settled,
             "revision": self.revision,
             "continues": list(self.continues),
-            "warm_start": self.warm_start,
+            "warm_start": None if self.warm_start is None else _stored(self.warm_start),
         }
 
     @classmethod
@@ -142,7 +156,10 @@ class RunState:
             evaluations=int(raw.get("evaluations", 0)),
             best=raw.get("best"),
             history=tuple(raw.get("history", ())),
-            outcomes={int(k): v for k, v in (raw.get("outcomes") or {}).items()},
+            outcomes={
+                int(k): CandidateCompleted.model_validate(v)
+                for k, v in (raw.get("outcomes") or {}).items()
+            },
             dispatched=tuple(int(i) for i in raw.get("dispatched") or ()),
             version=int(raw.get("version", 0)),
             seen_ids=tuple(raw.get("seen_ids", ())),
@@ -150,13 +167,22 @@ class RunState:
             traceparent=raw.get("traceparent"),
             accepted_at=raw.get("accepted_at"),
             deadline=None if raw.get("deadline") is None else float(raw["deadline"]),
-            result=raw.get("result"),
+            result=None if raw.get("result") is None else RunResult.model_validate(raw["result"]),
             reasons=tuple(raw.get("reasons", ())),
             settled=bool(raw.get("settled", False)),
             revision=int(raw.get("revision", 1)),
             continues=tuple(raw.get("continues", ())),
-            warm_start=raw.get("warm_start"),
+            warm_start=(
+                None
+                if raw.get("warm_start") is None
+                else WarmStartLineage.model_validate(raw["warm_start"])
+            ),
         )
+
+
+def _stored(model: CandidateCompleted | RunResult | WarmStartLineage) -> dict[str, Any]:
+    """A model inside the stored state (`to_dict`), as the log has it."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def settled(state: RunState) -> RunState:
@@ -193,17 +219,18 @@ def decide(state: RunState | None, command: Command) -> list[NewEvent]:
             if state is not None and state.status != "cancel-pending":
                 return []  # a start for a run that exists changes nothing
             run_id = str(command.request["run_id"])
-            data = {"run_id": run_id, "request": dict(command.request)}
+            accepted: dict[str, Any] = {"run_id": run_id, "request": dict(command.request)}
             if command.traceparent:
-                data["traceparent"] = command.traceparent
+                accepted["traceparent"] = command.traceparent
             if command.warm_start:
-                data["warm_start"] = dict(command.warm_start)
+                accepted["warm_start"] = dict(command.warm_start)
+            data = RunAccepted.model_validate(accepted)
             return [NewEvent(ev.RUN_ACCEPTED, data, command.command_id)]
         case CancelRun():
             if state is not None and (state.terminal or state.cancel_reason is not None):
                 return []
-            data = {"run_id": command.run_id, "reason": command.reason}
-            return [NewEvent(ev.CANCEL_RECORDED, data, command.command_id)]
+            cancel = CancelRecorded(run_id=command.run_id, reason=command.reason)
+            return [NewEvent(ev.CANCEL_RECORDED, cancel, command.command_id)]
         case RecordOutcome():
             if state is None or not awaits(state, command.data):
                 return []  # late, duplicated or for another generation: nothing new
@@ -228,7 +255,7 @@ def _continue(state: RunState | None, command: ContinueRun) -> list[NewEvent]:
         reason = f"run {state.run_id} is {state.status}: {CONTINUABLE}"
         return [refuse_continue(state.run_id, [reason], command.command_id)]
     assert not state.settled and state.request is not None, "decided on the full state"
-    data = {
+    data: dict[str, Any] = {
         "run_id": state.run_id,
         "generations": command.generations,
         "request": continued_request(state.request, command.generations, command.budget),
@@ -242,8 +269,8 @@ def _continue(state: RunState | None, command: ContinueRun) -> list[NewEvent]:
         "accepted_at": state.accepted_at,
     }
     if state.warm_start:
-        data["warm_start"] = dict(state.warm_start)
-    return [NewEvent(ev.RUN_CONTINUED, data, command.command_id)]
+        data["warm_start"] = state.warm_start
+    return [NewEvent(ev.RUN_CONTINUED, RunContinued.model_validate(data), command.command_id)]
 
 
 def continued_request(
@@ -259,20 +286,21 @@ def continued_request(
 
 
 def refuse_continue(run_id: str, reasons: list[str], command_id: str) -> NewEvent:
-    return NewEvent(ev.CONTINUE_REJECTED, {"run_id": run_id, "reasons": reasons}, command_id)
+    rejected = ContinueRejected(run_id=run_id, reasons=reasons)
+    return NewEvent(ev.CONTINUE_REJECTED, rejected, command_id)
 
 
-def awaits(state: RunState, outcome: Mapping[str, Any]) -> bool:
+def awaits(state: RunState, outcome: CandidateCompleted) -> bool:
     """Whether `outcome` is the first for a candidate of the running generation."""
     return (
         state.status == "running"
-        and int(outcome["generation"]) == state.generation
-        and int(outcome["index"]) not in state.outcomes
+        and outcome.generation == state.generation
+        and outcome.index not in state.outcomes
     )
 
 
 def reject(run_id: str, reasons: list[str], command_id: str) -> NewEvent:
-    return NewEvent(ev.RUN_REJECTED, {"run_id": run_id, "reasons": reasons}, command_id)
+    return NewEvent(ev.RUN_REJECTED, RunRejected(run_id=run_id, reasons=reasons), command_id)
 
 
 # --- evolve: the fold -----------------------------------------------------------
@@ -291,66 +319,63 @@ def evolve(state: RunState | None, event: Event) -> RunState | None:
         return state
     data = event.data
     if state is None:
-        if event.type == ev.RUN_ACCEPTED:
-            return _remember(_accepted(event), event)
-        if event.type == ev.RUN_REJECTED:
-            reasons = tuple(str(r) for r in data.get("reasons", ()))
-            return _remember(RunState(event.run_id, "rejected", reasons=reasons), event)
-        if event.type == ev.CANCEL_RECORDED:
-            fresh = RunState(event.run_id, "cancel-pending", cancel_reason=str(data["reason"]))
-            return _remember(fresh, event)
+        match data:
+            case RunAccepted():
+                return _remember(_accepted(event, data), event)
+            case RunRejected(reasons=reasons):
+                return _remember(RunState(event.run_id, "rejected", reasons=tuple(reasons)), event)
+            case CancelRecorded(reason=reason):
+                fresh = RunState(event.run_id, "cancel-pending", cancel_reason=reason)
+                return _remember(fresh, event)
         return None  # nothing to fold onto (e.g. a dead-letter note for an unknown run)
     if event.type in (ev.EVENT_DEAD_LETTERED, ev.CONTINUE_REJECTED):
         # A note (a dead-lettered input, a refused continue) changes nothing
         # else, even after the end; it counts, so a run's version is its
         # log's length.
         return _remember(state, event)
-    if event.type == ev.RUN_CONTINUED:
-        if state.status != "succeeded" or int(data["revision"]) != state.revision + 1:
+    if isinstance(data, RunContinued):
+        if state.status != "succeeded" or data.revision != state.revision + 1:
             return state
-        return _remember(_continued(state, event), event)
+        return _remember(_continued(state, event, data), event)
     if state.terminal:
         return state
     new = _apply(state, event)
     return state if new is state else _remember(new, event)
 
 
-def _accepted(event: Event, cancel_reason: str | None = None) -> RunState:
-    request = event.data["request"]
+def _accepted(event: Event, data: RunAccepted, cancel_reason: str | None = None) -> RunState:
     return RunState(
         run_id=event.run_id,
         status="accepted",
-        request=request,
-        traceparent=event.data.get("traceparent"),
+        request=data.request,
+        traceparent=data.traceparent,
         accepted_at=event.time,
-        deadline=event.at + timeout_s(request),
+        deadline=event.at + timeout_s(data.request),
         cancel_reason=cancel_reason,
-        warm_start=event.data.get("warm_start"),
+        warm_start=data.warm_start,
     )
 
 
-def _continued(state: RunState, event: Event) -> RunState:
+def _continued(state: RunState, event: Event, data: RunContinued) -> RunState:
     """A succeeded run running again from the checkpoint `run.continued` carries."""
-    data = event.data
-    request = data["request"]
     ids = (*state.continues, event.causation_id) if event.causation_id else state.continues
     return RunState(
         run_id=state.run_id,
         status="running",
-        request=request,
-        ga_state=data["ga_state"],
-        generation=int(data["generation"]),
-        evaluations=int(data["evaluations"]),
-        best=data.get("best"),
-        history=tuple(data.get("history", ())),
+        request=data.request,
+        ga_state=data.ga_state,
+        generation=data.generation,
+        evaluations=data.evaluations,
+        best=data.best,
+        history=tuple(data.history),
         version=state.version,
         seen_ids=state.seen_ids,
-        traceparent=data.get("traceparent"),
-        accepted_at=data.get("accepted_at"),
-        deadline=event.at + timeout_s(request),
-        revision=int(data["revision"]),
+        traceparent=data.traceparent,
+        accepted_at=data.accepted_at,
+        deadline=event.at + timeout_s(data.request),
+        revision=data.revision,
         continues=ids[-SEEN_IDS_KEPT:],
-        warm_start=data.get("warm_start"),
+        warm_start=data.warm_start,
     )
 
 
@@ -360,52 +385,46 @@ def timeout_s(request: Mapping[str, Any]) -> float:
 
 
 def _apply(state: RunState, event: Event) -> RunState:
-    data = event.data
-    match event.type:
-        case ev.RUN_ACCEPTED if state.status == "cancel-pending":
-            return _accepted(event, cancel_reason=state.cancel_reason)
-        case ev.RUN_STARTED if state.status == "accepted":
-            return replace(state, status="running", ga_state=data["ga_state"])
-        case ev.CANDIDATES_DISPATCHED if (
-            state.status == "running"
-            and int(data["generation"]) == state.generation
-            and not state.dispatched
+    match event.data:
+        case RunAccepted() as data if state.status == "cancel-pending":
+            return _accepted(event, data, cancel_reason=state.cancel_reason)
+        case RunStarted(ga_state=ga_state) if state.status == "accepted":
+            return replace(state, status="running", ga_state=ga_state)
+        case CandidatesDispatched(generation=generation, candidates=candidates) if (
+            state.status == "running" and generation == state.generation and not state.dispatched
         ):
-            return replace(state, dispatched=tuple(int(i) for i in data["candidates"]))
-        case ev.CANDIDATE_COMPLETED if awaits(state, data):
+            return replace(state, dispatched=tuple(candidates))
+        case CandidateCompleted() as outcome if awaits(state, outcome):
             # Training is deterministic, so a second outcome for the same
             # candidate (a redelivery, a step run again) says nothing new.
-            outcomes = {**state.outcomes, int(data["index"]): dict(data)}
-            return replace(state, outcomes=outcomes)
-        case ev.GENERATION_COMPLETED if (
-            state.status == "running" and int(data["generation"]) == state.generation
+            return replace(state, outcomes={**state.outcomes, outcome.index: outcome})
+        case GenerationCompleted() as done if (
+            state.status == "running" and done.generation == state.generation
         ):
             summary = {
-                "generation": int(data["generation"]),
-                "best_fitness": data.get("best_fitness"),
-                "mean_fitness": data.get("mean_fitness"),
-                "duration_s": data.get("duration_s"),
+                "generation": done.generation,
+                "best_fitness": done.best_fitness,
+                "mean_fitness": done.mean_fitness,
+                "duration_s": done.duration_s,
             }
             return replace(
                 state,
-                ga_state=data["ga_state"],
+                ga_state=done.ga_state,
                 generation=state.generation + 1,
-                evaluations=int(data["evaluations"]),
-                best=data.get("best", state.best),
+                evaluations=done.evaluations,
+                best=done.best if "best" in done.model_fields_set else state.best,
                 history=(*state.history, summary),
                 outcomes={},
                 dispatched=(),
             )
-        case ev.CANCEL_RECORDED if state.cancel_reason is None:
-            return replace(state, cancel_reason=str(data["reason"]))
-        case ev.RUN_SUCCEEDED | ev.RUN_FAILED | ev.RUN_CANCELLED if (
-            int(data["result"].get("revision", 1)) == state.revision
-        ):
+        case CancelRecorded(reason=reason) if state.cancel_reason is None:
+            return replace(state, cancel_reason=reason)
+        case RunEnded(result=result) if result.revision == state.revision:
             # A worker that takes a continued run over reads run-events again
             # from its last committed offset, which may lie before the
             # continue, and the ids of the events before it are forgotten once
             # the run settled: the ending of an earlier revision ends nothing.
-            return replace(state, status=ENDING_OF[event.type], result=data["result"])
+            return replace(state, status=ENDING_OF[event.type], result=result)
         case _:
             return state
 
@@ -444,7 +463,7 @@ class Finish:
 
 @dataclass(frozen=True)
 class PublishResult:
-    result: Mapping[str, Any]
+    result: RunResult
 
 
 Action = Start | RunGeneration | Finish | PublishResult

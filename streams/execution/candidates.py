@@ -20,6 +20,7 @@ from thunderhelm.ga.core.fidelity import with_rungs
 from thunderhelm.ga.core.genome import genome_key
 from thunderhelm.ga.core.network import param_count, to_network
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
+from thunderhelm.schemas.event_data import CandidateCompleted
 from thunderhelm.streams.execution import outcomes, steps
 
 # Trains a list of networks on the pool: one result per network, in order.
@@ -35,7 +36,7 @@ def generation_tasks(
     run_id: str,
     deadline: float,
     traceparent: str | None,
-    known: Mapping[int, Mapping[str, Any]],
+    known: Mapping[int, CandidateCompleted],
 ) -> list[dict[str, Any]]:
     """`candidate.task` data for each candidate of the generation with no outcome in `known`."""
     config = steps.ga_config(request)

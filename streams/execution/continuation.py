@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import describe_validation_error
+from thunderhelm.schemas.event_data import RunContinued
 from thunderhelm.schemas.limits import Limits, validate_request
 from thunderhelm.streams.domain import saga
 
@@ -23,7 +24,8 @@ def continue_events(
     decided = saga.decide(state, command)
     if decided and decided[0].type == ev.RUN_CONTINUED:
         try:
-            validate_request(decided[0].data["request"], limits)
+            assert isinstance(decided[0].data, RunContinued)
+            validate_request(decided[0].data.request, limits)
         except ValidationError as exc:
             why = describe_validation_error(exc)
             return [saga.refuse_continue(command.run_id, why, command.command_id)]

@@ -26,6 +26,7 @@ from thunderhelm.ga.pool.interpreter_pool import CancelToken, InterpreterPool, P
 from thunderhelm.ga.training.datasets import PreparedDataset, load_dataset
 from thunderhelm.ga.training.evaluators import PoolEvaluator
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.event_data import GenerationCompleted, RunEnded, RunStarted
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import candidates, final_model, steps, warm_start
@@ -108,15 +109,18 @@ async def step_event(
         case saga.Start():
             # Drawing the first population is the heaviest part of a start: off the loop.
             ga_state = await asyncio.to_thread(executor.initial_ga_state, state)
-            data = {"run_id": state.run_id, "ga_state": ga_state}
-            return saga.NewEvent(ev.RUN_STARTED, data)
+            return saga.NewEvent(ev.RUN_STARTED, RunStarted(run_id=state.run_id, ga_state=ga_state))
         case saga.RunGeneration():
             data = await executor.run_generation(state, context, report)
-            return saga.NewEvent(ev.GENERATION_COMPLETED, data)
+            return saga.NewEvent(ev.GENERATION_COMPLETED, GenerationCompleted.model_validate(data))
         case saga.Finish():
             result = await executor.finish(state, action)
-            data = {"run_id": state.run_id, "result": result}
-            return saga.NewEvent(saga.END_EVENTS[action.status], data)
+            return saga.NewEvent(saga.END_EVENTS[action.status], ended(state.run_id, result))
+
+
+def ended(run_id: str, result: Mapping[str, Any]) -> RunEnded:
+    """The data of the event that ends a run with `result` (`steps.result_data`)."""
+    return RunEnded.model_validate({"run_id": run_id, "result": result})
 
 
 class RunExecutor:

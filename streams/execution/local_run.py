@@ -38,13 +38,15 @@ from thunderhelm.ga.training.datasets import DatasetError, load_dataset
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import describe_validation_error
 from thunderhelm.schemas.envelope import utc_now_iso
+from thunderhelm.schemas.event_data import CandidateCompleted, ContinueRejected
 from thunderhelm.schemas.requests import RunRequest
+from thunderhelm.schemas.results import RunResult, validated_result
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import RetryPolicy
 from thunderhelm.streams.execution import warm_start
 from thunderhelm.streams.execution.continuation import continue_events
-from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted, step_event
+from thunderhelm.streams.execution.executor import RunExecutor, StepInterrupted, ended, step_event
 from thunderhelm.streams.execution.local_log import LocalLog, LocalLogError, log_path
 from thunderhelm.streams.execution.retrying import with_retries
 from thunderhelm.streams.wire.events import event_envelope, to_domain
@@ -159,7 +161,7 @@ class LocalRun:
             ):
                 return  # a training that finished after the run ended (cancel, budget)
             self.sequence += 1
-            run_id = self.state.run_id if self.state else str(new.data["run_id"])
+            run_id = self.state.run_id if self.state else str(new.data.run_id)
             record = event_envelope(run_id, new, self.sequence)
             record = record.model_copy(update={"source": SOURCE})
             self.log.append(record)
@@ -167,18 +169,18 @@ class LocalRun:
 
     def candidate(self, data: dict[str, Any]) -> None:
         """A candidate's outcome, from the training thread: on the log, then on the screen."""
-        self.append(saga.NewEvent(ev.CANDIDATE_COMPLETED, data))
+        self.append(saga.NewEvent(ev.CANDIDATE_COMPLETED, CandidateCompleted.model_validate(data)))
         state = self.state
         if self.candidate_hook is None or state is None or state.ga_state is None:
             return
-        scores = [o.get("fitness") for o in state.outcomes.values()]
+        scores = [o.fitness for o in state.outcomes.values()]
         if state.best is not None:
             scores.append(state.best.get("fitness"))
         finite = [float(f) for f in scores if isinstance(f, int | float)]
         population = len(state.ga_state.get("population", ()))
         self.candidate_hook(len(state.outcomes), population, max(finite) if finite else None)
 
-    def drive(self) -> Mapping[str, Any]:
+    def drive(self) -> RunResult:
         """React, act, append, evolve -- until the saga says the result is out."""
         interrupt = self.interrupt
         while True:
@@ -230,7 +232,7 @@ class LocalRun:
     def failed(self, state: saga.RunState, exc: BaseException) -> saga.NewEvent:
         """The `run.failed` that ends the run with `exc` as its error, as a worker ends it."""
         result = self.executor.failure_result(state, exc)
-        return saga.NewEvent(ev.RUN_FAILED, {"run_id": state.run_id, "result": result})
+        return saga.NewEvent(ev.RUN_FAILED, ended(state.run_id, result))
 
     def progress(self, seconds: float) -> None:
         state = self.state
@@ -321,7 +323,7 @@ def _run_logged(
     if state is not None and state.terminal:
         assert state.result is not None
         print(f"run {run_id} already {state.status} (log {log.path})", file=out)
-        return _report(dict(state.result), out, as_json)
+        return _report(state.result, out, as_json)
     if state is None:
         start = saga.StartRun(str(uuid.uuid4()), request, utc_now_iso())
         if request.get("warm_start"):
@@ -351,7 +353,7 @@ def _run_logged(
             print(f"run {run_id}: dataset: {exc}", file=sys.stderr)
             run.append(run.failed(run.state, exc))
             assert run.state.result is not None
-            return _report(dict(run.state.result), out, as_json)
+            return _report(run.state.result, out, as_json)
         predicts = (
             "a number (regression)"
             if dataset.task == "regression"
@@ -370,7 +372,7 @@ def _run_logged(
                 result = run.drive()
             finally:
                 executor.pool = None
-    return _report(dict(result), out, as_json)
+    return _report(result, out, as_json)
 
 
 def _warm_start(
@@ -416,7 +418,8 @@ def _go_on(run: LocalRun, more: int, settings: Settings) -> str | None:
     if not decided:
         return None
     if decided[0].type == ev.CONTINUE_REJECTED:
-        return "; ".join(decided[0].data["reasons"])
+        assert isinstance(decided[0].data, ContinueRejected)
+        return "; ".join(decided[0].data.reasons)
     print(
         f"run {state.run_id}: continuing from generation {state.generation} "
         f"for {more} more (log {run.log.path})",
@@ -426,7 +429,8 @@ def _go_on(run: LocalRun, more: int, settings: Settings) -> str | None:
     return None
 
 
-def _report(result: dict[str, Any], out: Any, as_json: bool) -> int:
+def _report(ended: RunResult, out: Any, as_json: bool) -> int:
+    result = validated_result(ended)  # as on run-results
     _table(result, out)
     if as_json:
         print(json.dumps(result))

@@ -16,6 +16,7 @@ from opentelemetry.context import Context
 from thunderhelm.ga.core import measures
 from thunderhelm.ga.core.engine import Evaluation
 from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
+from thunderhelm.schemas.event_data import CandidateCompleted
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 
@@ -58,16 +59,23 @@ def candidate_data(
     }
 
 
-def evaluation_of(outcome: Mapping[str, Any]) -> Evaluation:
+def evaluation_of(outcome: CandidateCompleted) -> Evaluation:
     """The GA's view of a folded `candidate-completed` outcome (null fitness: failed)."""
-    fitness = outcome.get("fitness")
-    score = FAILED if fitness is None else sanitize_fitness(float(fitness))
-    return Evaluation(score, dict(outcome.get("metrics") or {}))
+    fitness = outcome.fitness
+    score = FAILED if fitness is None else sanitize_fitness(fitness)
+    return Evaluation(score, _metrics(outcome))
 
 
-def candidate_summary(outcome: Mapping[str, Any]) -> dict[str, Any]:
+def candidate_summary(outcome: CandidateCompleted | Mapping[str, Any]) -> dict[str, Any]:
     """A candidate's entry in `generation-completed`'s `candidates`, as it always was."""
+    if isinstance(outcome, CandidateCompleted):
+        return {"index": outcome.index, "fitness": outcome.fitness, **_metrics(outcome)}
     return {"index": int(outcome["index"]), "fitness": outcome.get("fitness"), **outcome["metrics"]}
+
+
+def _metrics(outcome: CandidateCompleted) -> dict[str, Any]:
+    """The metrics an outcome came with: those it had, not the model's defaults."""
+    return outcome.metrics.model_dump(exclude_unset=True)
 
 
 def candidate_metrics(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from thunderhelm.ga.core.operators import FAILED, sanitize_fitness
 from thunderhelm.ga.core.space import SearchSpace
 from thunderhelm.ga.core.wiring import wiring_from_dict
 from thunderhelm.ga.training.evaluators import Evaluate, Fitness
+from thunderhelm.schemas.event_data import CandidateCompleted
 from thunderhelm.streams.execution import outcomes
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
@@ -142,14 +143,14 @@ def run_generation(
     evaluate: Evaluate,
     *,
     context: Context | None = None,
-    known: Mapping[int, Mapping[str, Any]] | None = None,
+    known: Mapping[int, CandidateCompleted] | None = None,
     report: Report | None = None,
 ) -> GenerationOutcome:
     """Train generation `ga_state.generation` and breed the next; return the checkpoint.
 
     `evaluate` scores each candidate (`result["fitness"]`, built with
     `fitness_of(request)`); this step records that score and never rescores.
-    `known` holds outcomes the log already has (`candidate-completed` data by
+    `known` holds outcomes the log already has (`candidate-completed` by
     index): those candidates are not trained again. `report` gets each newly
     trained candidate's `candidate-completed` data as soon as it is scored.
     """

@@ -99,13 +99,13 @@ def ranked_genomes(state: saga.RunState) -> list[tuple[Genome, float]]:
 
 def seeds_of(state: saga.RunState) -> list[Genome]:
     """The genomes a warm-started run's generation 0 begins with (none for a cold start)."""
-    taken = (state.warm_start or {}).get("genomes") or ()
+    taken = state.warm_start.genomes if state.warm_start is not None else []
     return [genome_from_dict(g) for g in taken]
 
 
 def summary(state: saga.RunState) -> dict[str, Any] | None:
     """The lineage as the result and the artifact tell it: the source run and the genomes' keys."""
     taken = state.warm_start
-    if not taken:
+    if taken is None:
         return None
-    return {"run_id": taken["run_id"], "genomes": list(taken["keys"])}
+    return {"run_id": taken.run_id, "genomes": list(taken.keys)}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 
+from thunderhelm.schemas.event_data import EventData, RunEnded
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import export_outage
 
@@ -290,10 +291,8 @@ def shutdown() -> None:
         exposition.forget()
 
 
-def run_status(status: str, data: Mapping[str, Any]) -> None:
+def run_status(status: str, data: EventData) -> None:
     """Count a run whose folded status just became final (terminal events and rejections)."""
     if status not in saga.TERMINAL:
         return
-    result = data.get("result")
-    duration = result.get("duration_s") if isinstance(result, Mapping) else None
-    run_ended(status, float(duration) if isinstance(duration, int | float) else None)
+    run_ended(status, data.result.duration_s if isinstance(data, RunEnded) else None)

@@ -26,7 +26,7 @@ from thunderhelm.schemas.envelope import (
     format_sequence,
     utc_now_iso,
 )
-from thunderhelm.schemas.event_data import validated_data
+from thunderhelm.schemas.event_data import EventData, event_data, wire_data
 from thunderhelm.schemas.results import RUN_RESULT, validated_result
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.wire.failures import InputRejected
@@ -54,9 +54,8 @@ def envelope(
 
 
 def event_envelope(run_id: str, new: saga.NewEvent, sequence: int | None) -> CloudEvent:
-    """The envelope of a lifecycle event; raises `ValidationError` on data of the wrong shape."""
-    data = validated_data(new.type, new.data)
-    return envelope(run_id, new.type, data, sequence, new.causation_id)
+    """The envelope of a lifecycle event (its data: the model of its type's data)."""
+    return envelope(run_id, new.type, wire_data(new.type, new.data), sequence, new.causation_id)
 
 
 def result_envelope(state: saga.RunState) -> CloudEvent:
@@ -80,23 +79,23 @@ def to_domain(record: CloudEvent) -> saga.Event:
     if not isinstance(record.data, dict):
         raise InputRejected("validate", "event data is not an object")
     try:
-        data = validated_data(record.type, record.data)
+        data = event_data(record.type, record.data)
     except ValidationError as exc:
         reasons = "; ".join(describe_validation_error(exc))
         raise InputRejected("validate", f"{record.type}: {reasons}") from None
-    run_id = data.get("run_id") or record.subject
+    run_id = data.run_id or record.subject
     if not isinstance(run_id, str) or not run_id:
         raise InputRejected("validate", "event has no run id")
     return _domain(record, run_id, data)
 
 
-def as_written(record: CloudEvent) -> saga.Event:
-    """The domain event of an envelope `event_envelope` made (its data validated there)."""
-    assert isinstance(record.data, dict) and record.subject is not None
-    return _domain(record, record.subject, record.data)
+def as_written(record: CloudEvent, new: saga.NewEvent) -> saga.Event:
+    """The domain event of the envelope `event_envelope` made of `new`."""
+    assert record.subject is not None
+    return _domain(record, record.subject, new.data)
 
 
-def _domain(record: CloudEvent, run_id: str, data: dict[str, Any]) -> saga.Event:
+def _domain(record: CloudEvent, run_id: str, data: EventData) -> saga.Event:
     time = record.time or utc_now_iso()
     return saga.Event(
         id=record.id,

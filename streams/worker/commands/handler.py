@@ -28,6 +28,7 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from thunderhelm.schemas.envelope import utc_now_iso
+from thunderhelm.schemas.event_data import CandidateCompleted
 from thunderhelm.schemas.requests import CancelRequest, ContinueRequest, RunRequest
 from thunderhelm.schemas.tasks import CandidateTrained
 from thunderhelm.streams.config.settings import Settings
@@ -79,7 +80,8 @@ def command_of(admitted: Admitted, span: Span) -> tuple[str, saga.Command | saga
             return content.run_id, cancel
         case CandidateTrained():
             data = content.model_dump(mode="json", exclude_unset=True)
-            return content.run_id, saga.RecordOutcome(envelope.id, content.run_id, data)
+            outcome = CandidateCompleted.model_validate(data)
+            return content.run_id, saga.RecordOutcome(envelope.id, content.run_id, outcome)
         case ContinueRequest():
             given = content.budget
             budget = None if given is None else given.model_dump(mode="json", exclude_unset=True)

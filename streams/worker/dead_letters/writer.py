@@ -14,6 +14,7 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.event_data import EventDeadLettered
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
@@ -96,12 +97,12 @@ class DeadLetterWriter:
         """A `dead-lettered` event in the log of a run this worker knows (else nothing)."""
         if self.journal.store.get(run_id) is None:
             return
-        data = {
-            "run_id": run_id,
-            "stage": failure.stage,
-            "error_class": failure.error_class,
-            "error_message": failure.message,
-            "original_topic": origin.topic,
-            "original_offset": origin.offset,
-        }
+        data = EventDeadLettered(
+            run_id=run_id,
+            stage=failure.stage,
+            error_class=failure.error_class,
+            error_message=failure.message,
+            original_topic=origin.topic,
+            original_offset=origin.offset,
+        )
         await self.journal.append(run_id, saga.NewEvent(ev.EVENT_DEAD_LETTERED, data), None)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from opentelemetry.context import Context
 
 from thunderhelm.schemas.codec import encode_event
+from thunderhelm.schemas.event_data import EventData
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.wire.events import as_written, event_envelope
@@ -94,7 +94,7 @@ class RunJournal:
             written = None
             for new in decision(state):
                 record = event_envelope(run_id, new, 1 if state is None else state.version + 1)
-                event = as_written(record)
+                event = as_written(record, new)
                 taken = saga.evolve(state, event)
                 if taken is None or taken is state:
                     continue  # the fold takes nothing from it: not written
@@ -151,7 +151,7 @@ class RunJournal:
         before: saga.RunState | None,
         after: saga.RunState,
         partition: int | None,
-        data: Mapping[str, Any],
+        data: EventData,
     ) -> None:
         """Store a state the fold moved to (`partition`: None keeps the run's own)."""
         if partition is None:

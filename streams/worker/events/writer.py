@@ -15,6 +15,7 @@ from opentelemetry.context import Context
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import encode_event, structured_headers
+from thunderhelm.schemas.event_data import CandidatesDispatched
 from thunderhelm.schemas.tasks import CANDIDATE_TASK, CandidateTask
 from thunderhelm.streams.config.settings import Settings
 from thunderhelm.streams.domain import saga
@@ -79,12 +80,12 @@ class EventWriter:
                 )
         for ack in pending:
             await ack
-        data = {
-            "run_id": state.run_id,
-            "generation": state.generation,
-            "candidates": sorted(int(t["index"]) for t in tasks),
-            "topic": topic,
-        }
+        data = CandidatesDispatched(
+            run_id=state.run_id,
+            generation=state.generation,
+            candidates=sorted(int(t["index"]) for t in tasks),
+            topic=topic,
+        )
         return saga.NewEvent(ev.CANDIDATES_DISPATCHED, data)
 
 

@@ -22,9 +22,15 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from thunderhelm.schemas import events as ev
+from thunderhelm.schemas.event_data import CandidateCompleted, GenerationCompleted
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.domain.retry import Draw, RetryPolicy
-from thunderhelm.streams.execution.executor import StepInterrupted, WorkerExecutor, step_event
+from thunderhelm.streams.execution.executor import (
+    StepInterrupted,
+    WorkerExecutor,
+    ended,
+    step_event,
+)
 from thunderhelm.streams.execution.retrying import with_retries
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.events.journal import RunJournal
@@ -147,7 +153,8 @@ class StepRunner:
             )
             completed = appended is not None and new.type == ev.GENERATION_COMPLETED
             if completed and (span := self.generation_spans.pop(run_id, None)) is not None:
-                span.set_attribute("thunderhelm.best_fitness", new.data["best_fitness"] or 0.0)
+                assert isinstance(new.data, GenerationCompleted)
+                span.set_attribute("thunderhelm.best_fitness", new.data.best_fitness or 0.0)
                 span.end()
         except asyncio.CancelledError:
             raise
@@ -159,7 +166,7 @@ class StepRunner:
             # A non-retryable failure (or retries used up) fails the run with its error.
             log.exception("run %s: step failed", run_id)
             result = self.executor.failure_result(state, exc)
-            failed = saga.NewEvent(ev.RUN_FAILED, {"run_id": run_id, "result": result})
+            failed = saga.NewEvent(ev.RUN_FAILED, ended(run_id, result))
             with contextlib.suppress(Exception):
                 # Not by a worker the run has moved from (or that stood still).
                 await self.journal.append(
@@ -237,7 +244,7 @@ class StepRunner:
         async def append(data: dict[str, Any]) -> None:
             # Not once the log moved on or the run moved; after the run's
             # ending, the lane writes nothing anyway.
-            outcome = saga.NewEvent(ev.CANDIDATE_COMPLETED, data)
+            outcome = saga.NewEvent(ev.CANDIDATE_COMPLETED, CandidateCompleted.model_validate(data))
             await self.journal.append(
                 run_id, outcome, context, allowed=lambda: self.still_current(state, epoch)
             )
