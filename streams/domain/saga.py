@@ -36,6 +36,7 @@ from thunderhelm.schemas.event_data import (
     RunRejected,
     RunStarted,
     WarmStartLineage,
+    plain,
 )
 from thunderhelm.schemas.results import RunResult
 from thunderhelm.streams.domain.messages import CancelRun as CancelRun
@@ -182,7 +183,7 @@ class RunState:
 
 def _stored(model: CandidateCompleted | RunResult | WarmStartLineage) -> dict[str, Any]:
     """A model inside the stored state (`to_dict`), as the log has it."""
-    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return plain(model)
 
 
 def settled(state: RunState) -> RunState:
