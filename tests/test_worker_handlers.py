@@ -14,9 +14,10 @@ import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
+from faust.types import TP
 from opentelemetry.context import Context
 from pydantic import ValidationError
 
@@ -38,11 +39,6 @@ from thunderhelm.streams.worker.events.ownership import Ownership
 # The in-process path (the owner trains every candidate); fan-out has its own tests.
 SETTINGS = Settings(topic_prefix="unit", fanout=False)
 PARTITION = 1
-
-
-class TP(NamedTuple):
-    topic: str
-    partition: int
 
 
 @dataclass

@@ -19,6 +19,7 @@ from thunderhelm.streams.worker.events.ownership import Ownership
 from thunderhelm.streams.worker.events.store import RunStore
 from thunderhelm.streams.worker.events.writer import EventWriter
 from thunderhelm.streams.worker.health import Health, consumer_check, pool_check, producer_check
+from thunderhelm.streams.worker.kafka.app_seam import WorkerApp
 from thunderhelm.streams.worker.steps.candidate_trainer import CandidateTrainer
 from thunderhelm.streams.worker.steps.reconciler import Reconciler
 from thunderhelm.streams.worker.steps.runner import StepRunner
@@ -28,7 +29,7 @@ class RunWorker:
     def __init__(
         self,
         settings: Settings,
-        app: Any,
+        app: WorkerApp,
         topics: Mapping[str, Any],
         table: MutableMapping[bytes, Any],
         executor: WorkerExecutor | None = None,  # a RunExecutor unless given (a fake in tests)

@@ -23,7 +23,6 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from opentelemetry.trace import Span
 
@@ -48,6 +47,7 @@ from thunderhelm.streams.worker.intake.admission import (
     screen_command,
     unwrap_forwarded,
 )
+from thunderhelm.streams.worker.kafka.app_seam import WorkerApp
 from thunderhelm.streams.worker.kafka.records import (
     Command,
     Delivery,
@@ -94,7 +94,7 @@ def command_of(admitted: Admitted, span: Span) -> tuple[str, saga.Command | saga
 @dataclass
 class CommandHandler:
     settings: Settings
-    app: Any
+    app: WorkerApp
     journal: RunJournal
     runner: StepRunner
     dead_letters: DeadLetterWriter

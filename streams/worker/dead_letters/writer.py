@@ -23,13 +23,14 @@ from thunderhelm.streams.wire.failures import Failure, Origin, dead_letter_heade
 from thunderhelm.streams.worker.dead_letters.acks import OrderedAcks, ThrottledLog
 from thunderhelm.streams.worker.events.journal import RunJournal
 from thunderhelm.streams.worker.intake.admission import run_id_of_key
+from thunderhelm.streams.worker.kafka.app_seam import WorkerApp
 from thunderhelm.streams.worker.kafka.records import Consumed, Delivery, pairs
 
 log = logging.getLogger(__name__)
 
 
 class DeadLetterWriter:
-    def __init__(self, settings: Settings, app: Any, journal: RunJournal) -> None:
+    def __init__(self, settings: Settings, app: WorkerApp, journal: RunJournal) -> None:
         self.settings = settings
         self.app = app
         self.journal = journal

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from thunderhelm.schemas import events as ev
 from thunderhelm.schemas.codec import decode_record
@@ -29,6 +28,7 @@ from thunderhelm.streams.wire.events import to_domain
 from thunderhelm.streams.wire.failures import Stage, classify
 from thunderhelm.streams.worker.dead_letters.writer import DeadLetterWriter
 from thunderhelm.streams.worker.events.journal import RunJournal
+from thunderhelm.streams.worker.kafka.app_seam import WorkerApp
 from thunderhelm.streams.worker.kafka.records import Consumed, Delivery, consumed
 from thunderhelm.streams.worker.steps.runner import StepRunner
 
@@ -42,7 +42,7 @@ def last_outcome(state: saga.RunState | None) -> bool:
 
 @dataclass
 class EventHandler:
-    app: Any
+    app: WorkerApp
     journal: RunJournal
     runner: StepRunner
     dead_letters: DeadLetterWriter

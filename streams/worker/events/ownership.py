@@ -19,7 +19,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+
+from thunderhelm.streams.worker.kafka.app_seam import WorkerApp
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ WATCH_S = 0.5  # how often the worker's loop notes that it still runs
 class Ownership:
     def __init__(
         self,
-        app: Any,
+        app: WorkerApp,
         topic: str,
         stall_limit_s: float | None = None,  # the consumer session timeout
         clock: Callable[[], float] = time.monotonic,

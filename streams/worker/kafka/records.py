@@ -12,6 +12,7 @@ from opentelemetry.trace import Span
 from thunderhelm.streams.observability import metrics as meters
 from thunderhelm.streams.observability import telemetry
 from thunderhelm.streams.worker.dead_letters.acks import AckableMessage
+from thunderhelm.streams.worker.kafka.app_seam import WorkerApp
 
 
 class Consumed(telemetry.ConsumedRecord, AckableMessage, Protocol):
@@ -48,8 +49,10 @@ def pairs(headers: Any) -> list[tuple[str, bytes]]:
     return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
 
 
-def observe_lag(app: Any, message: Consumed) -> None:
+def observe_lag(app: WorkerApp, message: Consumed) -> None:
     """Consumer lag of the record's partition as of this record (a metric only)."""
+    if app.consumer is None:
+        return
     try:
         high = app.consumer.highwater(message.tp)
     except Exception:  # no consumer yet, or no fetch seen: nothing to report
@@ -68,7 +71,7 @@ def waited(message: Consumed) -> float:
 
 @contextmanager
 def consumed(
-    app: Any, message: Consumed, headers: Mapping[str, Any], *, lag_reported: bool = False
+    app: WorkerApp, message: Consumed, headers: Mapping[str, Any], *, lag_reported: bool = False
 ) -> Iterator[Span]:
     """The CONSUMER span of one record an agent handles, its lag reported first
     (unless its reader reports lag itself: `lag_reported`)."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.worker.events.ownership import Ownership
 from thunderhelm.streams.worker.events.store import RunStore
+from thunderhelm.streams.worker.kafka.app_seam import WorkerApp
 from thunderhelm.streams.worker.steps.runner import StepRunner
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ IDLE_BEFORE_RESUME_S = 3.0
 class Reconciler:
     def __init__(
         self,
-        app: Any,  # the Faust app: whether it is rebalancing or recovering
+        app: WorkerApp,  # whether it is rebalancing or recovering
         store: RunStore,
         runner: StepRunner,
         ownership: Ownership,
