@@ -215,8 +215,8 @@ def plain(model: BaseModel) -> dict[str, Any]:
 
     Equal to `model_dump(mode="json", by_alias=True, exclude_unset=True)` for
     models of JSON values, as these are, without pydantic's serializer: the
-    run state is stored on every fold, and the serializer spent ~0.1 ms on
-    each candidate outcome (its learning curve), 100x a plain copy.
+    run state is stored on every fold, and the serializer walks each
+    outcome's learning curve value by value.
     """
     fields = type(model).model_fields
     out: dict[str, Any] = {}
