@@ -39,6 +39,8 @@ import re
 import socket
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -188,10 +190,28 @@ def cluster(folder: Path, count: int, pool: int) -> Iterator[Cluster]:
             # The `worker` field of an outcome: "<hostname>/<pid>" of the worker process.
             c.names[f"{socket.gethostname()}/{w.worker_pid}"] = f"worker-{n}"
         asyncio.run(groups_stable(c.settings, count))
+        for w in workers:
+            _wait_until_ready(w)  # the command reader too: else the first run waits for it
         yield c
     finally:
         with ThreadPoolExecutor(count) as stopping:
             list(stopping.map(lambda w: w.stop(), workers))
+
+
+def _wait_until_ready(worker: WorkerProcess) -> None:
+    """Until the worker's `/readyz` answers 200 (every readiness check passes)."""
+    url = f"http://127.0.0.1:{worker.web_port}/readyz"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass  # 503 (not ready yet) or not answering yet
+        if not worker.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"worker never ready: {worker.log_path}")
+        time.sleep(0.1)
 
 
 def _wait_for_line(worker: WorkerProcess, text: str) -> None:

@@ -103,3 +103,30 @@ def test_the_worker_checks_read_consumer_producer_and_pool() -> None:
     assert pool_check(FakeExecutor(None))() == "the interpreter pool is warming up"
     assert pool_check(FakeExecutor(FakeStats(alive=0)))() == "no pool interpreter is alive"
     assert pool_check(FakeExecutor(FakeStats(alive=2)))() is None
+
+
+def test_the_command_reader_is_ready_once_it_reads_every_owned_partition() -> None:
+    from aiokafka.structs import TopicPartition
+
+    from thunderhelm.streams.config.settings import Settings
+    from thunderhelm.streams.worker.commands.reader import (
+        CommandReader,
+        InFlightOffsets,
+        _Partition,
+    )
+
+    async def submit(_: object) -> None: ...
+
+    settings = Settings()
+    reader = CommandReader(settings, lambda: {0, 2}, submit, lambda _: 0)
+    assert reader.following() == "the command reader waits for Faust to recover the runs' state"
+    reader.resume()  # Faust recovered: the partitions are still to be read
+    assert reader.following() == "the command reader does not read partitions [0, 2] yet"
+    tp = TopicPartition(settings.run_commands, 0)
+    reader._reading[tp] = _Partition(InFlightOffsets(0), committed=0)
+    assert reader.following() == "the command reader does not read partitions [2] yet"
+    tp = TopicPartition(settings.run_commands, 2)
+    reader._reading[tp] = _Partition(InFlightOffsets(0), committed=0)
+    assert reader.following() is None
+    reader.pause()  # partitions move: not ready until Faust recovered again
+    assert reader.following() is not None

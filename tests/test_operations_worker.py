@@ -114,7 +114,12 @@ RUNS: dict[str, str] = {}  # run id -> trace id, of the run the metrics test fin
 def test_health_and_readiness(worker: WorkerProcess) -> None:
     ready = wait_ready(worker)
     assert ready["status"] == "ready"
-    assert ready["checks"] == ["interpreter_pool", "kafka_consumer", "kafka_producer"]
+    assert ready["checks"] == [
+        "command_reader",
+        "interpreter_pool",
+        "kafka_consumer",
+        "kafka_producer",
+    ]
     status, content_type, body = get(worker, "/healthz")
     assert status == 200 and content_type.startswith("application/json")
     live = json.loads(body)

@@ -65,6 +65,7 @@ class RunWorker:
                 "kafka_consumer": consumer_check(app),
                 "kafka_producer": producer_check(app),
                 "interpreter_pool": pool_check(self.executor),
+                "command_reader": self.command_reader.following,
             }
         )
 

@@ -4,7 +4,8 @@ Liveness (`/healthz`) is "restart me if this fails": the process answers and
 its event loop keeps time (a heartbeat task ticks every `TICK_S`; a loop
 blocked by a long synchronous call stops the ticks). Readiness (`/readyz`) is
 "send me work": the Kafka consumer has its partitions, the producer is
-started and the interpreter pool is warm. Each readiness check returns None
+started, the interpreter pool is warm and the command reader reads every
+run-commands partition of the runs this worker owns. Each readiness check returns None
 when it passes or a sentence saying what is missing, and a 503 body lists
 them, so an operator reads why a worker is not ready without its logs.
 """

@@ -169,6 +169,17 @@ class CommandReader:
         """Faust recovered the state of what it assigned: follow its assignment again."""
         self._ready = True
 
+    def following(self) -> str | None:
+        """None when the reader reads every run-commands partition Faust assigned this
+        worker; else what it waits for (a readiness check: until then a command waits)."""
+        if not self._ready:
+            return "the command reader waits for Faust to recover the runs' state"
+        reading = {tp.partition for tp in self._reading}
+        waiting = sorted(set(self.owned()) - reading)
+        if waiting:
+            return f"the command reader does not read partitions {waiting} yet"
+        return None
+
     def _superseded_after(self, epoch: int) -> Callable[[], bool]:
         return lambda: self._epoch != epoch
 
