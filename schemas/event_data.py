@@ -233,8 +233,3 @@ def _plain_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain_value(v) for v in value]
     return value
-
-
-def validated_data(event_type: str, data: Any) -> dict[str, Any]:
-    """`data` checked against its type's model, as JSON; raises `ValidationError`."""
-    return wire_data(event_type, event_data(event_type, data))

@@ -12,7 +12,7 @@ import pytest
 
 from thunderhelm.ga.core.engine import initial_state, pending
 from thunderhelm.schemas import events as ev
-from thunderhelm.schemas.event_data import CandidateCompleted, event_data, validated_data
+from thunderhelm.schemas.event_data import CandidateCompleted, event_data
 from thunderhelm.streams.domain import saga
 from thunderhelm.streams.execution import steps
 
@@ -125,11 +125,11 @@ def test_candidate_events_before_start_or_after_the_end_change_nothing() -> None
 
 def test_candidate_data_is_validated_by_its_model() -> None:
     data = dict(candidate(0, 1).data)
-    assert validated_data(ev.CANDIDATE_COMPLETED, data)["index"] == 1
+    assert event_data(ev.CANDIDATE_COMPLETED, data).index == 1
     with pytest.raises(ValueError):
-        validated_data(ev.CANDIDATE_COMPLETED, {**data, "index": -1})
+        event_data(ev.CANDIDATE_COMPLETED, {**data, "index": -1})
     with pytest.raises(ValueError):
-        validated_data(ev.CANDIDATE_COMPLETED, {k: v for k, v in data.items() if k != "seed"})
+        event_data(ev.CANDIDATE_COMPLETED, {k: v for k, v in data.items() if k != "seed"})
 
 
 class Recording:

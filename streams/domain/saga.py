@@ -130,7 +130,7 @@ class RunState:
             "evaluations": self.evaluations,
             "best": self.best,
             "history": list(self.history),
-            "outcomes": {str(k): _stored(v) for k, v in self.outcomes.items()},
+            "outcomes": {str(k): plain(v) for k, v in self.outcomes.items()},
             "dispatched": list(self.dispatched),
             "version": self.version,
             "seen_ids": list(self.seen_ids),
@@ -138,12 +138,12 @@ class RunState:
             "traceparent": self.traceparent,
             "accepted_at": self.accepted_at,
             "deadline": self.deadline,
-            "result": None if self.result is None else _stored(self.result),
+            "result": None if self.result is None else plain(self.result),
             "reasons": list(self.reasons),
             "settled": self.settled,
             "revision": self.revision,
             "continues": list(self.continues),
-            "warm_start": None if self.warm_start is None else _stored(self.warm_start),
+            "warm_start": None if self.warm_start is None else plain(self.warm_start),
         }
 
     @classmethod
@@ -179,11 +179,6 @@ class RunState:
                 else WarmStartLineage.model_validate(raw["warm_start"])
             ),
         )
-
-
-def _stored(model: CandidateCompleted | RunResult | WarmStartLineage) -> dict[str, Any]:
-    """A model inside the stored state (`to_dict`), as the log has it."""
-    return plain(model)
 
 
 def settled(state: RunState) -> RunState:
